@@ -1,0 +1,36 @@
+# Decides whether the CUDA backend builds, and for which architectures.
+# A machine without a toolkit quietly gets the CPU-only build.
+include(CheckLanguage)
+if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(STATUS "emonext: no CUDA toolkit found, building the CPU backend only")
+  return()
+endif()
+
+# Architectures: the user's choice (-DCMAKE_CUDA_ARCHITECTURES=...), else the GPU in
+# this machine, else sm_90 (H100/H200).
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+  set(_arch 90)
+  find_program(_nvidia_smi nvidia-smi)
+  if(_nvidia_smi)
+    execute_process(COMMAND ${_nvidia_smi} --query-gpu=compute_cap --format=csv,noheader
+                    OUTPUT_VARIABLE _cap RESULT_VARIABLE _rc ERROR_QUIET)
+    if(_rc EQUAL 0 AND _cap MATCHES "^([0-9]+)\\.([0-9]+)")
+      set(_arch "${CMAKE_MATCH_1}${CMAKE_MATCH_2}")
+    endif()
+  endif()
+  set(CMAKE_CUDA_ARCHITECTURES ${_arch} CACHE STRING "CUDA architectures" FORCE)
+endif()
+message(STATUS "emonext: CUDA architectures ${CMAKE_CUDA_ARCHITECTURES}")
+
+enable_language(CUDA)
+# CMake 3.25 cannot ask nvcc for C++20; the .cu files and the headers they include keep to C++17.
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+find_package(CUDAToolkit REQUIRED)
+find_library(CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} REQUIRED)
+find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} REQUIRED)
+set(EMONEXT_WITH_CUDA ON)
