@@ -1,0 +1,158 @@
+// Element-wise kernels of the CUDA backend: copy/cast, fill, random, unary,
+// binary, compare, where. One thread per element in a grid-stride loop; the
+// formulas are in kernels/ops.h, shared with the CPU twins in kernels/cpu.
+#include "core/base/philox.h"
+#include "kernels/cuda/cuda_types.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/dispatch.h"
+#include "kernels/kernels.h"
+
+namespace emonext::kernels::cuda {
+
+namespace {
+
+constexpr unsigned kThreads = 256;
+
+#define EMONEXT_GRID_STRIDE(i, n) \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
+
+template <class To, class From>
+__global__ void copy_kernel(View dst, View src) {
+  To* d = static_cast<To*>(dst.data);
+  const From* s = static_cast<const From*>(src.data);
+  EMONEXT_GRID_STRIDE(i, dst.numel()) {
+    if constexpr (std::is_same_v<To, From>) d[dst.offset_of(i)] = s[src.offset_of(i)];
+    else d[dst.offset_of(i)] = cast_value<To>(s[src.offset_of(i)]);
+  }
+}
+
+template <class T>
+__global__ void fill_kernel(View dst, T value) {
+  T* d = static_cast<T*>(dst.data);
+  EMONEXT_GRID_STRIDE(i, dst.numel()) d[dst.offset_of(i)] = value;
+}
+
+template <class T>
+__global__ void random_kernel(T* dst, int64_t n, RandomKind kind, uint64_t seed, uint64_t counter, float a, float b) {
+  EMONEXT_GRID_STRIDE(i, n) {
+    const philox::U32x4 r = philox::philox4x32_10(counter + uint64_t(i / 4), seed);
+    const int lane = int(i % 4);
+    float x;
+    if (kind == RandomKind::Uniform) {
+      x = a + (b - a) * philox::uniform01(r.v[lane]);
+    } else {  // Box-Muller on the lane pair (0,1) or (2,3), as in the CPU twin
+      const int p = lane & ~1;
+      const float radius = sqrtf(-2.0f * logf(philox::uniform01_open0(r.v[p])));
+      const float theta = 6.2831853071795864f * philox::uniform01(r.v[p + 1]);
+      x = a + b * radius * ((lane & 1) ? sinf(theta) : cosf(theta));
+    }
+    dst[i] = store<T>(static_cast<acc_t<T>>(x));
+  }
+}
+
+template <class T>
+__global__ void unary_kernel(UnaryOp op, View out, View in, double scalar) {
+  using A = acc_t<T>;
+  T* y = static_cast<T*>(out.data);
+  const T* x = static_cast<const T*>(in.data);
+  EMONEXT_GRID_STRIDE(i, out.numel()) y[out.offset_of(i)] = store<T>(unary_apply<A>(op, load(x[in.offset_of(i)]), A(scalar)));
+}
+
+template <class T>
+__global__ void binary_kernel(BinaryOp op, View out, View a, View b) {
+  using A = acc_t<T>;
+  T* y = static_cast<T*>(out.data);
+  const T* pa = static_cast<const T*>(a.data);
+  const T* pb = static_cast<const T*>(b.data);
+  EMONEXT_GRID_STRIDE(i, out.numel())
+  y[out.offset_of(i)] = store<T>(binary_apply<A>(op, load(pa[a.offset_of(i)]), load(pb[b.offset_of(i)])));
+}
+
+template <class T>
+__global__ void compare_kernel(CompareOp op, View out, View a, View b) {
+  uint8_t* y = static_cast<uint8_t*>(out.data);
+  const T* pa = static_cast<const T*>(a.data);
+  const T* pb = static_cast<const T*>(b.data);
+  EMONEXT_GRID_STRIDE(i, out.numel())
+  y[out.offset_of(i)] = compare_apply(op, load(pa[a.offset_of(i)]), load(pb[b.offset_of(i)])) ? 1 : 0;
+}
+
+template <class T>
+__global__ void where_kernel(View out, View cond, View a, View b) {
+  T* y = static_cast<T*>(out.data);
+  const uint8_t* c = static_cast<const uint8_t*>(cond.data);
+  const T* pa = static_cast<const T*>(a.data);
+  const T* pb = static_cast<const T*>(b.data);
+  EMONEXT_GRID_STRIDE(i, out.numel()) y[out.offset_of(i)] = c[cond.offset_of(i)] ? pa[a.offset_of(i)] : pb[b.offset_of(i)];
+}
+
+}  // namespace
+
+void copy(const View& dst, const View& src, Stream s) {
+  View v[2] = {dst, src};
+  coalesce(2, v);
+  dispatch_all<Types>(dst.dtype, "copy", [&](auto to) {
+    using To = typename decltype(to)::type;
+    dispatch_all<Types>(src.dtype, "copy", [&](auto from) {
+      using From = typename decltype(from)::type;
+      auto* kernel = copy_kernel<To, From>;
+      EMONEXT_LAUNCH(kernel, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, v[0], v[1]);
+    });
+  });
+}
+
+void fill(const View& dst, double value, Stream s) {
+  View v[1] = {dst};
+  coalesce(1, v);
+  dispatch_all<Types>(dst.dtype, "fill", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    EMONEXT_LAUNCH(fill_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, v[0], host_value<T>(value));
+  });
+}
+
+void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, double a, double b, Stream s) {
+  dispatch_floating<Types>(dst.dtype, "random", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t n = dst.numel();
+    EMONEXT_LAUNCH(random_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, static_cast<T*>(dst.data), n, kind, seed,
+                   counter, float(a), float(b));
+  });
+}
+
+void unary(UnaryOp op, const View& out, const View& in, double scalar, Stream s) {
+  View v[2] = {out, in};
+  coalesce(2, v);
+  dispatch_floating<Types>(out.dtype, "unary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    EMONEXT_LAUNCH(unary_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, op, v[0], v[1], scalar);
+  });
+}
+
+void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream s) {
+  View v[3] = {out, a, b};
+  coalesce(3, v);
+  dispatch_floating<Types>(out.dtype, "binary", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    EMONEXT_LAUNCH(binary_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, op, v[0], v[1], v[2]);
+  });
+}
+
+void compare(CompareOp op, const View& out, const View& a, const View& b, Stream s) {
+  View v[3] = {out, a, b};
+  coalesce(3, v);
+  dispatch_all<Types>(a.dtype, "compare", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    EMONEXT_LAUNCH(compare_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, op, v[0], v[1], v[2]);
+  });
+}
+
+void where(const View& out, const View& cond, const View& a, const View& b, Stream s) {
+  View v[4] = {out, cond, a, b};
+  coalesce(4, v);
+  dispatch_all<Types>(out.dtype, "where", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    EMONEXT_LAUNCH(where_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, v[0], v[1], v[2], v[3]);
+  });
+}
+
+}  // namespace emonext::kernels::cuda

@@ -1,0 +1,63 @@
+// Every kernel entry point of both backends. The two namespaces declare the
+// same functions: kernels::cpu runs on host memory, kernels::cuda on device
+// memory and enqueues on the given stream. Callers (core/) validate shapes,
+// dtypes and devices first; kernels assume valid arguments.
+#pragma once
+#include <cstdint>
+
+#include "kernels/ops.h"
+#include "kernels/view.h"
+
+namespace emonext::kernels {
+
+// Row-major batched matrix product: C = alpha * op(A) @ op(B) + beta * C, with
+// op(X) = X or X^T, for `batch` matrices at the given element strides.
+struct Gemm {
+  DType dtype = DType::F32;
+  bool trans_a = false, trans_b = false;
+  int64_t m = 0, n = 0, k = 0;
+  const void* a = nullptr; int64_t lda = 0, stride_a = 0;
+  const void* b = nullptr; int64_t ldb = 0, stride_b = 0;
+  void* c = nullptr; int64_t ldc = 0, stride_c = 0;
+  int64_t batch = 1;
+  float alpha = 1.0f, beta = 0.0f;
+};
+
+#define EMONEXT_KERNEL_DECLARATIONS                                                                   \
+  /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
+  void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
+  void fill(const View& dst, double value, Stream s);                                              \
+  /* contiguous floating dst; uniform in [a, b) or normal(mean a, std b) */                        \
+  void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, double a,         \
+              double b, Stream s);                                                                 \
+  void unary(UnaryOp op, const View& out, const View& in, double scalar, Stream s);                \
+  void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream s);               \
+  void compare(CompareOp op, const View& out_u8, const View& a, const View& b, Stream s);          \
+  void where(const View& out, const View& cond_u8, const View& a, const View& b, Stream s);        \
+  /* reduce.{cpp,cu}: contiguous [outer, r, inner] -> [outer, inner] */                            \
+  void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, int64_t r,      \
+              int64_t inner, Stream s);                                                            \
+  /* softmax.{cpp,cu}: over the last dim of contiguous [rows, cols] */                             \
+  void softmax_forward(bool log, void* out, const void* in, DType dtype, int64_t rows,            \
+                       int64_t cols, Stream s);                                                    \
+  void softmax_backward(bool log, void* dx, const void* y, const void* dy, DType dtype,           \
+                        int64_t rows, int64_t cols, Stream s);                                     \
+  /* gemm.{cpp,cu} */                                                                              \
+  void gemm(const Gemm& g, Stream s);                                                              \
+  /* index.{cpp,cu}: contiguous [outer, dim, inner]; idx are valid (checked by the caller) */      \
+  void index_select(void* out, const void* in, DType dtype, const int64_t* idx, int64_t outer,    \
+                    int64_t in_dim, int64_t n_idx, int64_t inner, Stream s);                       \
+  void index_add(void* out, const void* src, DType dtype, const int64_t* idx, int64_t outer,      \
+                 int64_t out_dim, int64_t n_idx, int64_t inner, Stream s);                         \
+  void one_hot(void* out, DType dtype, const int64_t* labels, int64_t n, int64_t classes,         \
+               double on, double off, Stream s);
+
+namespace cpu {
+EMONEXT_KERNEL_DECLARATIONS
+}
+namespace cuda {
+EMONEXT_KERNEL_DECLARATIONS
+}
+#undef EMONEXT_KERNEL_DECLARATIONS
+
+}  // namespace emonext::kernels
