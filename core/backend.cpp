@@ -1,0 +1,78 @@
+#include "core/backend.h"
+
+#include <cstring>
+
+#include "core/tensor.h"
+
+namespace emonext {
+
+void fail_no_cuda() {
+  fail("this build of emonext has no CUDA backend: rebuild with the CUDA toolkit installed (cmake -DEMONEXT_CUDA=ON), or use --device cpu");
+}
+
+kernels::View view_of(const Tensor& t) { return view_as(t, t.shape()); }
+
+kernels::View view_as(const Tensor& t, const Shape& shape) {
+  EMONEXT_CHECK(int(shape.size()) <= kernels::kMaxDims, "tensor of ", shape.size(), " dims: at most ",
+                kernels::kMaxDims, " are supported");
+  kernels::View v;
+  v.data = t.data_ptr();
+  v.dtype = t.dtype();
+  v.ndim = int(shape.size());
+  const int lead = v.ndim - t.dim();
+  for (int d = 0; d < v.ndim; ++d) {
+    v.shape[d] = shape[size_t(d)];
+    const int td = d - lead;
+    v.stride[d] = (td < 0 || t.shape()[size_t(td)] == 1) ? 0 : t.strides()[size_t(td)];
+  }
+  return v;
+}
+
+bool cuda_available() { return cuda_device_count() > 0; }
+
+#if EMONEXT_WITH_CUDA
+int cuda_device_count() { return kernels::cuda::device_count(); }
+std::string cuda_unavailable_reason() { return kernels::cuda::unavailable_reason(); }
+void synchronize(Device d) {
+  if (d.is_cuda()) kernels::cuda::synchronize(d.index);
+}
+void* cuda_allocate(size_t bytes, Device device) { return kernels::cuda::allocate(bytes, device.index); }
+void cuda_deallocate(void* ptr, Device device) noexcept { kernels::cuda::deallocate(ptr, device.index); }
+MemoryStats cuda_memory_stats(Device device) {
+  const auto s = kernels::cuda::memory_stats(device.index);
+  return {s.in_use, s.peak, s.allocations};
+}
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  using kernels::cuda::CopyKind;
+  if (dst_device.is_cpu() && src_device.is_cpu()) std::memcpy(dst, src, bytes);
+  else if (dst_device.is_cpu()) kernels::cuda::memcpy(dst, src, bytes, CopyKind::DeviceToHost, src_device.index);
+  else if (src_device.is_cpu()) kernels::cuda::memcpy(dst, src, bytes, CopyKind::HostToDevice, dst_device.index);
+  else if (dst_device == src_device) kernels::cuda::memcpy(dst, src, bytes, CopyKind::DeviceToDevice, dst_device.index);
+  else {  // between two GPUs: through the host, simple and always available
+    std::vector<unsigned char> host(bytes);
+    kernels::cuda::memcpy(host.data(), src, bytes, CopyKind::DeviceToHost, src_device.index);
+    kernels::cuda::memcpy(dst, host.data(), bytes, CopyKind::HostToDevice, dst_device.index);
+  }
+}
+#else
+int cuda_device_count() { return 0; }
+std::string cuda_unavailable_reason() { return "this build has no CUDA backend"; }
+void synchronize(Device) {}
+void* cuda_allocate(size_t, Device) { fail_no_cuda(); }
+void cuda_deallocate(void*, Device) noexcept {}
+MemoryStats cuda_memory_stats(Device) { fail_no_cuda(); }
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (!dst_device.is_cpu() || !src_device.is_cpu()) fail_no_cuda();
+  std::memcpy(dst, src, bytes);
+}
+#endif
+
+Device Device::parse(const std::string& text) {
+  if (text == "cpu") return cpu();
+  if (text == "cuda") return cuda(0);
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return cuda(std::stoi(text.substr(5)));
+  fail("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+}
+
+}  // namespace emonext

@@ -1,0 +1,37 @@
+// Device: where a tensor's memory lives. "cpu" or "cuda:N".
+#pragma once
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+namespace emonext {
+
+enum class DeviceType : uint8_t { CPU, CUDA };
+
+struct Device {
+  DeviceType type = DeviceType::CPU;
+  int index = 0;
+
+  static Device cpu() { return {}; }
+  static Device cuda(int index = 0) { return {DeviceType::CUDA, index}; }
+  // "cpu", "cuda" (= cuda:0) or "cuda:N"; throws emonext::Error otherwise.
+  static Device parse(const std::string& text);
+
+  bool is_cpu() const { return type == DeviceType::CPU; }
+  bool is_cuda() const { return type == DeviceType::CUDA; }
+  std::string str() const { return is_cpu() ? "cpu" : "cuda:" + std::to_string(index); }
+  bool operator==(const Device& o) const { return type == o.type && (is_cpu() || index == o.index); }
+  bool operator!=(const Device& o) const { return !(*this == o); }
+};
+
+inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+
+// True when this build has the CUDA backend and at least one GPU answers.
+bool cuda_available();
+int cuda_device_count();
+// Why cuda_available() is false, in words.
+std::string cuda_unavailable_reason();
+// Waits for all queued work on the device (a no-op on the CPU).
+void synchronize(Device d);
+
+}  // namespace emonext

@@ -1,0 +1,97 @@
+// The differentiable ops. Each checks its inputs (throwing emonext::Error
+// naming the op, the shapes and the fix), runs the kernel of the inputs'
+// backend, and records its backward for autograd.
+//
+// Binary element-wise ops broadcast as NumPy/PyTorch do; both inputs must have
+// the same dtype and device (convert with .to()).
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace emonext {
+
+// ---- element-wise ----
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor pow(const Tensor& a, const Tensor& b);
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor pow(const Tensor& a, double exponent);
+Tensor neg(const Tensor& a);
+Tensor exp(const Tensor& a);
+Tensor log(const Tensor& a);
+Tensor sqrt(const Tensor& a);
+Tensor relu(const Tensor& a);
+Tensor sigmoid(const Tensor& a);
+// cond is a u8 mask (from the comparisons below); a and b broadcast with it.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+
+// ---- comparisons (not differentiable): u8 masks ----
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+inline Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return add(a, -s); }
+inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+
+// ---- reductions; dims may be negative; an empty dims list means all dims ----
+Tensor sum(const Tensor& a, std::vector<int> dims = {}, bool keepdim = false);
+Tensor mean(const Tensor& a, std::vector<int> dims = {}, bool keepdim = false);
+Tensor max(const Tensor& a, std::vector<int> dims = {}, bool keepdim = false);  // gradient shared among ties, as torch.amax
+// Sums g over the dims that broadcasting added or stretched, giving `shape`.
+Tensor sum_to(const Tensor& g, const Shape& shape);
+
+// ---- linear algebra ----
+// [..., m, k] @ [..., k, n]; batch dims broadcast; 1-D operands are not accepted.
+Tensor matmul(const Tensor& a, const Tensor& b);
+// x [..., in] @ weight[out, in]^T + bias[out] (bias may be undefined).
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- over the last dim ----
+Tensor softmax(const Tensor& a);
+Tensor log_softmax(const Tensor& a);
+// logits [N, C], target i64 [N] with values in [0, C); mean over the batch of
+// -sum_c q_c log p_c with q = (1 - smoothing) * onehot + smoothing / C.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_smoothing = 0.0);
+// [N] i64 labels -> [N, classes] with `on` at the label and `off` elsewhere (not differentiable).
+Tensor one_hot(const Tensor& labels, int64_t classes, DType dtype, double on = 1.0, double off = 0.0);
+
+// ---- joining and indexing ----
+Tensor concat(const std::vector<Tensor>& tensors, int dim);
+// index: i64 1-D tensor of positions along dim (on the same device as a).
+Tensor index_select(const Tensor& a, int dim, const Tensor& index);
+
+// ---- random fills from a counter-based generator: the same numbers on every backend ----
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+  uint64_t seed() const { return seed_; }
+  uint64_t counter() const { return counter_; }
+  void set_state(uint64_t seed, uint64_t counter) { seed_ = seed; counter_ = counter; }
+  // Reserves the Philox counters for n values and returns the first.
+  uint64_t take(int64_t n) { const uint64_t c = counter_; counter_ += uint64_t((n + 3) / 4); return c; }
+
+ private:
+  uint64_t seed_ = 0, counter_ = 0;
+};
+Tensor rand(const Shape& shape, Generator& gen, double low = 0.0, double high = 1.0, DType dtype = DType::F32,
+            Device device = Device::cpu());
+Tensor randn(const Shape& shape, Generator& gen, double mean = 0.0, double std = 1.0, DType dtype = DType::F32,
+             Device device = Device::cpu());
+
+}  // namespace emonext

@@ -1,0 +1,97 @@
+// sum, mean and max over dims. A reduction over several dims runs as one
+// kernel call per dim (innermost first) on a contiguous [outer, r, inner] block.
+#include <algorithm>
+
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace emonext {
+
+namespace {
+
+// Sorted, unique, non-negative dims; empty means all.
+std::vector<int> normalise_dims(const char* op, const Tensor& a, std::vector<int> dims) {
+  if (dims.empty())
+    for (int d = 0; d < a.dim(); ++d) dims.push_back(d);
+  for (int& d : dims) d = wrap_dim(op, d, a.dim());
+  std::sort(dims.begin(), dims.end());
+  EMONEXT_CHECK(std::adjacent_find(dims.begin(), dims.end()) == dims.end(), op, ": a dim is repeated");
+  return dims;
+}
+
+Shape dropped_shape(const Shape& s, const std::vector<int>& dims) {
+  Shape out;
+  for (size_t i = 0; i < s.size(); ++i)
+    if (std::find(dims.begin(), dims.end(), int(i)) == dims.end()) out.push_back(s[i]);
+  return out;
+}
+
+// Reduces dims (sorted) of a; the result has size 1 in each of them.
+Tensor reduce_keepdim(kernels::ReduceOp op, const char* name, const Tensor& a, const std::vector<int>& dims) {
+  check_floating(name, a);
+  Tensor cur = a.contiguous();
+  for (auto it = dims.rbegin(); it != dims.rend(); ++it) {
+    const int d = *it;
+    const Shape& s = cur.shape();
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < d; ++i) outer *= s[size_t(i)];
+    for (size_t i = size_t(d) + 1; i < s.size(); ++i) inner *= s[i];
+    Shape out_shape = s;
+    out_shape[size_t(d)] = 1;
+    Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
+    if (s[size_t(d)] == 0) {
+      EMONEXT_CHECK(op == kernels::ReduceOp::Sum, name, ": cannot take the max over an empty dim ", d, " of ", a.str());
+      out.zero_();
+    } else {
+      EMONEXT_KERNEL(out.device(), reduce, op, out.data_ptr(), cur.data_ptr(), a.dtype(), outer, s[size_t(d)], inner);
+    }
+    cur = out;
+  }
+  return cur;
+}
+
+}  // namespace
+
+Tensor sum_to(const Tensor& g, const Shape& shape) {
+  if (g.shape() == shape) return g;
+  const size_t lead = g.shape().size() - shape.size();
+  std::vector<int> dims;
+  for (size_t i = 0; i < g.shape().size(); ++i)
+    if (i < lead || (shape[i - lead] == 1 && g.shape()[i] != 1)) dims.push_back(int(i));
+  Tensor r = dims.empty() ? g : sum(g, dims, true);
+  return r.reshape(shape);
+}
+
+Tensor sum(const Tensor& a, std::vector<int> dims, bool keepdim) {
+  dims = normalise_dims("sum", a, dims);
+  Tensor out = reduce_keepdim(kernels::ReduceOp::Sum, "sum", a, dims);
+  const Shape kept = out.shape(), in_shape = a.shape();
+  if (!keepdim) out = make_view(out, dropped_shape(kept, dims), contiguous_strides(dropped_shape(kept, dims)), 0);
+  return record(out, "sum", {a}, [=](const Tensor& g) { return std::vector<Tensor>{g.reshape(kept).expand(in_shape)}; });
+}
+
+Tensor mean(const Tensor& a, std::vector<int> dims, bool keepdim) {
+  dims = normalise_dims("mean", a, dims);
+  int64_t count = 1;
+  for (int d : dims) count *= a.shape()[size_t(d)];
+  return mul(sum(a, dims, keepdim), 1.0 / double(count));
+}
+
+Tensor max(const Tensor& a, std::vector<int> dims, bool keepdim) {
+  dims = normalise_dims("max", a, dims);
+  Tensor out = reduce_keepdim(kernels::ReduceOp::Max, "max", a, dims);
+  const Tensor kept_out = out;
+  const Shape kept = out.shape();
+  if (!keepdim) out = make_view(out, dropped_shape(kept, dims), contiguous_strides(dropped_shape(kept, dims)), 0);
+  return record(out, "max", {a}, [=](const Tensor& g) {
+    // Ties share the gradient equally (torch.amax).
+    const Tensor mask = eq(a, kept_out);
+    const Tensor count = sum(mask.to(g.dtype()), dims, true);
+    const Tensor zero = Tensor::zeros({}, g.dtype(), g.device());
+    return std::vector<Tensor>{where(mask, div(g.reshape(kept), count), zero)};
+  });
+}
+
+}  // namespace emonext

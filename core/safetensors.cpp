@@ -1,0 +1,241 @@
+#include "core/safetensors.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "core/autograd.h"
+
+namespace emonext {
+
+namespace {
+
+// A JSON reader for the safetensors header: objects, arrays, strings, integers.
+struct Json {
+  enum Kind { Null, Number, String, Array, Object } kind = Null;
+  int64_t number = 0;
+  std::string text;
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> fields;
+  const Json* get(const std::string& key) const {
+    for (const auto& [k, v] : fields)
+      if (k == key) return &v;
+    return nullptr;
+  }
+};
+
+class JsonParser {
+ public:
+  JsonParser(const std::string& s, const std::string& file) : s_(s), file_(file) {}
+  Json parse() {
+    Json v = value();
+    skip();
+    if (i_ != s_.size()) error("trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void error(const char* what) {
+    fail(detail::concat(file_, ": corrupt safetensors header (", what, " at byte ", i_, ")"));
+  }
+  void skip() { while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_; }
+  char peek() { skip(); if (i_ >= s_.size()) error("unexpected end"); return s_[i_]; }
+  void expect(char c) { if (peek() != c) error("unexpected character"); ++i_; }
+  Json value() {
+    const char c = peek();
+    Json v;
+    if (c == '{') {
+      v.kind = Json::Object;
+      ++i_;
+      if (peek() == '}') { ++i_; return v; }
+      for (;;) {
+        std::string key = string();
+        expect(':');
+        v.fields.emplace_back(std::move(key), value());
+        if (peek() == ',') { ++i_; continue; }
+        expect('}');
+        return v;
+      }
+    }
+    if (c == '[') {
+      v.kind = Json::Array;
+      ++i_;
+      if (peek() == ']') { ++i_; return v; }
+      for (;;) {
+        v.items.push_back(value());
+        if (peek() == ',') { ++i_; continue; }
+        expect(']');
+        return v;
+      }
+    }
+    if (c == '"') { v.kind = Json::String; v.text = string(); return v; }
+    if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) {
+      size_t end = i_ + 1;
+      while (end < s_.size() && std::isdigit(static_cast<unsigned char>(s_[end]))) ++end;
+      v.kind = Json::Number;
+      v.number = std::stoll(s_.substr(i_, end - i_));
+      i_ = end;
+      return v;
+    }
+    if (s_.compare(i_, 4, "null") == 0) { i_ += 4; return v; }
+    error("unexpected value");
+  }
+  std::string string() {
+    expect('"');
+    std::string out;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      if (s_[i_] == '\\') {
+        if (++i_ >= s_.size()) break;
+        const char e = s_[i_];
+        out += e == 'n' ? '\n' : e == 't' ? '\t' : e;  // \" \\ \/ and the two common controls
+      } else {
+        out += s_[i_];
+      }
+      ++i_;
+    }
+    if (i_ >= s_.size()) error("unterminated string");
+    ++i_;
+    return out;
+  }
+  const std::string& s_;
+  const std::string& file_;
+  size_t i_ = 0;
+};
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') { out += "\\n"; continue; }
+    out += c;
+  }
+  return out;
+}
+
+const char* st_dtype(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F64: return "F64";
+    case DType::BF16: return "BF16";
+    case DType::F16: return "F16";
+    case DType::I64: return "I64";
+    case DType::U8: return "U8";
+  }
+  return "?";
+}
+
+DType parse_st_dtype(const std::string& s, const std::string& file, const std::string& name) {
+  for (DType t : {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I64, DType::U8})
+    if (s == st_dtype(t)) return t;
+  if (s == "BOOL") return DType::U8;
+  fail(detail::concat(file, ": tensor '", name, "' has dtype ", s, ", which emonext does not read (F32, F64, BF16, F16, I64, U8, BOOL)"));
+}
+
+}  // namespace
+
+const Tensor& SafeTensors::at(const std::string& name) const {
+  for (const auto& [k, t] : tensors)
+    if (k == name) return t;
+  std::string names;
+  for (size_t i = 0; i < tensors.size() && i < 8; ++i) names += (i ? ", " : "") + tensors[i].first;
+  fail(detail::concat("safetensors: no tensor '", name, "' (the file has ", tensors.size(), ": ", names,
+                      tensors.size() > 8 ? ", ..." : "", ")"));
+}
+
+bool SafeTensors::contains(const std::string& name) const {
+  for (const auto& kv : tensors)
+    if (kv.first == name) return true;
+  return false;
+}
+
+SafeTensors load_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EMONEXT_CHECK(in, path, ": cannot open for reading");
+  in.seekg(0, std::ios::end);
+  const uint64_t file_size = uint64_t(in.tellg());
+  in.seekg(0);
+  EMONEXT_CHECK(file_size >= 8, path, ": truncated safetensors file (", file_size, " bytes)");
+  unsigned char len_bytes[8];
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  EMONEXT_CHECK(header_len <= file_size - 8, path, ": header length ", header_len, " exceeds the file (", file_size,
+                " bytes): truncated or not a safetensors file");
+  std::string header(header_len, '\0');
+  in.read(header.data(), std::streamsize(header_len));
+  const uint64_t data_size = file_size - 8 - header_len;
+  std::vector<char> data(data_size);
+  in.read(data.data(), std::streamsize(data_size));
+  EMONEXT_CHECK(in, path, ": read error");
+
+  const Json root = JsonParser(header, path).parse();
+  EMONEXT_CHECK(root.kind == Json::Object, path, ": header is not a JSON object");
+  SafeTensors out;
+  for (const auto& [name, entry] : root.fields) {
+    if (name == "__metadata__") {
+      for (const auto& [k, v] : entry.fields) out.metadata[k] = v.text;
+      continue;
+    }
+    const Json* dtype = entry.get("dtype");
+    const Json* shape = entry.get("shape");
+    const Json* offsets = entry.get("data_offsets");
+    EMONEXT_CHECK(dtype && shape && offsets && offsets->items.size() == 2, path, ": tensor '", name,
+                  "' lacks dtype, shape or data_offsets");
+    const DType t = parse_st_dtype(dtype->text, path, name);
+    Shape s;
+    for (const Json& d : shape->items) s.push_back(d.number);
+    const int64_t begin = offsets->items[0].number, end = offsets->items[1].number;
+    const int64_t expect = shape_numel(s) * int64_t(dtype_size(t));
+    EMONEXT_CHECK(begin >= 0 && end >= begin && uint64_t(end) <= data_size, path, ": tensor '", name, "' data [", begin,
+                  ", ", end, ") lies outside the ", data_size, " data bytes (truncated file?)");
+    EMONEXT_CHECK(end - begin == expect, path, ": tensor '", name, "' has ", end - begin, " bytes, but ", dtype->text,
+                  shape_str(s), " needs ", expect);
+    out.tensors.emplace_back(name, Tensor::from_bytes(data.data() + begin, s, t));
+  }
+  return out;
+}
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> host;
+  std::ostringstream header;
+  header << '{';
+  bool first = true;
+  if (!metadata.empty()) {
+    header << "\"__metadata__\":{";
+    for (auto it = metadata.begin(); it != metadata.end(); ++it)
+      header << (it == metadata.begin() ? "" : ",") << '"' << json_escape(it->first) << "\":\"" << json_escape(it->second) << '"';
+    header << '}';
+    first = false;
+  }
+  int64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    host.push_back(t.to(Device::cpu()).contiguous());
+    const int64_t bytes = t.numel() * int64_t(dtype_size(t.dtype()));
+    header << (first ? "" : ",") << '"' << json_escape(name) << "\":{\"dtype\":\"" << st_dtype(t.dtype()) << "\",\"shape\":[";
+    for (size_t i = 0; i < t.shape().size(); ++i) header << (i ? "," : "") << t.shape()[i];
+    header << "],\"data_offsets\":[" << offset << ',' << offset + bytes << "]}";
+    offset += bytes;
+    first = false;
+  }
+  header << '}';
+  std::string h = header.str();
+  while ((8 + h.size()) % 8 != 0) h += ' ';  // the format pads the header to 8 bytes with spaces
+
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    EMONEXT_CHECK(out, tmp, ": cannot open for writing");
+    unsigned char len_bytes[8];
+    for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(uint64_t(h.size()) >> (8 * i));
+    out.write(reinterpret_cast<const char*>(len_bytes), 8);
+    out.write(h.data(), std::streamsize(h.size()));
+    for (const Tensor& t : host) out.write(static_cast<const char*>(t.data_ptr()), std::streamsize(t.numel() * int64_t(dtype_size(t.dtype()))));
+    out.flush();
+    EMONEXT_CHECK(out, tmp, ": write failed (disk full?)");
+  }
+  EMONEXT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": cannot rename ", tmp, " into place");
+}
+
+}  // namespace emonext

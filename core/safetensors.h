@@ -1,0 +1,29 @@
+// safetensors files: an 8-byte little-endian header length, a JSON header
+// (name -> {dtype, shape, data_offsets}, optional "__metadata__" of strings),
+// then the raw little-endian data.
+#pragma once
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace emonext {
+
+struct SafeTensors {
+  std::vector<std::pair<std::string, Tensor>> tensors;  // in file order, on the CPU
+  std::map<std::string, std::string> metadata;
+  // The named tensor; throws naming the file's tensors when it is missing.
+  const Tensor& at(const std::string& name) const;
+  bool contains(const std::string& name) const;
+};
+
+// Throws emonext::Error naming the file and what is wrong with it (missing,
+// truncated, bad header, offsets outside the data, unknown dtype).
+SafeTensors load_safetensors(const std::string& path);
+// Writes path.tmp and renames it over path: a reader never sees half a file.
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace emonext
