@@ -1,0 +1,134 @@
+// The CUDA backend against the CPU backend: every op case of the shared table
+// in f32, bf16, f16 and f64, forward and backward; random fills; transfers;
+// the memory pool; wrong-device errors. Skips, saying why, where no GPU answers.
+#include <gtest/gtest.h>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "core/safetensors.h"
+#include "tests/op_cases.h"
+#include "tests/test_util.h"
+
+namespace emonext::test {
+namespace {
+
+#define REQUIRE_GPU() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason()
+
+const Device kGpu = Device::cuda(0);
+
+double tolerance(DType t) {
+  switch (t) {
+    case DType::F64: return 1e-10;
+    case DType::F32: return 1e-4;
+    case DType::F16: return 1e-2;
+    default: return 5e-2;  // bf16: 8 mantissa bits
+  }
+}
+
+const SafeTensors& fixtures() {
+  static const SafeTensors f = load_safetensors(fixture_path("ops.safetensors"));
+  return f;
+}
+
+class CudaOps : public ::testing::TestWithParam<std::tuple<OpCase, DType>> {};
+
+TEST_P(CudaOps, MatchCpuForwardAndBackward) {
+  REQUIRE_GPU();
+  const auto& [c, dtype] = GetParam();
+  std::vector<Tensor> cpu_in, gpu_in;
+  for (int i = 0; fixtures().contains(c.name + ".in" + std::to_string(i)); ++i) {
+    const Tensor& t = fixtures().at(c.name + ".in" + std::to_string(i));
+    Tensor a = t, b = is_floating(t.dtype()) ? t.to(dtype).to(kGpu) : t.to(kGpu);
+    if (is_floating(t.dtype())) {
+      a = t.to(DType::F64).detach().clone().set_requires_grad();
+      b = b.detach().set_requires_grad();
+    }
+    cpu_in.push_back(a);
+    gpu_in.push_back(b);
+  }
+  const Tensor want = c.fn(cpu_in), got = c.fn(gpu_in);
+  ASSERT_EQ(got.device(), kGpu);
+  ASSERT_EQ(got.dtype(), dtype);
+  expect_close(got, want, tolerance(dtype), c.name + " forward");
+  const Tensor w = fixtures().at(c.name + ".w");
+  sum(mul(want, w)).backward();
+  sum(mul(got, w.to(dtype).to(kGpu))).backward();
+  for (size_t i = 0; i < cpu_in.size(); ++i) {
+    if (!cpu_in[i].requires_grad()) continue;
+    ASSERT_TRUE(gpu_in[i].grad().defined()) << c.name << " grad" << i;
+    EXPECT_EQ(gpu_in[i].grad().device(), kGpu);
+    expect_close(gpu_in[i].grad(), cpu_in[i].grad(), tolerance(dtype), c.name + " grad" + std::to_string(i));
+  }
+}
+
+std::string case_name(const ::testing::TestParamInfo<std::tuple<OpCase, DType>>& info) {
+  return std::get<0>(info.param).name + "_" + dtype_name(std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, CudaOps,
+                         ::testing::Combine(::testing::ValuesIn(op_cases()),
+                                            ::testing::Values(DType::F32, DType::BF16, DType::F16, DType::F64)),
+                         case_name);
+
+TEST(Cuda, RandomMatchesCpu) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::BF16}) {
+    Generator g1(11), g2(11);
+    EXPECT_EQ(rand({1001}, g1, 0, 1, t).to_vector(), rand({1001}, g2, 0, 1, t, kGpu).to_vector());  // bit for bit
+    expect_close(randn({1001}, g1, 0, 1, t, kGpu), randn({1001}, g2, 0, 1, t), 1e-6, "randn");
+  }
+}
+
+TEST(Cuda, TransfersEveryDtype) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F32, DType::F64, DType::BF16, DType::F16, DType::I64, DType::U8}) {
+    const Tensor x = Tensor::from_vector({0, 1, 2, 3, 4, 5}, {2, 3}, t);
+    EXPECT_EQ(x.to(kGpu).transpose(0, 1).contiguous().to(Device::cpu()).to_vector(),
+              x.transpose(0, 1).contiguous().to_vector()) << dtype_name(t);
+  }
+}
+
+TEST(Cuda, LargeAndAwkwardReductions) {
+  REQUIRE_GPU();
+  Generator gen(3);
+  for (const Shape& s : {Shape{3, 1000}, Shape{1, 70001}, Shape{257, 33}, Shape{5, 7, 129}}) {
+    const Tensor x = randn(s, gen);
+    expect_close(sum(x.to(kGpu), {-1}), sum(x, {-1}), 1e-4, "sum " + shape_str(s));
+    expect_close(sum(x.to(kGpu), {0}), sum(x, {0}), 1e-4, "sum dim 0 " + shape_str(s));
+    expect_close(max(x.to(kGpu), {-1}), max(x, {-1}), 0, "max " + shape_str(s));
+    expect_close(softmax(x.to(kGpu)), softmax(x), 1e-5, "softmax " + shape_str(s));
+  }
+}
+
+TEST(Cuda, WrongDeviceIsAClearError) {
+  REQUIRE_GPU();
+  try {
+    add(Tensor::zeros({2}), Tensor::zeros({2}, DType::F32, kGpu));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("different devices"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Tensor::zeros({2}, DType::F32, Device::cuda(cuda_device_count())), Error);
+}
+
+TEST(Cuda, StepsReuseThePooledMemory) {
+  REQUIRE_GPU();
+  Generator gen(1);
+  const Tensor w = randn({256, 256}, gen, 0, 0.05, DType::F32, kGpu).set_requires_grad();
+  auto step = [&] {
+    const Tensor x = randn({64, 256}, gen, 0, 1, DType::F32, kGpu);
+    const Tensor labels = Tensor::from_ints(std::vector<int64_t>(64, 3), {64}, kGpu);
+    cross_entropy(relu(linear(x, w)), labels, 0.1).backward();
+  };
+  step();
+  const size_t in_use = memory_stats(kGpu).in_use;
+  for (int i = 0; i < 3; ++i) step();
+  synchronize(kGpu);
+  // Every step's temporaries are returned (only w.grad persists, already there after step 1).
+  EXPECT_EQ(memory_stats(kGpu).in_use, in_use);
+  EXPECT_GE(memory_stats(kGpu).peak, in_use);
+}
+
+}  // namespace
+}  // namespace emonext::test

@@ -1,0 +1,54 @@
+#include "tests/op_cases.h"
+
+#include "core/ops.h"
+
+namespace emonext::test {
+
+const std::vector<OpCase>& op_cases() {
+  using V = const std::vector<Tensor>&;
+  static const std::vector<OpCase> cases = {
+      {"add", [](V x) { return add(x[0], x[1]); }},
+      {"add_broadcast_both", [](V x) { return x[0] + x[1]; }},
+      {"sub", [](V x) { return sub(x[0], x[1]); }},
+      {"mul", [](V x) { return mul(x[0], x[1]); }},
+      {"div", [](V x) { return div(x[0], x[1]); }},
+      {"pow", [](V x) { return pow(x[0], x[1]); }},
+      {"maximum", [](V x) { return maximum(x[0], x[1]); }},
+      {"add_scalar", [](V x) { return add(x[0], 1.5); }},
+      {"mul_scalar", [](V x) { return mul(x[0], -2.5); }},
+      {"pow_scalar", [](V x) { return pow(x[0], 2.5); }},
+      {"neg", [](V x) { return neg(x[0]); }},
+      {"exp", [](V x) { return exp(x[0]); }},
+      {"log", [](V x) { return log(x[0]); }},
+      {"sqrt", [](V x) { return sqrt(x[0]); }},
+      {"relu", [](V x) { return relu(x[0]); }},
+      {"sigmoid", [](V x) { return sigmoid(x[0]); }},
+      {"where", [](V x) { return where(x[0], x[1], x[2]); }},
+      {"sum_all", [](V x) { return sum(x[0]); }},
+      {"sum_dim", [](V x) { return sum(x[0], {1}); }},
+      {"sum_dims_keepdim", [](V x) { return sum(x[0], {0, 2}, true); }},
+      {"mean_dim", [](V x) { return mean(x[0], {-1}); }},
+      {"max_dim", [](V x) { return max(x[0], {-1}); }},
+      {"max_all", [](V x) { return max(x[0]); }},
+      {"matmul", [](V x) { return matmul(x[0], x[1]); }},
+      {"matmul_batched", [](V x) { return matmul(x[0], x[1]); }},
+      {"matmul_broadcast", [](V x) { return matmul(x[0], x[1]); }},
+      {"matmul_transposed", [](V x) { return matmul(x[0].transpose(0, 1), x[1].transpose(0, 1)); }},
+      {"linear", [](V x) { return linear(x[0], x[1], x[2]); }},
+      {"softmax", [](V x) { return softmax(x[0]); }},
+      {"log_softmax", [](V x) { return log_softmax(x[0]); }},
+      {"cross_entropy", [](V x) { return cross_entropy(x[0], x[1], 0.2); }},
+      {"cross_entropy_plain", [](V x) { return cross_entropy(x[0], x[1]); }},
+      {"concat", [](V x) { return concat({x[0], x[1], x[2]}, 1); }},
+      {"index_select", [](V x) { return index_select(x[0], 0, x[1]); }},
+      {"index_select_inner", [](V x) { return index_select(x[0], 1, x[1]); }},
+      {"permute_reshape", [](V x) { return mul(x[0].permute({2, 0, 1}).reshape({4, 6}), 1.0); }},
+      {"slice", [](V x) { return mul(x[0].slice(0, 1, 4).slice(1, 0, 6, 2), 1.0); }},
+      {"expand", [](V x) { return mul(x[0].expand({2, 3, 4}), 1.0); }},
+  };
+  return cases;
+}
+
+std::string fixture_path(const std::string& file) { return std::string(EMONEXT_TEST_FIXTURES) + "/" + file; }
+
+}  // namespace emonext::test

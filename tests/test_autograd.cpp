@@ -1,0 +1,110 @@
+// The autograd engine itself: accumulation, no-grad, detach, freeing the graph.
+#include <gtest/gtest.h>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+
+namespace emonext {
+namespace {
+
+Tensor leaf(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s).set_requires_grad(); }
+
+TEST(Autograd, TensorUsedTwiceAccumulates) {
+  const Tensor x = leaf({1, 2, 3}, {3});
+  sum(mul(x, x)).backward();  // d/dx sum(x^2) = 2x
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{2, 4, 6}));
+}
+
+TEST(Autograd, DiamondGraphSumsBothPaths) {
+  const Tensor x = leaf({1, -2}, {2});
+  const Tensor a = mul(x, 3.0), b = exp(x);
+  sum(add(a, mul(b, a))).backward();  // d/dx [3x + 3x e^x] = 3 + 3 e^x (1 + x)
+  const std::vector<double> g = x.grad().to_vector();
+  EXPECT_NEAR(g[0], 3 + 3 * std::exp(1.0) * 2, 1e-5);
+  EXPECT_NEAR(g[1], 3 + 3 * std::exp(-2.0) * -1, 1e-5);
+}
+
+TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
+  const Tensor x = leaf({1, 2}, {2});
+  sum(mul(x, 2.0)).backward();
+  sum(mul(x, 2.0)).backward();
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{4, 4}));
+}
+
+TEST(Autograd, NoGradRecordsNothing) {
+  const Tensor x = leaf({1, 2}, {2});
+  {
+    NoGradGuard no_grad;
+    const Tensor y = mul(x, x);
+    EXPECT_FALSE(y.requires_grad());
+    EXPECT_FALSE(y.grad_fn());
+    EXPECT_FALSE(grad_enabled());
+  }
+  EXPECT_TRUE(grad_enabled());
+  EXPECT_TRUE(mul(x, x).requires_grad());
+}
+
+TEST(Autograd, DetachStopsGradient) {
+  const Tensor x = leaf({1, 2}, {2});
+  const Tensor y = add(mul(x, x.detach()), x);  // d/dx = detached x + 1
+  sum(y).backward();
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{2, 3}));
+  EXPECT_FALSE(x.detach().requires_grad());
+  EXPECT_EQ(x.detach().storage(), x.storage());
+}
+
+TEST(Autograd, GradFlowsThroughViews) {
+  const Tensor x = leaf({1, 2, 3, 4, 5, 6}, {2, 3});
+  sum(mul(x.transpose(0, 1).slice(0, 1, 3), 2.0)).backward();
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{0, 2, 2, 0, 2, 2}));
+}
+
+TEST(Autograd, BackwardFreesTheGraphAndSavedTensors) {
+  const Tensor x = leaf(std::vector<double>(250000, 1.0), {500, 500});  // 1 MB
+  Tensor loss;
+  {
+    const Tensor y = exp(mul(x, 2.0));  // exp keeps its 1 MB output for its backward
+    loss = sum(y);
+  }
+  const size_t with_graph = memory_stats(Device::cpu()).in_use;
+  loss.backward();
+  x.set_grad(Tensor());  // drop the 1 MB gradient, which is new
+  const size_t after = memory_stats(Device::cpu()).in_use;
+  EXPECT_LE(after + 1000000, with_graph) << "exp's saved output was not freed: " << with_graph << " -> " << after;
+  // A second backward through the freed graph is an error, not a crash.
+  EXPECT_THROW(loss.backward(), Error);
+}
+
+TEST(Autograd, RequiresGradOnlyForFloatingLeaves) {
+  Tensor i = Tensor::zeros({2}, DType::I64);
+  EXPECT_THROW(i.set_requires_grad(), Error);
+  Tensor y = mul(leaf({1}, {1}), 2.0);
+  EXPECT_THROW(y.set_requires_grad(false), Error);
+}
+
+TEST(Autograd, BackwardNeedsAScalarOrAGradient) {
+  const Tensor x = leaf({1, 2}, {2});
+  const Tensor y = mul(x, 3.0);
+  EXPECT_THROW(y.backward(), Error);
+  y.backward(Tensor::ones({2}));
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{3, 3}));
+  EXPECT_THROW(Tensor::ones({2}).backward(), Error);  // nothing requires grad
+}
+
+TEST(Autograd, InPlaceOnATensorThatRequiresGradIsRefused) {
+  Tensor x = leaf({1, 2}, {2});
+  EXPECT_THROW(x.fill_(0), Error);
+  NoGradGuard no_grad;  // as an optimizer step does
+  x.fill_(0);
+  EXPECT_EQ(x.to_vector(), (std::vector<double>{0, 0}));
+}
+
+TEST(Autograd, DtypeAndCloneAreDifferentiable) {
+  const Tensor x = leaf({1, 2}, {2});
+  sum(mul(x.to(DType::F64).clone(), 5.0)).backward();
+  EXPECT_EQ(x.grad().dtype(), DType::F32);
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{5, 5}));
+}
+
+}  // namespace
+}  // namespace emonext

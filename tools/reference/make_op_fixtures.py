@@ -1,0 +1,115 @@
+#!/usr/bin/python3
+"""Writes tests/fixtures/ops.safetensors: PyTorch's forward and backward for every
+op case that tests/test_ops_fixtures.cpp runs.
+
+Per case NAME it stores NAME.in0, NAME.in1, ... (the inputs), NAME.out (the
+output), NAME.w (a fixed weight) and NAME.grad0, ... : the gradient of
+sum(out * w) with respect to each floating input. Everything is computed in
+float64, so the engine's f64 run can be compared almost exactly and its f32
+run with a stated tolerance.
+
+Run with Debian's python3-torch: /usr/bin/python3 tools/reference/make_op_fixtures.py
+"""
+import json
+import os
+import struct
+
+import torch
+
+torch.manual_seed(1234)
+F = torch.float64
+
+
+def randn(*s):
+    return torch.randn(s, dtype=F)
+
+
+def positive(*s):
+    return torch.rand(s, dtype=F) + 0.5
+
+
+# name: (inputs, function). Integer / mask inputs are not differentiated.
+CASES = {
+    "add": ([randn(3, 4), randn(4)], lambda a, b: a + b),
+    "add_broadcast_both": ([randn(2, 1, 4), randn(3, 1)], lambda a, b: a + b),
+    "sub": ([randn(3, 4), randn(3, 4)], lambda a, b: a - b),
+    "mul": ([randn(2, 3, 4), randn(3, 1)], lambda a, b: a * b),
+    "div": ([randn(3, 4), positive(4)], lambda a, b: a / b),
+    "pow": ([positive(3, 4), randn(3, 4)], lambda a, b: torch.pow(a, b)),
+    "maximum": ([randn(3, 4), randn(4)], lambda a, b: torch.maximum(a, b)),
+    "add_scalar": ([randn(3, 4)], lambda a: a + 1.5),
+    "mul_scalar": ([randn(3, 4)], lambda a: a * -2.5),
+    "pow_scalar": ([positive(3, 4)], lambda a: torch.pow(a, 2.5)),
+    "neg": ([randn(3, 4)], lambda a: -a),
+    "exp": ([randn(3, 4)], lambda a: torch.exp(a)),
+    "log": ([positive(3, 4)], lambda a: torch.log(a)),
+    "sqrt": ([positive(3, 4)], lambda a: torch.sqrt(a)),
+    "relu": ([randn(3, 4)], lambda a: torch.relu(a)),
+    "sigmoid": ([randn(3, 4)], lambda a: torch.sigmoid(a)),
+    "where": ([(randn(3, 4) > 0).to(torch.uint8), randn(3, 4), randn(4)],
+              lambda c, a, b: torch.where(c.bool(), a, b)),
+    "sum_all": ([randn(2, 3, 4)], lambda a: a.sum()),
+    "sum_dim": ([randn(2, 3, 4)], lambda a: a.sum(1)),
+    "sum_dims_keepdim": ([randn(2, 3, 4)], lambda a: a.sum((0, 2), keepdim=True)),
+    "mean_dim": ([randn(2, 3, 4)], lambda a: a.mean(-1)),
+    "max_dim": ([randn(2, 3, 4)], lambda a: torch.amax(a, -1)),
+    "max_all": ([randn(3, 5)], lambda a: torch.amax(a)),
+    "matmul": ([randn(3, 4), randn(4, 5)], lambda a, b: a @ b),
+    "matmul_batched": ([randn(2, 3, 4), randn(2, 4, 5)], lambda a, b: a @ b),
+    "matmul_broadcast": ([randn(2, 3, 4), randn(4, 5)], lambda a, b: a @ b),
+    "matmul_transposed": ([randn(4, 3), randn(5, 4)], lambda a, b: a.t() @ b.t()),
+    "linear": ([randn(2, 3, 4), randn(5, 4), randn(5)], lambda x, w, b: torch.nn.functional.linear(x, w, b)),
+    "softmax": ([randn(3, 7)], lambda a: torch.softmax(a, -1)),
+    "log_softmax": ([randn(2, 3, 5)], lambda a: torch.log_softmax(a, -1)),
+    "cross_entropy": ([randn(6, 7), torch.tensor([0, 3, 6, 2, 3, 1])],
+                      lambda x, t: torch.nn.functional.cross_entropy(x, t, label_smoothing=0.2)),
+    "cross_entropy_plain": ([randn(4, 3), torch.tensor([2, 0, 1, 2])],
+                            lambda x, t: torch.nn.functional.cross_entropy(x, t)),
+    "concat": ([randn(2, 3), randn(2, 2), randn(2, 1)], lambda a, b, c: torch.cat([a, b, c], 1)),
+    "index_select": ([randn(5, 3), torch.tensor([4, 0, 4, 2])], lambda a, i: torch.index_select(a, 0, i)),
+    "index_select_inner": ([randn(2, 5, 3), torch.tensor([1, 1, 3])], lambda a, i: torch.index_select(a, 1, i)),
+    "permute_reshape": ([randn(2, 3, 4)], lambda a: a.permute(2, 0, 1).reshape(4, 6) * 1.0),
+    "slice": ([randn(5, 6)], lambda a: a[1:4, 0:6:2] * 1.0),
+    "expand": ([randn(3, 1)], lambda a: a.expand(2, 3, 4) * 1.0),
+}
+
+DTYPES = {torch.float64: "F64", torch.int64: "I64", torch.uint8: "U8"}
+
+
+def save_safetensors(path, tensors):
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        data = t.contiguous().numpy().tobytes()
+        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def main():
+    out = {}
+    for name, (inputs, fn) in CASES.items():
+        xs = [x.clone().requires_grad_(x.dtype == F) for x in inputs]
+        y = fn(*xs)
+        w = randn(*y.shape)
+        (y * w).sum().backward()
+        for i, x in enumerate(inputs):
+            out[f"{name}.in{i}"] = x
+        out[f"{name}.out"] = y.detach()
+        out[f"{name}.w"] = w
+        for i, x in enumerate(xs):
+            if x.dtype == F:
+                out[f"{name}.grad{i}"] = x.grad
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "ops.safetensors")
+    save_safetensors(path, out)
+    print(f"wrote {len(CASES)} cases, {len(out)} tensors to {os.path.normpath(path)}")
+
+
+if __name__ == "__main__":
+    main()
