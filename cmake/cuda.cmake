@@ -31,6 +31,19 @@ enable_language(CUDA)
 set(CMAKE_CUDA_STANDARD 17)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 find_package(CUDAToolkit REQUIRED)
-find_library(CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR} REQUIRED)
-find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} REQUIRED)
 set(EMONEXT_WITH_CUDA ON)
+
+# cuDNN: beside the toolkit (Debian/NVIDIA packages) or from the nvidia-cudnn pip wheel.
+file(GLOB _cudnn_pip_roots /usr/local/lib/python3*/dist-packages/nvidia/cudnn
+     /usr/lib/python3/dist-packages/nvidia/cudnn /opt/*/.venv/lib/python3*/site-packages/nvidia/cudnn)
+find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{CUDNN_ROOT}/include
+          PATHS ${_cudnn_pip_roots} PATH_SUFFIXES include)
+find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{CUDNN_ROOT}/lib
+             PATHS ${_cudnn_pip_roots} PATH_SUFFIXES lib lib64)
+if(CUDNN_INCLUDE_DIR AND CUDNN_LIBRARY)
+  set(EMONEXT_WITH_CUDNN ON)
+  message(STATUS "emonext: cuDNN ${CUDNN_LIBRARY}")
+else()
+  set(EMONEXT_WITH_CUDNN OFF)
+  message(WARNING "emonext: cuDNN not found (set CUDNN_ROOT); building the CUDA backend without it")
+endif()

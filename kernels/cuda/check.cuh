@@ -3,7 +3,9 @@
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#if EMONEXT_WITH_CUDNN
 #include <cudnn.h>
+#endif
 
 #include "core/base/error.h"
 
@@ -29,6 +31,7 @@ const char* cublas_status_name(cublasStatus_t s);
                                                 "): ", ::emonext::kernels::cuda::cublas_status_name(status_))); \
   } while (0)
 
+#if EMONEXT_WITH_CUDNN
 #define EMONEXT_CUDNN_CHECK(call)                                                                        \
   do {                                                                                                   \
     cudnnStatus_t status_ = (call);                                                                      \
@@ -36,3 +39,4 @@ const char* cublas_status_name(cublasStatus_t s);
       ::emonext::fail(::emonext::detail::concat("cuDNN error in ", #call, " (", __FILE__, ":", __LINE__, \
                                                 "): ", cudnnGetErrorString(status_)));                   \
   } while (0)
+#endif

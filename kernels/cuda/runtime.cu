@@ -15,7 +15,9 @@ namespace {
 struct DeviceState {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+#if EMONEXT_WITH_CUDNN
   cudnnHandle_t cudnn = nullptr;
+#endif
   std::unordered_map<void*, size_t> live;  // allocation sizes, for the statistics
   MemoryStats stats;
 };
@@ -162,6 +164,7 @@ cublasHandle_t cublas_handle() {
   return s.cublas;
 }
 
+#if EMONEXT_WITH_CUDNN
 cudnnHandle_t cudnn_handle() {
   const int device = current_device();
   DeviceState& s = state(device);
@@ -171,5 +174,6 @@ cudnnHandle_t cudnn_handle() {
   }
   return s.cudnn;
 }
+#endif
 
 }  // namespace emonext::kernels::cuda
