@@ -95,8 +95,8 @@ void copy(const View& dst, const View& src, Stream s) {
     using To = typename decltype(to)::type;
     dispatch_all<Types>(src.dtype, "copy", [&](auto from) {
       using From = typename decltype(from)::type;
-      auto* kernel = copy_kernel<To, From>;
-      EMONEXT_LAUNCH(kernel, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, v[0], v[1]);
+      // Parenthesised: the template-id's comma would split the macro argument.
+      EMONEXT_LAUNCH((copy_kernel<To, From>), blocks_for(v[0].numel(), kThreads), kThreads, 0, s, v[0], v[1]);
     });
   });
 }

@@ -1,8 +1,9 @@
 // The one place a CUDA kernel is launched. Every kernel in kernels/cuda goes
 // through EMONEXT_LAUNCH(kernel, grid, block, shared_bytes, stream, args...),
 // which launches and then checks the launch, naming the kernel on failure.
-// Keeping the <<<>>> syntax here alone is what lets an emulation build run the
-// same kernel code on a CPU by replacing this function.
+// Keeping the <<<>>> syntax here alone is what lets the emulation build
+// (kernels/cuda/emulation) run the same kernel code on a CPU: there, this
+// function hands the kernel to the fiber scheduler instead.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -10,6 +11,9 @@
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/view.h"
+#if EMONEXT_CUDA_EMULATION
+#include "kernels/cuda/emulation/scheduler.h"
+#endif
 
 namespace emonext::kernels::cuda {
 
@@ -17,8 +21,14 @@ template <class... Params, class... Args>
 void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, Stream stream,
             Args&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // empty work: nothing to launch
+#if EMONEXT_CUDA_EMULATION
+  (void)stream;  // emulated streams run their work at once, in call order
+  const cudaError_t status = emu::launch(name, reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
+                                         [&] { kernel(args...); });
+#else
   kernel<<<grid, block, shared_bytes, static_cast<cudaStream_t>(stream)>>>(std::forward<Args>(args)...);
   const cudaError_t status = cudaGetLastError();
+#endif
   if (status != cudaSuccess)
     fail(detail::concat("CUDA kernel launch failed: ", name, " (grid ", grid.x, "x", grid.y, "x", grid.z, ", block ",
                         block.x, "x", block.y, "x", block.z, ", ", shared_bytes, " B shared): ", cudaGetErrorString(status)));

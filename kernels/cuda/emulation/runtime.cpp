@@ -1,0 +1,171 @@
+// The CUDA runtime and cuBLAS functions the engine calls, played on the CPU in
+// the emulation build. Device memory is plain heap memory (so AddressSanitizer
+// sees every stray index), streams run their work at once in call order, and
+// cuBLAS' gemm is the CPU backend's. The device reports itself like an H100.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+
+#include "kernels/cuda/emulation/scheduler.h"
+#include "kernels/kernels.h"
+
+struct CUstream_st { int id = 0; };
+struct CUmemPoolHandle_st { int id = 0; };
+struct CUevent_st { int id = 0; };
+struct cublasContext { cudaStream_t stream = nullptr; };
+
+namespace {
+thread_local cudaError_t g_last_error = cudaSuccess;
+thread_local int g_device = 0;
+CUmemPoolHandle_st g_pool;
+// Streams and handles live as long as the process, as the engine keeps them; owned here so leak checkers stay quiet.
+std::mutex g_objects_mutex;
+std::deque<CUstream_st> g_streams;
+std::deque<cublasContext> g_cublas;
+
+cudaError_t record(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+  return e;
+}
+}  // namespace
+
+// ---- devices ----
+cudaError_t cudaGetDeviceCount(int* count) { *count = 1; return cudaSuccess; }
+cudaError_t cudaSetDevice(int device) {
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  g_device = device;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) { *device = g_device; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  std::memset(p, 0, sizeof(*p));
+  std::strncpy(p->name, "emonext emulated GPU (H100-like limits)", sizeof(p->name) - 1);
+  p->totalGlobalMem = size_t(80) << 30;
+  p->sharedMemPerBlock = emonext::emu::kSharedPerBlockDefault;
+  p->sharedMemPerBlockOptin = emonext::emu::kSharedPerBlockOptin;
+  p->sharedMemPerMultiprocessor = 228 * 1024;
+  p->regsPerBlock = 65536;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = emonext::emu::kMaxThreadsPerBlock;
+  p->maxThreadsDim[0] = 1024; p->maxThreadsDim[1] = 1024; p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 2147483647; p->maxGridSize[1] = 65535; p->maxGridSize[2] = 65535;
+  p->multiProcessorCount = emonext::emu::kMultiProcessors;
+  p->major = 9;
+  p->minor = 0;
+  p->l2CacheSize = 50 * 1024 * 1024;
+  p->maxThreadsPerMultiProcessor = 2048;
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || size_t(value) > emonext::emu::kSharedPerBlockOptin) return record(cudaErrorInvalidValue);
+    emonext::emu::set_max_dynamic_shared(func, size_t(value));
+  }
+  return cudaSuccess;
+}
+
+// ---- errors ----
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = g_last_error;
+  g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return g_last_error; }
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    default: return "emulated CUDA error";
+  }
+}
+
+// ---- streams, events, memory pools ----
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
+  std::lock_guard<std::mutex> lock(g_objects_mutex);
+  *s = &g_streams.emplace_back();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = new CUevent_st; return cudaSuccess; }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { delete e; return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) { *ms = 0; return cudaSuccess; }  // no timing
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) { *pool = &g_pool; return cudaSuccess; }
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+
+// ---- memory: real heap blocks ----
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
+  *p = std::malloc(bytes == 0 ? 1 : bytes);
+  return *p ? cudaSuccess : record(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaMalloc(void** p, size_t bytes) { return cudaMallocAsync(p, bytes, nullptr); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return cudaSuccess; }
+cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
+  std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+
+// ---- cuBLAS: the CPU backend's gemm ----
+cublasStatus_t cublasCreate(cublasHandle_t* h) {
+  std::lock_guard<std::mutex> lock(g_objects_mutex);
+  *h = &g_cublas.emplace_back();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) { h->stream = s; return CUBLAS_STATUS_SUCCESS; }
+const char* cublasGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_NOT_SUPPORTED ? "CUBLAS_STATUS_NOT_SUPPORTED"
+                                                                                                : "CUBLAS_STATUS_INVALID_VALUE";
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+                                          int k, const void* alpha, const void* A, cudaDataType Atype, int lda,
+                                          long long strideA, const void* B, cudaDataType Btype, int ldb, long long strideB,
+                                          const void* beta, void* C, cudaDataType Ctype, int ldc, long long strideC,
+                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
+  using emonext::DType;
+  if (Atype != Btype || Btype != Ctype) return CUBLAS_STATUS_NOT_SUPPORTED;
+  DType t;
+  switch (Atype) {
+    case CUDA_R_32F: t = DType::F32; break;
+    case CUDA_R_64F: t = DType::F64; break;
+    case CUDA_R_16BF: t = DType::BF16; break;
+    case CUDA_R_16F: t = DType::F16; break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const bool f64 = compute == CUBLAS_COMPUTE_64F;
+  // Column-major C = op(A) op(B) is row-major C^T = op(B)^T op(A)^T: the row-major
+  // product of the buffers read as they lie, with B first.
+  emonext::kernels::Gemm g;
+  g.dtype = t;
+  g.trans_a = transb == CUBLAS_OP_T;
+  g.trans_b = transa == CUBLAS_OP_T;
+  g.m = n; g.n = m; g.k = k;
+  g.a = B; g.lda = ldb; g.stride_a = strideB;
+  g.b = A; g.ldb = lda; g.stride_b = strideA;
+  g.c = C; g.ldc = ldc; g.stride_c = strideC;
+  g.batch = batch;
+  g.alpha = f64 ? float(*static_cast<const double*>(alpha)) : *static_cast<const float*>(alpha);
+  g.beta = f64 ? float(*static_cast<const double*>(beta)) : *static_cast<const float*>(beta);
+  emonext::kernels::cpu::gemm(g, nullptr);
+  return CUBLAS_STATUS_SUCCESS;
+}

@@ -1,0 +1,315 @@
+// Fibers (ucontext) for the threads of a block, barriers, warp exchange.
+#include "kernels/cuda/emulation/scheduler.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/base/error.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define EMONEXT_EMU_ASAN 1
+#else
+#define EMONEXT_EMU_ASAN 0
+#endif
+
+// The section that holds every __shared__ array (see cuda_emulation.h); the
+// linker defines these bounds when at least one kernel declares shared memory.
+extern "C" char __start_emonext_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emonext_emu_shared[] __attribute__((weak));
+
+namespace emonext::emu {
+
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;  // ASan's redzones need room
+constexpr unsigned char kSharedFill = 0xFF;  // all-ones: NaN as float, bf16 and f16; -1 as integers
+
+enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Fiber {
+  ucontext_t context;
+  void* stack = nullptr;
+  uint3 tid{};
+  int linear = 0;
+  State state = State::Ready;
+  unsigned warp_mask = 0;  // the mask of the warp barrier it waits at
+};
+
+struct Block {
+  const char* kernel = "";
+  const std::function<void()>* body = nullptr;
+  uint3 bid{};
+  dim3 grid, block;
+  std::vector<Fiber> fibers;
+  Fiber* current = nullptr;
+  ucontext_t scheduler;
+  std::vector<uint64_t> warp_slots;     // 32 per warp
+  std::vector<unsigned char> dynamic;   // dynamic shared memory
+#if EMONEXT_EMU_ASAN
+  const void* scheduler_stack = nullptr;
+  size_t scheduler_stack_size = 0;
+#endif
+};
+
+Block* g_block = nullptr;  // the block being run (launches are serialised by g_launch_mutex)
+std::mutex g_launch_mutex;
+std::vector<void*> g_stacks;  // reused across launches
+Schedule g_schedule;
+bool g_schedule_read = false;
+std::map<const void*, size_t> g_dynamic_optin;
+
+void* stack_at(size_t i) {
+  while (g_stacks.size() <= i) {
+    void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    EMONEXT_CHECK(s != MAP_FAILED, "emulation: cannot map a fiber stack");
+    g_stacks.push_back(s);
+  }
+  return g_stacks[i];
+}
+
+// Switches from the scheduler into fiber f, and back when it blocks or ends.
+void resume(Block& b, Fiber& f) {
+  b.current = &f;
+#if EMONEXT_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
+  swapcontext(&b.scheduler, &f.context);
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#else
+  swapcontext(&b.scheduler, &f.context);
+#endif
+  b.current = nullptr;
+}
+
+// From inside a fiber: back to the scheduler until released.
+void suspend(Block& b, Fiber& f, bool finished = false) {
+#if EMONEXT_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(finished ? nullptr : &fake, b.scheduler_stack, b.scheduler_stack_size);
+  swapcontext(&f.context, &b.scheduler);
+  __sanitizer_finish_switch_fiber(fake, &b.scheduler_stack, &b.scheduler_stack_size);
+#else
+  (void)finished;
+  swapcontext(&f.context, &b.scheduler);
+#endif
+}
+
+void fiber_main() {
+  Block& b = *g_block;
+#if EMONEXT_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);
+#endif
+  (*b.body)();
+  Fiber& f = *b.current;
+  f.state = State::Done;
+  suspend(b, f, true);
+}
+
+Fiber& self() {
+  EMONEXT_CHECK(g_block && g_block->current, "emulation: a device function was called outside a kernel");
+  return *g_block->current;
+}
+
+std::vector<int> resume_order(int n, uint64_t round) {
+  std::vector<int> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  if (g_schedule.order == Order::Reverse) std::reverse(order.begin(), order.end());
+  if (g_schedule.order == Order::Shuffle) {
+    std::mt19937_64 rng(g_schedule.seed * 0x9E3779B97F4A7C15ull + round);
+    std::shuffle(order.begin(), order.end(), rng);
+  }
+  return order;
+}
+
+int lanes_in_warp(const Block& b, int warp) {
+  const int n = int(b.fibers.size());
+  return std::min(32, n - warp * 32);
+}
+
+// The lanes of `warp` that a barrier with `mask` waits for: those in the mask that exist.
+unsigned participants(const Block& b, int warp, unsigned mask) {
+  const int lanes = lanes_in_warp(b, warp);
+  const unsigned existing = lanes >= 32 ? 0xffffffffu : ((1u << lanes) - 1u);
+  return mask & existing;
+}
+
+[[noreturn]] void deadlock(const Block& b) {
+  int at_sync = 0, at_warp = 0, done = 0;
+  for (const Fiber& f : b.fibers) {
+    at_sync += f.state == State::AtBlockBarrier;
+    at_warp += f.state == State::AtWarpBarrier;
+    done += f.state == State::Done;
+  }
+  fail(detail::concat("emulation: deadlock in kernel ", b.kernel, " block (", b.bid.x, ",", b.bid.y, ",", b.bid.z, "): ",
+                      at_sync, " thread(s) wait at __syncthreads, ", at_warp, " at a warp barrier, ", done,
+                      " exited without reaching it"));
+}
+
+void run_block(Block& b, uint64_t block_number) {
+  const int n = int(b.block.x * b.block.y * b.block.z);
+  b.fibers.assign(size_t(n), Fiber{});
+  b.warp_slots.assign(size_t((n + 31) / 32) * 32, 0);
+  if (__start_emonext_emu_shared && __stop_emonext_emu_shared)
+    std::memset(__start_emonext_emu_shared, kSharedFill, size_t(__stop_emonext_emu_shared - __start_emonext_emu_shared));
+  std::fill(b.dynamic.begin(), b.dynamic.end(), kSharedFill);
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[size_t(i)];
+    f.linear = i;
+    f.tid = uint3{unsigned(i) % b.block.x, (unsigned(i) / b.block.x) % b.block.y, unsigned(i) / (b.block.x * b.block.y)};
+    f.stack = stack_at(size_t(i));
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = nullptr;
+    makecontext(&f.context, fiber_main, 0);
+  }
+  for (uint64_t round = 0;; ++round) {
+    for (int i : resume_order(n, block_number * 1000003ull + round))
+      if (b.fibers[size_t(i)].state == State::Ready) resume(b, b.fibers[size_t(i)]);
+    // Every fiber now waits at a barrier or is done: release what can be released.
+    bool all_done = true, all_at_sync = true, released = false;
+    for (const Fiber& f : b.fibers) {
+      all_done &= f.state == State::Done;
+      all_at_sync &= f.state == State::AtBlockBarrier;
+    }
+    if (all_done) return;
+    if (all_at_sync) {
+      for (Fiber& f : b.fibers) f.state = State::Ready;
+      continue;
+    }
+    for (int w = 0; w * 32 < n; ++w) {
+      // A warp barrier opens when every participant waits at one with the same mask.
+      unsigned waiting = 0, mask = 0;
+      for (int l = 0; l < lanes_in_warp(b, w); ++l) {
+        const Fiber& f = b.fibers[size_t(w * 32 + l)];
+        if (f.state == State::AtWarpBarrier) { waiting |= 1u << l; mask = f.warp_mask; }
+      }
+      if (waiting && (waiting & participants(b, w, mask)) == participants(b, w, mask)) {
+        for (int l = 0; l < lanes_in_warp(b, w); ++l)
+          if (waiting & (1u << l)) b.fibers[size_t(w * 32 + l)].state = State::Ready;
+        released = true;
+      }
+    }
+    if (!released) deadlock(b);
+  }
+}
+
+void wait_at(State s, unsigned mask = 0) {
+  Block& b = *g_block;
+  Fiber& f = self();
+  f.state = s;
+  f.warp_mask = mask;
+  suspend(b, f);
+}
+
+}  // namespace
+
+void set_schedule(Schedule s) {
+  g_schedule = s;
+  g_schedule_read = true;
+}
+
+Schedule schedule() {
+  if (!g_schedule_read) {
+    g_schedule_read = true;
+    if (const char* env = std::getenv("EMONEXT_EMU_ORDER")) {
+      const std::string v = env;
+      if (v == "reverse") g_schedule.order = Order::Reverse;
+      else if (v.rfind("shuffle", 0) == 0) {
+        g_schedule.order = Order::Shuffle;
+        g_schedule.seed = v.size() > 8 ? std::stoull(v.substr(8)) : 1;
+      } else EMONEXT_CHECK(v == "forward", "EMONEXT_EMU_ORDER: '", v, "' is not forward, reverse or shuffle[:seed]");
+    }
+  }
+  return g_schedule;
+}
+
+void set_max_dynamic_shared(const void* kernel, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_dynamic_optin[kernel] = bytes;
+}
+
+cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
+                   const std::function<void()>& body) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  schedule();
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  if (threads == 0 || threads > uint64_t(kMaxThreadsPerBlock) || block.x > 1024 || block.y > 1024 || block.z > 64)
+    return cudaErrorInvalidConfiguration;
+  if (grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) return cudaErrorInvalidConfiguration;
+  const auto optin = g_dynamic_optin.find(kernel);
+  const size_t limit = optin == g_dynamic_optin.end() ? kSharedPerBlockDefault : std::min(optin->second, kSharedPerBlockOptin);
+  if (shared_bytes > limit) return cudaErrorInvalidValue;
+
+  Block b;
+  b.kernel = name;
+  b.body = &body;
+  b.grid = grid;
+  b.block = block;
+  b.dynamic.assign(shared_bytes, kSharedFill);
+  g_block = &b;
+  struct Reset { ~Reset() { g_block = nullptr; } } reset;
+  uint64_t number = 0;
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        b.bid = uint3{x, y, z};
+        run_block(b, number++);
+      }
+  return cudaSuccess;
+}
+
+// ---- what cuda_emulation.h declares ----
+
+uint3& thread_idx() { return self().tid; }
+uint3& block_idx() { self(); return g_block->bid; }
+dim3& block_dim() { self(); return g_block->block; }
+dim3& grid_dim() { self(); return g_block->grid; }
+int lane_id() { return self().linear % 32; }
+void* dynamic_shared() { self(); return g_block->dynamic.data(); }
+
+void syncthreads() { wait_at(State::AtBlockBarrier); }
+
+void syncwarp(unsigned mask) {
+  const Fiber& f = self();
+  EMONEXT_CHECK(mask & (1u << (f.linear % 32)), "emulation: kernel ", g_block->kernel, ": lane ", f.linear % 32,
+                " calls a warp operation with a mask (", mask, ") that does not include it");
+  wait_at(State::AtWarpBarrier, mask);
+}
+
+uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane) {
+  Fiber& f = self();
+  const int warp = f.linear / 32;
+  g_block->warp_slots[size_t(f.linear)] = bits;
+  syncwarp(mask);  // every participant has written
+  const int src = warp * 32 + src_lane;
+  const bool valid = src_lane >= 0 && src_lane < lanes_in_warp(*g_block, warp) && (mask & (1u << src_lane));
+  const uint64_t v = valid ? g_block->warp_slots[size_t(src)] : bits;  // an inactive source lane: own value
+  syncwarp(mask);  // every participant has read before any slot is written again
+  return v;
+}
+
+unsigned warp_ballot(unsigned mask, bool predicate) {
+  Fiber& f = self();
+  const int warp = f.linear / 32;
+  g_block->warp_slots[size_t(f.linear)] = predicate ? 1 : 0;
+  syncwarp(mask);
+  unsigned ballot = 0;
+  for (int l = 0; l < lanes_in_warp(*g_block, warp); ++l)
+    if ((mask & (1u << l)) && g_block->warp_slots[size_t(warp * 32 + l)]) ballot |= 1u << l;
+  syncwarp(mask);
+  return ballot;
+}
+
+}  // namespace emonext::emu

@@ -1,0 +1,38 @@
+// The emulation's grid runner: blocks one after another, the threads of a
+// block as fibers, in an order that tests can change to expose missing barriers.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+
+#include <cuda_runtime.h>
+
+namespace emonext::emu {
+
+enum class Order { Forward, Reverse, Shuffle };
+
+struct Schedule {
+  Order order = Order::Forward;
+  uint64_t seed = 0;  // for Shuffle
+};
+
+// The order in which runnable threads of a block are resumed between barriers.
+// The default comes from EMONEXT_EMU_ORDER = forward | reverse | shuffle[:seed].
+void set_schedule(Schedule s);
+Schedule schedule();
+
+// The device limits the emulation enforces, as an H100 reports them.
+constexpr int kMaxThreadsPerBlock = 1024;
+constexpr size_t kSharedPerBlockDefault = 48 * 1024;
+constexpr size_t kSharedPerBlockOptin = 227 * 1024;
+constexpr int kMultiProcessors = 132;
+
+// Per-kernel opt-in to more dynamic shared memory (cudaFuncSetAttribute).
+void set_max_dynamic_shared(const void* kernel, size_t bytes);
+
+// Runs body once per thread of the grid. Returns the error a GPU would give for
+// a bad configuration; throws emonext::Error on a deadlock, naming the kernel.
+cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
+                   const std::function<void()>& body);
+
+}  // namespace emonext::emu
