@@ -76,6 +76,22 @@ Tensor concat(const std::vector<Tensor>& tensors, int dim);
 // index: i64 1-D tensor of positions along dim (on the same device as a).
 Tensor index_select(const Tensor& a, int dim, const Tensor& index);
 
+// ---- the ConvNeXt / EmoNeXt kernels (activations channels-last: [N, H, W, C]) ----
+// LayerNorm over the last dim: x [..., C], weight and bias [C].
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
+enum class GeluApprox { None, Tanh };  // None: the exact erf form (ConvNeXt's)
+Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::None);
+// gelu(x + bias) in one pass, bias [C] along the last dim of x.
+Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx = GeluApprox::None);
+// Depthwise convolution, stride 1, padding K/2: x [N, H, W, C], weight [C, 1, K, K]
+// (PyTorch's layout; K odd), bias [C] or undefined. Matches
+// F.conv2d(x.permute(0,3,1,2), weight, bias, padding=K//2, groups=C).permute(0,2,3,1).
+Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// Squeeze-and-excitation: the pool x [N, H, W, C] -> [N, C] (mean over H, W), and the
+// gate y[n,h,w,c] = x[n,h,w,c] * gate[n,c] with a one-pass fused backward.
+Tensor global_avg_pool(const Tensor& x);
+Tensor se_gate(const Tensor& x, const Tensor& gate);
+
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {
  public:

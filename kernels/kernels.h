@@ -23,6 +23,13 @@ struct Gemm {
   float alpha = 1.0f, beta = 0.0f;
 };
 
+// Depthwise KxK convolution, stride 1, padding K/2, on channels-last x [n, h, w, c]
+// with weight [k, k, c] (the engine's layout; PyTorch's [c, 1, k, k] is permuted by core/).
+struct DwConv {
+  DType dtype = DType::F32;
+  int64_t n = 0, h = 0, w = 0, c = 0, k = 7;
+};
+
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
   /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
@@ -50,7 +57,24 @@ struct Gemm {
   void index_add(void* out, const void* src, DType dtype, const int64_t* idx, int64_t outer,      \
                  int64_t out_dim, int64_t n_idx, int64_t inner, Stream s);                         \
   void one_hot(void* out, DType dtype, const int64_t* labels, int64_t n, int64_t classes,         \
-               double on, double off, Stream s);
+               double on, double off, Stream s);                                                   \
+  /* layernorm.{cpp,cu}: over the last dim of contiguous [rows, cols]; mean and rstd are */        \
+  /* [rows] of f64 for f64 input, else f32; dw and db are written, not accumulated */              \
+  void layer_norm_forward(void* y, void* mean, void* rstd, const void* x, const void* w,          \
+                          const void* b, DType dtype, int64_t rows, int64_t cols, double eps,      \
+                          Stream s);                                                               \
+  void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const void* x,           \
+                           const void* mean, const void* rstd, const void* w, DType dtype,        \
+                           int64_t rows, int64_t cols, Stream s);                                  \
+  /* dwconv.{cpp,cu}; b may be null; dw is written, not accumulated */                            \
+  void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b,      \
+                      Stream s);                                                                   \
+  void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s); \
+  void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream s);\
+  /* se.{cpp,cu}: gate y = x * g[n, c] on x [n, hw, c]; backward in one pass over dy and x: */     \
+  /* dx = dy * g, dg[n, c] = sum over hw of dy * x */                                              \
+  void se_gate_backward(void* dx, void* dg, const void* dy, const void* x, const void* g,         \
+                        DType dtype, int64_t n, int64_t hw, int64_t c, Stream s);
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

@@ -8,8 +8,10 @@
 
 namespace emonext::kernels {
 
-enum class UnaryOp : int { Neg, Exp, Log, Sqrt, Relu, Sigmoid, AddScalar, MulScalar, PowScalar };
-enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Maximum, ReluBackward };
+enum class UnaryOp : int { Neg, Exp, Log, Sqrt, Relu, Sigmoid, AddScalar, MulScalar, PowScalar, GeluErf, GeluTanh };
+// The *Backward ops take (upstream gradient, forward input).
+// AddGelu*: gelu(a + b) in one pass (the ConvNeXt block's bias + GELU).
+enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Maximum, ReluBackward, GeluErfBackward, GeluTanhBackward, AddGeluErf, AddGeluTanh };
 enum class CompareOp : int { Eq, Ne, Gt, Ge, Lt, Le };
 enum class ReduceOp : int { Sum, Max };
 enum class RandomKind : int { Uniform, Normal };
@@ -22,6 +24,29 @@ EMONEXT_HD float m_sqrt(float x) { return sqrtf(x); }
 EMONEXT_HD double m_sqrt(double x) { return sqrt(x); }
 EMONEXT_HD float m_pow(float x, float y) { return powf(x, y); }
 EMONEXT_HD double m_pow(double x, double y) { return pow(x, y); }
+EMONEXT_HD float m_erf(float x) { return erff(x); }
+EMONEXT_HD double m_erf(double x) { return erf(x); }
+EMONEXT_HD float m_tanh(float x) { return tanhf(x); }
+EMONEXT_HD double m_tanh(double x) { return tanh(x); }
+
+// GELU as PyTorch defines it. Exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+// Tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+template <class A>
+EMONEXT_HD A gelu_erf(A x) { return A(0.5) * x * (A(1) + m_erf(x * A(0.70710678118654752440))); }
+template <class A>
+EMONEXT_HD A gelu_erf_grad(A x) {  // Phi(x) + x phi(x)
+  return A(0.5) * (A(1) + m_erf(x * A(0.70710678118654752440))) + x * A(0.39894228040143267794) * m_exp(A(-0.5) * x * x);
+}
+template <class A>
+EMONEXT_HD A gelu_tanh(A x) {
+  return A(0.5) * x * (A(1) + m_tanh(A(0.79788456080286535588) * (x + A(0.044715) * x * x * x)));
+}
+template <class A>
+EMONEXT_HD A gelu_tanh_grad(A x) {
+  const A inner = A(0.79788456080286535588) * (x + A(0.044715) * x * x * x);
+  const A t = m_tanh(inner);
+  return A(0.5) * (A(1) + t) + A(0.5) * x * (A(1) - t * t) * A(0.79788456080286535588) * (A(1) + A(3 * 0.044715) * x * x);
+}
 
 template <class A>
 EMONEXT_HD A unary_apply(UnaryOp op, A x, A s) {
@@ -35,6 +60,8 @@ EMONEXT_HD A unary_apply(UnaryOp op, A x, A s) {
     case UnaryOp::AddScalar: return x + s;
     case UnaryOp::MulScalar: return x * s;
     case UnaryOp::PowScalar: return m_pow(x, s);
+    case UnaryOp::GeluErf: return gelu_erf(x);
+    case UnaryOp::GeluTanh: return gelu_tanh(x);
   }
   return x;
 }
@@ -49,6 +76,10 @@ EMONEXT_HD A binary_apply(BinaryOp op, A a, A b) {
     case BinaryOp::Pow: return m_pow(a, b);
     case BinaryOp::Maximum: return (a != a || a > b) ? a : b;  // NaN propagates, as in torch.maximum
     case BinaryOp::ReluBackward: return b > A(0) ? a : A(0);   // a: upstream gradient, b: relu input
+    case BinaryOp::GeluErfBackward: return a * gelu_erf_grad(b);
+    case BinaryOp::GeluTanhBackward: return a * gelu_tanh_grad(b);
+    case BinaryOp::AddGeluErf: return gelu_erf(a + b);
+    case BinaryOp::AddGeluTanh: return gelu_tanh(a + b);
   }
   return a;
 }

@@ -45,6 +45,16 @@ const std::vector<OpCase>& op_cases() {
       {"permute_reshape", [](V x) { return mul(x[0].permute({2, 0, 1}).reshape({4, 6}), 1.0); }},
       {"slice", [](V x) { return mul(x[0].slice(0, 1, 4).slice(1, 0, 6, 2), 1.0); }},
       {"expand", [](V x) { return mul(x[0].expand({2, 3, 4}), 1.0); }},
+      {"layer_norm", [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"layer_norm_odd", [](V x) { return layer_norm(x[0], x[1], x[2], 1e-5); }},
+      {"gelu", [](V x) { return gelu(x[0]); }},
+      {"gelu_tanh", [](V x) { return gelu(x[0], GeluApprox::Tanh); }},
+      {"bias_gelu", [](V x) { return bias_gelu(x[0], x[1]); }},
+      {"dwconv7", [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv7_small_map", [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv3_no_bias", [](V x) { return depthwise_conv2d(x[0], x[1]); }},
+      {"global_avg_pool", [](V x) { return global_avg_pool(x[0]); }},
+      {"se_gate", [](V x) { return se_gate(x[0], x[1]); }},
   };
   return cases;
 }

@@ -79,6 +79,24 @@ const std::vector<ShapeCase>& shape_cases() {
       {"concat_odd", {{{3, 1, 5}}, {{3, 4, 5}}}, [](V x) { return concat({x[0], x[1]}, 1); }},
       {"index_select_repeats", {{{7, 3, 5}}, {{11}, Domain::Labels, 3}}, [](V x) { return index_select(x[0], 1, x[1]); }},
       {"index_select_rows", {{{40, 41}}, {{33}, Domain::Labels, 40}}, [](V x) { return index_select(x[0], 0, x[1]); }},
+      // The ConvNeXt kernels at ConvNeXt-Tiny's stage shapes (small batches) and awkward ones.
+      {"layer_norm_stage1", {{{1, 56, 56, 96}}, {{96}}, {{96}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"layer_norm_c40", {{{7, 40}}, {{40}}, {{40}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"layer_norm_c41", {{{3, 3, 3, 41}}, {{41}}, {{41}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-5); }},
+      {"layer_norm_c2048", {{{5, 2048}}, {{2048}}, {{2048}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"dwconv_stage1", {{{1, 56, 56, 96}}, {{96, 1, 7, 7}}, {{96}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv_stage2", {{{1, 28, 28, 192}}, {{192, 1, 7, 7}}, {{192}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv_stage3", {{{2, 14, 14, 384}}, {{384, 1, 7, 7}}, {{384}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv_stage4", {{{2, 7, 7, 768}}, {{768, 1, 7, 7}}, {{768}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv_map_1x1", {{{3, 1, 1, 40}}, {{40, 1, 7, 7}}, {{40}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv_map_3x3_c41", {{{1, 3, 3, 41}}, {{41, 1, 7, 7}}, {{41}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"dwconv3_odd", {{{2, 5, 7, 41}}, {{41, 1, 3, 3}}}, [](V x) { return depthwise_conv2d(x[0], x[1]); }},
+      {"dwconv5_odd", {{{1, 9, 4, 33}}, {{33, 1, 5, 5}}, {{33}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
+      {"bias_gelu_stage1", {{{1, 56, 56, 384}}, {{384}}}, [](V x) { return bias_gelu(x[0], x[1]); }},
+      {"gelu_tanh_odd", {{{3, 5, 41}}}, [](V x) { return gelu(x[0], GeluApprox::Tanh); }},
+      {"se_stage2", {{{2, 28, 28, 192}}, {{2, 192}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
+      {"se_map_1x1", {{{1, 1, 1, 41}}, {{1, 41}}}, [](V x) { return se_gate(x[0], x[1]); }},
+      {"global_avg_pool_stage4", {{{2, 7, 7, 768}}}, [](V x) { return global_avg_pool(x[0]); }},
       {"cast_roundtrip_strided", {{{5, 9}}}, [](V x) { return x[0].transpose(0, 1).to(DType::F64).to(x[0].dtype()) * 1.0; }},
   };
   return cases;
@@ -112,6 +130,25 @@ TEST_P(CudaRandomShapes, MatchCpu) {
   sum(mul(got, w.to(dtype).to(kGpu))).backward();
   for (size_t i = 0; i < cpu_in.size(); ++i)
     if (cpu_in[i].requires_grad()) expect_close(gpu_in[i].grad(), cpu_in[i].grad(), tol, c.name + " grad" + std::to_string(i));
+}
+
+// Weight and bias gradients of the hand-written kernels are deterministic: the same bits run after run.
+TEST(CudaKernels, ParameterGradientsAreBitwiseReproducible) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason();
+  Generator gen(test_seed());
+  const Tensor x = randn({2, 14, 14, 96}, gen, 0, 1, DType::F32, kGpu), w = randn({96, 1, 7, 7}, gen, 0, 0.1, DType::F32, kGpu);
+  const Tensor lw = randn({96}, gen, 0, 1, DType::F32, kGpu), lb = randn({96}, gen, 0, 1, DType::F32, kGpu);
+  const Tensor gate = rand({2, 96}, gen, 0, 1, DType::F32, kGpu), dy = randn({2, 14, 14, 96}, gen, 0, 1, DType::F32, kGpu);
+  auto grads = [&] {
+    std::vector<Tensor> leaves{w.detach().clone().set_requires_grad(), lw.detach().clone().set_requires_grad(),
+                               lb.detach().clone().set_requires_grad(), gate.detach().clone().set_requires_grad()};
+    const Tensor y = se_gate(layer_norm(depthwise_conv2d(x, leaves[0]), leaves[1], leaves[2], 1e-6), leaves[3]);
+    y.backward(dy);
+    std::vector<std::vector<double>> out;
+    for (const Tensor& l : leaves) out.push_back(l.grad().to_vector());
+    return out;
+  };
+  EXPECT_EQ(grads(), grads());
 }
 
 inline void PrintTo(const ShapeCase& c, std::ostream* os) { *os << c.name; }

@@ -28,6 +28,13 @@ def positive(*s):
     return torch.rand(s, dtype=F) + 0.5
 
 
+def dwconv(x, w, b):
+    """Depthwise convolution on channels-last x, as the engine takes it."""
+    k = w.shape[-1]
+    y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w, b, padding=k // 2, groups=x.shape[-1])
+    return y.permute(0, 2, 3, 1)
+
+
 # name: (inputs, function). Integer / mask inputs are not differentiated.
 CASES = {
     "add": ([randn(3, 4), randn(4)], lambda a, b: a + b),
@@ -71,6 +78,19 @@ CASES = {
     "permute_reshape": ([randn(2, 3, 4)], lambda a: a.permute(2, 0, 1).reshape(4, 6) * 1.0),
     "slice": ([randn(5, 6)], lambda a: a[1:4, 0:6:2] * 1.0),
     "expand": ([randn(3, 1)], lambda a: a.expand(2, 3, 4) * 1.0),
+    # The ConvNeXt / EmoNeXt kernels; activations channels-last [N, H, W, C].
+    "layer_norm": ([randn(2, 3, 5, 40), randn(40), randn(40)],
+                   lambda x, w, b: torch.nn.functional.layer_norm(x, (40,), w, b, 1e-6)),
+    "layer_norm_odd": ([randn(4, 41) * 3 + 1, randn(41), randn(41)],
+                       lambda x, w, b: torch.nn.functional.layer_norm(x, (41,), w, b, 1e-5)),
+    "gelu": ([randn(3, 7) * 2], lambda a: torch.nn.functional.gelu(a)),
+    "gelu_tanh": ([randn(3, 7) * 2], lambda a: torch.nn.functional.gelu(a, approximate="tanh")),
+    "bias_gelu": ([randn(2, 5, 9), randn(9)], lambda x, b: torch.nn.functional.gelu(x + b)),
+    "dwconv7": ([randn(2, 9, 8, 5), randn(5, 1, 7, 7) * 0.2, randn(5)], lambda x, w, b: dwconv(x, w, b)),
+    "dwconv7_small_map": ([randn(1, 3, 2, 4), randn(4, 1, 7, 7) * 0.2, randn(4)], lambda x, w, b: dwconv(x, w, b)),
+    "dwconv3_no_bias": ([randn(2, 5, 6, 3), randn(3, 1, 3, 3)], lambda x, w: dwconv(x, w, None)),
+    "global_avg_pool": ([randn(2, 3, 4, 6)], lambda x: x.mean((1, 2))),
+    "se_gate": ([randn(2, 3, 4, 6), randn(2, 6)], lambda x, g: x * g[:, None, None, :]),
 }
 
 DTYPES = {torch.float64: "F64", torch.int64: "I64", torch.uint8: "U8"}

@@ -1,4 +1,9 @@
-// Fibers (ucontext) for the threads of a block, barriers, warp exchange.
+// Fibers for the threads of a block, barriers, warp exchange.
+//
+// On x86-64 a fiber switch is a dozen instructions (emonext_emu_switch below:
+// callee-saved registers, MXCSR and the x87 control word); glibc's swapcontext,
+// used elsewhere, makes a sigprocmask system call at every switch, which made
+// barrier-heavy kernels ten times slower.
 #include "kernels/cuda/emulation/scheduler.h"
 
 #include <sys/mman.h>
@@ -28,6 +33,45 @@
 extern "C" char __start_emonext_emu_shared[] __attribute__((weak));
 extern "C" char __stop_emonext_emu_shared[] __attribute__((weak));
 
+#if defined(__x86_64__)
+#define EMONEXT_EMU_FAST_SWITCH 1
+// Saves the current stack pointer into *save after pushing the callee-saved
+// state, then loads `load` and pops the state saved there.
+extern "C" void emonext_emu_switch(void** save, void* load);
+asm(R"(
+    .text
+    .globl emonext_emu_switch
+    .type emonext_emu_switch, @function
+emonext_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emonext_emu_switch, .-emonext_emu_switch
+    .section .note.GNU-stack,"",@progbits
+    .text
+)");
+#else
+#define EMONEXT_EMU_FAST_SWITCH 0
+#endif
+
 namespace emonext::emu {
 
 namespace {
@@ -37,8 +81,25 @@ constexpr unsigned char kSharedFill = 0xFF;  // all-ones: NaN as float, bf16 and
 
 enum class State { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
+// Where a suspended fiber (or the scheduler) resumes.
+struct Context {
+#if EMONEXT_EMU_FAST_SWITCH
+  void* sp = nullptr;
+#else
+  ucontext_t uc;
+#endif
+};
+
+void switch_context(Context& save, Context& load) {
+#if EMONEXT_EMU_FAST_SWITCH
+  emonext_emu_switch(&save.sp, load.sp);
+#else
+  swapcontext(&save.uc, &load.uc);
+#endif
+}
+
 struct Fiber {
-  ucontext_t context;
+  Context context;
   void* stack = nullptr;
   uint3 tid{};
   int linear = 0;
@@ -53,7 +114,7 @@ struct Block {
   dim3 grid, block;
   std::vector<Fiber> fibers;
   Fiber* current = nullptr;
-  ucontext_t scheduler;
+  Context scheduler;
   std::vector<uint64_t> warp_slots;     // 32 per warp
   std::vector<unsigned char> dynamic;   // dynamic shared memory
 #if EMONEXT_EMU_ASAN
@@ -84,10 +145,10 @@ void resume(Block& b, Fiber& f) {
 #if EMONEXT_EMU_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f.stack, kStackBytes);
-  swapcontext(&b.scheduler, &f.context);
+  switch_context(b.scheduler, f.context);
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #else
-  swapcontext(&b.scheduler, &f.context);
+  switch_context(b.scheduler, f.context);
 #endif
   b.current = nullptr;
 }
@@ -97,11 +158,11 @@ void suspend(Block& b, Fiber& f, bool finished = false) {
 #if EMONEXT_EMU_ASAN
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(finished ? nullptr : &fake, b.scheduler_stack, b.scheduler_stack_size);
-  swapcontext(&f.context, &b.scheduler);
+  switch_context(f.context, b.scheduler);
   __sanitizer_finish_switch_fiber(fake, &b.scheduler_stack, &b.scheduler_stack_size);
 #else
   (void)finished;
-  swapcontext(&f.context, &b.scheduler);
+  switch_context(f.context, b.scheduler);
 #endif
 }
 
@@ -114,6 +175,29 @@ void fiber_main() {
   Fiber& f = *b.current;
   f.state = State::Done;
   suspend(b, f, true);
+}
+
+// Prepares f to begin in fiber_main on its own stack.
+void start_context(Fiber& f) {
+#if EMONEXT_EMU_FAST_SWITCH
+  // The frame emonext_emu_switch pops: FP control words, r15..r12, rbx, rbp, then
+  // the "return address" fiber_main, entered with rsp = 8 mod 16 as after a call.
+  auto* top = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(f.stack) + kStackBytes) & ~uintptr_t(15));
+  uint64_t* sp = top - 9;
+  uint32_t control[2] = {0, 0};
+  asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(control[0]), "=m"(control[1]));
+  std::memcpy(&sp[0], control, 8);
+  for (int r = 1; r <= 6; ++r) sp[r] = 0;
+  sp[7] = reinterpret_cast<uint64_t>(&fiber_main);
+  sp[8] = 0;  // fiber_main never returns
+  f.context.sp = sp;
+#else
+  getcontext(&f.context.uc);
+  f.context.uc.uc_stack.ss_sp = f.stack;
+  f.context.uc.uc_stack.ss_size = kStackBytes;
+  f.context.uc.uc_link = nullptr;
+  makecontext(&f.context.uc, fiber_main, 0);
+#endif
 }
 
 Fiber& self() {
@@ -167,12 +251,8 @@ void run_block(Block& b, uint64_t block_number) {
     Fiber& f = b.fibers[size_t(i)];
     f.linear = i;
     f.tid = uint3{unsigned(i) % b.block.x, (unsigned(i) / b.block.x) % b.block.y, unsigned(i) / (b.block.x * b.block.y)};
-    f.stack = stack_at(size_t(i));
-    getcontext(&f.context);
-    f.context.uc_stack.ss_sp = f.stack;
-    f.context.uc_stack.ss_size = kStackBytes;
-    f.context.uc_link = nullptr;
-    makecontext(&f.context, fiber_main, 0);
+    f.stack = stack_at(static_cast<size_t>(i));
+    start_context(f);
   }
   for (uint64_t round = 0;; ++round) {
     for (int i : resume_order(n, block_number * 1000003ull + round))

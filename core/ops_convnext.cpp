@@ -1,0 +1,146 @@
+// The kernels that make ConvNeXt and EmoNeXt what they are, as differentiable
+// ops: LayerNorm, GELU (and bias + GELU), depthwise convolution, SE pooling and gating.
+#include "core/autograd.h"
+#include "core/backend.h"
+#include "core/op_checks.h"
+#include "core/ops.h"
+
+namespace emonext {
+
+using Grads = std::vector<Tensor>;
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  check_floating("layer_norm", x);
+  check_same("layer_norm", x, weight);
+  check_same("layer_norm", x, bias);
+  EMONEXT_CHECK(x.dim() >= 1, "layer_norm: input must have at least one dim");
+  const int64_t cols = x.size(-1);
+  EMONEXT_CHECK((weight.shape() == Shape{cols}) && (bias.shape() == Shape{cols}), "layer_norm: input last dim ", cols,
+                " but weight ", shape_str(weight.shape()), " and bias ", shape_str(bias.shape()), " (expected [", cols, "])");
+  EMONEXT_CHECK(eps > 0, "layer_norm: eps must be positive, got ", eps);
+  const Tensor xc = x.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
+  const DType stat = x.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor mean = Tensor::empty({rows}, stat, x.device()), rstd = Tensor::empty({rows}, stat, x.device());
+  if (rows > 0)
+    EMONEXT_KERNEL(x.device(), layer_norm_forward, y.data_ptr(), mean.data_ptr(), rstd.data_ptr(), xc.data_ptr(), w.data_ptr(),
+                   b.data_ptr(), x.dtype(), rows, cols, eps);
+  return record(y, "layer_norm", {x, weight, bias}, [=](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+    Tensor dw = Tensor::empty({cols}, xc.dtype(), xc.device()), db = Tensor::empty({cols}, xc.dtype(), xc.device());
+    if (rows > 0)
+      EMONEXT_KERNEL(xc.device(), layer_norm_backward, dx.data_ptr(), dw.data_ptr(), db.data_ptr(), dy.data_ptr(),
+                     xc.data_ptr(), mean.data_ptr(), rstd.data_ptr(), w.data_ptr(), xc.dtype(), rows, cols);
+    else {
+      dw.zero_();
+      db.zero_();
+    }
+    return Grads{dx, dw, db};
+  });
+}
+
+namespace {
+kernels::BinaryOp gelu_backward_op(GeluApprox a) {
+  return a == GeluApprox::Tanh ? kernels::BinaryOp::GeluTanhBackward : kernels::BinaryOp::GeluErfBackward;
+}
+
+// g * gelu'(t), one element-wise pass.
+Tensor gelu_backward(const Tensor& g, const Tensor& t, GeluApprox approx) {
+  Tensor dx = Tensor::empty(g.shape(), g.dtype(), g.device());
+  EMONEXT_KERNEL(dx.device(), binary, gelu_backward_op(approx), view_of(dx), view_of(g), view_as(t, g.shape()));
+  return dx;
+}
+}  // namespace
+
+Tensor gelu(const Tensor& x, GeluApprox approx) {
+  check_floating("gelu", x);
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  const auto op = approx == GeluApprox::Tanh ? kernels::UnaryOp::GeluTanh : kernels::UnaryOp::GeluErf;
+  EMONEXT_KERNEL(y.device(), unary, op, view_of(y), view_of(x), 0.0);
+  return record(y, "gelu", {x}, [=](const Tensor& g) { return Grads{gelu_backward(g, x, approx)}; });
+}
+
+Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx) {
+  check_floating("bias_gelu", x);
+  check_same("bias_gelu", x, bias);
+  EMONEXT_CHECK(x.dim() >= 1 && (bias.shape() == Shape{x.size(-1)}), "bias_gelu: bias ", shape_str(bias.shape()),
+                " does not match the last dim of ", shape_str(x.shape()));
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  const auto op = approx == GeluApprox::Tanh ? kernels::BinaryOp::AddGeluTanh : kernels::BinaryOp::AddGeluErf;
+  EMONEXT_KERNEL(y.device(), binary, op, view_of(y), view_of(x), view_as(bias, x.shape()));
+  return record(y, "bias_gelu", {x, bias}, [=](const Tensor& g) {
+    const Tensor dx = gelu_backward(g, add(x, bias), approx);
+    return Grads{dx, sum_to(dx, bias.shape())};
+  });
+}
+
+Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_floating("depthwise_conv2d", x);
+  check_same("depthwise_conv2d", x, weight);
+  EMONEXT_CHECK(x.dim() == 4, "depthwise_conv2d: input must be channels-last [N, H, W, C], got ", x.str());
+  const int64_t C = x.size(3);
+  EMONEXT_CHECK(weight.dim() == 4 && weight.size(0) == C && weight.size(1) == 1 && weight.size(2) == weight.size(3),
+                "depthwise_conv2d: weight ", shape_str(weight.shape()), " does not fit ", C, " channels (expected [", C,
+                ", 1, K, K])");
+  const int64_t K = weight.size(2);
+  EMONEXT_CHECK(K % 2 == 1, "depthwise_conv2d: kernel size ", K, " must be odd (padding K/2 keeps the size)");
+  if (bias.defined()) {
+    check_same("depthwise_conv2d", x, bias);
+    EMONEXT_CHECK((bias.shape() == Shape{C}), "depthwise_conv2d: bias ", shape_str(bias.shape()), " (expected [", C, "])");
+  }
+  // The kernels read the weight as [K, K, C]: one permute here, tracked by autograd.
+  const Tensor wk = weight.reshape({C, K * K}).transpose(0, 1).contiguous();
+  const Tensor xc = x.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor();
+  const kernels::DwConv p{x.dtype(), x.size(0), x.size(1), x.size(2), C, K};
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (y.numel() > 0)
+    EMONEXT_KERNEL(x.device(), dwconv_forward, p, y.data_ptr(), xc.data_ptr(), wk.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr);
+  std::vector<Tensor> inputs{x, wk};
+  if (bias.defined()) inputs.push_back(bias);
+  return record(y, "depthwise_conv2d", inputs, [=, has_bias = bias.defined()](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+    Tensor dw = Tensor::empty(wk.shape(), wk.dtype(), wk.device());
+    if (dy.numel() > 0) {
+      EMONEXT_KERNEL(dy.device(), dwconv_backward_input, p, dx.data_ptr(), dy.data_ptr(), wk.data_ptr());
+      EMONEXT_KERNEL(dy.device(), dwconv_backward_weight, p, dw.data_ptr(), dy.data_ptr(), xc.data_ptr());
+    } else {
+      dx.zero_();
+      dw.zero_();
+    }
+    Grads grads{dx, dw};
+    if (has_bias) grads.push_back(sum(dy, {0, 1, 2}));
+    return grads;
+  });
+}
+
+Tensor global_avg_pool(const Tensor& x) {
+  EMONEXT_CHECK(x.dim() == 4, "global_avg_pool: input must be channels-last [N, H, W, C], got ", x.str());
+  return mean(x, {1, 2});
+}
+
+Tensor se_gate(const Tensor& x, const Tensor& gate) {
+  check_floating("se_gate", x);
+  check_same("se_gate", x, gate);
+  EMONEXT_CHECK(x.dim() == 4 && (gate.shape() == Shape{x.size(0), x.size(3)}), "se_gate: gate ", shape_str(gate.shape()),
+                " does not fit input ", shape_str(x.shape()), " (expected [N, C] for [N, H, W, C])");
+  const int64_t n = x.size(0), hw = x.size(1) * x.size(2), c = x.size(3);
+  const Shape g4{n, 1, 1, c};
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  EMONEXT_KERNEL(y.device(), binary, kernels::BinaryOp::Mul, view_of(y), view_of(x), view_as(gate.reshape(g4), x.shape()));
+  const Tensor xc = x.contiguous(), gc = gate.contiguous();
+  return record(y, "se_gate", {x, gate}, [=](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device()), dg = Tensor::empty(gc.shape(), gc.dtype(), gc.device());
+    if (dy.numel() > 0)
+      EMONEXT_KERNEL(dy.device(), se_gate_backward, dx.data_ptr(), dg.data_ptr(), dy.data_ptr(), xc.data_ptr(), gc.data_ptr(),
+                     xc.dtype(), n, hw, c);
+    else
+      dg.zero_();
+    return Grads{dx, dg};
+  });
+}
+
+}  // namespace emonext
