@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the engine with CUDA for that GPU,
 # runs every cuda-labelled test (and the cpu ones, which are quick), reads the
-# compiler's register/spill report, and prints a short report. Exits non-zero
+# compiler's register/spill report, runs kernel_bench in f32 and bf16 (each
+# kernel validated, then timed against cuDNN or a naive kernel), and prints a
+# short report. Exits non-zero
 # if anything failed, or if a cuda test skipped (on a GPU machine a skip means
 # the GPU was not reached). Meant to finish in well under 8 minutes on an H100.
 #
@@ -53,6 +55,11 @@ rc_cuda=$?
 ctest --test-dir "$build" -L cpu -j 8 >"$out/ctest_cpu.log" 2>&1
 rc_cpu=$?
 skipped=$(grep -c "(Skipped)" "$out/ctest_cuda.log")
+
+echo "== kernel_bench (ConvNeXt-Tiny stage 1, batch 64) =="
+for dtype in f32 bf16; do
+  "$build/tools/kernel_bench" --device cuda --dtype "$dtype" --csv "$out/kernel_bench_$dtype.csv" 2>&1 | tee "$out/kernel_bench_$dtype.log"
+done
 
 echo "== report =="
 echo "cuda tests: $(grep -E "tests passed|tests failed" "$out/ctest_cuda.log" | tail -1); skipped ${skipped}"

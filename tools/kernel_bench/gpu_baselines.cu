@@ -1,0 +1,278 @@
+// The GPU baselines of kernel_bench: naive one-thread-per-output kernels (the
+// first thing one writes), cuDNN's grouped convolution, event timing and the
+// measured copy bandwidth. Launches go through the engine's seam like any kernel.
+#include <cudnn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "kernels/cuda/cuda_types.cuh"
+#include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/runtime.h"
+#include "kernels/dispatch.h"
+#include "tools/kernel_bench/baselines.h"
+
+namespace emonext::bench {
+
+using kernels::cuda::acc_t;
+using kernels::cuda::load;
+using kernels::cuda::store;
+using kernels::cuda::Types;
+
+double gpu_time_ms(const std::function<void()>& fn, int iters) {
+  const int device = kernels::cuda::current_device();
+  cudaStream_t s = static_cast<cudaStream_t>(kernels::cuda::stream(device));
+  for (int i = 0; i < 3; ++i) fn();  // warm-up
+  std::vector<double> ms;
+  cudaEvent_t start, stop;
+  EMONEXT_CUDA_CHECK(cudaEventCreate(&start));
+  EMONEXT_CUDA_CHECK(cudaEventCreate(&stop));
+  for (int i = 0; i < iters; ++i) {
+    EMONEXT_CUDA_CHECK(cudaEventRecord(start, s));
+    fn();
+    EMONEXT_CUDA_CHECK(cudaEventRecord(stop, s));
+    EMONEXT_CUDA_CHECK(cudaEventSynchronize(stop));
+    float t = 0;
+    EMONEXT_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  EMONEXT_CUDA_CHECK(cudaEventDestroy(start));
+  EMONEXT_CUDA_CHECK(cudaEventDestroy(stop));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+double gpu_copy_bandwidth_gbs(int device) {
+  const size_t bytes = size_t(1) << 30;
+  void* a = kernels::cuda::allocate(bytes, device);
+  void* b = kernels::cuda::allocate(bytes, device);
+  cudaStream_t s = static_cast<cudaStream_t>(kernels::cuda::stream(device));
+  const double ms = gpu_time_ms([&] { EMONEXT_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, s)); }, 10);
+  kernels::cuda::deallocate(a, device);
+  kernels::cuda::deallocate(b, device);
+  return 2.0 * double(bytes) / (ms * 1e6);  // read + write
+}
+
+namespace naive_gpu {
+
+namespace {
+
+kernels::Stream stream() { return kernels::cuda::stream(kernels::cuda::current_device()); }
+unsigned blocks(int64_t n) { return unsigned((n + 255) / 256); }
+
+template <class T>
+__global__ void ln_forward(T* y, const T* x, const T* w, const T* b, int64_t rows, int64_t cols, float eps) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // one thread per row
+  if (r >= rows) return;
+  float mean = 0, var = 0;
+  for (int64_t c = 0; c < cols; ++c) mean += load(x[r * cols + c]);
+  mean /= float(cols);
+  for (int64_t c = 0; c < cols; ++c) var += (load(x[r * cols + c]) - mean) * (load(x[r * cols + c]) - mean);
+  const float rstd = rsqrtf(var / float(cols) + eps);
+  for (int64_t c = 0; c < cols; ++c) y[r * cols + c] = store<T>(acc_t<T>((load(x[r * cols + c]) - mean) * rstd * load(w[c]) + load(b[c])));
+}
+
+template <class T>
+__global__ void ln_backward_input(T* dx, const T* dy, const T* x, const T* w, int64_t rows, int64_t cols, float eps) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  float mean = 0, var = 0, sg = 0, sgx = 0;
+  for (int64_t c = 0; c < cols; ++c) mean += load(x[r * cols + c]);
+  mean /= float(cols);
+  for (int64_t c = 0; c < cols; ++c) var += (load(x[r * cols + c]) - mean) * (load(x[r * cols + c]) - mean);
+  const float rstd = rsqrtf(var / float(cols) + eps);
+  for (int64_t c = 0; c < cols; ++c) {
+    const float g = load(dy[r * cols + c]) * load(w[c]);
+    sg += g;
+    sgx += g * (load(x[r * cols + c]) - mean) * rstd;
+  }
+  for (int64_t c = 0; c < cols; ++c) {
+    const float g = load(dy[r * cols + c]) * load(w[c]), xhat = (load(x[r * cols + c]) - mean) * rstd;
+    dx[r * cols + c] = store<T>(acc_t<T>(rstd * (g - sg / float(cols) - xhat * sgx / float(cols))));
+  }
+}
+
+template <class T>
+__global__ void ln_backward_params(T* dw, T* db, const T* dy, const T* x, int64_t rows, int64_t cols, float eps) {
+  const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // one thread per column
+  if (c >= cols) return;
+  float aw = 0, ab = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    float mean = 0, var = 0;
+    for (int64_t k = 0; k < cols; ++k) mean += load(x[r * cols + k]);
+    mean /= float(cols);
+    for (int64_t k = 0; k < cols; ++k) var += (load(x[r * cols + k]) - mean) * (load(x[r * cols + k]) - mean);
+    const float xhat = (load(x[r * cols + c]) - mean) * rsqrtf(var / float(cols) + eps);
+    aw += load(dy[r * cols + c]) * xhat;
+    ab += load(dy[r * cols + c]);
+  }
+  dw[c] = store<T>(acc_t<T>(aw));
+  db[c] = store<T>(acc_t<T>(ab));
+}
+
+template <class T>
+__global__ void bias_gelu(T* y, const T* x, const T* b, int64_t n, int64_t cols) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float v = load(x[i]) + load(b[i % cols]);
+  y[i] = store<T>(acc_t<T>(0.5f * v * (1.0f + erff(v * 0.70710678f))));
+}
+
+template <class T>
+__global__ void gelu_back(T* dx, const T* dy, const T* x, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float v = load(x[i]);
+  dx[i] = store<T>(acc_t<T>(load(dy[i]) * (0.5f * (1.0f + erff(v * 0.70710678f)) + v * 0.39894228f * expf(-0.5f * v * v))));
+}
+
+template <class T>
+__global__ void se_forward(T* y, const T* x, const T* g, int64_t n, int64_t hw, int64_t c) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * hw * c) return;
+  y[i] = store<T>(acc_t<T>(load(x[i]) * load(g[(i / (hw * c)) * c + i % c])));
+}
+
+template <class T>
+__global__ void se_backward_dx(T* dx, const T* dy, const T* g, int64_t n, int64_t hw, int64_t c) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n * hw * c) return;
+  dx[i] = store<T>(acc_t<T>(load(dy[i]) * load(g[(i / (hw * c)) * c + i % c])));
+}
+
+template <class T>
+__global__ void se_backward_dg(T* dg, const T* dy, const T* x, int64_t n, int64_t hw, int64_t c) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n * c) return;
+  float acc = 0;
+  for (int64_t s = 0; s < hw; ++s) acc += load(dy[((t / c) * hw + s) * c + t % c]) * load(x[((t / c) * hw + s) * c + t % c]);
+  dg[t] = store<T>(acc_t<T>(acc));
+}
+
+}  // namespace
+
+#define EMONEXT_BENCH_DISPATCH(t, ...) \
+  kernels::dispatch_floating<Types>(t, "kernel_bench", [&](auto tag) { using T = typename decltype(tag)::type; __VA_ARGS__; })
+
+void layer_norm_forward(DType t, void* y, const void* x, const void* w, const void* b, int64_t rows, int64_t cols, double eps) {
+  EMONEXT_BENCH_DISPATCH(t, EMONEXT_LAUNCH(ln_forward<T>, blocks(rows), 256, 0, stream(), static_cast<T*>(y),
+                                           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), rows,
+                                           cols, float(eps)));
+}
+void layer_norm_backward(DType t, void* dx, void* dw, void* db, const void* dy, const void* x, const void* w, int64_t rows,
+                         int64_t cols, double eps) {
+  EMONEXT_BENCH_DISPATCH(t, {
+    EMONEXT_LAUNCH(ln_backward_input<T>, blocks(rows), 256, 0, stream(), static_cast<T*>(dx), static_cast<const T*>(dy),
+                   static_cast<const T*>(x), static_cast<const T*>(w), rows, cols, float(eps));
+    EMONEXT_LAUNCH(ln_backward_params<T>, blocks(cols), 256, 0, stream(), static_cast<T*>(dw), static_cast<T*>(db),
+                   static_cast<const T*>(dy), static_cast<const T*>(x), rows, cols, float(eps));
+  });
+}
+void bias_gelu_forward(DType t, void* y, const void* x, const void* b, int64_t rows, int64_t cols) {
+  EMONEXT_BENCH_DISPATCH(t, EMONEXT_LAUNCH(bias_gelu<T>, blocks(rows * cols), 256, 0, stream(), static_cast<T*>(y),
+                                           static_cast<const T*>(x), static_cast<const T*>(b), rows * cols, cols));
+}
+void gelu_backward(DType t, void* dx, const void* dy, const void* x, int64_t n) {
+  EMONEXT_BENCH_DISPATCH(t, EMONEXT_LAUNCH(gelu_back<T>, blocks(n), 256, 0, stream(), static_cast<T*>(dx),
+                                           static_cast<const T*>(dy), static_cast<const T*>(x), n));
+}
+void se_gate_forward(DType t, void* y, const void* x, const void* g, int64_t n, int64_t hw, int64_t c) {
+  EMONEXT_BENCH_DISPATCH(t, EMONEXT_LAUNCH(se_forward<T>, blocks(n * hw * c), 256, 0, stream(), static_cast<T*>(y),
+                                           static_cast<const T*>(x), static_cast<const T*>(g), n, hw, c));
+}
+void se_gate_backward(DType t, void* dx, void* dg, const void* dy, const void* x, const void* g, int64_t n, int64_t hw, int64_t c) {
+  EMONEXT_BENCH_DISPATCH(t, {
+    EMONEXT_LAUNCH(se_backward_dx<T>, blocks(n * hw * c), 256, 0, stream(), static_cast<T*>(dx), static_cast<const T*>(dy),
+                   static_cast<const T*>(g), n, hw, c);
+    EMONEXT_LAUNCH(se_backward_dg<T>, blocks(n * c), 256, 0, stream(), static_cast<T*>(dg), static_cast<const T*>(dy),
+                   static_cast<const T*>(x), n, hw, c);
+  });
+}
+
+}  // namespace naive_gpu
+
+// ---- cuDNN ----
+
+struct CudnnDwConv::Impl {
+  cudnnTensorDescriptor_t x = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnConvolutionFwdAlgo_t fwd{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int device = 0;
+};
+
+CudnnDwConv::CudnnDwConv(const kernels::DwConv& p) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.device = kernels::cuda::current_device();
+  const cudnnDataType_t type = p.dtype == DType::BF16 ? CUDNN_DATA_BFLOAT16 : p.dtype == DType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+  const int n = int(p.n), c = int(p.c), h = int(p.h), w = int(p.w), k = int(p.k);
+  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&m.x));
+  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(m.x, CUDNN_TENSOR_NHWC, type, n, c, h, w));
+  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&m.bias));
+  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(m.bias, CUDNN_TENSOR_NHWC, type, 1, c, 1, 1));
+  EMONEXT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&m.w));
+  EMONEXT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(m.w, type, CUDNN_TENSOR_NHWC, c, 1, k, k));
+  EMONEXT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&m.conv));
+  EMONEXT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(m.conv, k / 2, k / 2, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  EMONEXT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(m.conv, c));
+  EMONEXT_CUDNN_CHECK(cudnnSetConvolutionMathType(m.conv, CUDNN_DEFAULT_MATH));
+  cudnnHandle_t handle = kernels::cuda::cudnn_handle();
+  int found = 0;
+  cudnnConvolutionFwdAlgoPerf_t fwd[8];
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, m.x, m.w, m.conv, m.x, 8, &found, fwd));
+  m.fwd = fwd[0].algo;
+  cudnnConvolutionBwdDataAlgoPerf_t bd[8];
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, m.w, m.x, m.conv, m.x, 8, &found, bd));
+  m.bwd_data = bd[0].algo;
+  cudnnConvolutionBwdFilterAlgoPerf_t bf[8];
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, m.x, m.x, m.conv, m.w, 8, &found, bf));
+  m.bwd_filter = bf[0].algo;
+  size_t a = 0, b = 0, c2 = 0;
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, m.x, m.w, m.conv, m.x, m.fwd, &a));
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, m.w, m.x, m.conv, m.x, m.bwd_data, &b));
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, m.x, m.x, m.conv, m.w, m.bwd_filter, &c2));
+  m.workspace_bytes = std::max({a, b, c2, size_t(1)});
+  m.workspace = kernels::cuda::allocate(m.workspace_bytes, m.device);
+  std::snprintf(algos_, sizeof(algos_), "cuDNN algos fwd %d, bwd data %d, bwd filter %d", int(m.fwd), int(m.bwd_data),
+                int(m.bwd_filter));
+}
+
+CudnnDwConv::~CudnnDwConv() {
+  Impl& m = *impl_;
+  kernels::cuda::deallocate(m.workspace, m.device);
+  cudnnDestroyConvolutionDescriptor(m.conv);
+  cudnnDestroyFilterDescriptor(m.w);
+  cudnnDestroyTensorDescriptor(m.bias);
+  cudnnDestroyTensorDescriptor(m.x);
+}
+
+void CudnnDwConv::forward(void* y, const void* x, const void* w, const void* b) {
+  Impl& m = *impl_;
+  const float one = 1.0f, zero = 0.0f;
+  cudnnHandle_t h = kernels::cuda::cudnn_handle();
+  EMONEXT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, m.x, x, m.w, w, m.conv, m.fwd, m.workspace, m.workspace_bytes, &zero, m.x, y));
+  if (b) EMONEXT_CUDNN_CHECK(cudnnAddTensor(h, &one, m.bias, b, &one, m.x, y));
+}
+
+void CudnnDwConv::backward_data(void* dx, const void* dy, const void* w) {
+  Impl& m = *impl_;
+  const float one = 1.0f, zero = 0.0f;
+  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardData(kernels::cuda::cudnn_handle(), &one, m.w, w, m.x, dy, m.conv, m.bwd_data,
+                                                   m.workspace, m.workspace_bytes, &zero, m.x, dx));
+}
+
+void CudnnDwConv::backward_filter(void* dw, const void* dy, const void* x) {
+  Impl& m = *impl_;
+  const float one = 1.0f, zero = 0.0f;
+  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(kernels::cuda::cudnn_handle(), &one, m.x, x, m.x, dy, m.conv, m.bwd_filter,
+                                                     m.workspace, m.workspace_bytes, &zero, m.w, dw));
+}
+
+}  // namespace emonext::bench

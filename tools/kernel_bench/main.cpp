@@ -1,0 +1,350 @@
+// kernel_bench: times the hand-written ConvNeXt kernels against a baseline run in
+// the same process, after checking each result against a reference.
+//
+//   kernel_bench [--device auto|cpu|cuda] [--shape N,H,W,C] [--dtype f32|bf16|f16]
+//                [--iters K] [--csv FILE]
+//
+// Shapes: ConvNeXt-Tiny's first stage, [N, 56, 56, 96] (GELU runs on the block's
+// hidden [N, 56, 56, 384]); N is 64 on a GPU and 4 on the CPU unless --shape says.
+// GPU baselines: cuDNN's grouped convolution (channels-last, same dtype) for the
+// depthwise convolution, naive one-thread-per-output kernels for the rest; the
+// fraction of the device's copy bandwidth uses a device-to-device copy measured
+// here. CPU: the engine's CPU kernels against plain single-threaded loops.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/ops.h"
+#include "tools/kernel_bench/baselines.h"
+
+namespace emonext::bench {
+namespace {
+
+struct Options {
+  std::string device = "auto";
+  Shape shape;  // empty: the default for the device
+  DType dtype = DType::F32;
+  int iters = 10;
+  std::string csv;
+};
+
+struct Case {
+  std::string kernel, direction, baseline;
+  double bytes = 0, flops = 0;
+  std::function<void()> engine, reference;  // reference: the baseline, timed too
+  std::function<double()> error;            // max |engine - check| / (1 + |check|), after both ran
+};
+
+struct Result {
+  Case c;
+  double ms = 0, baseline_ms = 0, err = 0;
+};
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "kernel_bench: " << why << "\n"
+            << "usage: kernel_bench [--device auto|cpu|cuda] [--shape N,H,W,C] [--dtype f32|bf16|f16] [--iters K] [--csv FILE]\n";
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--device") o.device = value();
+    else if (a == "--dtype") o.dtype = dtype_from_name(value());
+    else if (a == "--iters") o.iters = std::max(1, std::stoi(value()));
+    else if (a == "--csv") o.csv = value();
+    else if (a == "--shape") {
+      std::stringstream ss(value());
+      for (std::string part; std::getline(ss, part, ',');) o.shape.push_back(std::stoll(part));
+      if (o.shape.size() != 4) usage("--shape takes N,H,W,C");
+    } else if (a == "--help" || a == "-h") usage("help");
+    else usage("unknown argument " + a);
+  }
+  return o;
+}
+
+double cpu_time_ms(const std::function<void()>& fn, int iters) {
+  fn();  // warm-up
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+double max_error(const Tensor& got, const Tensor& want) {
+  const std::vector<double> a = got.to_vector(), b = want.to_vector();
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double e = std::fabs(a[i] - b[i]) / (1 + std::fabs(b[i]));
+    if (!(e <= worst)) worst = e;
+  }
+  return worst;
+}
+
+// The tensors every case reads: stage-1 activations, the block's hidden activations, parameters.
+struct Data {
+  kernels::DwConv conv;
+  int64_t rows, C, C4;
+  Tensor x, dy, w_kkc, bias, ln_w, ln_b, x4, dy4, b4, gate;
+  Data(const Shape& s, DType t, Device d) {
+    Generator gen(1);
+    conv = {t, s[0], s[1], s[2], s[3], 7};
+    C = s[3];
+    C4 = 4 * C;
+    rows = s[0] * s[1] * s[2];
+    x = randn(s, gen, 0, 1, t, d);
+    dy = randn(s, gen, 0, 1, t, d);
+    w_kkc = randn({49 * C}, gen, 0, 0.1, t, d);
+    bias = randn({C}, gen, 0, 1, t, d);
+    ln_w = randn({C}, gen, 1, 0.1, t, d);
+    ln_b = randn({C}, gen, 0, 0.1, t, d);
+    x4 = randn({s[0], s[1], s[2], C4}, gen, 0, 1, t, d);
+    dy4 = randn({s[0], s[1], s[2], C4}, gen, 0, 1, t, d);
+    b4 = randn({C4}, gen, 0, 0.1, t, d);
+    gate = rand({s[0], C}, gen, 0, 1, t, d);
+  }
+};
+
+Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.device()); }
+
+// Output buffers for the cases; a deque keeps each Tensor at one address while the cases hold pointers to it.
+using Buffers = std::deque<Tensor>;
+Tensor* buffer(Buffers& keep, Tensor t) { return &keep.emplace_back(std::move(t)); }
+
+// The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
+std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
+  const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
+  Tensor *y = buffer(keep, like(d.x)), *yr = buffer(keep, like(d.x)), *dw = buffer(keep, like(d.w_kkc)),
+         *dwr = buffer(keep, like(d.w_kkc)), *y4 = buffer(keep, like(d.x4)), *y4r = buffer(keep, like(d.x4)),
+         *m = buffer(keep, Tensor::empty({d.rows})), *r = buffer(keep, Tensor::empty({d.rows})), *lw = buffer(keep, like(d.ln_w)),
+         *lb = buffer(keep, like(d.ln_b)), *lwr = buffer(keep, like(d.ln_w)), *lbr = buffer(keep, like(d.ln_b)),
+         *dg = buffer(keep, like(d.gate)), *dgr = buffer(keep, like(d.gate));
+  const auto f = [](const Tensor& t) { return t.data<float>(); };
+  const int64_t hw = d.conv.h * d.conv.w;
+  std::vector<Case> cases = {
+      {"dwconv7x7", "forward", "naive loops", 2 * n * s, 2 * 49 * n,
+       [=, &d] { kernels::cpu::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w_kkc.data_ptr(), d.bias.data_ptr(), nullptr); },
+       [=, &d] { naive_cpu::dwconv_forward(d.conv, f(*yr), f(d.x), f(d.w_kkc), f(d.bias)); },
+       [=] { return max_error(*y, *yr); }},
+      {"dwconv7x7", "backward input", "naive loops", 2 * n * s, 2 * 49 * n,
+       [=, &d] { kernels::cpu::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w_kkc.data_ptr(), nullptr); },
+       [=, &d] { naive_cpu::dwconv_backward_input(d.conv, f(*yr), f(d.dy), f(d.w_kkc)); },
+       [=] { return max_error(*y, *yr); }},
+      {"dwconv7x7", "backward weight", "naive loops", 2 * n * s, 2 * 49 * n,
+       [=, &d] { kernels::cpu::dwconv_backward_weight(d.conv, dw->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), nullptr); },
+       [=, &d] { naive_cpu::dwconv_backward_weight(d.conv, f(*dwr), f(d.dy), f(d.x)); },
+       [=] { return max_error(*dw, *dwr); }},
+      {"layer_norm", "forward", "naive loops", 2 * n * s, 8 * n,
+       [=, &d] { kernels::cpu::layer_norm_forward(y->data_ptr(), m->data_ptr(), r->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), DType::F32, d.rows, d.C, 1e-6, nullptr); },
+       [=, &d] { naive_cpu::layer_norm_forward(f(*yr), f(d.x), f(d.ln_w), f(d.ln_b), d.rows, d.C, 1e-6); },
+       [=] { return max_error(*y, *yr); }},
+      {"layer_norm", "backward", "naive loops", 3 * n * s, 12 * n,
+       [=, &d] { kernels::cpu::layer_norm_backward(y->data_ptr(), lw->data_ptr(), lb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), m->data_ptr(), r->data_ptr(), d.ln_w.data_ptr(), DType::F32, d.rows, d.C, nullptr); },
+       [=, &d] { naive_cpu::layer_norm_backward(f(*yr), f(*lwr), f(*lbr), f(d.dy), f(d.x), f(d.ln_w), d.rows, d.C, 1e-6); },
+       [=] { return std::max({max_error(*y, *yr), max_error(*lw, *lwr), max_error(*lb, *lbr)}); }},
+      {"bias_gelu", "forward", "naive loops", 2 * n4 * s, 20 * n4,
+       [=, &d] { kernels::cpu::binary(kernels::BinaryOp::AddGeluErf, view_of(*y4), view_of(d.x4), view_as(d.b4, d.x4.shape()), nullptr); },
+       [=, &d] { naive_cpu::bias_gelu_forward(f(*y4r), f(d.x4), f(d.b4), d.rows, d.C4); },
+       [=] { return max_error(*y4, *y4r); }},
+      {"gelu", "backward", "naive loops", 3 * n4 * s, 25 * n4,
+       [=, &d] { kernels::cpu::binary(kernels::BinaryOp::GeluErfBackward, view_of(*y4), view_of(d.dy4), view_of(d.x4), nullptr); },
+       [=, &d] { naive_cpu::gelu_backward(f(*y4r), f(d.dy4), f(d.x4), int64_t(n4)); },
+       [=] { return max_error(*y4, *y4r); }},
+      {"se_gate", "forward", "naive loops", 2 * n * s, n,
+       [=, &d] { kernels::cpu::binary(kernels::BinaryOp::Mul, view_of(*y), view_of(d.x), view_as(d.gate.reshape({d.conv.n, 1, 1, d.C}), d.x.shape()), nullptr); },
+       [=, &d] { naive_cpu::se_gate_forward(f(*yr), f(d.x), f(d.gate), d.conv.n, hw, d.C); },
+       [=] { return max_error(*y, *yr); }},
+      {"se_gate", "backward", "naive loops", 3 * n * s, 3 * n,
+       [=, &d] { kernels::cpu::se_gate_backward(y->data_ptr(), dg->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), DType::F32, d.conv.n, hw, d.C, nullptr); },
+       [=, &d] { naive_cpu::se_gate_backward(f(*yr), f(*dgr), f(d.dy), f(d.x), f(d.gate), d.conv.n, hw, d.C); },
+       [=] { return std::max(max_error(*y, *yr), max_error(*dg, *dgr)); }},
+  };
+  return cases;
+}
+
+#if EMONEXT_BENCH_GPU
+// The GPU cases: the engine's CUDA kernels timed beside cuDNN or naive kernels; both
+// are checked (the dwconv ones against the CPU backend on the same values).
+std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<CudnnDwConv>& cudnn_owner) {
+  const Device dev = d.x.device();
+  const DType t = d.x.dtype();
+  const double s = double(dtype_size(t)), n = double(d.x.numel()), n4 = double(d.x4.numel());
+  kernels::Stream st = kernels::cuda::stream(dev.index);
+  Tensor *y = buffer(keep, like(d.x)), *yb = buffer(keep, like(d.x)), *dw = buffer(keep, like(d.w_kkc)),
+         *y4 = buffer(keep, like(d.x4)), *y4b = buffer(keep, like(d.x4)),
+         *m = buffer(keep, Tensor::empty({d.rows}, DType::F32, dev)), *r = buffer(keep, Tensor::empty({d.rows}, DType::F32, dev)),
+         *lw = buffer(keep, like(d.ln_w)), *lb = buffer(keep, like(d.ln_b)), *lwb = buffer(keep, like(d.ln_w)),
+         *lbb = buffer(keep, like(d.ln_b)), *dg = buffer(keep, like(d.gate)), *dgb = buffer(keep, like(d.gate));
+  // cuDNN reads its filter as [C, K, K]: the engine's [K, K, C] transposed, made once.
+  Tensor* w_ckk = buffer(keep, d.w_kkc.reshape({49, d.C}).transpose(0, 1).contiguous());
+  Tensor* dw_ckk = buffer(keep, like(*w_ckk));
+  cudnn_owner = std::make_unique<CudnnDwConv>(d.conv);
+  CudnnDwConv* cudnn = cudnn_owner.get();
+  std::cout << cudnn->algorithms() << "\n";
+  const int64_t hw = d.conv.h * d.conv.w;
+  std::vector<Case> cases = {
+      {"dwconv7x7", "forward", "cuDNN", 2 * n * s, 2 * 49 * n,
+       [=, &d] { kernels::cuda::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w_kkc.data_ptr(), d.bias.data_ptr(), st); },
+       [=, &d] { cudnn->forward(yb->data_ptr(), d.x.data_ptr(), w_ckk->data_ptr(), d.bias.data_ptr()); },
+       [=, &host] {
+         Tensor want = like(host.x);
+         kernels::cpu::dwconv_forward(host.conv, want.data_ptr(), host.x.data_ptr(), host.w_kkc.data_ptr(), host.bias.data_ptr(), nullptr);
+         return std::max(max_error(*y, want), max_error(*yb, want));
+       }},
+      {"dwconv7x7", "backward input", "cuDNN", 2 * n * s, 2 * 49 * n,
+       [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w_kkc.data_ptr(), st); },
+       [=, &d] { cudnn->backward_data(yb->data_ptr(), d.dy.data_ptr(), w_ckk->data_ptr()); },
+       [=, &host] {
+         Tensor want = like(host.x);
+         kernels::cpu::dwconv_backward_input(host.conv, want.data_ptr(), host.dy.data_ptr(), host.w_kkc.data_ptr(), nullptr);
+         return std::max(max_error(*y, want), max_error(*yb, want));
+       }},
+      {"dwconv7x7", "backward weight", "cuDNN", 2 * n * s, 2 * 49 * n,
+       [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
+       [=, &d] { cudnn->backward_filter(dw_ckk->data_ptr(), d.dy.data_ptr(), d.x.data_ptr()); },
+       [=, &host] {
+         Tensor want = like(host.w_kkc);
+         kernels::cpu::dwconv_backward_weight(host.conv, want.data_ptr(), host.dy.data_ptr(), host.x.data_ptr(), nullptr);
+         return std::max(max_error(*dw, want), max_error(dw_ckk->reshape({host.C, 49}).transpose(0, 1).contiguous().reshape({-1}), want));
+       }},
+      {"layer_norm", "forward", "naive", 2 * n * s, 8 * n,
+       [=, &d] { kernels::cuda::layer_norm_forward(y->data_ptr(), m->data_ptr(), r->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), t, d.rows, d.C, 1e-6, st); },
+       [=, &d] { naive_gpu::layer_norm_forward(t, yb->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), d.rows, d.C, 1e-6); },
+       [=] { return max_error(*y, *yb); }},
+      {"layer_norm", "backward", "naive", 3 * n * s, 12 * n,
+       [=, &d] { kernels::cuda::layer_norm_backward(y->data_ptr(), lw->data_ptr(), lb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), m->data_ptr(), r->data_ptr(), d.ln_w.data_ptr(), t, d.rows, d.C, st); },
+       [=, &d] { naive_gpu::layer_norm_backward(t, yb->data_ptr(), lwb->data_ptr(), lbb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.rows, d.C, 1e-6); },
+       [=] { return std::max({max_error(*y, *yb), max_error(*lw, *lwb), max_error(*lb, *lbb)}); }},
+      {"bias_gelu", "forward", "naive", 2 * n4 * s, 20 * n4,
+       [=, &d] { kernels::cuda::binary(kernels::BinaryOp::AddGeluErf, view_of(*y4), view_of(d.x4), view_as(d.b4, d.x4.shape()), st); },
+       [=, &d] { naive_gpu::bias_gelu_forward(t, y4b->data_ptr(), d.x4.data_ptr(), d.b4.data_ptr(), d.rows, d.C4); },
+       [=] { return max_error(*y4, *y4b); }},
+      {"gelu", "backward", "naive", 3 * n4 * s, 25 * n4,
+       [=, &d] { kernels::cuda::binary(kernels::BinaryOp::GeluErfBackward, view_of(*y4), view_of(d.dy4), view_of(d.x4), st); },
+       [=, &d] { naive_gpu::gelu_backward(t, y4b->data_ptr(), d.dy4.data_ptr(), d.x4.data_ptr(), int64_t(n4)); },
+       [=] { return max_error(*y4, *y4b); }},
+      {"se_gate", "forward", "naive", 2 * n * s, n,
+       [=, &d] { kernels::cuda::binary(kernels::BinaryOp::Mul, view_of(*y), view_of(d.x), view_as(d.gate.reshape({d.conv.n, 1, 1, d.C}), d.x.shape()), st); },
+       [=, &d] { naive_gpu::se_gate_forward(t, yb->data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), d.conv.n, hw, d.C); },
+       [=] { return max_error(*y, *yb); }},
+      {"se_gate", "backward", "naive", 3 * n * s, 3 * n,
+       [=, &d] { kernels::cuda::se_gate_backward(y->data_ptr(), dg->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), t, d.conv.n, hw, d.C, st); },
+       [=, &d] { naive_gpu::se_gate_backward(t, yb->data_ptr(), dgb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), d.conv.n, hw, d.C); },
+       [=] { return std::max(max_error(*y, *yb), max_error(*dg, *dgb)); }},
+  };
+  return cases;
+}
+#endif
+
+double tolerance(DType t) { return t == DType::F32 ? 2e-3 : t == DType::F16 ? 2e-2 : 6e-2; }
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const bool gpu = o.device == "cuda" || (o.device == "auto" && EMONEXT_BENCH_GPU && cuda_available());
+  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda") usage("--device is auto, cpu or cuda");
+#if !EMONEXT_BENCH_GPU
+  if (gpu) usage("this build has no GPU mode (CUDA backend not built, or the emulation build: it has no timing)");
+#endif
+  if (!gpu && o.dtype != DType::F32) usage("the CPU mode runs f32 (its naive baselines are f32)");
+  const Shape shape = !o.shape.empty() ? o.shape : Shape{gpu ? 64 : 4, 56, 56, 96};
+  std::printf("kernel_bench: device %s, dtype %s, shape [N,H,W,C] = %s (GELU on C*4), %d timed runs each, median\n",
+              gpu ? "cuda:0" : "cpu", dtype_name(o.dtype), shape_str(shape).c_str(), o.iters);
+
+  std::vector<Case> cases;
+  Buffers keep;
+  double bandwidth = 0;
+  Data host(shape, gpu ? o.dtype : DType::F32, Device::cpu());
+  std::unique_ptr<Data> device;
+#if EMONEXT_BENCH_GPU
+  std::unique_ptr<CudnnDwConv> cudnn;
+  if (gpu) {
+    bandwidth = gpu_copy_bandwidth_gbs(0);
+    device = std::make_unique<Data>(shape, o.dtype, Device::cuda(0));
+    // The CPU check runs in f32 on the device's values.
+    for (Tensor* t : {&host.x, &host.dy, &host.w_kkc, &host.bias, &host.ln_w, &host.ln_b, &host.x4, &host.dy4, &host.b4, &host.gate})
+      *t = t->to(DType::F32);
+    host.conv.dtype = DType::F32;
+    cases = gpu_cases(*device, host, keep, cudnn);
+  }
+#endif
+  if (!gpu) {
+    // Host copy bandwidth: memcpy of 256 MiB, bytes read + written.
+    Tensor a = Tensor::zeros({1 << 26}), b = Tensor::zeros({1 << 26});
+    const double ms = cpu_time_ms([&] { std::memcpy(b.data_ptr(), a.data_ptr(), size_t(1) << 28); }, 5);
+    bandwidth = 2.0 * double(size_t(1) << 28) / (ms * 1e6);
+    cases = cpu_cases(host, keep);
+  }
+  std::printf("measured copy bandwidth: %.1f GB/s (read + write)\n\n", bandwidth);
+  std::printf("%-10s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
+              "baseline", "base ms", "speedup", "max err");
+  std::vector<Result> results;
+  bool ok = true;
+  for (const Case& c : cases) {
+    c.engine();
+    c.reference();
+    synchronize(gpu ? Device::cuda(0) : Device::cpu());
+    Result r{c};
+    r.err = c.error();
+    const bool valid = r.err <= tolerance(o.dtype);
+    ok &= valid;
+    auto timer = [&](const std::function<void()>& fn) {
+#if EMONEXT_BENCH_GPU
+      if (gpu) return gpu_time_ms(fn, o.iters);
+#endif
+      return cpu_time_ms(fn, o.iters);
+    };
+    r.ms = timer(c.engine);
+    r.baseline_ms = timer(c.reference);
+    const double gbs = c.bytes / (r.ms * 1e6);
+    std::printf("%-10s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e%s\n", c.kernel.c_str(), c.direction.c_str(),
+                r.ms, gbs, 100 * gbs / bandwidth, c.flops / (r.ms * 1e6), c.baseline.c_str(), r.baseline_ms, r.baseline_ms / r.ms,
+                r.err, valid ? "" : "  FAILED CHECK");
+    results.push_back(r);
+  }
+  if (!o.csv.empty()) {
+    std::ofstream csv(o.csv);
+    csv << "kernel,direction,device,dtype,shape,ms,bytes,gb_per_s,fraction_of_copy,gflop_per_s,baseline,baseline_ms,speedup,max_err\n";
+    for (const Result& r : results) {
+      const double gbs = r.c.bytes / (r.ms * 1e6);
+      csv << r.c.kernel << ',' << r.c.direction << ',' << (gpu ? "cuda" : "cpu") << ',' << dtype_name(o.dtype) << ",\""
+          << shape_str(shape) << "\"," << r.ms << ',' << r.c.bytes << ',' << gbs << ',' << gbs / bandwidth << ','
+          << r.c.flops / (r.ms * 1e6) << ',' << r.c.baseline << ',' << r.baseline_ms << ',' << r.baseline_ms / r.ms << ','
+          << r.err << '\n';
+    }
+    std::printf("\nwrote %s\n", o.csv.c_str());
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace emonext::bench
+
+int main(int argc, char** argv) {
+  try {
+    return emonext::bench::run(argc, argv);
+  } catch (const emonext::Error& e) {
+    std::fprintf(stderr, "kernel_bench: %s\n", e.what());
+    return 1;
+  }
+}
