@@ -91,6 +91,12 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
 // gate y[n,h,w,c] = x[n,h,w,c] * gate[n,c] with a one-pass fused backward.
 Tensor global_avg_pool(const Tensor& x);
 Tensor se_gate(const Tensor& x, const Tensor& gate);
+// The spatial transformer's sampling. affine_grid: theta [N, 2, 3] -> grid [N, H, W, 2], as
+// F.affine_grid(theta, (N, C, H, W), align_corners). grid_sample: input [N, H, W, C]
+// (channels-last), grid [N, Ho, Wo, 2] -> [N, Ho, Wo, C], bilinear with zeros padding, as
+// F.grid_sample. deterministic: the CUDA input gradient avoids order-dependent float atomics.
+Tensor affine_grid(const Tensor& theta, int64_t h, int64_t w, bool align_corners);
+Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, bool deterministic = false);
 
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {

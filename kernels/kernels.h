@@ -30,6 +30,14 @@ struct DwConv {
   int64_t n = 0, h = 0, w = 0, c = 0, k = 7;
 };
 
+// Bilinear grid sampling, zeros padding: input [n, h, w, c] channels-last, grid
+// [n, ho, wo, 2] of (x, y) in [-1, 1], output [n, ho, wo, c] (kernels/grid_sample_math.h).
+struct GridSample {
+  DType dtype = DType::F32;
+  int64_t n = 0, h = 0, w = 0, c = 0, ho = 0, wo = 0;
+  bool align_corners = false;
+};
+
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
   /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
@@ -74,7 +82,13 @@ struct DwConv {
   /* se.{cpp,cu}: gate y = x * g[n, c] on x [n, hw, c]; backward in one pass over dy and x: */     \
   /* dx = dy * g, dg[n, c] = sum over hw of dy * x */                                              \
   void se_gate_backward(void* dx, void* dg, const void* dy, const void* x, const void* g,         \
-                        DType dtype, int64_t n, int64_t hw, int64_t c, Stream s);
+                        DType dtype, int64_t n, int64_t hw, int64_t c, Stream s);                  \
+  /* grid_sample.{cpp,cu}: dinput (written, may be null) and dgrid (may be null); the CUDA */     \
+  /* input gradient uses float atomics, or 64-bit fixed-point ones when deterministic */          \
+  void grid_sample_forward(const GridSample& p, void* out, const void* in, const void* grid,      \
+                           Stream s);                                                              \
+  void grid_sample_backward(const GridSample& p, void* dinput, void* dgrid, const void* dout,     \
+                            const void* in, const void* grid, bool deterministic, Stream s);
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

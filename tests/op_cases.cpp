@@ -55,6 +55,11 @@ const std::vector<OpCase>& op_cases() {
       {"dwconv3_no_bias", [](V x) { return depthwise_conv2d(x[0], x[1]); }},
       {"global_avg_pool", [](V x) { return global_avg_pool(x[0]); }},
       {"se_gate", [](V x) { return se_gate(x[0], x[1]); }},
+      {"affine_grid", [](V x) { return affine_grid(x[0], 5, 7, true); }},
+      {"affine_grid_no_align", [](V x) { return affine_grid(x[0], 4, 3, false); }},
+      {"grid_sample", [](V x) { return grid_sample(x[0], x[1], true); }},
+      {"grid_sample_no_align", [](V x) { return grid_sample(x[0], x[1], false); }},
+      {"stn_sample", [](V x) { return grid_sample(x[0], affine_grid(x[1], 6, 6, true), true); }},
   };
   return cases;
 }

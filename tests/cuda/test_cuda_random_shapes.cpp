@@ -97,6 +97,12 @@ const std::vector<ShapeCase>& shape_cases() {
       {"se_stage2", {{{2, 28, 28, 192}}, {{2, 192}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
       {"se_map_1x1", {{{1, 1, 1, 41}}, {{1, 41}}}, [](V x) { return se_gate(x[0], x[1]); }},
       {"global_avg_pool_stage4", {{{2, 7, 7, 768}}}, [](V x) { return global_avg_pool(x[0]); }},
+      // The spatial transformer: 3-channel images, theta near the identity (smooth in theta away from pixel edges).
+      {"stn_48x48", {{{2, 48, 48, 3}}, {{2, 2, 3}}}, [](V x) {
+         const Tensor identity = Tensor::from_vector({1, 0, 0, 0, 1, 0}, {1, 2, 3}, x[1].dtype(), x[1].device());
+         return grid_sample(x[0], affine_grid(add(identity, mul(x[1], 0.05)), 48, 48, true), true);
+       }},
+      {"grid_sample_awkward", {{{2, 13, 17, 1}}, {{2, 5, 3, 2}}}, [](V x) { return grid_sample(x[0], x[1], false); }},
       {"cast_roundtrip_strided", {{{5, 9}}}, [](V x) { return x[0].transpose(0, 1).to(DType::F64).to(x[0].dtype()) * 1.0; }},
   };
   return cases;
@@ -118,14 +124,15 @@ TEST_P(CudaRandomShapes, MatchCpu) {
       cpu_in.push_back(t);
       gpu_in.push_back(t.to(kGpu));
     } else {
-      cpu_in.push_back(t.detach().clone().set_requires_grad());
-      gpu_in.push_back(t.to(dtype).to(kGpu).detach().set_requires_grad());
+      const Tensor rounded = t.to(dtype);  // both sides start from the same values
+      cpu_in.push_back(rounded.to(DType::F64).detach().clone().set_requires_grad());
+      gpu_in.push_back(rounded.to(kGpu).detach().set_requires_grad());
     }
   }
   const Tensor want = c.fn(cpu_in), got = c.fn(gpu_in);
   const double tol = dtype == DType::F32 ? 1e-4 : 1e-10;
   expect_close(got, want, tol, c.name + " forward");
-  const Tensor w = randn(want.shape(), gen, 0, 1, DType::F64);
+  const Tensor w = randn(want.shape(), gen, 0, 1, dtype).to(DType::F64);
   sum(mul(want, w)).backward();
   sum(mul(got, w.to(dtype).to(kGpu))).backward();
   for (size_t i = 0; i < cpu_in.size(); ++i)
@@ -149,6 +156,25 @@ TEST(CudaKernels, ParameterGradientsAreBitwiseReproducible) {
     return out;
   };
   EXPECT_EQ(grads(), grads());
+}
+
+// grid_sample's deterministic mode: its input gradient is the same bits run after run,
+// and agrees with the float-atomic default to rounding.
+TEST(CudaKernels, GridSampleDeterministicInputGradient) {
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason();
+  Generator gen(test_seed());
+  const Tensor img = randn({2, 24, 24, 3}, gen, 0, 1, DType::F32, kGpu);
+  // A grid that zooms out: many output pixels land on the same input pixels.
+  const Tensor theta = Tensor::from_vector({0.31, 0.05, 0.02, -0.04, 0.29, 0.01, 0.33, 0, 0, 0, 0.3, 0}, {2, 2, 3}, DType::F32, kGpu);
+  const Tensor grid = affine_grid(theta, 40, 40, false), dy = randn({2, 40, 40, 3}, gen, 0, 1, DType::F32, kGpu);
+  auto input_grad = [&](bool deterministic) {
+    const Tensor x = img.detach().clone().set_requires_grad();
+    grid_sample(x, grid, false, deterministic).backward(dy);
+    return x.grad();
+  };
+  const Tensor a = input_grad(true), b = input_grad(true), c = input_grad(false);
+  EXPECT_EQ(a.to_vector(), b.to_vector());
+  expect_close(a, c, 1e-6, "deterministic vs atomic input gradient");
 }
 
 inline void PrintTo(const ShapeCase& c, std::ostream* os) { *os << c.name; }

@@ -35,6 +35,17 @@ def dwconv(x, w, b):
     return y.permute(0, 2, 3, 1)
 
 
+def uniform(*s, low, high):
+    return torch.rand(s, dtype=F) * (high - low) + low
+
+
+def grid_sample(x, g, align_corners):
+    """Bilinear, zeros padding, on channels-last x, as the engine takes it."""
+    y = torch.nn.functional.grid_sample(x.permute(0, 3, 1, 2), g, mode="bilinear", padding_mode="zeros",
+                                        align_corners=align_corners)
+    return y.permute(0, 2, 3, 1)
+
+
 # name: (inputs, function). Integer / mask inputs are not differentiated.
 CASES = {
     "add": ([randn(3, 4), randn(4)], lambda a, b: a + b),
@@ -91,6 +102,15 @@ CASES = {
     "dwconv3_no_bias": ([randn(2, 5, 6, 3), randn(3, 1, 3, 3)], lambda x, w: dwconv(x, w, None)),
     "global_avg_pool": ([randn(2, 3, 4, 6)], lambda x: x.mean((1, 2))),
     "se_gate": ([randn(2, 3, 4, 6), randn(2, 6)], lambda x, g: x * g[:, None, None, :]),
+    "affine_grid": ([randn(2, 2, 3)], lambda t: torch.nn.functional.affine_grid(t, (2, 1, 5, 7), align_corners=True)),
+    "affine_grid_no_align": ([randn(2, 2, 3)], lambda t: torch.nn.functional.affine_grid(t, (2, 1, 4, 3), align_corners=False)),
+    "grid_sample": ([randn(2, 5, 6, 3), uniform(2, 4, 7, 2, low=-1.2, high=1.2)], lambda x, g: grid_sample(x, g, True)),
+    "grid_sample_no_align": ([randn(1, 4, 5, 2), uniform(1, 6, 3, 2, low=-1.2, high=1.2)], lambda x, g: grid_sample(x, g, False)),
+    # theta near the identity, with values that put no sample exactly on a pixel boundary
+    # (bilinear sampling has a kink there, where finite differences and f32 rounding disagree).
+    "stn_sample": ([randn(2, 6, 6, 3), torch.tensor([[[0.913, 0.0717, 0.0531], [-0.1173, 0.8469, -0.0937]],
+                                                     [[1.0871, -0.1933, 0.0119], [0.1517, 0.9461, 0.1083]]], dtype=F)],
+                   lambda x, t: grid_sample(x, torch.nn.functional.affine_grid(t, (2, 3, 6, 6), align_corners=True), True)),
 }
 
 DTYPES = {torch.float64: "F64", torch.int64: "I64", torch.uint8: "U8"}
