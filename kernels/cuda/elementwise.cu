@@ -50,6 +50,20 @@ __global__ void random_kernel(T* dst, int64_t n, RandomKind kind, uint64_t seed,
   }
 }
 
+// Contiguous operands of one shape: no index arithmetic beyond i.
+template <class T>
+__global__ void unary_contiguous_kernel(UnaryOp op, T* y, const T* x, int64_t n, double scalar) {
+  using A = acc_t<T>;
+  EMONEXT_GRID_STRIDE(i, n) y[i] = store<T>(unary_apply<A>(op, load(x[i]), A(scalar)));
+}
+
+// b_period == 0: b has a's shape; otherwise b repeats with that period (a bias along the last dim).
+template <class T>
+__global__ void binary_contiguous_kernel(BinaryOp op, T* y, const T* a, const T* b, int64_t n, int64_t b_period) {
+  using A = acc_t<T>;
+  EMONEXT_GRID_STRIDE(i, n) y[i] = store<T>(binary_apply<A>(op, load(a[i]), load(b[b_period ? i % b_period : i])));
+}
+
 template <class T>
 __global__ void unary_kernel(UnaryOp op, View out, View in, double scalar) {
   using A = acc_t<T>;
@@ -119,21 +133,40 @@ void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, d
   });
 }
 
+namespace {
+// After coalescing, a contiguous view of n elements is one dim of stride 1.
+bool flat(const View& v) { return v.ndim <= 1 && (v.ndim == 0 || v.stride[0] == 1 || v.shape[0] == 1); }
+}  // namespace
+
 void unary(UnaryOp op, const View& out, const View& in, double scalar, Stream s) {
   View v[2] = {out, in};
   coalesce(2, v);
+  const int64_t n = v[0].numel();
   dispatch_floating<Types>(out.dtype, "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EMONEXT_LAUNCH(unary_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, op, v[0], v[1], scalar);
+    if (flat(v[0]) && flat(v[1]))
+      EMONEXT_LAUNCH(unary_contiguous_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, static_cast<T*>(v[0].data),
+                     static_cast<const T*>(v[1].data), n, scalar);
+    else
+      EMONEXT_LAUNCH(unary_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, v[0], v[1], scalar);
   });
 }
 
 void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream s) {
   View v[3] = {out, a, b};
   coalesce(3, v);
+  const int64_t n = v[0].numel();
+  // b along the last dim of a contiguous [rows, c] (a bias): strides (0, 1) after coalescing.
+  const bool row_broadcast = v[0].ndim == 2 && v[0].stride[0] == v[0].shape[1] && v[0].stride[1] == 1 &&
+                             v[1].stride[0] == v[1].shape[1] && v[1].stride[1] == 1 && v[2].stride[0] == 0 && v[2].stride[1] == 1;
+  const bool same_shape = flat(v[0]) && flat(v[1]) && flat(v[2]);
   dispatch_floating<Types>(out.dtype, "binary", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EMONEXT_LAUNCH(binary_kernel<T>, blocks_for(v[0].numel(), kThreads), kThreads, 0, s, op, v[0], v[1], v[2]);
+    if (same_shape || row_broadcast)
+      EMONEXT_LAUNCH(binary_contiguous_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, static_cast<T*>(v[0].data),
+                     static_cast<const T*>(v[1].data), static_cast<const T*>(v[2].data), n, row_broadcast ? v[0].shape[1] : int64_t(0));
+    else
+      EMONEXT_LAUNCH(binary_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, v[0], v[1], v[2]);
   });
 }
 

@@ -4,6 +4,7 @@
 // EMONEXT_TEST_SEED to replay one.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <random>
 
@@ -25,7 +26,11 @@ uint64_t test_seed() {
   return seed;
 }
 
-enum class Domain { Any, Positive, Labels };
+// SmoothImage: [N, H, W, C] of low-frequency waves (periods of 200+ pixels) with a random phase. The spatial
+// transformer's tests use it: on white noise, f32 rounding moves sample points across
+// pixel boundaries, where bilinear sampling has kinks, and theta's gradient then
+// differs from an f64 computation by ~1e-2 even in PyTorch (see the models issue).
+enum class Domain { Any, Positive, Labels, SmoothImage };
 
 struct Input {
   Shape shape;
@@ -37,6 +42,9 @@ struct ShapeCase {
   std::string name;
   std::vector<Input> inputs;
   OpFn fn;
+  // Looser f32 bound on the gradients of the inputs with this index (-1: none), with the reason in the case.
+  int loose_grad_input = -1;
+  double loose_f32_tol = 0;
 };
 
 Tensor make_input(const Input& in, Generator& gen, std::mt19937_64& rng) {
@@ -45,8 +53,22 @@ Tensor make_input(const Input& in, Generator& gen, std::mt19937_64& rng) {
     for (int64_t& x : v) x = int64_t(rng() % uint64_t(in.label_range));
     return Tensor::from_ints(v, in.shape);
   }
+  if (in.domain == Domain::SmoothImage) {
+    const double phase = double(rng() % 1000) / 100.0;
+    std::vector<double> v;
+    for (int64_t n = 0; n < in.shape[0]; ++n)
+      for (int64_t h = 0; h < in.shape[1]; ++h)
+        for (int64_t w = 0; w < in.shape[2]; ++w)
+          for (int64_t c = 0; c < in.shape[3]; ++c)
+            v.push_back(std::sin(0.031 * double(h) + phase + double(c)) * std::cos(0.027 * double(w) - double(n)));
+    return Tensor::from_vector(v, in.shape, DType::F64);
+  }
   return in.domain == Domain::Positive ? rand(in.shape, gen, 0.5, 1.5, DType::F64) : randn(in.shape, gen, 0, 1, DType::F64);
 }
+
+// A zoom of ~0.92 with a small shift: unlike the identity, it puts no lattice of sample
+// points exactly on pixel centres, where bilinear sampling has its kinks.
+const std::vector<double> kStnBase = {0.93, 0.0, 0.013, 0.0, 0.91, -0.021};
 
 const std::vector<ShapeCase>& shape_cases() {
   using V = const std::vector<Tensor>&;
@@ -81,6 +103,9 @@ const std::vector<ShapeCase>& shape_cases() {
       {"index_select_rows", {{{40, 41}}, {{33}, Domain::Labels, 40}}, [](V x) { return index_select(x[0], 0, x[1]); }},
       // The ConvNeXt kernels at ConvNeXt-Tiny's stage shapes (small batches) and awkward ones.
       {"layer_norm_stage1", {{{1, 56, 56, 96}}, {{96}}, {{96}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"layer_norm_stage2", {{{1, 28, 28, 192}}, {{192}}, {{192}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"layer_norm_stage3", {{{2, 14, 14, 384}}, {{384}}, {{384}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
+      {"layer_norm_stage4", {{{2, 7, 7, 768}}, {{768}}, {{768}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
       {"layer_norm_c40", {{{7, 40}}, {{40}}, {{40}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
       {"layer_norm_c41", {{{3, 3, 3, 41}}, {{41}}, {{41}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-5); }},
       {"layer_norm_c2048", {{{5, 2048}}, {{2048}}, {{2048}}}, [](V x) { return layer_norm(x[0], x[1], x[2], 1e-6); }},
@@ -93,15 +118,24 @@ const std::vector<ShapeCase>& shape_cases() {
       {"dwconv3_odd", {{{2, 5, 7, 41}}, {{41, 1, 3, 3}}}, [](V x) { return depthwise_conv2d(x[0], x[1]); }},
       {"dwconv5_odd", {{{1, 9, 4, 33}}, {{33, 1, 5, 5}}, {{33}}}, [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
       {"bias_gelu_stage1", {{{1, 56, 56, 384}}, {{384}}}, [](V x) { return bias_gelu(x[0], x[1]); }},
+      {"bias_gelu_stage4", {{{2, 7, 7, 3072}}, {{3072}}}, [](V x) { return bias_gelu(x[0], x[1]); }},
       {"gelu_tanh_odd", {{{3, 5, 41}}}, [](V x) { return gelu(x[0], GeluApprox::Tanh); }},
       {"se_stage2", {{{2, 28, 28, 192}}, {{2, 192}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
+      {"se_stage3", {{{2, 14, 14, 384}}, {{2, 384}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
+      {"se_stage4", {{{2, 7, 7, 768}}, {{2, 768}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
+      {"se_pool_and_gate_3x3", {{{3, 3, 3, 41}}}, [](V x) { return se_gate(x[0], sigmoid(global_avg_pool(x[0]))); }},
       {"se_map_1x1", {{{1, 1, 1, 41}}, {{1, 41}}}, [](V x) { return se_gate(x[0], x[1]); }},
       {"global_avg_pool_stage4", {{{2, 7, 7, 768}}}, [](V x) { return global_avg_pool(x[0]); }},
       // The spatial transformer: 3-channel images, theta near the identity (smooth in theta away from pixel edges).
-      {"stn_48x48", {{{2, 48, 48, 3}}, {{2, 2, 3}}}, [](V x) {
-         const Tensor identity = Tensor::from_vector({1, 0, 0, 0, 1, 0}, {1, 2, 3}, x[1].dtype(), x[1].device());
-         return grid_sample(x[0], affine_grid(add(identity, mul(x[1], 0.05)), 48, 48, true), true);
+      {"stn_48x48", {{{2, 48, 48, 3}, Domain::SmoothImage}, {{2, 2, 3}}}, [](V x) {
+         const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());
+         return grid_sample(x[0], affine_grid(add(base, mul(x[1], 0.02)), 48, 48, true), true);
        }},
+      // theta's gradient sums 50,176 grid points: in f32 it lands within ~3e-4 of f64, so 1e-3 on theta alone.
+      {"stn_224x224", {{{1, 224, 224, 3}, Domain::SmoothImage}, {{1, 2, 3}}}, [](V x) {
+         const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());
+         return grid_sample(x[0], affine_grid(add(base, mul(x[1], 0.02)), 224, 224, true), true);
+       }, 1, 1e-3},
       {"grid_sample_awkward", {{{2, 13, 17, 1}}, {{2, 5, 3, 2}}}, [](V x) { return grid_sample(x[0], x[1], false); }},
       {"cast_roundtrip_strided", {{{5, 9}}}, [](V x) { return x[0].transpose(0, 1).to(DType::F64).to(x[0].dtype()) * 1.0; }},
   };
@@ -135,8 +169,11 @@ TEST_P(CudaRandomShapes, MatchCpu) {
   const Tensor w = randn(want.shape(), gen, 0, 1, dtype).to(DType::F64);
   sum(mul(want, w)).backward();
   sum(mul(got, w.to(dtype).to(kGpu))).backward();
-  for (size_t i = 0; i < cpu_in.size(); ++i)
-    if (cpu_in[i].requires_grad()) expect_close(gpu_in[i].grad(), cpu_in[i].grad(), tol, c.name + " grad" + std::to_string(i));
+  for (size_t i = 0; i < cpu_in.size(); ++i) {
+    if (!cpu_in[i].requires_grad()) continue;
+    const bool loose = dtype == DType::F32 && int(i) == c.loose_grad_input;
+    expect_close(gpu_in[i].grad(), cpu_in[i].grad(), loose ? c.loose_f32_tol : tol, c.name + " grad" + std::to_string(i));
+  }
 }
 
 // Weight and bias gradients of the hand-written kernels are deterministic: the same bits run after run.

@@ -22,6 +22,9 @@ void bias_gelu_forward(float* y, const float* x, const float* b, int64_t rows, i
 void gelu_backward(float* dx, const float* dy, const float* x, int64_t n);
 void se_gate_forward(float* y, const float* x, const float* g, int64_t n, int64_t hw, int64_t c);
 void se_gate_backward(float* dx, float* dg, const float* dy, const float* x, const float* g, int64_t n, int64_t hw, int64_t c);
+void se_pool(float* out, const float* x, int64_t n, int64_t hw, int64_t c);
+void grid_sample_forward(const kernels::GridSample& p, float* out, const float* in, const float* grid);
+void grid_sample_backward(const kernels::GridSample& p, float* din, float* dgrid, const float* dout, const float* in, const float* grid);
 }  // namespace naive_cpu
 
 #if EMONEXT_WITH_CUDA && !EMONEXT_CUDA_EMULATION && !EMONEXT_BENCH_NO_CUDNN
@@ -41,6 +44,10 @@ void gelu_backward(DType t, void* dx, const void* dy, const void* x, int64_t n);
 void se_gate_forward(DType t, void* y, const void* x, const void* g, int64_t n, int64_t hw, int64_t c);
 void se_gate_backward(DType t, void* dx, void* dg, const void* dy, const void* x, const void* g, int64_t n,
                       int64_t hw, int64_t c);
+void se_pool(DType t, void* out, const void* x, int64_t n, int64_t hw, int64_t c);
+// One thread per output element; the input gradient scatters with float atomics into an f32 buffer.
+void grid_sample_forward(const kernels::GridSample& p, void* out, const void* in, const void* grid);
+void grid_sample_backward(const kernels::GridSample& p, float* din_f32, void* dgrid, const void* dout, const void* in, const void* grid);
 }  // namespace naive_gpu
 
 // cuDNN's grouped convolution as a depthwise one, NHWC, in the given dtype (f32

@@ -13,6 +13,7 @@
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/runtime.h"
 #include "kernels/dispatch.h"
+#include "kernels/grid_sample_math.h"
 #include "tools/kernel_bench/baselines.h"
 
 namespace emonext::bench {
@@ -152,6 +153,48 @@ __global__ void se_backward_dg(T* dg, const T* dy, const T* x, int64_t n, int64_
   dg[t] = store<T>(acc_t<T>(acc));
 }
 
+template <class T>
+__global__ void se_pool_kernel(T* out, const T* x, int64_t n, int64_t hw, int64_t c) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= n * c) return;
+  float acc = 0;
+  for (int64_t s = 0; s < hw; ++s) acc += load(x[((t / c) * hw + s) * c + t % c]);
+  out[t] = store<T>(acc_t<T>(acc / float(hw)));
+}
+
+// One thread per output element (n, o, c), recomputing the neighbours for each channel.
+template <class T>
+__global__ void gs_forward(kernels::GridSample p, T* out, const T* in, const T* grid) {
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= p.n * p.ho * p.wo * p.c) return;
+  const int64_t c = t % p.c, at = t / p.c, n = at / (p.ho * p.wo);
+  const auto k = kernels::bilinear_tap<float>(load(grid[at * 2]), load(grid[at * 2 + 1]), p.w, p.h, p.align_corners);
+  float acc = 0;
+  for (int i = 0; i < 4; ++i)
+    if (kernels::inside(k.x(i), k.y(i), p.w, p.h)) acc += k.weight(i) * load(in[((n * p.h + k.y(i)) * p.w + k.x(i)) * p.c + c]);
+  out[t] = store<T>(acc_t<T>(acc));
+}
+
+template <class T>
+__global__ void gs_backward(kernels::GridSample p, float* din, T* dgrid, const T* dout, const T* in, const T* grid) {
+  const int64_t at = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (at >= p.n * p.ho * p.wo) return;
+  const int64_t n = at / (p.ho * p.wo);
+  const auto k = kernels::bilinear_tap<float>(load(grid[at * 2]), load(grid[at * 2 + 1]), p.w, p.h, p.align_corners);
+  float gx = 0, gy = 0;
+  for (int64_t c = 0; c < p.c; ++c)
+    for (int i = 0; i < 4; ++i) {
+      if (!kernels::inside(k.x(i), k.y(i), p.w, p.h)) continue;
+      const int64_t src = ((n * p.h + k.y(i)) * p.w + k.x(i)) * p.c + c;
+      const float d = load(dout[at * p.c + c]);
+      atomicAdd(din + src, k.weight(i) * d);
+      gx += kernels::weight_dfx(k, i) * load(in[src]) * d;
+      gy += kernels::weight_dfy(k, i) * load(in[src]) * d;
+    }
+  dgrid[at * 2] = store<T>(acc_t<T>(gx * k.dx_dgx));
+  dgrid[at * 2 + 1] = store<T>(acc_t<T>(gy * k.dy_dgy));
+}
+
 }  // namespace
 
 #define EMONEXT_BENCH_DISPATCH(t, ...) \
@@ -190,6 +233,21 @@ void se_gate_backward(DType t, void* dx, void* dg, const void* dy, const void* x
     EMONEXT_LAUNCH(se_backward_dg<T>, blocks(n * c), 256, 0, stream(), static_cast<T*>(dg), static_cast<const T*>(dy),
                    static_cast<const T*>(x), n, hw, c);
   });
+}
+
+void se_pool(DType t, void* out, const void* x, int64_t n, int64_t hw, int64_t c) {
+  EMONEXT_BENCH_DISPATCH(t, EMONEXT_LAUNCH(se_pool_kernel<T>, blocks(n * c), 256, 0, stream(), static_cast<T*>(out),
+                                           static_cast<const T*>(x), n, hw, c));
+}
+void grid_sample_forward(const kernels::GridSample& p, void* out, const void* in, const void* grid) {
+  EMONEXT_BENCH_DISPATCH(p.dtype, EMONEXT_LAUNCH(gs_forward<T>, blocks(p.n * p.ho * p.wo * p.c), 256, 0, stream(), p,
+                                                 static_cast<T*>(out), static_cast<const T*>(in), static_cast<const T*>(grid)));
+}
+void grid_sample_backward(const kernels::GridSample& p, float* din, void* dgrid, const void* dout, const void* in, const void* grid) {
+  EMONEXT_CUDA_CHECK(cudaMemsetAsync(din, 0, size_t(p.n * p.h * p.w * p.c) * sizeof(float), static_cast<cudaStream_t>(stream())));
+  EMONEXT_BENCH_DISPATCH(p.dtype, EMONEXT_LAUNCH(gs_backward<T>, blocks(p.n * p.ho * p.wo), 256, 0, stream(), p, din,
+                                                 static_cast<T*>(dgrid), static_cast<const T*>(dout), static_cast<const T*>(in),
+                                                 static_cast<const T*>(grid)));
 }
 
 }  // namespace naive_gpu

@@ -5,7 +5,8 @@
 //                [--iters K] [--csv FILE]
 //
 // Shapes: ConvNeXt-Tiny's first stage, [N, 56, 56, 96] (GELU runs on the block's
-// hidden [N, 56, 56, 384]); N is 64 on a GPU and 4 on the CPU unless --shape says.
+// hidden [N, 56, 56, 384]; grid sampling on the spatial transformer's [N, 224, 224, 3]
+// images); N is 64 on a GPU and 4 on the CPU unless --shape says.
 // GPU baselines: cuDNN's grouped convolution (channels-last, same dtype) for the
 // depthwise convolution, naive one-thread-per-output kernels for the rest; the
 // fraction of the device's copy bandwidth uses a device-to-device copy measured
@@ -105,7 +106,8 @@ double max_error(const Tensor& got, const Tensor& want) {
 struct Data {
   kernels::DwConv conv;
   int64_t rows, C, C4;
-  Tensor x, dy, w_kkc, bias, ln_w, ln_b, x4, dy4, b4, gate;
+  kernels::GridSample sample;
+  Tensor x, dy, w_kkc, bias, ln_w, ln_b, x4, dy4, b4, gate, img, grid, dimg;
   Data(const Shape& s, DType t, Device d) {
     Generator gen(1);
     conv = {t, s[0], s[1], s[2], s[3], 7};
@@ -122,6 +124,13 @@ struct Data {
     dy4 = randn({s[0], s[1], s[2], C4}, gen, 0, 1, t, d);
     b4 = randn({C4}, gen, 0, 0.1, t, d);
     gate = rand({s[0], C}, gen, 0, 1, t, d);
+    // The spatial transformer: 224x224 RGB, a grid from a slight zoom and rotation.
+    sample = {t, s[0], 224, 224, 3, 224, 224, true};
+    img = rand({s[0], 224, 224, 3}, gen, 0, 1, t, d);
+    dimg = randn({s[0], 224, 224, 3}, gen, 0, 1, t, d);
+    std::vector<double> theta;
+    for (int64_t i = 0; i < s[0]; ++i) theta.insert(theta.end(), {0.93, 0.05, 0.01, -0.04, 0.91, -0.02});
+    grid = affine_grid(Tensor::from_vector(theta, {s[0], 2, 3}, DType::F64), 224, 224, true).to(t).to(d);
   }
 };
 
@@ -138,8 +147,11 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
          *dwr = buffer(keep, like(d.w_kkc)), *y4 = buffer(keep, like(d.x4)), *y4r = buffer(keep, like(d.x4)),
          *m = buffer(keep, Tensor::empty({d.rows})), *r = buffer(keep, Tensor::empty({d.rows})), *lw = buffer(keep, like(d.ln_w)),
          *lb = buffer(keep, like(d.ln_b)), *lwr = buffer(keep, like(d.ln_w)), *lbr = buffer(keep, like(d.ln_b)),
-         *dg = buffer(keep, like(d.gate)), *dgr = buffer(keep, like(d.gate));
+         *dg = buffer(keep, like(d.gate)), *dgr = buffer(keep, like(d.gate)), *pool = buffer(keep, like(d.gate)),
+         *poolr = buffer(keep, like(d.gate)), *img_out = buffer(keep, like(d.img)), *img_outr = buffer(keep, like(d.img)),
+         *dgrid = buffer(keep, like(d.grid)), *dgridr = buffer(keep, like(d.grid));
   const auto f = [](const Tensor& t) { return t.data<float>(); };
+  const double ni = double(d.img.numel()), npx = double(d.grid.numel() / 2);
   const int64_t hw = d.conv.h * d.conv.w;
   std::vector<Case> cases = {
       {"dwconv7x7", "forward", "naive loops", 2 * n * s, 2 * 49 * n,
@@ -178,6 +190,18 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
        [=, &d] { kernels::cpu::se_gate_backward(y->data_ptr(), dg->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), DType::F32, d.conv.n, hw, d.C, nullptr); },
        [=, &d] { naive_cpu::se_gate_backward(f(*yr), f(*dgr), f(d.dy), f(d.x), f(d.gate), d.conv.n, hw, d.C); },
        [=] { return std::max(max_error(*y, *yr), max_error(*dg, *dgr)); }},
+      {"se_pool", "forward", "naive loops", n * s, n,
+       [=, &d] { kernels::cpu::reduce(kernels::ReduceOp::Sum, pool->data_ptr(), d.x.data_ptr(), DType::F32, d.conv.n, hw, d.C, nullptr); },
+       [=, &d] { naive_cpu::se_pool(f(*poolr), f(d.x), d.conv.n, hw, d.C); },
+       [=] { return max_error(mul(*pool, 1.0 / double(hw)), *poolr); }},
+      {"grid_sample", "forward", "naive loops", (2 * ni + 2 * npx) * s, 8 * ni,
+       [=, &d] { kernels::cpu::grid_sample_forward(d.sample, img_out->data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), nullptr); },
+       [=, &d] { naive_cpu::grid_sample_forward(d.sample, f(*img_outr), f(d.img), f(d.grid)); },
+       [=] { return max_error(*img_out, *img_outr); }},
+      {"grid_sample", "backward", "naive loops", (3 * ni + 4 * npx) * s, 24 * ni,
+       [=, &d] { kernels::cpu::grid_sample_backward(d.sample, img_out->data_ptr(), dgrid->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), false, nullptr); },
+       [=, &d] { naive_cpu::grid_sample_backward(d.sample, f(*img_outr), f(*dgridr), f(d.dimg), f(d.img), f(d.grid)); },
+       [=] { return std::max(max_error(*img_out, *img_outr), max_error(*dgrid, *dgridr)); }},
   };
   return cases;
 }
@@ -194,7 +218,11 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
          *y4 = buffer(keep, like(d.x4)), *y4b = buffer(keep, like(d.x4)),
          *m = buffer(keep, Tensor::empty({d.rows}, DType::F32, dev)), *r = buffer(keep, Tensor::empty({d.rows}, DType::F32, dev)),
          *lw = buffer(keep, like(d.ln_w)), *lb = buffer(keep, like(d.ln_b)), *lwb = buffer(keep, like(d.ln_w)),
-         *lbb = buffer(keep, like(d.ln_b)), *dg = buffer(keep, like(d.gate)), *dgb = buffer(keep, like(d.gate));
+         *lbb = buffer(keep, like(d.ln_b)), *dg = buffer(keep, like(d.gate)), *dgb = buffer(keep, like(d.gate)),
+         *pool = buffer(keep, like(d.gate)), *poolb = buffer(keep, like(d.gate)), *img_out = buffer(keep, like(d.img)),
+         *img_outb = buffer(keep, like(d.img)), *dgrid = buffer(keep, like(d.grid)), *dgridb = buffer(keep, like(d.grid)),
+         *dimg_f32 = buffer(keep, Tensor::empty(d.img.shape(), DType::F32, dev));
+  const double ni = double(d.img.numel()), npx = double(d.grid.numel() / 2);
   // cuDNN reads its filter as [C, K, K]: the engine's [K, K, C] transposed, made once.
   Tensor* w_ckk = buffer(keep, d.w_kkc.reshape({49, d.C}).transpose(0, 1).contiguous());
   Tensor* dw_ckk = buffer(keep, like(*w_ckk));
@@ -251,6 +279,18 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
        [=, &d] { kernels::cuda::se_gate_backward(y->data_ptr(), dg->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), t, d.conv.n, hw, d.C, st); },
        [=, &d] { naive_gpu::se_gate_backward(t, yb->data_ptr(), dgb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), d.gate.data_ptr(), d.conv.n, hw, d.C); },
        [=] { return std::max(max_error(*y, *yb), max_error(*dg, *dgb)); }},
+      {"se_pool", "forward", "naive", n * s, n,
+       [=, &d] { kernels::cuda::reduce(kernels::ReduceOp::Sum, pool->data_ptr(), d.x.data_ptr(), t, d.conv.n, hw, d.C, st); },
+       [=, &d] { naive_gpu::se_pool(t, poolb->data_ptr(), d.x.data_ptr(), d.conv.n, hw, d.C); },
+       [=] { return max_error(mul(*pool, 1.0 / double(hw)), *poolb); }},
+      {"grid_sample", "forward", "naive", (2 * ni + 2 * npx) * s, 8 * ni,
+       [=, &d] { kernels::cuda::grid_sample_forward(d.sample, img_out->data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), st); },
+       [=, &d] { naive_gpu::grid_sample_forward(d.sample, img_outb->data_ptr(), d.img.data_ptr(), d.grid.data_ptr()); },
+       [=] { return max_error(*img_out, *img_outb); }},
+      {"grid_sample", "backward", "naive", (3 * ni + 4 * npx) * s, 24 * ni,
+       [=, &d] { kernels::cuda::grid_sample_backward(d.sample, img_out->data_ptr(), dgrid->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), false, st); },
+       [=, &d] { naive_gpu::grid_sample_backward(d.sample, dimg_f32->data<float>(), dgridb->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr()); },
+       [=] { return std::max(max_error(*img_out, dimg_f32->to(img_out->dtype())), max_error(*dgrid, *dgridb)); }},
   };
   return cases;
 }
@@ -297,7 +337,7 @@ int run(int argc, char** argv) {
     cases = cpu_cases(host, keep);
   }
   std::printf("measured copy bandwidth: %.1f GB/s (read + write)\n\n", bandwidth);
-  std::printf("%-10s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
+  std::printf("%-12s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
               "baseline", "base ms", "speedup", "max err");
   std::vector<Result> results;
   bool ok = true;
@@ -318,7 +358,7 @@ int run(int argc, char** argv) {
     r.ms = timer(c.engine);
     r.baseline_ms = timer(c.reference);
     const double gbs = c.bytes / (r.ms * 1e6);
-    std::printf("%-10s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e%s\n", c.kernel.c_str(), c.direction.c_str(),
+    std::printf("%-12s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e%s\n", c.kernel.c_str(), c.direction.c_str(),
                 r.ms, gbs, 100 * gbs / bandwidth, c.flops / (r.ms * 1e6), c.baseline.c_str(), r.baseline_ms, r.baseline_ms / r.ms,
                 r.err, valid ? "" : "  FAILED CHECK");
     results.push_back(r);

@@ -1,4 +1,5 @@
 // The CPU baselines: each kernel as the plain loop its formula describes.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -127,6 +128,76 @@ void se_gate_backward(float* dx, float* dg, const float* dy, const float* x, con
         acc += double(dy[i]) * x[i];
       }
       dg[b * c + k] = float(acc);
+    }
+}
+
+void se_pool(float* out, const float* x, int64_t n, int64_t hw, int64_t c) {
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t k = 0; k < c; ++k) {
+      double acc = 0;
+      for (int64_t s = 0; s < hw; ++s) acc += x[(b * hw + s) * c + k];
+      out[b * c + k] = float(acc / double(hw));
+    }
+}
+
+namespace {
+// The bilinear neighbours of a grid point, written out as PyTorch's CPU code does.
+struct Corners {
+  int64_t x[4], y[4];
+  float w[4];
+  float ix, iy, sx, sy;
+};
+Corners corners(const kernels::GridSample& p, float gx, float gy) {
+  Corners k;
+  k.sx = p.align_corners ? float(p.w - 1) / 2 : float(p.w) / 2;
+  k.sy = p.align_corners ? float(p.h - 1) / 2 : float(p.h) / 2;
+  k.ix = p.align_corners ? (gx + 1) * k.sx : ((gx + 1) * float(p.w) - 1) / 2;
+  k.iy = p.align_corners ? (gy + 1) * k.sy : ((gy + 1) * float(p.h) - 1) / 2;
+  const float x0 = std::floor(k.ix), y0 = std::floor(k.iy), fx = k.ix - x0, fy = k.iy - y0;
+  for (int i = 0; i < 4; ++i) {
+    k.x[i] = int64_t(x0) + (i & 1);
+    k.y[i] = int64_t(y0) + (i >> 1);
+    k.w[i] = ((i & 1) ? fx : 1 - fx) * ((i >> 1) ? fy : 1 - fy);
+  }
+  return k;
+}
+bool in_image(const kernels::GridSample& p, int64_t x, int64_t y) { return x >= 0 && x < p.w && y >= 0 && y < p.h; }
+}  // namespace
+
+void grid_sample_forward(const kernels::GridSample& p, float* out, const float* in, const float* grid) {
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t o = 0; o < p.ho * p.wo; ++o) {
+      const Corners k = corners(p, grid[(n * p.ho * p.wo + o) * 2], grid[(n * p.ho * p.wo + o) * 2 + 1]);
+      for (int64_t c = 0; c < p.c; ++c) {
+        float acc = 0;
+        for (int i = 0; i < 4; ++i)
+          if (in_image(p, k.x[i], k.y[i])) acc += k.w[i] * in[((n * p.h + k.y[i]) * p.w + k.x[i]) * p.c + c];
+        out[(n * p.ho * p.wo + o) * p.c + c] = acc;
+      }
+    }
+}
+
+void grid_sample_backward(const kernels::GridSample& p, float* din, float* dgrid, const float* dout, const float* in, const float* grid) {
+  std::fill(din, din + p.n * p.h * p.w * p.c, 0.0f);
+  for (int64_t n = 0; n < p.n; ++n)
+    for (int64_t o = 0; o < p.ho * p.wo; ++o) {
+      const int64_t at = n * p.ho * p.wo + o;
+      const Corners k = corners(p, grid[at * 2], grid[at * 2 + 1]);
+      const float fx = k.ix - std::floor(k.ix), fy = k.iy - std::floor(k.iy);
+      const float dwx[4] = {-(1 - fy), 1 - fy, -fy, fy}, dwy[4] = {-(1 - fx), -fx, 1 - fx, fx};
+      float gx = 0, gy = 0;
+      for (int64_t c = 0; c < p.c; ++c) {
+        const float d = dout[at * p.c + c];
+        for (int i = 0; i < 4; ++i) {
+          if (!in_image(p, k.x[i], k.y[i])) continue;
+          const int64_t src = ((n * p.h + k.y[i]) * p.w + k.x[i]) * p.c + c;
+          din[src] += k.w[i] * d;
+          gx += dwx[i] * in[src] * d;
+          gy += dwy[i] * in[src] * d;
+        }
+      }
+      dgrid[at * 2] = gx * k.sx;
+      dgrid[at * 2 + 1] = gy * k.sy;
     }
 }
 
