@@ -12,7 +12,12 @@
 
 namespace emonext::kernels::cpu {
 
-void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b, Stream) {
+namespace {
+
+// y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[tap(i,j), c], with tap(i,j) = (i,j),
+// or (K-1-i, K-1-j) when flip: the input gradient is this correlation of dy with the
+// flipped kernel, since h - i + p = h + (K-1-i) - p when K - 1 = 2p.
+void correlate(const DwConv& p, void* y, const void* x, const void* w, const void* b, bool flip) {
   dispatch_floating<Types>(p.dtype, "dwconv", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
@@ -32,7 +37,7 @@ void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, cons
               const int64_t wi = wo + j - pad;
               if (wi < 0 || wi >= p.w) continue;
               const T* xr = px + ((n * p.h + hi) * p.w + wi) * C;
-              const T* wr = pw + (i * p.k + j) * C;
+              const T* wr = pw + (flip ? (p.k - 1 - i) * p.k + (p.k - 1 - j) : i * p.k + j) * C;
               for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += load(xr[c]) * load(wr[c]);
             }
           }
@@ -43,35 +48,14 @@ void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, cons
   });
 }
 
+}  // namespace
+
+void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b, Stream) {
+  correlate(p, y, x, w, b, false);
+}
+
 void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream) {
-  dispatch_floating<Types>(p.dtype, "dwconv_backward_input", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    using A = acc_t<T>;
-    const T *pdy = static_cast<const T*>(dy), *pw = static_cast<const T*>(w);
-    T* pdx = static_cast<T*>(dx);
-    const int64_t pad = p.k / 2, C = p.c;
-#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * C > (1 << 14))
-    for (int64_t n = 0; n < p.n; ++n)
-      for (int64_t h = 0; h < p.h; ++h) {
-        std::vector<A> acc(static_cast<size_t>(C));
-        for (int64_t wi = 0; wi < p.w; ++wi) {
-          std::fill(acc.begin(), acc.end(), A(0));
-          for (int64_t i = 0; i < p.k; ++i) {
-            const int64_t ho = h - i + pad;
-            if (ho < 0 || ho >= p.h) continue;
-            for (int64_t j = 0; j < p.k; ++j) {
-              const int64_t wo = wi - j + pad;
-              if (wo < 0 || wo >= p.w) continue;
-              const T* gr = pdy + ((n * p.h + ho) * p.w + wo) * C;
-              const T* wr = pw + (i * p.k + j) * C;
-              for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += load(gr[c]) * load(wr[c]);
-            }
-          }
-          T* dr = pdx + ((n * p.h + h) * p.w + wi) * C;
-          for (int64_t c = 0; c < C; ++c) dr[c] = store<T>(acc[size_t(c)]);
-        }
-      }
-  });
+  correlate(p, dx, dy, w, nullptr, true);
 }
 
 void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream) {

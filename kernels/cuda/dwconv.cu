@@ -1,6 +1,6 @@
 // Depthwise KxK convolution, stride 1, padding K/2, channels-last (CUDA);
-// formulas as in kernels/cpu/dwconv.cpp. Forward and input gradient: one thread
-// per output element, channels fastest, so a warp reads 32 consecutive channels
+// formulas as in kernels/cpu/dwconv.cpp. Forward and input gradient (the same
+// correlation, the latter with the kernel flipped): one thread per output element, channels fastest, so a warp reads 32 consecutive channels
 // of x (or dy) and of the [K, K, C] weight at each tap. Weight gradient: each
 // (row chunk, tap, channel) thread sums its rows into a partial, and a second
 // kernel adds the chunks in order: the same bits run after run.
@@ -18,8 +18,10 @@ namespace {
 
 constexpr unsigned kThreads = 256;
 
+// y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[tap(i,j), c]; with flip the
+// taps run (K-1-i, K-1-j): the input gradient is dy correlated with the flipped kernel.
 template <class T>
-__global__ void dwconv_forward_kernel(DwConv p, T* y, const T* x, const T* w, const T* b) {
+__global__ void dwconv_correlate_kernel(DwConv p, T* y, const T* x, const T* w, const T* b, bool flip) {
   using A = acc_t<T>;
   const int64_t total = p.n * p.h * p.w * p.c, pad = p.k / 2;
   for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
@@ -31,30 +33,11 @@ __global__ void dwconv_forward_kernel(DwConv p, T* y, const T* x, const T* w, co
       for (int64_t j = 0; j < p.k; ++j) {
         const int64_t wi = wo + j - pad;
         if (wi < 0 || wi >= p.w) continue;
-        acc += load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) * load(w[(i * p.k + j) * p.c + c]);
+        const int64_t tap = flip ? (p.k - 1 - i) * p.k + (p.k - 1 - j) : i * p.k + j;
+        acc += load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) * load(w[tap * p.c + c]);
       }
     }
     y[t] = store<T>(acc);
-  }
-}
-
-template <class T>
-__global__ void dwconv_backward_input_kernel(DwConv p, T* dx, const T* dy, const T* w) {
-  using A = acc_t<T>;
-  const int64_t total = p.n * p.h * p.w * p.c, pad = p.k / 2;
-  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t c = t % p.c, wi = (t / p.c) % p.w, h = (t / (p.c * p.w)) % p.h, n = t / (p.c * p.w * p.h);
-    A acc = 0;
-    for (int64_t i = 0; i < p.k; ++i) {
-      const int64_t ho = h - i + pad;
-      if (ho < 0 || ho >= p.h) continue;
-      for (int64_t j = 0; j < p.k; ++j) {
-        const int64_t wo = wi - j + pad;
-        if (wo < 0 || wo >= p.w) continue;
-        acc += load(dy[((n * p.h + ho) * p.w + wo) * p.c + c]) * load(w[(i * p.k + j) * p.c + c]);
-      }
-    }
-    dx[t] = store<T>(acc);
   }
 }
 
@@ -94,16 +77,16 @@ __global__ void sum_partials_kernel(T* out, const acc_t<T>* part, int64_t chunks
 void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b, Stream s) {
   dispatch_floating<Types>(p.dtype, "dwconv", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EMONEXT_LAUNCH(dwconv_forward_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p,
-                   static_cast<T*>(y), static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b));
+    EMONEXT_LAUNCH(dwconv_correlate_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p,
+                   static_cast<T*>(y), static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), false);
   });
 }
 
 void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s) {
   dispatch_floating<Types>(p.dtype, "dwconv_backward_input", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EMONEXT_LAUNCH(dwconv_backward_input_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p,
-                   static_cast<T*>(dx), static_cast<const T*>(dy), static_cast<const T*>(w));
+    EMONEXT_LAUNCH(dwconv_correlate_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p,
+                   static_cast<T*>(dx), static_cast<const T*>(dy), static_cast<const T*>(w), static_cast<const T*>(nullptr), true);
   });
 }
 

@@ -211,7 +211,9 @@ TEST(CudaKernels, GridSampleDeterministicInputGradient) {
   };
   const Tensor a = input_grad(true), b = input_grad(true), c = input_grad(false);
   EXPECT_EQ(a.to_vector(), b.to_vector());
-  expect_close(a, c, 1e-6, "deterministic vs atomic input gradient");
+  // The atomic sums round in f32 in whatever order threads arrive (up to ~40 terms per
+  // input pixel here: ~40 x 6e-8); the fixed-point ones to 2^-32.
+  expect_close(a, c, 1e-5, "deterministic vs atomic input gradient");
 }
 
 inline void PrintTo(const ShapeCase& c, std::ostream* os) { *os << c.name; }
