@@ -69,7 +69,9 @@ void unary(UnaryOp op, const View& out, const View& in, double scalar, Stream) {
     T* y = typed<T>(out);
     const T* x = typed<T>(in);
     const A s = A(scalar);
-    strided_loop<2>(v, [&](const int64_t* o) { y[o[0]] = store<T>(unary_apply<A>(op, load(x[o[1]]), s)); });
+    dispatch_unary_op(op, [&](auto op_c) {
+      strided_loop<2>(v, [&](const int64_t* o) { y[o[0]] = store<T>(unary_apply<A>(op_c(), load(x[o[1]]), s)); });
+    });
   });
 }
 
@@ -81,7 +83,9 @@ void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream) 
     T* y = typed<T>(out);
     const T* pa = typed<T>(a);
     const T* pb = typed<T>(b);
-    strided_loop<3>(v, [&](const int64_t* o) { y[o[0]] = store<T>(binary_apply<A>(op, load(pa[o[1]]), load(pb[o[2]]))); });
+    dispatch_binary_op(op, [&](auto op_c) {
+      strided_loop<3>(v, [&](const int64_t* o) { y[o[0]] = store<T>(binary_apply<A>(op_c(), load(pa[o[1]]), load(pb[o[2]]))); });
+    });
   });
 }
 

@@ -38,10 +38,19 @@ void strided_loop(View* views, F f) {
         inner_stride[k] = views[k].stride[nd - 1];
       }
       const int64_t run = std::min(end - i, v0.shape[nd - 1] - idx[nd - 1]);
+      bool unit = true;  // every view steps by one element: a loop the compiler can vectorise
+      for (int k = 0; k < N; ++k) unit &= inner_stride[k] == 1;
       int64_t off[N];
-      for (int64_t j = 0; j < run; ++j) {
-        for (int k = 0; k < N; ++k) off[k] = base[k] + j * inner_stride[k];
-        f(off);
+      if (unit) {
+        for (int64_t j = 0; j < run; ++j) {
+          for (int k = 0; k < N; ++k) off[k] = base[k] + j;
+          f(off);
+        }
+      } else {
+        for (int64_t j = 0; j < run; ++j) {
+          for (int k = 0; k < N; ++k) off[k] = base[k] + j * inner_stride[k];
+          f(off);
+        }
       }
       i += run;
       idx[nd - 1] += run;
