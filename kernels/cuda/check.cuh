@@ -7,6 +7,8 @@
 #include <cudnn.h>
 #endif
 
+#include <cstdio>
+
 #include "core/base/error.h"
 
 namespace emonext::kernels::cuda {
@@ -23,6 +25,17 @@ const char* cublas_status_name(cublasStatus_t s);
                                                 "): ", cudaGetErrorString(status_)));                   \
   } while (0)
 
+// For destructors and other places that must not throw: reports the failure on stderr.
+#define EMONEXT_CUDA_WARN(call)                                                                             \
+  do {                                                                                                      \
+    cudaError_t status_ = (call);                                                                           \
+    if (status_ != cudaSuccess) {                                                                           \
+      std::fprintf(stderr, "emonext: warning: %s failed (%s:%d): %s\n", #call, __FILE__, __LINE__,          \
+                   cudaGetErrorString(status_));                                                            \
+      (void)cudaGetLastError();                                                                             \
+    }                                                                                                       \
+  } while (0)
+
 #define EMONEXT_CUBLAS_CHECK(call)                                                                        \
   do {                                                                                                    \
     cublasStatus_t status_ = (call);                                                                      \
@@ -32,6 +45,14 @@ const char* cublas_status_name(cublasStatus_t s);
   } while (0)
 
 #if EMONEXT_WITH_CUDNN
+#define EMONEXT_CUDNN_WARN(call)                                                                            \
+  do {                                                                                                      \
+    cudnnStatus_t status_ = (call);                                                                         \
+    if (status_ != CUDNN_STATUS_SUCCESS)                                                                    \
+      std::fprintf(stderr, "emonext: warning: %s failed (%s:%d): %s\n", #call, __FILE__, __LINE__,          \
+                   cudnnGetErrorString(status_));                                                           \
+  } while (0)
+
 #define EMONEXT_CUDNN_CHECK(call)                                                                        \
   do {                                                                                                   \
     cudnnStatus_t status_ = (call);                                                                      \

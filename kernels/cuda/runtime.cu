@@ -130,9 +130,7 @@ void deallocate(void* ptr, int device) {
       s.live.erase(it);
     }
   }
-  // Called from destructors: report, never throw.
-  const cudaError_t status = cudaFreeAsync(ptr, s.stream);
-  if (status != cudaSuccess) (void)cudaGetLastError();
+  EMONEXT_CUDA_WARN(cudaFreeAsync(ptr, s.stream));  // called from destructors: report, never throw
 }
 
 void memcpy(void* dst, const void* src, size_t bytes, CopyKind kind, int device) {

@@ -105,7 +105,26 @@ __global__ void warp_ops_kernel(float* out, const float* in) {
   out[t * 6 + 5] = float(__all_sync(0xffffffffu, lane < 40));
 }
 
+__global__ void intrinsics_kernel(float* out, float x) {
+  const float4 v = make_float4(x, 2 * x, 3 * x, 4 * x);
+  out[0] = rsqrtf(x);
+  out[1] = __expf(x);
+  out[2] = __logf(x);
+  out[3] = __bfloat162float(__float2bfloat16(x));
+  out[4] = __half2float(__float2half(x));
+  out[5] = v.x + v.y + v.z + v.w;
+  out[6] = float(__popc(0xF0F0u));
+  out[7] = float(__float_as_int(1.0f));
+}
+
 }  // namespace
+
+std::vector<double> intrinsics(float x) {
+  DeviceBuffer dout(8);
+  EMONEXT_LAUNCH(intrinsics_kernel, 1, 1, 0, stream(), dout.ptr, x);
+  const std::vector<float> r = dout.host();
+  return std::vector<double>(r.begin(), r.end());
+}
 
 std::vector<float> shift_copy(const std::vector<float>& in, bool broken) {
   const int n = int(in.size());

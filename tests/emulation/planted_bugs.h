@@ -23,5 +23,8 @@ void launch_with(unsigned threads, size_t shared_bytes, bool optin);
 // [shfl_up by 1, shfl_down by 1, shfl_xor 1, ballot(lane even), any(lane==3), all(lane<40)]
 // over the values in[i], using the full mask.
 std::vector<double> warp_ops(const std::vector<float>& in);
+// One thread evaluates intrinsics on x: [rsqrtf, __expf, __logf, bf16 round trip,
+// f16 round trip, float4 sum, __popc(0xF0F0), __float_as_int(1.0f)].
+std::vector<double> intrinsics(float x);
 
 }  // namespace emonext::test::planted

@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include <cuda_runtime.h>
+
 #include "core/base/error.h"
 #include "kernels/cuda/emulation/scheduler.h"
 #include "tests/emulation/planted_bugs.h"
@@ -129,6 +131,35 @@ TEST(Emulation, WarpOperationsFollowLaneSemantics) {
       EXPECT_EQ(out[t * 6 + 5], 1.0) << "all t=" << t;
     }
   }
+}
+
+TEST(Emulation, IntrinsicsAndVectorTypes) {
+  const std::vector<double> r = intrinsics(1.7f);
+  EXPECT_FLOAT_EQ(float(r[0]), 1.0f / std::sqrt(1.7f));
+  EXPECT_FLOAT_EQ(float(r[1]), std::exp(1.7f));
+  EXPECT_FLOAT_EQ(float(r[2]), std::log(1.7f));
+  EXPECT_EQ(float(r[3]), 1.703125f);   // 1.7 rounded to bf16 (8 significant bits)
+  EXPECT_EQ(float(r[4]), 1.7001953125f);  // 1.7 rounded to f16 (11 significant bits)
+  EXPECT_FLOAT_EQ(float(r[5]), 17.0f);
+  EXPECT_EQ(r[6], 8.0);
+  EXPECT_EQ(r[7], double(0x3f800000));
+}
+
+TEST(Emulation, ReportsAnH100LikeDevice) {
+  cudaDeviceProp p;
+  ASSERT_EQ(cudaGetDeviceProperties(&p, 0), cudaSuccess);
+  EXPECT_EQ(p.multiProcessorCount, 132);
+  EXPECT_EQ(p.sharedMemPerBlock, size_t(48 * 1024));
+  EXPECT_EQ(p.sharedMemPerBlockOptin, size_t(227 * 1024));
+  EXPECT_EQ(p.maxThreadsPerBlock, 1024);
+  EXPECT_EQ(p.warpSize, 32);
+  EXPECT_EQ(p.major, 9);
+  int n = 0;
+  ASSERT_EQ(cudaGetDeviceCount(&n), cudaSuccess);
+  EXPECT_EQ(n, 1);
+  EXPECT_EQ(cudaSetDevice(1), cudaErrorInvalidDevice);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidDevice);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);  // reading the error clears it
 }
 
 }  // namespace

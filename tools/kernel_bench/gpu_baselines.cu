@@ -305,10 +305,10 @@ CudnnDwConv::CudnnDwConv(const kernels::DwConv& p) : impl_(std::make_unique<Impl
 CudnnDwConv::~CudnnDwConv() {
   Impl& m = *impl_;
   kernels::cuda::deallocate(m.workspace, m.device);
-  cudnnDestroyConvolutionDescriptor(m.conv);
-  cudnnDestroyFilterDescriptor(m.w);
-  cudnnDestroyTensorDescriptor(m.bias);
-  cudnnDestroyTensorDescriptor(m.x);
+  EMONEXT_CUDNN_WARN(cudnnDestroyConvolutionDescriptor(m.conv));
+  EMONEXT_CUDNN_WARN(cudnnDestroyFilterDescriptor(m.w));
+  EMONEXT_CUDNN_WARN(cudnnDestroyTensorDescriptor(m.bias));
+  EMONEXT_CUDNN_WARN(cudnnDestroyTensorDescriptor(m.x));
 }
 
 void CudnnDwConv::forward(void* y, const void* x, const void* w, const void* b) {

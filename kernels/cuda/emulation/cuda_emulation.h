@@ -131,7 +131,17 @@ inline int atomicExch(int* p, int v) { const int old = *p; *p = v; return old; }
 inline int atomicCAS(int* p, int compare, int v) { const int old = *p; if (old == compare) *p = v; return old; }
 inline unsigned atomicCAS(unsigned* p, unsigned compare, unsigned v) { const unsigned old = *p; if (old == compare) *p = v; return old; }
 
-// ---- math and load intrinsics the kernels use ----
+// ---- math, bit and load intrinsics (the CUDA headers declare these for the device only) ----
+inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }
+inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+inline float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }
+inline int __float2int_rn(float x) { return int(nearbyintf(x)); }
+inline int __float_as_int(float x) { int i; std::memcpy(&i, &x, 4); return i; }
+inline float __int_as_float(int i) { float x; std::memcpy(&x, &i, 4); return x; }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(unsigned(x)); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
 inline float __expf(float x) { return expf(x); }
 inline float __logf(float x) { return logf(x); }
 inline float __fdividef(float a, float b) { return a / b; }
