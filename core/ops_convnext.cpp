@@ -1,5 +1,6 @@
 // The kernels that make ConvNeXt and EmoNeXt what they are, as differentiable
-// ops: LayerNorm, GELU (and bias + GELU), depthwise convolution, SE pooling and gating.
+// ops: LayerNorm, GELU (and bias + GELU), depthwise convolution, SE pooling and
+// gating, and the spatial transformer's affine grid and grid sampling.
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/op_checks.h"
@@ -142,10 +143,6 @@ Tensor se_gate(const Tensor& x, const Tensor& gate) {
     return Grads{dx, dg};
   });
 }
-
-}  // namespace emonext
-
-namespace emonext {
 
 namespace {
 // PyTorch's base-grid coordinates: linspace(-1, 1, n), scaled by (n - 1) / n without align_corners; 0 for n = 1.

@@ -106,7 +106,6 @@ class Tensor {
 
   TensorImpl& impl() const;
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
-  bool same(const Tensor& o) const { return impl_ == o.impl_; }
 
  private:
   std::shared_ptr<TensorImpl> impl_;

@@ -31,14 +31,6 @@ struct View {
     }
     return off;
   }
-  bool is_contiguous() const {
-    int64_t expect = 1;
-    for (int d = ndim - 1; d >= 0; --d) {
-      if (shape[d] != 1 && stride[d] != expect) return false;
-      expect *= shape[d];
-    }
-    return true;
-  }
 };
 
 // An opaque stream handle: cudaStream_t in the CUDA backend, unused on the CPU.
