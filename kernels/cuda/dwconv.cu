@@ -1,7 +1,13 @@
 // Depthwise KxK convolution, stride 1, padding K/2, channels-last (CUDA);
-// formulas as in kernels/cpu/dwconv.cpp. Forward and input gradient (the same
-// correlation, the latter with the kernel flipped): one thread per output element, channels fastest, so a warp reads 32 consecutive channels
-// of x (or dy) and of the [K, K, C] weight at each tap. Weight gradient: each
+// formulas as in kernels/cpu/dwconv.cpp. The forward and the input gradient are
+// one correlation (the latter with the kernel flipped).
+//
+// For K = 3, 5, 7 the correlation is tiled: a block of 32 channels x 8 rows of
+// threads computes an 8 x 8 tile of outputs for 32 channels. It first stages the
+// (8 + K - 1)^2 x 32 input tile in shared memory (each input value read from DRAM
+// once per tile, a warp reading 32 consecutive channels), then each thread keeps
+// its channel's K*K taps in registers and produces one output row of 8 with a
+// sliding window of 8 + K - 1 values. Other K use one thread per output element. Weight gradient: each
 // (row chunk, tap, channel) thread sums its rows into a partial, and a second
 // kernel adds the chunks in order: the same bits run after run.
 #include <algorithm>
@@ -18,8 +24,53 @@ namespace {
 
 constexpr unsigned kThreads = 256;
 
+constexpr int kTile = 8;          // outputs per tile side
+constexpr int kTileChannels = 32;  // one warp's worth
+
 // y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[tap(i,j), c]; with flip the
-// taps run (K-1-i, K-1-j): the input gradient is dy correlated with the flipped kernel.
+// taps run (K-1-i, K-1-j). Grid: (tiles of H x W, channel groups, N); block (32, 8).
+template <class T, int K>
+__global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T* y, const T* x, const T* w, const T* b, bool flip) {
+  using A = acc_t<T>;
+  constexpr int kIn = kTile + K - 1;
+  __shared__ A tile[kIn * kIn * kTileChannels];
+  const int lane = int(threadIdx.x), row = int(threadIdx.y);
+  const int64_t tiles_w = (p.w + kTile - 1) / kTile;
+  const int64_t h0 = int64_t(blockIdx.x) / tiles_w * kTile, w0 = int64_t(blockIdx.x) % tiles_w * kTile;
+  const int64_t c = int64_t(blockIdx.y) * kTileChannels + lane, n = blockIdx.z;
+  const int64_t pad = K / 2;
+  // Stage the input tile: rows h0-pad .. h0+kTile+pad, zeros outside the image or past C.
+  for (int pos = row; pos < kIn * kIn; pos += blockDim.y) {
+    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
+    const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
+    tile[pos * kTileChannels + lane] = in ? load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) : A(0);
+  }
+  __syncthreads();
+  if (c >= p.c || h0 + row >= p.h) return;  // after the barrier: every thread helped stage
+  // Fully unrolled, so that taps, window and acc live in registers, not local memory.
+  A taps[K * K];
+#pragma unroll
+  for (int t = 0; t < K * K; ++t) taps[t] = load(w[int64_t(flip ? K * K - 1 - t : t) * p.c + c]);
+  A acc[kTile];
+  const A bias = b ? load(b[c]) : A(0);
+#pragma unroll
+  for (int j = 0; j < kTile; ++j) acc[j] = bias;
+#pragma unroll
+  for (int i = 0; i < K; ++i) {
+    A window[kIn];
+#pragma unroll
+    for (int q = 0; q < kIn; ++q) window[q] = tile[((row + i) * kIn + q) * kTileChannels + lane];
+#pragma unroll
+    for (int j = 0; j < kTile; ++j)
+#pragma unroll
+      for (int q = 0; q < K; ++q) acc[j] += window[j + q] * taps[i * K + q];
+  }
+#pragma unroll
+  for (int j = 0; j < kTile; ++j)
+    if (w0 + j < p.w) y[((n * p.h + h0 + row) * p.w + w0 + j) * p.c + c] = store<T>(acc[j]);
+}
+
+// The same correlation, one thread per output element, for any K.
 template <class T>
 __global__ void dwconv_correlate_kernel(DwConv p, T* y, const T* x, const T* w, const T* b, bool flip) {
   using A = acc_t<T>;
@@ -74,20 +125,37 @@ __global__ void sum_partials_kernel(T* out, const acc_t<T>* part, int64_t chunks
 
 }  // namespace
 
-void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b, Stream s) {
+namespace {
+
+void correlate(const DwConv& p, void* y, const void* x, const void* w, const void* b, bool flip, Stream s) {
   dispatch_floating<Types>(p.dtype, "dwconv", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    EMONEXT_LAUNCH(dwconv_correlate_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p,
-                   static_cast<T*>(y), static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), false);
+    T* out = static_cast<T*>(y);
+    const T *in = static_cast<const T*>(x), *wt = static_cast<const T*>(w), *bias = static_cast<const T*>(b);
+    // f64 (for checks, not speed) would need 50 KB of static shared memory at K = 7: simple kernel.
+    if constexpr (!std::is_same_v<T, double>) {
+      const dim3 grid(unsigned(((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile)),
+                      unsigned((p.c + kTileChannels - 1) / kTileChannels), unsigned(p.n));
+      const dim3 block(kTileChannels, kTile);
+      if (grid.y <= 65535 && grid.z <= 65535 && (p.k == 3 || p.k == 5 || p.k == 7)) {
+        if (p.k == 7) EMONEXT_LAUNCH((dwconv_correlate_tiled_kernel<T, 7>), grid, block, 0, s, p, out, in, wt, bias, flip);
+        else if (p.k == 5) EMONEXT_LAUNCH((dwconv_correlate_tiled_kernel<T, 5>), grid, block, 0, s, p, out, in, wt, bias, flip);
+        else EMONEXT_LAUNCH((dwconv_correlate_tiled_kernel<T, 3>), grid, block, 0, s, p, out, in, wt, bias, flip);
+        return;
+      }
+    }
+    EMONEXT_LAUNCH(dwconv_correlate_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p, out, in, wt, bias, flip);
   });
 }
 
+}  // namespace
+
+void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b, Stream s) {
+  correlate(p, y, x, w, b, false, s);
+}
+
 void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s) {
-  dispatch_floating<Types>(p.dtype, "dwconv_backward_input", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    EMONEXT_LAUNCH(dwconv_correlate_kernel<T>, blocks_for(p.n * p.h * p.w * p.c, kThreads), kThreads, 0, s, p,
-                   static_cast<T*>(dx), static_cast<const T*>(dy), static_cast<const T*>(w), static_cast<const T*>(nullptr), true);
-  });
+  correlate(p, dx, dy, w, nullptr, true, s);
 }
 
 void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream s) {

@@ -30,6 +30,10 @@
 
 #undef __shared__
 #define __shared__ __attribute__((section("emonext_emu_shared"))) static
+// Register-allocation hints: nothing to do on a CPU.
+#ifndef __launch_bounds__
+#define __launch_bounds__(...)
+#endif
 
 namespace emonext::emu {
 
