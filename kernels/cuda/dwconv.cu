@@ -7,9 +7,11 @@
 // (8 + K - 1)^2 x 32 input tile in shared memory (each input value read from DRAM
 // once per tile, a warp reading 32 consecutive channels), then each thread keeps
 // its channel's K*K taps in registers and produces one output row of 8 with a
-// sliding window of 8 + K - 1 values. Other K use one thread per output element. Weight gradient: each
-// (row chunk, tap, channel) thread sums its rows into a partial, and a second
-// kernel adds the chunks in order: the same bits run after run.
+// sliding window of 8 + K - 1 values. The weight gradient is tiled the same way
+// (dwconv_weight_tiled_kernel). Other K, and f64, use the simple kernels: one
+// thread per output element, and one per (row chunk, tap, channel) for the weight
+// gradient. Every weight gradient sums fixed chunks and then adds the chunks in a
+// fixed order: the same bits run after run.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_types.cuh"
@@ -68,6 +70,66 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
 #pragma unroll
   for (int j = 0; j < kTile; ++j)
     if (w0 + j < p.w) y[((n * p.h + h0 + row) * p.w + w0 + j) * p.c + c] = store<T>(acc[j]);
+}
+
+// Weight gradient, tiled: block (32 channels, 8 rows) for channel group blockIdx.y walks
+// output tiles [first, first + tiles_per_block) of the flattened (n, tile) space. Each
+// thread sums dy[row][col] * x[row + i][col + j] for its channel over its tile row into
+// K*K registers; at the end the 8 rows are added in a fixed order and the block writes
+// one partial [K*K, 32] for the fixed-order chunk sum.
+template <class T, int K>
+__global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_t<T>* part, const T* dy, const T* x,
+                                                                  int64_t tiles_per_block) {
+  using A = acc_t<T>;
+  constexpr int kIn = kTile + K - 1;
+  __shared__ A xs[kIn * kIn * kTileChannels];
+  __shared__ A gs[kTile * kTile * kTileChannels];
+  const int lane = int(threadIdx.x), row = int(threadIdx.y);
+  const int64_t c = int64_t(blockIdx.y) * kTileChannels + lane, pad = K / 2;
+  const int64_t tiles_w = (p.w + kTile - 1) / kTile, tiles_h = (p.h + kTile - 1) / kTile;
+  const int64_t total = p.n * tiles_h * tiles_w, first = int64_t(blockIdx.x) * tiles_per_block;
+  A acc[K * K];
+#pragma unroll
+  for (int t = 0; t < K * K; ++t) acc[t] = 0;
+  for (int64_t tile = first; tile < first + tiles_per_block && tile < total; ++tile) {
+    const int64_t n = tile / (tiles_h * tiles_w), h0 = (tile / tiles_w) % tiles_h * kTile, w0 = tile % tiles_w * kTile;
+    __syncthreads();  // the previous tile's reads are done
+    for (int pos = row; pos < kIn * kIn; pos += blockDim.y) {
+      const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
+      const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
+      xs[pos * kTileChannels + lane] = in ? load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) : A(0);
+    }
+    for (int pos = row; pos < kTile * kTile; pos += blockDim.y) {
+      const int64_t ho = h0 + pos / kTile, wo = w0 + pos % kTile;
+      const bool in = c < p.c && ho < p.h && wo < p.w;
+      gs[pos * kTileChannels + lane] = in ? load(dy[((n * p.h + ho) * p.w + wo) * p.c + c]) : A(0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      A window[kIn];
+#pragma unroll
+      for (int q = 0; q < kIn; ++q) window[q] = xs[((row + i) * kIn + q) * kTileChannels + lane];
+#pragma unroll
+      for (int col = 0; col < kTile; ++col) {
+        const A g = gs[(row * kTile + col) * kTileChannels + lane];
+#pragma unroll
+        for (int j = 0; j < K; ++j) acc[i * K + j] += g * window[col + j];
+      }
+    }
+  }
+  // Add the 8 rows' sums in a fixed order, one tap at a time through shared memory.
+  const int64_t taps_c = int64_t(K * K) * p.c;
+  for (int t = 0; t < K * K; ++t) {
+    __syncthreads();
+    gs[row * kTileChannels + lane] = acc[t];
+    __syncthreads();
+    if (row == 0 && c < p.c) {
+      A sum = 0;
+      for (int r = 0; r < kTile; ++r) sum += gs[r * kTileChannels + lane];
+      part[int64_t(blockIdx.x) * taps_c + t * p.c + c] = sum;
+    }
+  }
 }
 
 // The same correlation, one thread per output element, for any K.
@@ -162,7 +224,24 @@ void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const voi
   dispatch_floating<Types>(p.dtype, "dwconv_backward_weight", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const int64_t taps_c = p.k * p.k * p.c, rows = p.n * p.h;
+    const int64_t taps_c = p.k * p.k * p.c;
+    if constexpr (!std::is_same_v<T, double>) {
+      const int64_t tiles = p.n * ((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile);
+      const int64_t tiles_per_block = 16, blocks = (tiles + tiles_per_block - 1) / tiles_per_block;
+      const unsigned groups = unsigned((p.c + kTileChannels - 1) / kTileChannels);
+      if ((p.k == 3 || p.k == 5 || p.k == 7) && groups <= 65535 && blocks <= 2147483647) {
+        Workspace part(size_t(blocks * taps_c) * sizeof(A));
+        const dim3 grid(unsigned(blocks), groups), block(kTileChannels, kTile);
+        const T *g = static_cast<const T*>(dy), *in = static_cast<const T*>(x);
+        if (p.k == 7) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 7>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
+        else if (p.k == 5) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 5>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
+        else EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 3>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
+        EMONEXT_LAUNCH(sum_partials_kernel<T>, blocks_for(taps_c, kThreads), kThreads, 0, s, static_cast<T*>(dw), part.as<A>(),
+                       blocks, taps_c);
+        return;
+      }
+    }
+    const int64_t rows = p.n * p.h;
     const int64_t rows_per_chunk = std::max<int64_t>(4, (rows + 65534) / 65535);
     const int64_t chunks = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);
     Workspace part(size_t(chunks * taps_c) * sizeof(A));
