@@ -29,6 +29,20 @@ constexpr unsigned kThreads = 256;
 constexpr int kTile = 8;          // outputs per tile side
 constexpr int kTileChannels = 32;  // one warp's worth
 
+// Loads the (8 + K - 1)^2 x 32 input window whose top-left is (h0 - K/2, w0 - K/2) in
+// image n into shared memory, zeros outside the image or past C. Every thread of the
+// (32, 8) block takes part; the caller places the barrier.
+template <class T, int K>
+__device__ void stage_input_tile(acc_t<T>* tile, const T* x, const DwConv& p, int64_t n, int64_t h0, int64_t w0, int64_t c) {
+  constexpr int kIn = kTile + K - 1;
+  const int64_t pad = K / 2;
+  for (int pos = int(threadIdx.y); pos < kIn * kIn; pos += int(blockDim.y)) {
+    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
+    const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
+    tile[pos * kTileChannels + threadIdx.x] = in ? load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) : acc_t<T>(0);
+  }
+}
+
 // y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[tap(i,j), c]; with flip the
 // taps run (K-1-i, K-1-j). Grid: (tiles of H x W, channel groups, N); block (32, 8).
 template <class T, int K>
@@ -40,13 +54,7 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
   const int64_t tiles_w = (p.w + kTile - 1) / kTile;
   const int64_t h0 = int64_t(blockIdx.x) / tiles_w * kTile, w0 = int64_t(blockIdx.x) % tiles_w * kTile;
   const int64_t c = int64_t(blockIdx.y) * kTileChannels + lane, n = blockIdx.z;
-  const int64_t pad = K / 2;
-  // Stage the input tile: rows h0-pad .. h0+kTile+pad, zeros outside the image or past C.
-  for (int pos = row; pos < kIn * kIn; pos += blockDim.y) {
-    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
-    const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
-    tile[pos * kTileChannels + lane] = in ? load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) : A(0);
-  }
+  stage_input_tile<T, K>(tile, x, p, n, h0, w0, c);
   __syncthreads();
   if (c >= p.c || h0 + row >= p.h) return;  // after the barrier: every thread helped stage
   // Fully unrolled, so that taps, window and acc live in registers, not local memory.
@@ -85,7 +93,7 @@ __global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_
   __shared__ A xs[kIn * kIn * kTileChannels];
   __shared__ A gs[kTile * kTile * kTileChannels];
   const int lane = int(threadIdx.x), row = int(threadIdx.y);
-  const int64_t c = int64_t(blockIdx.y) * kTileChannels + lane, pad = K / 2;
+  const int64_t c = int64_t(blockIdx.y) * kTileChannels + lane;
   const int64_t tiles_w = (p.w + kTile - 1) / kTile, tiles_h = (p.h + kTile - 1) / kTile;
   const int64_t total = p.n * tiles_h * tiles_w, first = int64_t(blockIdx.x) * tiles_per_block;
   A acc[K * K];
@@ -94,11 +102,7 @@ __global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_
   for (int64_t tile = first; tile < first + tiles_per_block && tile < total; ++tile) {
     const int64_t n = tile / (tiles_h * tiles_w), h0 = (tile / tiles_w) % tiles_h * kTile, w0 = tile % tiles_w * kTile;
     __syncthreads();  // the previous tile's reads are done
-    for (int pos = row; pos < kIn * kIn; pos += blockDim.y) {
-      const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
-      const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
-      xs[pos * kTileChannels + lane] = in ? load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) : A(0);
-    }
+    stage_input_tile<T, K>(xs, x, p, n, h0, w0, c);
     for (int pos = row; pos < kTile * kTile; pos += blockDim.y) {
       const int64_t ho = h0 + pos / kTile, wo = w0 + pos % kTile;
       const bool in = c < p.c && ho < p.h && wo < p.w;
