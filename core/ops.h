@@ -98,6 +98,11 @@ Tensor se_gate(const Tensor& x, const Tensor& gate);
 Tensor affine_grid(const Tensor& theta, int64_t h, int64_t w, bool align_corners);
 Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, bool deterministic = false);
 
+// Dense 2-D convolution on channels-last x [N, H, W, Cin] with PyTorch's weight
+// [Cout, Cin, KH, KW], bias [Cout] or undefined, zero padding: F.conv2d(x.permute(0,3,1,2),
+// weight, bias, stride, padding).permute(0,2,3,1). Patches (im2col) then one GEMM.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int64_t stride = 1, int64_t padding = 0);
+
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {
  public:

@@ -38,6 +38,13 @@ struct GridSample {
   bool align_corners = false;
 };
 
+// Patches of a channels-last image for a dense convolution: x [n, h, w, c] ->
+// cols [n, ho, wo, kh, kw, c] (zeros where the window leaves the image).
+struct Unfold {
+  DType dtype = DType::F32;
+  int64_t n = 0, h = 0, w = 0, c = 0, kh = 1, kw = 1, stride = 1, pad = 0, ho = 0, wo = 0;
+};
+
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
   /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
@@ -88,7 +95,10 @@ struct GridSample {
   void grid_sample_forward(const GridSample& p, void* out, const void* in, const void* grid,      \
                            Stream s);                                                              \
   void grid_sample_backward(const GridSample& p, void* dinput, void* dgrid, const void* dout,     \
-                            const void* in, const void* grid, bool deterministic, Stream s);
+                            const void* in, const void* grid, bool deterministic, Stream s);        \
+  /* unfold.{cpp,cu}: im2col and its adjoint; fold gathers (one writer per input element) */     \
+  void unfold(const Unfold& p, void* cols, const void* x, Stream s);                               \
+  void fold(const Unfold& p, void* dx, const void* dcols, Stream s);
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

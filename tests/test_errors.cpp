@@ -64,6 +64,15 @@ TEST(Errors, BadViews) {
   EXPECT_NE(error_of([] { Tensor().shape(); }).find("undefined Tensor"), std::string::npos);
 }
 
+TEST(Errors, ConvolutionShapes) {
+  const std::string ch = error_of([] { conv2d(Tensor::zeros({1, 5, 5, 3}), Tensor::zeros({8, 4, 3, 3})); });
+  EXPECT_NE(ch.find("conv2d: weight [8, 4, 3, 3] does not fit 3 input channels"), std::string::npos) << ch;
+  const std::string big = error_of([] { conv2d(Tensor::zeros({1, 2, 2, 3}), Tensor::zeros({8, 3, 5, 5})); });
+  EXPECT_NE(big.find("larger than the padded input"), std::string::npos) << big;
+  const std::string layout = error_of([] { conv2d(Tensor::zeros({3, 5, 5}), Tensor::zeros({8, 3, 3, 3})); });
+  EXPECT_NE(layout.find("channels-last"), std::string::npos) << layout;
+}
+
 TEST(Errors, NaNPropagatesRatherThanHiding) {
   // Bad values are not bad input: they flow through as in PyTorch, so a NaN loss is visible to the caller.
   const Tensor x = Tensor::from_vector({-1.0, 4.0}, {2});

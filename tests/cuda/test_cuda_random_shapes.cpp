@@ -126,6 +126,11 @@ const std::vector<ShapeCase>& shape_cases() {
       {"se_pool_and_gate_3x3", {{{3, 3, 3, 41}}}, [](V x) { return se_gate(x[0], sigmoid(global_avg_pool(x[0]))); }},
       {"se_map_1x1", {{{1, 1, 1, 41}}, {{1, 41}}}, [](V x) { return se_gate(x[0], x[1]); }},
       {"global_avg_pool_stage4", {{{2, 7, 7, 768}}}, [](V x) { return global_avg_pool(x[0]); }},
+      // Dense convolutions: the spatial transformer's localisation at 48x48, a strided padded one, a patchify stem.
+      {"conv2d_stn_k7", {{{2, 48, 48, 3}}, {{8, 3, 7, 7}}, {{8}}}, [](V x) { return conv2d(x[0], mul(x[1], 0.1), x[2]); }},
+      {"conv2d_stn_k5", {{{2, 21, 21, 8}}, {{10, 8, 5, 5}}, {{10}}}, [](V x) { return conv2d(x[0], mul(x[1], 0.1), x[2]); }},
+      {"conv2d_stride2_pad1", {{{1, 9, 7, 5}}, {{6, 5, 3, 3}}}, [](V x) { return conv2d(x[0], x[1], Tensor(), 2, 1); }},
+      {"conv2d_patchify_s4", {{{2, 16, 16, 3}}, {{40, 3, 4, 4}}, {{40}}}, [](V x) { return conv2d(x[0], x[1], x[2], 4, 0); }},
       // The spatial transformer: 3-channel images, theta near the identity (smooth in theta away from pixel edges).
       {"stn_48x48", {{{2, 48, 48, 3}, Domain::SmoothImage}, {{2, 2, 3}}}, [](V x) {
          const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());

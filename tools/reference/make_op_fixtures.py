@@ -39,6 +39,12 @@ def uniform(*s, low, high):
     return torch.rand(s, dtype=F) * (high - low) + low
 
 
+def conv2d(x, w, b, stride, padding):
+    """Dense convolution on channels-last x, as the engine takes it."""
+    y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w, b, stride=stride, padding=padding)
+    return y.permute(0, 2, 3, 1)
+
+
 def grid_sample(x, g, align_corners):
     """Bilinear, zeros padding, on channels-last x, as the engine takes it."""
     y = torch.nn.functional.grid_sample(x.permute(0, 3, 1, 2), g, mode="bilinear", padding_mode="zeros",
@@ -106,6 +112,9 @@ CASES = {
     "affine_grid_no_align": ([randn(2, 2, 3)], lambda t: torch.nn.functional.affine_grid(t, (2, 1, 4, 3), align_corners=False)),
     "grid_sample": ([randn(2, 5, 6, 3), uniform(2, 4, 7, 2, low=-1.2, high=1.2)], lambda x, g: grid_sample(x, g, True)),
     "grid_sample_no_align": ([randn(1, 4, 5, 2), uniform(1, 6, 3, 2, low=-1.2, high=1.2)], lambda x, g: grid_sample(x, g, False)),
+    "conv2d_stn": ([randn(2, 11, 10, 3), randn(8, 3, 7, 7) * 0.1, randn(8)], lambda x, w, b: conv2d(x, w, b, 1, 0)),
+    "conv2d_stride_pad": ([randn(2, 7, 9, 4), randn(5, 4, 3, 3) * 0.2, randn(5)], lambda x, w, b: conv2d(x, w, b, 2, 1)),
+    "conv2d_patchify": ([randn(1, 8, 8, 3), randn(6, 3, 4, 4) * 0.2], lambda x, w: conv2d(x, w, None, 4, 0)),
     # theta near the identity, with values that put no sample exactly on a pixel boundary
     # (bilinear sampling has a kink there, where finite differences and f32 rounding disagree).
     "stn_sample": ([randn(2, 6, 6, 3), torch.tensor([[[0.913, 0.0717, 0.0531], [-0.1173, 0.8469, -0.0937]],
