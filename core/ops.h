@@ -103,6 +103,15 @@ Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, 
 // weight, bias, stride, padding).permute(0,2,3,1). Patches (im2col) then one GEMM.
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int64_t stride = 1, int64_t padding = 0);
 
+// Max pooling over k x k windows (stride defaults to k), no padding, floor mode, on
+// channels-last x [N, H, W, C]; the gradient goes to the first maximum of each window.
+Tensor max_pool2d(const Tensor& x, int64_t k, int64_t stride = 0);
+// BatchNorm over N, H, W of channels-last x [N, H, W, C], as F.batch_norm. Training: batch
+// statistics (biased variance to normalise), and running_mean/var (buffers, [C]) move by
+// momentum toward the batch mean and the unbiased variance. Eval: the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean, Tensor& running_var,
+                  bool training, double momentum = 0.1, double eps = 1e-5);
+
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {
  public:

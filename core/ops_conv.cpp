@@ -1,6 +1,7 @@
-// Dense convolution as patches and a matrix product: the one new differentiable
-// primitive is unfold (im2col, channels-last), whose backward is fold; the GEMM
-// and the bias come from matmul and add with their own gradients.
+// The dense layers of the spatial transformer's localisation network: convolution
+// as patches and a matrix product (the one new differentiable primitive is unfold,
+// im2col channels-last, whose backward is fold; the GEMM and the bias come from
+// matmul and add), max pooling, and batch normalisation composed of existing ops.
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/op_checks.h"
@@ -41,6 +42,53 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   // [Cout, Cin, KH, KW] -> [Cout, KH * KW * Cin], the column order of the patches.
   const Tensor w2 = weight.permute({0, 2, 3, 1}).reshape({cout, p.kh * p.kw * p.c});
   return linear(unfold(x, p), w2, bias).reshape({p.n, p.ho, p.wo, cout});
+}
+
+Tensor max_pool2d(const Tensor& x, int64_t k, int64_t stride) {
+  check_floating("max_pool2d", x);
+  EMONEXT_CHECK(x.dim() == 4, "max_pool2d: input must be channels-last [N, H, W, C], got ", x.str());
+  if (stride == 0) stride = k;
+  EMONEXT_CHECK(k >= 1 && stride >= 1, "max_pool2d: window ", k, " and stride ", stride, " must be positive");
+  EMONEXT_CHECK(x.size(1) >= k && x.size(2) >= k, "max_pool2d: window ", k, " is larger than the input ",
+                x.size(1), "x", x.size(2));
+  const kernels::Pool p{x.dtype(), x.size(0), x.size(1), x.size(2), x.size(3), k, stride,
+                        (x.size(1) - k) / stride + 1, (x.size(2) - k) / stride + 1};
+  const Tensor xc = x.contiguous();
+  Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.c}, x.dtype(), x.device());
+  const Tensor argmax = Tensor::empty({p.n, p.ho, p.wo, p.c}, DType::I64, x.device());
+  if (y.numel() > 0) EMONEXT_KERNEL(x.device(), max_pool_forward, p, y.data_ptr(), argmax.data<int64_t>(), xc.data_ptr());
+  return record(y, "max_pool2d", {x}, [p, argmax](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    Tensor dx = Tensor::empty({p.n, p.h, p.w, p.c}, dy.dtype(), dy.device());
+    if (dx.numel() > 0) EMONEXT_KERNEL(dy.device(), max_pool_backward, p, dx.data_ptr(), dy.data_ptr(), argmax.data<int64_t>());
+    return std::vector<Tensor>{dx};
+  });
+}
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean, Tensor& running_var,
+                  bool training, double momentum, double eps) {
+  check_floating("batch_norm", x);
+  EMONEXT_CHECK(x.dim() == 4, "batch_norm: input must be channels-last [N, H, W, C], got ", x.str());
+  const int64_t c = x.size(3);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&weight, &bias, &running_mean, &running_var}) {
+    check_same("batch_norm", x, *t);
+    EMONEXT_CHECK((t->shape() == Shape{c}), "batch_norm: parameter or buffer ", shape_str(t->shape()), " does not fit ", c,
+                  " channels");
+  }
+  Tensor mean_c, var_c;
+  if (training) {
+    const int64_t count = x.numel() / c;
+    EMONEXT_CHECK(count > 1, "batch_norm: training needs more than one value per channel, got input ", shape_str(x.shape()));
+    mean_c = mean(x, {0, 1, 2});
+    var_c = mean(pow(sub(x, mean_c), 2.0), {0, 1, 2});
+    NoGradGuard no_grad;  // the running statistics are buffers, not part of the graph
+    running_mean.copy_(add(mul(running_mean, 1.0 - momentum), mul(mean_c.detach(), momentum)));
+    running_var.copy_(add(mul(running_var, 1.0 - momentum), mul(var_c.detach(), momentum * double(count) / double(count - 1))));
+  } else {
+    mean_c = running_mean;
+    var_c = running_var;
+  }
+  return add(mul(div(sub(x, mean_c), sqrt(add(var_c, eps))), weight), bias);
 }
 
 }  // namespace emonext

@@ -45,6 +45,12 @@ struct Unfold {
   int64_t n = 0, h = 0, w = 0, c = 0, kh = 1, kw = 1, stride = 1, pad = 0, ho = 0, wo = 0;
 };
 
+// Max pooling over k x k windows at a stride, no padding, floor mode, channels-last.
+struct Pool {
+  DType dtype = DType::F32;
+  int64_t n = 0, h = 0, w = 0, c = 0, k = 2, stride = 2, ho = 0, wo = 0;
+};
+
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
   /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
@@ -98,7 +104,11 @@ struct Unfold {
                             const void* in, const void* grid, bool deterministic, Stream s);        \
   /* unfold.{cpp,cu}: im2col and its adjoint; fold gathers (one writer per input element) */     \
   void unfold(const Unfold& p, void* cols, const void* x, Stream s);                               \
-  void fold(const Unfold& p, void* dx, const void* dcols, Stream s);
+  void fold(const Unfold& p, void* dx, const void* dcols, Stream s);                               \
+  /* pool.{cpp,cu}: argmax holds, per output, the input's y * w + x (first maximum; NaN wins); */ \
+  /* the backward gathers, so overlapping windows need no atomics */                              \
+  void max_pool_forward(const Pool& p, void* out, int64_t* argmax, const void* x, Stream s);      \
+  void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* argmax, Stream s);
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

@@ -58,6 +58,21 @@ const std::vector<OpCase>& op_cases() {
       {"conv2d_stn", [](V x) { return conv2d(x[0], x[1], x[2], 1, 0); }},
       {"conv2d_stride_pad", [](V x) { return conv2d(x[0], x[1], x[2], 2, 1); }},
       {"conv2d_patchify", [](V x) { return conv2d(x[0], x[1], Tensor(), 4, 0); }},
+      {"max_pool2", [](V x) { return max_pool2d(x[0], 2); }},
+      {"max_pool3_stride2", [](V x) { return max_pool2d(x[0], 3, 2); }},
+      {"batch_norm_train", [](V x) {
+         Tensor rm = Tensor::zeros({6}, x[0].dtype(), x[0].device()), rv = Tensor::ones({6}, x[0].dtype(), x[0].device());
+         return batch_norm(x[0], x[1], x[2], rm, rv, true, 0.1, 1e-5);
+       }},
+      {"batch_norm_eval", [](V x) {  // the running statistics of make_op_fixtures.py's BN_MEAN, BN_VAR
+         std::vector<double> m, v;
+         for (int c = 0; c < 6; ++c) {
+           m.push_back(c * 0.1 - 0.2);
+           v.push_back(c * 0.25 + 0.5);
+         }
+         Tensor rm = Tensor::from_vector(m, {6}, x[0].dtype(), x[0].device()), rv = Tensor::from_vector(v, {6}, x[0].dtype(), x[0].device());
+         return batch_norm(x[0], x[1], x[2], rm, rv, false, 0.1, 1e-5);
+       }},
       {"affine_grid", [](V x) { return affine_grid(x[0], 5, 7, true); }},
       {"affine_grid_no_align", [](V x) { return affine_grid(x[0], 4, 3, false); }},
       {"grid_sample", [](V x) { return grid_sample(x[0], x[1], true); }},

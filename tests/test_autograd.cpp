@@ -1,6 +1,8 @@
 // The autograd engine itself: accumulation, no-grad, detach, freeing the graph.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/autograd.h"
 #include "core/ops.h"
 
@@ -104,6 +106,26 @@ TEST(Autograd, DtypeAndCloneAreDifferentiable) {
   sum(mul(x.to(DType::F64).clone(), 5.0)).backward();
   EXPECT_EQ(x.grad().dtype(), DType::F32);
   EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{5, 5}));
+}
+
+TEST(BatchNorm, RunningStatisticsMoveByMomentumWithUnbiasedVariance) {
+  // Two channels, 4 values each: channel 0 = 1, 2, 3, 4; channel 1 = 10, 10, 10, 14.
+  const Tensor x = Tensor::from_vector({1, 10, 2, 10, 3, 10, 4, 14}, {2, 2, 1, 2}, DType::F64);
+  Tensor rm = Tensor::zeros({2}, DType::F64), rv = Tensor::ones({2}, DType::F64);
+  const Tensor w = Tensor::ones({2}, DType::F64), b = Tensor::zeros({2}, DType::F64);
+  batch_norm(x, w, b, rm, rv, true, 0.1, 1e-5);
+  // means 2.5 and 11; unbiased variances 5/3 and 4; PyTorch: new = 0.9 * old + 0.1 * batch
+  const std::vector<double> m = rm.to_vector(), v = rv.to_vector();
+  EXPECT_NEAR(m[0], 0.25, 1e-12);
+  EXPECT_NEAR(m[1], 1.1, 1e-12);
+  EXPECT_NEAR(v[0], 0.9 + 0.1 * 5.0 / 3.0, 1e-12);
+  EXPECT_NEAR(v[1], 0.9 + 0.1 * 4.0, 1e-12);
+  EXPECT_FALSE(rm.requires_grad());
+  // Eval mode leaves them alone and uses them.
+  const std::vector<double> before = rm.to_vector();
+  const Tensor y = batch_norm(x, w, b, rm, rv, false, 0.1, 1e-5);
+  EXPECT_EQ(rm.to_vector(), before);
+  EXPECT_NEAR(y.to_vector()[0], (1 - 0.25) / std::sqrt(v[0] + 1e-5), 1e-12);
 }
 
 }  // namespace

@@ -131,6 +131,14 @@ const std::vector<ShapeCase>& shape_cases() {
       {"conv2d_stn_k5", {{{2, 21, 21, 8}}, {{10, 8, 5, 5}}, {{10}}}, [](V x) { return conv2d(x[0], mul(x[1], 0.1), x[2]); }},
       {"conv2d_stride2_pad1", {{{1, 9, 7, 5}}, {{6, 5, 3, 3}}}, [](V x) { return conv2d(x[0], x[1], Tensor(), 2, 1); }},
       {"conv2d_patchify_s4", {{{2, 16, 16, 3}}, {{40, 3, 4, 4}}, {{40}}}, [](V x) { return conv2d(x[0], x[1], x[2], 4, 0); }},
+      {"max_pool_stn", {{{2, 42, 42, 8}}}, [](V x) { return max_pool2d(x[0], 2); }},
+      {"max_pool_overlap_odd", {{{1, 9, 8, 41}}}, [](V x) { return max_pool2d(x[0], 3, 2); }},
+      // The localisation network at 48x48: conv 7, batch norm (training), max pool, relu, conv 5, ...
+      {"stn_localisation_48", {{{2, 48, 48, 3}}, {{8, 3, 7, 7}}, {{8}}, {{8}}, {{10, 8, 5, 5}}}, [](V x) {
+         Tensor rm = Tensor::zeros({8}, x[0].dtype(), x[0].device()), rv = Tensor::ones({8}, x[0].dtype(), x[0].device());
+         const Tensor h = relu(max_pool2d(batch_norm(conv2d(x[0], mul(x[1], 0.1)), x[2], x[3], rm, rv, true), 2));
+         return relu(max_pool2d(conv2d(h, mul(x[4], 0.1)), 2));
+       }},
       // The spatial transformer: 3-channel images, theta near the identity (smooth in theta away from pixel edges).
       {"stn_48x48", {{{2, 48, 48, 3}, Domain::SmoothImage}, {{2, 2, 3}}}, [](V x) {
          const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());

@@ -39,6 +39,19 @@ def uniform(*s, low, high):
     return torch.rand(s, dtype=F) * (high - low) + low
 
 
+def nchw(x):
+    return x.permute(0, 3, 1, 2)
+
+
+def nhwc(x):
+    return x.permute(0, 2, 3, 1)
+
+
+# Running statistics of the eval-mode batch norm case; tests/op_cases.cpp builds the same.
+BN_MEAN = torch.arange(6, dtype=F) * 0.1 - 0.2
+BN_VAR = torch.arange(6, dtype=F) * 0.25 + 0.5
+
+
 def conv2d(x, w, b, stride, padding):
     """Dense convolution on channels-last x, as the engine takes it."""
     y = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2), w, b, stride=stride, padding=padding)
@@ -115,6 +128,13 @@ CASES = {
     "conv2d_stn": ([randn(2, 11, 10, 3), randn(8, 3, 7, 7) * 0.1, randn(8)], lambda x, w, b: conv2d(x, w, b, 1, 0)),
     "conv2d_stride_pad": ([randn(2, 7, 9, 4), randn(5, 4, 3, 3) * 0.2, randn(5)], lambda x, w, b: conv2d(x, w, b, 2, 1)),
     "conv2d_patchify": ([randn(1, 8, 8, 3), randn(6, 3, 4, 4) * 0.2], lambda x, w: conv2d(x, w, None, 4, 0)),
+    "max_pool2": ([randn(2, 6, 7, 3)], lambda x: nhwc(torch.nn.functional.max_pool2d(nchw(x), 2, 2))),
+    "max_pool3_stride2": ([randn(1, 7, 7, 2)], lambda x: nhwc(torch.nn.functional.max_pool2d(nchw(x), 3, 2))),
+    "batch_norm_train": ([randn(4, 3, 5, 6) * 2 + 1, randn(6), randn(6)],
+                         lambda x, w, b: nhwc(torch.nn.functional.batch_norm(nchw(x), torch.zeros(6, dtype=F), torch.ones(6, dtype=F),
+                                                                              w, b, training=True, momentum=0.1, eps=1e-5))),
+    "batch_norm_eval": ([randn(2, 3, 4, 6), randn(6), randn(6)],
+                        lambda x, w, b: nhwc(torch.nn.functional.batch_norm(nchw(x), BN_MEAN, BN_VAR, w, b, training=False, eps=1e-5))),
     # theta near the identity, with values that put no sample exactly on a pixel boundary
     # (bilinear sampling has a kink there, where finite differences and f32 rounding disagree).
     "stn_sample": ([randn(2, 6, 6, 3), torch.tensor([[[0.913, 0.0717, 0.0531], [-0.1173, 0.8469, -0.0937]],
