@@ -84,4 +84,9 @@ const std::vector<OpCase>& op_cases() {
 
 std::string fixture_path(const std::string& file) { return std::string(EMONEXT_TEST_FIXTURES) + "/" + file; }
 
+const SafeTensors& op_fixtures() {
+  static const SafeTensors f = load_safetensors(fixture_path("ops.safetensors"));
+  return f;
+}
+
 }  // namespace emonext::test

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 namespace emonext::test {
@@ -26,5 +27,7 @@ inline void PrintTo(const OpCase& c, std::ostream* os) { *os << c.name; }
 
 // The directory of the committed fixtures.
 std::string fixture_path(const std::string& file);
+// tests/fixtures/ops.safetensors, loaded once per process.
+const SafeTensors& op_fixtures();
 
 }  // namespace emonext::test

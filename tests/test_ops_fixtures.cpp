@@ -15,15 +15,10 @@
 namespace emonext::test {
 namespace {
 
-const SafeTensors& fixtures() {
-  static const SafeTensors f = load_safetensors(fixture_path("ops.safetensors"));
-  return f;
-}
-
 std::vector<Tensor> fixture_inputs(const std::string& name, DType dtype) {
   std::vector<Tensor> xs;
-  for (int i = 0; fixtures().contains(name + ".in" + std::to_string(i)); ++i) {
-    const Tensor& t = fixtures().at(name + ".in" + std::to_string(i));
+  for (int i = 0; op_fixtures().contains(name + ".in" + std::to_string(i)); ++i) {
+    const Tensor& t = op_fixtures().at(name + ".in" + std::to_string(i));
     xs.push_back(is_floating(t.dtype()) ? t.to(dtype).detach().clone() : t);  // fresh leaves, never the fixture itself
   }
   return xs;
@@ -39,13 +34,13 @@ TEST_P(OpFixture, ForwardAndBackwardMatchPyTorch) {
   for (Tensor& x : xs)
     if (is_floating(x.dtype())) x.set_requires_grad(true);
   const Tensor y = c.fn(xs);
-  expect_close(y, fixtures().at(c.name + ".out"), tol, c.name + " forward");
-  sum(mul(y, fixtures().at(c.name + ".w").to(dtype))).backward();
+  expect_close(y, op_fixtures().at(c.name + ".out"), tol, c.name + " forward");
+  sum(mul(y, op_fixtures().at(c.name + ".w").to(dtype))).backward();
   for (size_t i = 0; i < xs.size(); ++i) {
     if (!is_floating(xs[i].dtype())) continue;
     const std::string key = c.name + ".grad" + std::to_string(i);
     ASSERT_TRUE(xs[i].grad().defined()) << key << " was not computed";
-    expect_close(xs[i].grad(), fixtures().at(key), tol, key);
+    expect_close(xs[i].grad(), op_fixtures().at(key), tol, key);
   }
 }
 
@@ -71,7 +66,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, OpGradCheck, ::testing::ValuesIn(op_cases()),
 // The table and the fixture file name the same cases: a case added on one side only fails here.
 TEST(OpFixtureFile, CoversExactlyTheTable) {
   std::set<std::string> in_file, in_table;
-  for (const auto& [key, t] : fixtures().tensors)
+  for (const auto& [key, t] : op_fixtures().tensors)
     if (key.size() > 4 && key.compare(key.size() - 4, 4, ".out") == 0) in_file.insert(key.substr(0, key.size() - 4));
   for (const OpCase& c : op_cases()) in_table.insert(c.name);
   EXPECT_EQ(in_file, in_table);

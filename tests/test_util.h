@@ -5,7 +5,12 @@
 #include <cmath>
 #include <string>
 
+#include "core/device.h"
 #include "core/tensor.h"
+
+// First line of every CUDA test: skips, saying why, where no GPU answers.
+#define REQUIRE_GPU()         \
+  if (!::emonext::cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << ::emonext::cuda_unavailable_reason()
 
 namespace emonext::test {
 

@@ -12,9 +12,6 @@
 namespace emonext::test {
 namespace {
 
-#define REQUIRE_GPU() \
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason()
-
 const Device kGpu = Device::cuda(0);
 
 double tolerance(DType t) {
@@ -24,11 +21,6 @@ double tolerance(DType t) {
     case DType::F16: return 1e-2;
     default: return 5e-2;  // bf16: 8 mantissa bits
   }
-}
-
-const SafeTensors& fixtures() {
-  static const SafeTensors f = load_safetensors(fixture_path("ops.safetensors"));
-  return f;
 }
 
 class CudaOps : public ::testing::TestWithParam<std::tuple<OpCase, DType>> {};
@@ -41,8 +33,8 @@ TEST_P(CudaOps, MatchCpuForwardAndBackward) {
                     "where bilinear sampling has kinks, so theta's gradient is ill-conditioned; mixed precision runs "
                     "grid sampling in f32 (as PyTorch's autocast does), and grid_sample alone is tested in 16 bits";
   std::vector<Tensor> cpu_in, gpu_in;
-  for (int i = 0; fixtures().contains(c.name + ".in" + std::to_string(i)); ++i) {
-    const Tensor& t = fixtures().at(c.name + ".in" + std::to_string(i));
+  for (int i = 0; op_fixtures().contains(c.name + ".in" + std::to_string(i)); ++i) {
+    const Tensor& t = op_fixtures().at(c.name + ".in" + std::to_string(i));
     // Both sides start from the same values: rounded to the tested dtype, so the comparison
     // measures the kernels' arithmetic and not the rounding of their inputs.
     Tensor a = t, b = is_floating(t.dtype()) ? t.to(dtype).to(kGpu) : t.to(kGpu);
@@ -57,7 +49,7 @@ TEST_P(CudaOps, MatchCpuForwardAndBackward) {
   ASSERT_EQ(got.device(), kGpu);
   ASSERT_EQ(got.dtype(), dtype);
   expect_close(got, want, tolerance(dtype), c.name + " forward");
-  const Tensor w = fixtures().at(c.name + ".w").to(dtype).to(DType::F64);
+  const Tensor w = op_fixtures().at(c.name + ".w").to(dtype).to(DType::F64);
   sum(mul(want, w)).backward();
   sum(mul(got, w.to(dtype).to(kGpu))).backward();
   for (size_t i = 0; i < cpu_in.size(); ++i) {

@@ -158,7 +158,7 @@ const std::vector<ShapeCase>& shape_cases() {
 class CudaRandomShapes : public ::testing::TestWithParam<std::tuple<ShapeCase, DType>> {};
 
 TEST_P(CudaRandomShapes, MatchCpu) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason();
+  REQUIRE_GPU();
   const auto& [c, dtype] = GetParam();
   const uint64_t seed = test_seed();
   SCOPED_TRACE("EMONEXT_TEST_SEED=" + std::to_string(seed));
@@ -191,7 +191,7 @@ TEST_P(CudaRandomShapes, MatchCpu) {
 
 // Weight and bias gradients of the hand-written kernels are deterministic: the same bits run after run.
 TEST(CudaKernels, ParameterGradientsAreBitwiseReproducible) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason();
+  REQUIRE_GPU();
   Generator gen(test_seed());
   const Tensor x = randn({2, 14, 14, 96}, gen, 0, 1, DType::F32, kGpu), w = randn({96, 1, 7, 7}, gen, 0, 0.1, DType::F32, kGpu);
   const Tensor lw = randn({96}, gen, 0, 1, DType::F32, kGpu), lb = randn({96}, gen, 0, 1, DType::F32, kGpu);
@@ -211,7 +211,7 @@ TEST(CudaKernels, ParameterGradientsAreBitwiseReproducible) {
 // grid_sample's deterministic mode: its input gradient is the same bits run after run,
 // and agrees with the float-atomic default to rounding.
 TEST(CudaKernels, GridSampleDeterministicInputGradient) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << cuda_unavailable_reason();
+  REQUIRE_GPU();
   Generator gen(test_seed());
   const Tensor img = randn({2, 24, 24, 3}, gen, 0, 1, DType::F32, kGpu);
   // A grid that zooms out: many output pixels land on the same input pixels.
