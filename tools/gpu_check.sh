@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: builds the engine with CUDA for that GPU,
 # runs every cuda-labelled test (and the cpu ones, which are quick), reads the
-# compiler's register/spill report, runs kernel_bench in f32 and bf16 (each
+# compiler's register/spill report, runs kernel_bench in f32, bf16 and f16 (each
 # kernel validated, then timed against cuDNN or a naive kernel), and prints a
 # short report. Exits non-zero
 # if anything failed, or if a cuda test skipped (on a GPU machine a skip means
@@ -35,13 +35,25 @@ if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/d
   fi
 fi
 
+# cuDNN (kernel_bench's baseline): CMake looks beside the toolkit and in pip wheels;
+# when neither holds it, point CUDNN_ROOT at whatever copy the image has.
+if [[ -z "${CUDNN_ROOT:-}" ]]; then
+  h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name cudnn.h 2>/dev/null | head -1)
+  [[ -n "$h" ]] && export CUDNN_ROOT=$(dirname "$(dirname "$h")") && echo "cudnn.h found in $CUDNN_ROOT"
+fi
+
 echo "== build =="
 if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_extra[@]}" >"$out/configure.log" 2>&1; then
   cat "$out/configure.log"; exit 1
 fi
 grep "^-- emonext:" "$out/configure.log"
-if ! cmake --build "$build" -j "$(nproc)" >"$out/build.log" 2>&1; then
-  grep -E "error|Error" -A3 "$out/build.log" | head -40; exit 1
+# -k 0: a target that fails to build does not stop the others, so the tests and
+# the bench that did build still run and report.
+build_ok=1
+if ! cmake --build "$build" -j "$(nproc)" -- -k 0 >"$out/build.log" 2>&1; then
+  build_ok=0
+  echo "BUILD FAILED (continuing with what built):"
+  grep -E "error|Error" -A3 "$out/build.log" | head -40
 fi
 t_build=$((SECONDS - t0))
 reports=$(grep -c "bytes spill stores" "$out/build.log")
@@ -50,14 +62,14 @@ echo "built in ${t_build} s; ptxas reports read: ${reports} (0 means nothing was
 grep -B1 -E "[1-9][0-9]* bytes spill" "$out/build.log" | head -20
 
 echo "== tests =="
-ctest --test-dir "$build" -L cuda --output-on-failure -j 4 >"$out/ctest_cuda.log" 2>&1
+ctest --test-dir "$build" -L cuda --output-on-failure --timeout 300 -j 4 >"$out/ctest_cuda.log" 2>&1
 rc_cuda=$?
-ctest --test-dir "$build" -L cpu -j 8 >"$out/ctest_cpu.log" 2>&1
+ctest --test-dir "$build" -L cpu --timeout 300 -j 8 >"$out/ctest_cpu.log" 2>&1
 rc_cpu=$?
 skipped=$(grep -c "(Skipped)" "$out/ctest_cuda.log")
 
 echo "== kernel_bench (ConvNeXt-Tiny stage 1, batch 64) =="
-for dtype in f32 bf16; do
+for dtype in f32 bf16 f16; do
   "$build/tools/kernel_bench" --device cuda --dtype "$dtype" --csv "$out/kernel_bench_$dtype.csv" 2>&1 | tee "$out/kernel_bench_$dtype.log"
 done
 
@@ -70,4 +82,4 @@ if [[ $skipped -gt 0 ]]; then
   "$build/tests/emonext_tests_cuda" --gtest_filter=Cuda.TransfersEveryDtype | grep -A1 "Skipped$" | tail -1
 fi
 echo "total ${SECONDS} s"
-[[ $rc_cuda -eq 0 && $rc_cpu -eq 0 && $skipped -eq 0 ]]
+[[ $build_ok -eq 1 && $rc_cuda -eq 0 && $rc_cpu -eq 0 && $skipped -eq 0 ]]

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .deps/debs
+rm -rf .deps/root  # unpacked by gpu_check.sh; too big to carry (the limit is 64 MiB)
 [[ -d .deps/googletest ]] || cp -r /usr/src/googletest .deps/googletest
 (cd .deps/debs && apt-get download -qq libopenblas0-pthread libopenblas-pthread-dev libopenblas-dev libgfortran5 >/dev/null)
 du -sh .deps
