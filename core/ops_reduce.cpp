@@ -28,26 +28,33 @@ Shape dropped_shape(const Shape& s, const std::vector<int>& dims) {
   return out;
 }
 
-// Reduces dims (sorted) of a; the result has size 1 in each of them.
+// Reduces dims (sorted) of a; the result has size 1 in each of them. Each run of
+// adjacent dims is one kernel call over their product ([N, H, W, C] over {1, 2}
+// is [N, H*W, C] over the middle), so long reductions get the kernels' chunked
+// paths rather than several short passes.
 Tensor reduce_keepdim(kernels::ReduceOp op, const char* name, const Tensor& a, const std::vector<int>& dims) {
   check_floating(name, a);
   Tensor cur = a.contiguous();
-  for (auto it = dims.rbegin(); it != dims.rend(); ++it) {
-    const int d = *it;
+  for (size_t end = dims.size(); end > 0;) {
+    size_t begin = end - 1;  // the run is dims[begin, end)
+    while (begin > 0 && dims[begin - 1] + 1 == dims[begin]) --begin;
+    const int first = dims[begin], last = dims[end - 1];
     const Shape& s = cur.shape();
-    int64_t outer = 1, inner = 1;
-    for (int i = 0; i < d; ++i) outer *= s[size_t(i)];
-    for (size_t i = size_t(d) + 1; i < s.size(); ++i) inner *= s[i];
+    int64_t outer = 1, r = 1, inner = 1;
+    for (int i = 0; i < first; ++i) outer *= s[size_t(i)];
+    for (int i = first; i <= last; ++i) r *= s[size_t(i)];
+    for (size_t i = size_t(last) + 1; i < s.size(); ++i) inner *= s[i];
     Shape out_shape = s;
-    out_shape[size_t(d)] = 1;
+    for (int i = first; i <= last; ++i) out_shape[size_t(i)] = 1;
     Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
-    if (s[size_t(d)] == 0) {
-      EMONEXT_CHECK(op == kernels::ReduceOp::Sum, name, ": cannot take the max over an empty dim ", d, " of ", a.str());
+    if (r == 0) {
+      EMONEXT_CHECK(op == kernels::ReduceOp::Sum, name, ": cannot take the max over an empty dim ", first, " of ", a.str());
       out.zero_();
     } else {
-      EMONEXT_KERNEL(out.device(), reduce, op, out.data_ptr(), cur.data_ptr(), a.dtype(), outer, s[size_t(d)], inner);
+      EMONEXT_KERNEL(out.device(), reduce, op, out.data_ptr(), cur.data_ptr(), a.dtype(), outer, r, inner);
     }
     cur = out;
+    end = begin;
   }
   return cur;
 }

@@ -16,6 +16,7 @@
 
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/partials.cuh"
 #include "kernels/cuda/workspace.cuh"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
@@ -180,18 +181,6 @@ __global__ void dwconv_weight_partial_kernel(DwConv p, acc_t<T>* part, const T* 
   part[int64_t(blockIdx.y) * taps_c + t] = acc;
 }
 
-template <class T>
-__global__ void sum_partials_kernel(T* out, const acc_t<T>* part, int64_t chunks, int64_t n) {
-  for (int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
-    acc_t<T> acc = 0;
-    for (int64_t k = 0; k < chunks; ++k) acc += part[k * n + t];
-    out[t] = store<T>(acc);
-  }
-}
-
-}  // namespace
-
-namespace {
 
 void correlate(const DwConv& p, void* y, const void* x, const void* w, const void* b, bool flip, Stream s) {
   dispatch_floating<Types>(p.dtype, "dwconv", [&](auto tag) {
@@ -240,8 +229,7 @@ void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const voi
         if (p.k == 7) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 7>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
         else if (p.k == 5) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 5>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
         else EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 3>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
-        EMONEXT_LAUNCH(sum_partials_kernel<T>, blocks_for(taps_c, kThreads), kThreads, 0, s, static_cast<T*>(dw), part.as<A>(),
-                       blocks, taps_c);
+        sum_partials<T>(static_cast<T*>(dw), part.as<A>(), 1, blocks, taps_c, s);
         return;
       }
     }
@@ -251,8 +239,7 @@ void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const voi
     Workspace part(size_t(chunks * taps_c) * sizeof(A));
     EMONEXT_LAUNCH(dwconv_weight_partial_kernel<T>, dim3(unsigned((taps_c + kThreads - 1) / kThreads), unsigned(chunks)),
                    kThreads, 0, s, p, part.as<A>(), static_cast<const T*>(dy), static_cast<const T*>(x), rows_per_chunk);
-    EMONEXT_LAUNCH(sum_partials_kernel<T>, blocks_for(taps_c, kThreads), kThreads, 0, s, static_cast<T*>(dw), part.as<A>(),
-                   chunks, taps_c);
+    sum_partials<T>(static_cast<T*>(dw), part.as<A>(), 1, chunks, taps_c, s);
   });
 }
 

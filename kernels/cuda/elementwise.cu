@@ -1,9 +1,13 @@
 // Element-wise kernels of the CUDA backend: copy/cast, fill, random, unary,
 // binary, compare, where. One thread per element in a grid-stride loop; the
 // formulas are in kernels/ops.h, shared with the CPU twins in kernels/cpu.
+// Contiguous unary and binary work (GELU, bias + GELU, the SE gate, the
+// optimizer's arithmetic) moves 16-byte packs per thread (pack.cuh) when the
+// pointers allow, with a scalar loop for the last n % V elements.
 #include "core/base/philox.h"
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/pack.cuh"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -50,18 +54,38 @@ __global__ void random_kernel(T* dst, int64_t n, RandomKind kind, uint64_t seed,
   }
 }
 
-// Contiguous operands of one shape: no index arithmetic beyond i.
-template <class T>
-__global__ void unary_contiguous_kernel(UnaryOp op, T* y, const T* x, int64_t n, double scalar) {
+// Contiguous operands; elements [first, n) as packs of V (n - first a multiple of
+// V, or V = 1). b's element for i is b[i] when b_inner == 0 (b of a's shape),
+// b[i % b_inner] when b_block == 0 (b along the last dim: a bias), else
+// b[(i / b_block) * b_inner + i % b_inner] (b constant over the middle of
+// [N, M, C], b_inner = C, b_block = M * C: the SE gate). V divides b_inner, so a
+// pack's b values are consecutive too.
+template <class T, int V>
+__global__ void unary_contiguous_kernel(UnaryOp op, T* y, const T* x, int64_t first, int64_t n, double scalar) {
   using A = acc_t<T>;
-  EMONEXT_GRID_STRIDE(i, n) y[i] = store<T>(unary_apply<A>(op, load(x[i]), A(scalar)));
+  EMONEXT_GRID_STRIDE(p, (n - first) / V) {
+    const int64_t i = first + p * V;
+    const Pack<T, V> a = load_pack<V>(x + i);
+    Pack<T, V> out;
+#pragma unroll
+    for (int e = 0; e < V; ++e) out.v[e] = store<T>(unary_apply<A>(op, load(a.v[e]), A(scalar)));
+    store_pack<V>(y + i, out);
+  }
 }
 
-// b_period == 0: b has a's shape; otherwise b repeats with that period (a bias along the last dim).
-template <class T>
-__global__ void binary_contiguous_kernel(BinaryOp op, T* y, const T* a, const T* b, int64_t n, int64_t b_period) {
+template <class T, int V>
+__global__ void binary_contiguous_kernel(BinaryOp op, T* y, const T* a, const T* b, int64_t first, int64_t n, int64_t b_inner,
+                                         int64_t b_block) {
   using A = acc_t<T>;
-  EMONEXT_GRID_STRIDE(i, n) y[i] = store<T>(binary_apply<A>(op, load(a[i]), load(b[b_period ? i % b_period : i])));
+  EMONEXT_GRID_STRIDE(p, (n - first) / V) {
+    const int64_t i = first + p * V;
+    const int64_t j = b_inner == 0 ? i : b_block == 0 ? i % b_inner : i / b_block * b_inner + i % b_inner;
+    const Pack<T, V> va = load_pack<V>(a + i), vb = load_pack<V>(b + j);
+    Pack<T, V> out;
+#pragma unroll
+    for (int e = 0; e < V; ++e) out.v[e] = store<T>(binary_apply<A>(op, load(va.v[e]), load(vb.v[e])));
+    store_pack<V>(y + i, out);
+  }
 }
 
 template <class T>
@@ -144,10 +168,14 @@ void unary(UnaryOp op, const View& out, const View& in, double scalar, Stream s)
   const int64_t n = v[0].numel();
   dispatch_floating<Types>(out.dtype, "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (flat(v[0]) && flat(v[1]))
-      EMONEXT_LAUNCH(unary_contiguous_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, static_cast<T*>(v[0].data),
-                     static_cast<const T*>(v[1].data), n, scalar);
-    else
+    if (flat(v[0]) && flat(v[1])) {
+      auto* y = static_cast<T*>(v[0].data);
+      const auto* x = static_cast<const T*>(v[1].data);
+      constexpr int V = kPackSize<T>;
+      const int64_t packed = aligned16({y, x}) ? n / V * V : 0;
+      EMONEXT_LAUNCH((unary_contiguous_kernel<T, V>), blocks_for(packed / V, kThreads), kThreads, 0, s, op, y, x, 0, packed, scalar);
+      EMONEXT_LAUNCH((unary_contiguous_kernel<T, 1>), blocks_for(n - packed, kThreads), kThreads, 0, s, op, y, x, packed, n, scalar);
+    } else
       EMONEXT_LAUNCH(unary_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, v[0], v[1], scalar);
   });
 }
@@ -156,17 +184,42 @@ void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream s
   View v[3] = {out, a, b};
   coalesce(3, v);
   const int64_t n = v[0].numel();
-  // b along the last dim of a contiguous [rows, c] (a bias): strides (0, 1) after coalescing.
-  const bool row_broadcast = v[0].ndim == 2 && v[0].stride[0] == v[0].shape[1] && v[0].stride[1] == 1 &&
-                             v[1].stride[0] == v[1].shape[1] && v[1].stride[1] == 1 && v[2].stride[0] == 0 && v[2].stride[1] == 1;
-  const bool same_shape = flat(v[0]) && flat(v[1]) && flat(v[2]);
+  // After coalescing: b of a's shape is one flat dim; b along the last dim of a
+  // contiguous [rows, C] (a bias) has strides (0, 1); b constant over the middle of
+  // a contiguous [N, M, C] (the SE gate, [N, 1, 1, C]) has strides (C, 0, 1).
+  auto contiguous = [](const View& x) {
+    int64_t expect = 1;
+    for (int d = x.ndim - 1; d >= 0; --d) {
+      if (x.stride[d] != expect && x.shape[d] != 1) return false;
+      expect *= x.shape[d];
+    }
+    return true;
+  };
+  const bool outer_contiguous = contiguous(v[0]) && contiguous(v[1]);
+  int64_t b_inner = -1, b_block = 0;  // b_inner -1: no contiguous form
+  if (flat(v[0]) && flat(v[1]) && flat(v[2])) {
+    b_inner = 0;
+  } else if (outer_contiguous && v[0].ndim == 2 && v[2].stride[0] == 0 && v[2].stride[1] == 1) {
+    b_inner = v[0].shape[1];
+  } else if (outer_contiguous && v[0].ndim == 3 && v[2].stride[0] == v[0].shape[2] && v[2].stride[1] == 0 && v[2].stride[2] == 1) {
+    b_inner = v[0].shape[2];
+    b_block = v[0].shape[1] * v[0].shape[2];
+  }
   dispatch_floating<Types>(out.dtype, "binary", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    if (same_shape || row_broadcast)
-      EMONEXT_LAUNCH(binary_contiguous_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, static_cast<T*>(v[0].data),
-                     static_cast<const T*>(v[1].data), static_cast<const T*>(v[2].data), n, row_broadcast ? v[0].shape[1] : int64_t(0));
-    else
+    if (b_inner < 0) {
       EMONEXT_LAUNCH(binary_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, op, v[0], v[1], v[2]);
+      return;
+    }
+    auto* y = static_cast<T*>(v[0].data);
+    const auto *pa = static_cast<const T*>(v[1].data), *pb = static_cast<const T*>(v[2].data);
+    constexpr int V = kPackSize<T>;
+    int64_t packed = 0;
+    if (aligned16({y, pa, pb}) && b_inner % V == 0) packed = n / V * V;
+    EMONEXT_LAUNCH((binary_contiguous_kernel<T, V>), blocks_for(packed / V, kThreads), kThreads, 0, s, op, y, pa, pb, 0, packed,
+                   b_inner, b_block);
+    EMONEXT_LAUNCH((binary_contiguous_kernel<T, 1>), blocks_for(n - packed, kThreads), kThreads, 0, s, op, y, pa, pb, packed, n,
+                   b_inner, b_block);
   });
 }
 

@@ -89,6 +89,8 @@ const std::vector<ShapeCase>& shape_cases() {
       {"sum_inner_columns", {{{2, 129, 3}}}, [](V x) { return sum(x[0], {1}); }},
       {"mean_all_single", {{{1, 1}}}, [](V x) { return mean(x[0]); }},
       {"max_rows_and_columns", {{{17, 33}}}, [](V x) { return add(max(x[0], {1}, true), max(x[0], {0}, true)); }},
+      {"max_long_columns_chunked", {{{2, 100, 24}}}, [](V x) { return max(x[0], {1}); }},
+      {"sum_long_columns_unpacked", {{{3, 70, 5}}}, [](V x) { return sum(x[0], {1}); }},
       {"softmax_one_column", {{{5, 1}}}, [](V x) { return softmax(x[0]); }},
       {"softmax_wide", {{{3, 1025}}}, [](V x) { return softmax(x[0]); }},
       {"log_softmax_odd", {{{17, 33}}}, [](V x) { return log_softmax(x[0]); }},
@@ -126,6 +128,9 @@ const std::vector<ShapeCase>& shape_cases() {
       {"se_pool_and_gate_3x3", {{{3, 3, 3, 41}}}, [](V x) { return se_gate(x[0], sigmoid(global_avg_pool(x[0]))); }},
       {"se_map_1x1", {{{1, 1, 1, 41}}, {{1, 41}}}, [](V x) { return se_gate(x[0], x[1]); }},
       {"global_avg_pool_stage4", {{{2, 7, 7, 768}}}, [](V x) { return global_avg_pool(x[0]); }},
+      {"global_avg_pool_stage1", {{{1, 56, 56, 96}}}, [](V x) { return global_avg_pool(x[0]); }},
+      {"global_avg_pool_c41", {{{2, 12, 12, 41}}}, [](V x) { return global_avg_pool(x[0]); }},
+      {"se_stage1", {{{2, 56, 56, 96}}, {{2, 96}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
       // Dense convolutions: the spatial transformer's localisation at 48x48, a strided padded one, a patchify stem.
       {"conv2d_stn_k7", {{{2, 48, 48, 3}}, {{8, 3, 7, 7}}, {{8}}}, [](V x) { return conv2d(x[0], mul(x[1], 0.1), x[2]); }},
       {"conv2d_stn_k5", {{{2, 21, 21, 8}}, {{10, 8, 5, 5}}, {{10}}}, [](V x) { return conv2d(x[0], mul(x[1], 0.1), x[2]); }},

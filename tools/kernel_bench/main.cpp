@@ -45,11 +45,12 @@ struct Case {
   double bytes = 0, flops = 0;
   std::function<void()> engine, reference;  // reference: the baseline, timed too
   std::function<double()> error;            // max |engine - check| / (1 + |check|), after both ran
+  std::function<double()> baseline_error = {};  // the same for the baseline, where the check is a third result
 };
 
 struct Result {
   Case c;
-  double ms = 0, baseline_ms = 0, err = 0;
+  double ms = 0, baseline_ms = 0, err = 0, baseline_err = -1;  // -1: the baseline is the check
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -226,6 +227,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
   // cuDNN reads its filter as [C, K, K]: the engine's [K, K, C] transposed, made once.
   Tensor* w_ckk = buffer(keep, d.w_kkc.reshape({49, d.C}).transpose(0, 1).contiguous());
   Tensor* dw_ckk = buffer(keep, like(*w_ckk));
+  Tensor* want = buffer(keep, Tensor());  // the CPU backend's result that both dwconv runs are checked against
   cudnn_owner = std::make_unique<CudnnDwConv>(d.conv);
   CudnnDwConv* cudnn = cudnn_owner.get();
   std::cout << cudnn->algorithms() << "\n";
@@ -235,26 +237,29 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
        [=, &d] { kernels::cuda::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w_kkc.data_ptr(), d.bias.data_ptr(), st); },
        [=, &d] { cudnn->forward(yb->data_ptr(), d.x.data_ptr(), w_ckk->data_ptr(), d.bias.data_ptr()); },
        [=, &host] {
-         Tensor want = like(host.x);
-         kernels::cpu::dwconv_forward(host.conv, want.data_ptr(), host.x.data_ptr(), host.w_kkc.data_ptr(), host.bias.data_ptr(), nullptr);
-         return std::max(max_error(*y, want), max_error(*yb, want));
-       }},
+         *want = like(host.x);
+         kernels::cpu::dwconv_forward(host.conv, want->data_ptr(), host.x.data_ptr(), host.w_kkc.data_ptr(), host.bias.data_ptr(), nullptr);
+         return max_error(*y, *want);
+       },
+       [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward input", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w_kkc.data_ptr(), st); },
        [=, &d] { cudnn->backward_data(yb->data_ptr(), d.dy.data_ptr(), w_ckk->data_ptr()); },
        [=, &host] {
-         Tensor want = like(host.x);
-         kernels::cpu::dwconv_backward_input(host.conv, want.data_ptr(), host.dy.data_ptr(), host.w_kkc.data_ptr(), nullptr);
-         return std::max(max_error(*y, want), max_error(*yb, want));
-       }},
+         *want = like(host.x);
+         kernels::cpu::dwconv_backward_input(host.conv, want->data_ptr(), host.dy.data_ptr(), host.w_kkc.data_ptr(), nullptr);
+         return max_error(*y, *want);
+       },
+       [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward weight", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
        [=, &d] { cudnn->backward_filter(dw_ckk->data_ptr(), d.dy.data_ptr(), d.x.data_ptr()); },
        [=, &host] {
-         Tensor want = like(host.w_kkc);
-         kernels::cpu::dwconv_backward_weight(host.conv, want.data_ptr(), host.dy.data_ptr(), host.x.data_ptr(), nullptr);
-         return std::max(max_error(*dw, want), max_error(dw_ckk->reshape({host.C, 49}).transpose(0, 1).contiguous().reshape({-1}), want));
-       }},
+         *want = like(host.w_kkc);
+         kernels::cpu::dwconv_backward_weight(host.conv, want->data_ptr(), host.dy.data_ptr(), host.x.data_ptr(), nullptr);
+         return max_error(*dw, *want);
+       },
+       [=] { return max_error(dw_ckk->reshape({host.C, 49}).transpose(0, 1).contiguous().reshape({-1}), *want); }},
       {"layer_norm", "forward", "naive", 2 * n * s, 8 * n,
        [=, &d] { kernels::cuda::layer_norm_forward(y->data_ptr(), m->data_ptr(), r->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), t, d.rows, d.C, 1e-6, st); },
        [=, &d] { naive_gpu::layer_norm_forward(t, yb->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), d.rows, d.C, 1e-6); },
@@ -337,8 +342,8 @@ int run(int argc, char** argv) {
     cases = cpu_cases(host, keep);
   }
   std::printf("measured copy bandwidth: %.1f GB/s (read + write)\n\n", bandwidth);
-  std::printf("%-12s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
-              "baseline", "base ms", "speedup", "max err");
+  std::printf("%-12s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
+              "baseline", "base ms", "speedup", "max err", "base err");
   std::vector<Result> results;
   bool ok = true;
   for (const Case& c : cases) {
@@ -347,6 +352,7 @@ int run(int argc, char** argv) {
     synchronize(gpu ? Device::cuda(0) : Device::cpu());
     Result r{c};
     r.err = c.error();
+    if (c.baseline_error) r.baseline_err = c.baseline_error();
     const bool valid = r.err <= tolerance(o.dtype);
     ok &= valid;
     auto timer = [&](const std::function<void()>& fn) {
@@ -358,20 +364,22 @@ int run(int argc, char** argv) {
     r.ms = timer(c.engine);
     r.baseline_ms = timer(c.reference);
     const double gbs = c.bytes / (r.ms * 1e6);
-    std::printf("%-12s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e%s\n", c.kernel.c_str(), c.direction.c_str(),
+    char base_err[16] = "        -";
+    if (r.baseline_err >= 0) std::snprintf(base_err, sizeof base_err, "%9.1e", r.baseline_err);
+    std::printf("%-12s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e %s%s\n", c.kernel.c_str(), c.direction.c_str(),
                 r.ms, gbs, 100 * gbs / bandwidth, c.flops / (r.ms * 1e6), c.baseline.c_str(), r.baseline_ms, r.baseline_ms / r.ms,
-                r.err, valid ? "" : "  FAILED CHECK");
+                r.err, base_err, valid ? "" : "  FAILED CHECK");
     results.push_back(r);
   }
   if (!o.csv.empty()) {
     std::ofstream csv(o.csv);
-    csv << "kernel,direction,device,dtype,shape,ms,bytes,gb_per_s,fraction_of_copy,gflop_per_s,baseline,baseline_ms,speedup,max_err\n";
+    csv << "kernel,direction,device,dtype,shape,ms,bytes,gb_per_s,fraction_of_copy,gflop_per_s,baseline,baseline_ms,speedup,max_err,baseline_max_err\n";
     for (const Result& r : results) {
       const double gbs = r.c.bytes / (r.ms * 1e6);
       csv << r.c.kernel << ',' << r.c.direction << ',' << (gpu ? "cuda" : "cpu") << ',' << dtype_name(o.dtype) << ",\""
           << shape_str(shape) << "\"," << r.ms << ',' << r.c.bytes << ',' << gbs << ',' << gbs / bandwidth << ','
           << r.c.flops / (r.ms * 1e6) << ',' << r.c.baseline << ',' << r.baseline_ms << ',' << r.baseline_ms / r.ms << ','
-          << r.err << '\n';
+          << r.err << ',' << (r.baseline_err >= 0 ? std::to_string(r.baseline_err) : "") << '\n';
     }
     std::printf("\nwrote %s\n", o.csv.c_str());
   }

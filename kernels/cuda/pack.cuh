@@ -1,0 +1,36 @@
+// Packs: V consecutive elements moved by one load or store instruction. With
+// V = 16 / sizeof(T) (the default) a thread moves 16 bytes at a time, which is
+// what lets a memory-bound kernel keep enough bytes in flight to approach the
+// device's copy bandwidth; V = 1 is the scalar fallback for rows whose length
+// or address does not allow it.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+
+#include "kernels/cuda/cuda_types.cuh"
+
+namespace emonext::kernels::cuda {
+
+template <class T, int V = int(16 / sizeof(T))>
+struct alignas(sizeof(T) * V) Pack {
+  static constexpr int kSize = V;
+  T v[V];
+};
+
+template <class T> constexpr int kPackSize = Pack<T>::kSize;
+
+// Whether every pointer may be read as packs of 16 bytes.
+inline bool aligned16(std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+template <int V, class T> __device__ __forceinline__ Pack<T, V> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T, V>*>(p);
+}
+template <int V, class T> __device__ __forceinline__ void store_pack(T* p, const Pack<T, V>& v) {
+  *reinterpret_cast<Pack<T, V>*>(p) = v;
+}
+
+}  // namespace emonext::kernels::cuda
