@@ -16,18 +16,19 @@ enum class CompareOp : int { Eq, Ne, Gt, Ge, Lt, Le };
 enum class ReduceOp : int { Sum, Max };
 enum class RandomKind : int { Uniform, Normal };
 
-EMONEXT_HD float m_exp(float x) { return expf(x); }
-EMONEXT_HD double m_exp(double x) { return exp(x); }
-EMONEXT_HD float m_log(float x) { return logf(x); }
-EMONEXT_HD double m_log(double x) { return log(x); }
-EMONEXT_HD float m_sqrt(float x) { return sqrtf(x); }
-EMONEXT_HD double m_sqrt(double x) { return sqrt(x); }
-EMONEXT_HD float m_pow(float x, float y) { return powf(x, y); }
-EMONEXT_HD double m_pow(double x, double y) { return pow(x, y); }
-EMONEXT_HD float m_erf(float x) { return erff(x); }
-EMONEXT_HD double m_erf(double x) { return erf(x); }
-EMONEXT_HD float m_tanh(float x) { return tanhf(x); }
-EMONEXT_HD double m_tanh(double x) { return tanh(x); }
+// Global-namespace math (::), so that emonext::exp(Tensor) and friends never hide it.
+EMONEXT_HD float m_exp(float x) { return ::expf(x); }
+EMONEXT_HD double m_exp(double x) { return ::exp(x); }
+EMONEXT_HD float m_log(float x) { return ::logf(x); }
+EMONEXT_HD double m_log(double x) { return ::log(x); }
+EMONEXT_HD float m_sqrt(float x) { return ::sqrtf(x); }
+EMONEXT_HD double m_sqrt(double x) { return ::sqrt(x); }
+EMONEXT_HD float m_pow(float x, float y) { return ::powf(x, y); }
+EMONEXT_HD double m_pow(double x, double y) { return ::pow(x, y); }
+EMONEXT_HD float m_erf(float x) { return ::erff(x); }
+EMONEXT_HD double m_erf(double x) { return ::erf(x); }
+EMONEXT_HD float m_tanh(float x) { return ::tanhf(x); }
+EMONEXT_HD double m_tanh(double x) { return ::tanh(x); }
 
 // GELU as PyTorch defines it. Exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
 // Tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
