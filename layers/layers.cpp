@@ -1,0 +1,163 @@
+#include "layers/layers.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/base/error.h"
+
+namespace emonext {
+
+Linear::Linear(int64_t in, int64_t out, bool with_bias) {
+  weight = Tensor::zeros({out, in});
+  register_parameter("weight", &weight);
+  if (with_bias) {
+    bias = Tensor::zeros({out});
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }
+
+LayerNorm::LayerNorm(int64_t c, double eps_) : eps(eps_) {
+  weight = Tensor::ones({c});
+  bias = Tensor::zeros({c});
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+}
+
+Tensor LayerNorm::forward(const Tensor& x) const { return layer_norm(x, weight, bias, eps); }
+
+Conv2d::Conv2d(int64_t in, int64_t out, int64_t k, int64_t stride_, int64_t padding_, bool with_bias)
+    : stride(stride_), padding(padding_) {
+  weight = Tensor::zeros({out, in, k, k});
+  register_parameter("weight", &weight);
+  if (with_bias) {
+    bias = Tensor::zeros({out});
+    register_parameter("bias", &bias);
+  }
+}
+
+Tensor Conv2d::forward(const Tensor& x) const { return conv2d(x, weight, bias, stride, padding); }
+
+DepthwiseConv::DepthwiseConv(int64_t c, int64_t k) {
+  weight = Tensor::zeros({c, 1, k, k});
+  bias = Tensor::zeros({c});
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+}
+
+Tensor DepthwiseConv::forward(const Tensor& x) const { return depthwise_conv2d(x, weight, bias); }
+
+BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_) : eps(eps_), momentum(momentum_) {
+  weight = Tensor::ones({c});
+  bias = Tensor::zeros({c});
+  running_mean = Tensor::zeros({c});
+  running_var = Tensor::ones({c});
+  num_batches_tracked = Tensor::zeros({}, DType::I64);
+  register_parameter("weight", &weight);
+  register_parameter("bias", &bias);
+  register_buffer("running_mean", &running_mean);
+  register_buffer("running_var", &running_var);
+  register_buffer("num_batches_tracked", &num_batches_tracked);
+}
+
+Tensor BatchNorm2d::forward(const Tensor& x) {
+  if (training()) {
+    NoGradGuard no_grad;
+    num_batches_tracked = (num_batches_tracked.to(DType::F64) + 1.0).to(DType::I64);
+  }
+  return batch_norm(x, weight, bias, running_mean, running_var, training(), momentum, eps);
+}
+
+Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen) {
+  if (!training || p <= 0.0) return x;
+  EMONEXT_CHECK(p < 1.0, "drop_path: rate must be below 1, got ", p);
+  const double keep = 1.0 - p;
+  Shape mask_shape(size_t(x.dim()), 1);
+  mask_shape[0] = x.size(0);
+  // floor(keep + u) is 1 with probability keep, as in timm; the mask is a constant.
+  Tensor mask;
+  {
+    NoGradGuard no_grad;
+    const Tensor u = rand(mask_shape, gen, 0.0, 1.0, DType::F32, x.device());
+    mask = lt(u, Tensor::full({}, keep, DType::F32, x.device())).to(x.dtype()) * (1.0 / keep);
+  }
+  return x * mask;
+}
+
+SqueezeExcite::SqueezeExcite(int64_t c, int64_t reduction) {
+  fc0 = fc.add_at(0, std::make_unique<Linear>(c, c / reduction, false));
+  fc2 = fc.add_at(2, std::make_unique<Linear>(c / reduction, c, false));
+  register_module("fc", &fc);
+}
+
+Tensor SqueezeExcite::forward(const Tensor& x) const {
+  const Tensor g = sigmoid(fc2->forward(relu(fc0->forward(global_avg_pool(x)))));
+  return se_gate(x, g);
+}
+
+int64_t SpatialTransformer::feature_size(int64_t image_size) {
+  const int64_t s = ((image_size - 6) / 2 - 4) / 2;
+  EMONEXT_CHECK(image_size >= 18 && s >= 1, "SpatialTransformer: image size ", image_size,
+                " is too small for the localisation network (at least 18)");
+  return s;
+}
+
+SpatialTransformer::SpatialTransformer(int64_t image_size) {
+  const int64_t s = feature_size(image_size);
+  conv1 = localization.add_at(0, std::make_unique<Conv2d>(3, 8, 7));
+  bn1 = localization.add_at(1, std::make_unique<BatchNorm2d>(8));
+  conv2 = localization.add_at(4, std::make_unique<Conv2d>(8, 10, 5));
+  bn2 = localization.add_at(5, std::make_unique<BatchNorm2d>(10));
+  fc1 = fc_loc.add_at(0, std::make_unique<Linear>(10 * s * s, 32));
+  fc2 = fc_loc.add_at(2, std::make_unique<Linear>(32, 6));
+  register_module("localization", &localization);
+  register_module("fc_loc", &fc_loc);
+}
+
+Tensor SpatialTransformer::theta(const Tensor& x) {
+  Tensor h = relu(max_pool2d(bn1->forward(conv1->forward(x)), 2));
+  h = relu(max_pool2d(bn2->forward(conv2->forward(h)), 2));
+  // The reference flattens an NCHW map: channel-major order.
+  h = h.permute({0, 3, 1, 2}).contiguous().reshape({h.size(0), -1});
+  return fc2->forward(relu(fc1->forward(h))).reshape({x.size(0), 2, 3});
+}
+
+Tensor SpatialTransformer::forward(const Tensor& x) {
+  EMONEXT_CHECK(x.dim() == 4 && x.size(3) == 3, "SpatialTransformer: expected images [N, H, W, 3], got ", x.str());
+  const Tensor grid = affine_grid(theta(x), x.size(1), x.size(2), true);
+  return grid_sample(x, grid, true, deterministic);
+}
+
+BatchAttention::BatchAttention(int64_t c) : norm(c, 1e-5), query(c, c), key(c, c), value(c, c) {
+  register_module("norm", &norm);
+  register_module("query", &query);
+  register_module("key", &key);
+  register_module("value", &value);
+}
+
+Tensor BatchAttention::forward(const Tensor& f) const {
+  const Tensor h = norm.forward(f);
+  const Tensor q = query.forward(h), k = key.forward(h);
+  const double scale = std::pow(double(f.size(1)), -0.25);
+  return softmax(matmul(q, k.transpose(0, 1)) * scale);
+}
+
+ConvNeXtBlock::ConvNeXtBlock(int64_t c, double rate, Generator* gen_, double layer_scale_init)
+    : dwconv(c), norm(c, 1e-6), pwconv1(c, 4 * c), pwconv2(4 * c, c), drop_path_rate(rate), gen(gen_) {
+  gamma = Tensor::full({c}, layer_scale_init);
+  register_parameter("gamma", &gamma);
+  register_module("dwconv", &dwconv);
+  register_module("norm", &norm);
+  register_module("pwconv1", &pwconv1);
+  register_module("pwconv2", &pwconv2);
+}
+
+Tensor ConvNeXtBlock::forward(const Tensor& x) const {
+  Tensor h = norm.forward(dwconv.forward(x));
+  h = bias_gelu(linear(h, pwconv1.weight), pwconv1.bias);  // pwconv1's bias fused into the GELU
+  h = pwconv2.forward(h) * gamma;
+  return x + drop_path(h, drop_path_rate, training(), *gen);
+}
+
+}  // namespace emonext

@@ -1,0 +1,79 @@
+// ConvNeXt (Facebook's, with its parameter names) and EmoNeXt (ConvNeXt with a
+// spatial transformer in front, squeeze-and-excitation after downsampling layers
+// 1..3, and the attention regulariser), as ../shared/docs/REFERENCE.md defines them.
+// Images are channels-last [N, H, W, 3] with values in [0, 1].
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+#include "layers/layers.h"
+
+namespace emonext {
+
+struct ConvNeXtSize {
+  std::string name;
+  std::array<int64_t, 4> depths, dims;
+};
+// atto, femto, pico, nano, tiny, small, base, large, xlarge; throws listing them on an unknown name.
+const ConvNeXtSize& convnext_size(const std::string& name);
+const std::vector<ConvNeXtSize>& convnext_sizes();
+
+// The stem ([0] Conv2d(3, d0, 4, stride 4), [1] LayerNorm) and downsampling layers
+// ([0] LayerNorm, [1] Conv2d(k 2, stride 2), and [2] SqueezeExcite when se is on).
+class Downsample : public ModuleList {  // children "0", "1", "2", as the reference's nn.Sequential
+ public:
+  Downsample(int64_t in, int64_t out, bool stem, bool se);
+  Tensor forward(const Tensor& x) const;
+  Conv2d* conv;
+  LayerNorm* norm;
+  SqueezeExcite* se = nullptr;
+  bool stem;
+};
+
+class ConvNeXt : public Module {
+ public:
+  // drop_path: the last block's rate; block b of B gets drop_path * b / (B - 1).
+  ConvNeXt(const ConvNeXtSize& size, int64_t classes, double drop_path = 0.0, bool se = false);
+  // [N, H, W, 3] -> features [N, d3] (after the final LayerNorm).
+  Tensor forward_features(const Tensor& x) const;
+  Tensor forward(const Tensor& x) const { return head.forward(forward_features(x)); }
+  // Drop path draws from this generator (seed it for reproducible training).
+  Generator& generator() { return gen_; }
+
+  ConvNeXtSize size;
+  ModuleList downsample_layers, stages;
+  std::vector<Downsample*> downsample;
+  std::vector<std::vector<ConvNeXtBlock*>> blocks;
+  LayerNorm norm;
+  Linear head;
+
+ private:
+  Generator gen_;
+};
+
+struct EmoNeXtOutput {
+  Tensor logits;     // [N, classes]
+  Tensor attention;  // [N, N], rows summing to 1
+};
+
+class EmoNeXt : public ConvNeXt {
+ public:
+  EmoNeXt(const ConvNeXtSize& size, int64_t classes, int64_t image_size, double drop_path = 0.1);
+  EmoNeXtOutput forward(const Tensor& images);
+  int64_t image_size;
+  SpatialTransformer stn;  // its tensors are registered flat: localization.*, fc_loc.*
+  BatchAttention attention;
+};
+
+// The reference's initialisation: every Conv2d and Linear weight (including the
+// depthwise ones) from a normal with std 0.02 (PyTorch's trunc_normal_ with bounds
+// +-2, which at std 0.02 never truncate), biases 0, norms 1 and 0, layer scale 1e-6,
+// and the STN's last layer the identity transform (weight 0, bias 1 0 0 0 1 0).
+void init_weights(ConvNeXt& model, Generator& gen);
+
+// The EmoNeXt loss: cross-entropy with label smoothing plus the attention term
+// mean((w - mean(w))^2) over the N x N matrix (lambda 1).
+Tensor emonext_loss(const EmoNeXtOutput& out, const Tensor& labels, double label_smoothing = 0.2);
+
+}  // namespace emonext
