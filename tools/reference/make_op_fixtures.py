@@ -10,11 +10,11 @@ run with a stated tolerance.
 
 Run with Debian's python3-torch: /usr/bin/python3 tools/reference/make_op_fixtures.py
 """
-import json
 import os
-import struct
 
 import torch
+
+from safetensors_io import save_safetensors
 
 torch.manual_seed(1234)
 F = torch.float64
@@ -141,25 +141,6 @@ CASES = {
                                                      [[1.0871, -0.1933, 0.0119], [0.1517, 0.9461, 0.1083]]], dtype=F)],
                    lambda x, t: grid_sample(x, torch.nn.functional.affine_grid(t, (2, 3, 6, 6), align_corners=True), True)),
 }
-
-DTYPES = {torch.float64: "F64", torch.int64: "I64", torch.uint8: "U8"}
-
-
-def save_safetensors(path, tensors):
-    header, blobs, offset = {}, [], 0
-    for name, t in tensors.items():
-        data = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
-
 
 def main():
     out = {}
