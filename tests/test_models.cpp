@@ -140,3 +140,79 @@ TEST(Models, ToMovesDtypeButKeepsTheCounterAndTheGradFlag) {
 
 }  // namespace
 }  // namespace emonext::test
+
+#include "models/checkpoint.h"
+
+namespace emonext::test {
+namespace {
+
+std::string temp_path(const std::string& name) { return ::testing::TempDir() + "/" + name; }
+
+TEST(Checkpoint, RoundTripsEveryTensorAndTheMetadata) {
+  EmoNeXt a(convnext_size("atto"), 7, 48);
+  Generator gen(8);
+  init_weights(a, gen);
+  a.train();
+  a.forward(rand({2, 48, 48, 3}, gen));  // moves the BatchNorm statistics and counters
+  const std::string path = temp_path("roundtrip.safetensors");
+  save_checkpoint(path, a, fer2013_labels(), {{"epoch", "3"}});
+  CheckpointInfo info;
+  const std::unique_ptr<EmoNeXt> b = load_emonext(path, &info);
+  EXPECT_EQ(info.model, "atto");
+  EXPECT_EQ(info.classes, 7);
+  EXPECT_EQ(info.image_size, 48);
+  EXPECT_EQ(info.labels, fer2013_labels());
+  EXPECT_EQ(info.metadata.at("epoch"), "3");
+  EXPECT_EQ(info.metadata.at("format"), "emonext");
+  const std::vector<Module::Named> ta = a.named_tensors(), tb = b->named_tensors();
+  ASSERT_EQ(ta.size(), tb.size());
+  for (size_t i = 0; i < ta.size(); ++i) {
+    EXPECT_EQ(ta[i].name, tb[i].name);
+    EXPECT_EQ(ta[i].tensor->to_vector(), tb[i].tensor->to_vector()) << ta[i].name;
+  }
+  EXPECT_EQ(tensor(*b, "localization.1.num_batches_tracked").item(), 1.0);
+  EXPECT_FALSE(b->training());
+}
+
+TEST(Checkpoint, StrictLoadingRefusesAndChangesNothing) {
+  EmoNeXt model(convnext_size("atto"), 7, 48);
+  std::vector<std::pair<std::string, Tensor>> good;
+  for (const Module::Named& t : model.named_tensors()) good.emplace_back(t.name, Tensor::full(t.tensor->shape(), 0.5, t.tensor->dtype()));
+  const std::vector<double> before = model.head.weight.to_vector();
+  auto expect_refused = [&](std::vector<std::pair<std::string, Tensor>> tensors, const std::string& says) {
+    try {
+      load_state(model, tensors, "test.safetensors");
+      ADD_FAILURE() << "accepted; expected: " << says;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(model.head.weight.to_vector(), before) << "a refused load changed the model";
+  };
+  auto missing = good;
+  missing.erase(missing.begin() + 5);
+  expect_refused(missing, "missing tensor(s): " + good[5].first);
+  auto extra = good;
+  extra.emplace_back("head.extra", Tensor::zeros({1}));
+  expect_refused(extra, "unexpected tensor(s): head.extra");
+  auto wrong = good;
+  for (auto& [name, t] : wrong)
+    if (name == "head.weight") t = Tensor::zeros({1000, 320});
+  expect_refused(wrong, "shape mismatch: head.weight [1000, 320] (the model's is [7, 320])");
+  load_state(model, good, "test.safetensors");
+  EXPECT_EQ(model.head.weight.to_vector(), std::vector<double>(7 * 320, 0.5));
+  EXPECT_TRUE(model.head.weight.requires_grad());
+}
+
+TEST(Checkpoint, AFileWithoutOurMetadataIsAClearError) {
+  const std::string path = temp_path("plain.safetensors");
+  save_safetensors(path, {{"head.weight", Tensor::zeros({7, 4})}});
+  try {
+    load_emonext(path);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not an EmoNeXt checkpoint"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace emonext::test

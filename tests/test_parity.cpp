@@ -12,9 +12,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "core/autograd.h"
 #include "core/safetensors.h"
+#include "models/checkpoint.h"
 #include "models/emonext.h"
 #include "tests/op_cases.h"
 
@@ -163,6 +165,29 @@ TEST(Parity, EmoNeXtAtto48MatchesThePyTorchTwin) { run_parity("parity_atto48.saf
 // spatial transformer's sample points across pixel boundaries, and its own gradients
 // then differ from an f64 computation by ~1e-2 even in PyTorch (see the models issue).
 TEST(Parity, EmoNeXtTiny224OnSmoothImagesMatchesThePyTorchTwin) { run_parity("parity_tiny224.safetensors"); }
+
+// A checkpoint the engine writes loads into the PyTorch twin with
+// load_state_dict(strict=True) and gives the engine's eval logits (to 1e-4 of their scale).
+TEST(Parity, CheckpointLoadsStrictlyIntoThePyTorchTwin) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "needs /usr/bin/python3 with torch (Debian's python3-torch; tools/setup.sh --tests installs it)";
+  EmoNeXt model(convnext_size("atto"), 7, 48);
+  Generator gen(21);
+  parity_fill(model, gen);
+  model.train();
+  model.forward(rand({2, 48, 48, 3}, gen));  // non-trivial BatchNorm counters
+  model.eval();
+  const Tensor images = rand({3, 48, 48, 3}, gen);
+  const Tensor logits = model.forward(images).logits;
+  const std::string dir = ::testing::TempDir(), ckpt = dir + "/twin.safetensors", in = dir + "/twin_images.safetensors",
+                    out = dir + "/twin_logits.safetensors";
+  save_checkpoint(ckpt, model, fer2013_labels());
+  save_safetensors(in, {{"images", images.permute({0, 3, 1, 2}).contiguous()}});
+  save_safetensors(out, {{"logits", logits.detach()}});
+  const std::string cmd = std::string("/usr/bin/python3 ") + EMONEXT_SOURCE_DIR + "/tools/reference/emonext_twin.py check " + ckpt +
+                          " " + in + " " + out;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
 
 }  // namespace
 }  // namespace emonext::test

@@ -3,13 +3,21 @@
 # builds the engine. Idempotent: with nothing to install and nothing changed it
 # takes a second or two.
 #
-#   tools/setup.sh [extra cmake -D options]
+#   tools/setup.sh [--tests] [extra cmake -D options]
+#
+# --tests also installs what only the tests need: Debian's python3-torch, which runs
+# the PyTorch twin (tools/reference/emonext_twin.py) that checks the engine's
+# checkpoints; the engine itself never uses Python.
 #
 # Environment: EMONEXT_BUILD_DIR (default build), CI=true turns warnings into errors.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ pkg-config libgtest-dev libopenblas-dev)
+if [[ "${1:-}" == "--tests" ]]; then
+  packages+=(python3-torch)
+  shift
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
