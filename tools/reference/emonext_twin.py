@@ -5,7 +5,8 @@ names), used to produce parity fixtures and to check the engine's checkpoints.
 Reference only: the engine never runs Python.
 
   emonext_twin.py fixtures
-      writes tests/fixtures/parity_atto48.safetensors and parity_tiny224.safetensors
+      writes tests/fixtures/parity_atto48.safetensors and parity_tiny224.safetensors,
+      and the small torch.save files that test the engine's reader (torch_*.pt)
   emonext_twin.py check CKPT IMAGES LOGITS
       loads the engine's checkpoint CKPT with load_state_dict(strict=True), runs
       images [N,3,H,W] from IMAGES (safetensors "images") in eval mode and prints the
@@ -271,6 +272,35 @@ def make_parity_fixture(path, size, image_size, n, seed, smooth):
     print(f"wrote {os.path.normpath(path)}: EmoNeXt-{size} at {image_size}, batch {n}, loss {loss.item():.6f}")
 
 
+def make_torch_file_fixtures(fixtures):
+    """Small torch.save files for the engine's zip/pickle reader: every stored dtype it
+    reads, views with offsets and strides sharing one storage, objects it must skip,
+    and an old (pre-1.6, non-zip) file it must refuse."""
+    import argparse
+    import collections
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(4, 6, generator=g)
+    sd = collections.OrderedDict()
+    sd["f32"] = torch.randn(3, 5, generator=g)
+    sd["f64"] = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    sd["f16"] = torch.randn(7, generator=g).half()
+    sd["bf16"] = torch.randn(2, 2, generator=g).bfloat16()
+    sd["i64"] = torch.tensor([3, -1, 1 << 40])
+    sd["u8"] = torch.tensor([0, 7, 255], dtype=torch.uint8)
+    sd["scalar"] = torch.tensor(2.5)
+    sd["view.transposed"] = base.t()             # strides (1, 6)
+    sd["view.slice"] = base[1:3, 2:5]            # storage offset 8
+    sd["param"] = torch.nn.Parameter(torch.randn(3, generator=g))
+    obj = {"model": sd, "epoch": 12, "lr": 1e-3, "args": argparse.Namespace(model="tiny", flag=True),
+           "history": [1, 2.5, "x", None, (True, False)], "big": -(1 << 40)}
+    torch.save(obj, os.path.join(fixtures, "torch_zip.pt"))
+    torch.save({"model": {"w": torch.ones(2)}}, os.path.join(fixtures, "torch_legacy.pt"), _use_new_zipfile_serialization=False)
+    expect = collections.OrderedDict((k, v.detach().to(torch.float64 if v.dtype != torch.int64 else torch.int64).contiguous())
+                                     for k, v in sd.items())
+    save_safetensors(os.path.join(fixtures, "torch_zip_expected.safetensors"), expect)
+    print("wrote torch_zip.pt, torch_legacy.pt and torch_zip_expected.safetensors")
+
+
 def check(ckpt, images_path, logits_path):
     weights, meta = load_safetensors(ckpt)
     model = EmoNeXt(meta["model"], int(meta["classes"]), int(meta["image_size"]))
@@ -292,6 +322,7 @@ def main():
         torch.set_num_threads(2)
         make_parity_fixture(os.path.join(fixtures, "parity_atto48.safetensors"), "atto", 48, 4, 11, smooth=False)
         make_parity_fixture(os.path.join(fixtures, "parity_tiny224.safetensors"), "tiny", 224, 2, 12, smooth=True)
+        make_torch_file_fixtures(fixtures)
     elif len(sys.argv) == 5 and sys.argv[1] == "check":
         sys.exit(0 if check(*sys.argv[2:5]) <= 1e-4 else 1)
     else:

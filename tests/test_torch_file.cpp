@@ -1,0 +1,92 @@
+// The zip/pickle reader for torch.save files, against files PyTorch wrote
+// (tools/reference/emonext_twin.py fixtures): every dtype, views with offsets and
+// strides into a shared storage, objects to skip, and the refusals.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/safetensors.h"
+#include "core/torch_file.h"
+#include "tests/op_cases.h"
+
+namespace emonext::test {
+namespace {
+
+std::vector<char> read_all(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+std::string write_temp(const std::string& name, const std::vector<char>& bytes) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+  return path;
+}
+
+void expect_refused(const std::string& path, const std::string& says) {
+  try {
+    load_torch_file(path);
+    ADD_FAILURE() << path << " was read; expected an error saying: " << says;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << "the error names the file: " << e.what();
+  }
+}
+
+TEST(TorchFile, ReadsEveryTensorAsPyTorchStoredIt) {
+  const PyRef top = load_torch_file(fixture_path("torch_zip.pt"));
+  ASSERT_EQ(top->kind, PyObject::Kind::Dict);
+  const PyRef model = top->get("model");
+  ASSERT_TRUE(model);
+  const auto tensors = tensor_dict(*model);
+  const SafeTensors want = load_safetensors(fixture_path("torch_zip_expected.safetensors"));
+  ASSERT_EQ(tensors.size(), want.tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, t] = tensors[i];
+    EXPECT_EQ(name, want.tensors[i].first);  // in the file's order
+    EXPECT_EQ(t.shape(), want.at(name).shape()) << name;
+    EXPECT_EQ(t.to_vector(), want.at(name).to_vector()) << name;  // exact: f16/bf16 widen exactly
+  }
+  EXPECT_EQ(tensors[2].second.dtype(), DType::F16);
+  EXPECT_EQ(tensors[3].second.dtype(), DType::BF16);
+  EXPECT_EQ(tensors[4].second.to_int_vector(), (std::vector<int64_t>{3, -1, int64_t(1) << 40}));
+}
+
+TEST(TorchFile, KeepsNumbersAndSkipsOtherObjects) {
+  const PyRef top = load_torch_file(fixture_path("torch_zip.pt"));
+  EXPECT_EQ(top->get("epoch")->i, 12);
+  EXPECT_DOUBLE_EQ(top->get("lr")->f, 1e-3);
+  EXPECT_EQ(top->get("big")->i, -(int64_t(1) << 40));
+  EXPECT_EQ(top->get("args")->kind, PyObject::Kind::Opaque);
+  EXPECT_EQ(top->get("args")->s, "argparse.Namespace");
+  const PyRef history = top->get("history");
+  ASSERT_EQ(history->items.size(), 5u);
+  EXPECT_EQ(history->items[2]->s, "x");
+  EXPECT_EQ(history->items[3]->kind, PyObject::Kind::None);
+  EXPECT_EQ(history->items[4]->items[0]->i, 1);
+  EXPECT_FALSE(top->get("no such key"));
+}
+
+TEST(TorchFile, RefusesOldNonZipFiles) {
+  expect_refused(fixture_path("torch_legacy.pt"), "not a zip-format torch file");
+}
+
+TEST(TorchFile, RefusesTruncatedAndCorruptFiles) {
+  const std::vector<char> good = read_all(fixture_path("torch_zip.pt"));
+  for (size_t keep : {good.size() - 1, good.size() - 30, good.size() / 2, size_t(40)}) {
+    const std::vector<char> cut(good.begin(), good.begin() + std::ptrdiff_t(keep));
+    expect_refused(write_temp("cut_" + std::to_string(keep) + ".pt", cut), "corrupt or truncated");
+  }
+  std::vector<char> bad = good;
+  // The first central-directory signature: the archive's index no longer parses.
+  for (size_t i = bad.size() - 22; i > 0; --i)
+    if (bad[i] == 'P' && bad[i + 1] == 'K' && bad[i + 2] == 1 && bad[i + 3] == 2) {
+      bad[i + 2] = 9;
+      break;
+    }
+  expect_refused(write_temp("bad_directory.pt", bad), "corrupt or truncated");
+  expect_refused(::testing::TempDir() + "/does_not_exist.pt", "cannot open");
+}
+
+}  // namespace
+}  // namespace emonext::test
