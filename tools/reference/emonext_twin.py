@@ -7,6 +7,10 @@ Reference only: the engine never runs Python.
   emonext_twin.py fixtures
       writes tests/fixtures/parity_atto48.safetensors and parity_tiny224.safetensors,
       and the small torch.save files that test the engine's reader (torch_*.pt)
+  emonext_twin.py pretrained OUTDIR
+      writes a random ConvNeXt-atto in Facebook's, timm's (safetensors and .bin) and
+      torchvision's forms, EmoNeXt's own checkpoint forms, and broken files, for the
+      import tests (made at test time: 15 MB each)
   emonext_twin.py check CKPT IMAGES LOGITS
       loads the engine's checkpoint CKPT with load_state_dict(strict=True), runs
       images [N,3,H,W] from IMAGES (safetensors "images") in eval mode and prints the
@@ -301,6 +305,79 @@ def make_torch_file_fixtures(fixtures):
     print("wrote torch_zip.pt, torch_legacy.pt and torch_zip_expected.safetensors")
 
 
+def timm_name(n):
+    """Facebook's ConvNeXt name -> timm's."""
+    import re
+    m = re.fullmatch(r"downsample_layers\.0\.([01])\.(.*)", n)
+    if m:
+        return f"stem.{m[1]}.{m[2]}"
+    m = re.fullmatch(r"downsample_layers\.(\d)\.([01])\.(.*)", n)
+    if m:
+        return f"stages.{m[1]}.downsample.{m[2]}.{m[3]}"
+    m = re.fullmatch(r"stages\.(\d)\.(\d+)\.(dwconv|norm|pwconv1|pwconv2|gamma)(\..*)?", n)
+    if m:
+        part = {"dwconv": "conv_dw", "norm": "norm", "pwconv1": "mlp.fc1", "pwconv2": "mlp.fc2", "gamma": "gamma"}[m[3]]
+        return f"stages.{m[1]}.blocks.{m[2]}.{part}{m[4] or ''}"
+    if n.startswith("norm."):
+        return "head.norm." + n[5:]
+    return "head.fc." + n[5:]  # head.*
+
+
+def torchvision_name(n, t):
+    import re
+    m = re.fullmatch(r"downsample_layers\.(\d)\.([01])\.(.*)", n)
+    if m:
+        return f"features.{2 * int(m[1])}.{m[2]}.{m[3]}", t
+    m = re.fullmatch(r"stages\.(\d)\.(\d+)\.(dwconv|norm|pwconv1|pwconv2|gamma)(\..*)?", n)
+    if m:
+        f = 2 * int(m[1]) + 1
+        if m[3] == "gamma":
+            return f"features.{f}.{m[2]}.layer_scale", t.reshape(-1, 1, 1)
+        part = {"dwconv": "0", "norm": "2", "pwconv1": "3", "pwconv2": "5"}[m[3]]
+        return f"features.{f}.{m[2]}.block.{part}{m[4]}", t
+    if n.startswith("norm."):
+        return "classifier.0." + n[5:], t
+    return "classifier.2." + n[5:], t
+
+
+def make_pretrained_files(out):
+    """A random ConvNeXt-atto backbone with a 1000-class head in the three schemes,
+    plus EmoNeXt's own checkpoint forms and broken files for the refusals."""
+    import collections
+    g = torch.Generator().manual_seed(9)
+    emo = EmoNeXt("atto", 7, 48)
+    fb = collections.OrderedDict()
+    for n, t in emo.state_dict().items():
+        if n.startswith(("localization", "fc_loc", "attention", "head")) or ".2.fc." in n:
+            continue
+        fb[n] = torch.randn(t.shape, generator=g) * 0.05 + (1.0 if n.endswith("norm.weight") or ".1.weight" in n and t.ndim == 1 else 0.0)
+    fb["head.weight"] = torch.randn(1000, 320, generator=g) * 0.02
+    fb["head.bias"] = torch.zeros(1000)
+    torch.save({"model": fb, "epoch": 299}, os.path.join(out, "facebook.pth"))
+    torch.save({"model": collections.OrderedDict((k, v.half()) for k, v in fb.items())}, os.path.join(out, "facebook_f16.pth"))
+    timm = collections.OrderedDict((timm_name(k), v) for k, v in fb.items())
+    save_safetensors(os.path.join(out, "model.safetensors"), timm)
+    torch.save(timm, os.path.join(out, "pytorch_model.bin"))
+    tv = collections.OrderedDict(torchvision_name(k, v) for k, v in fb.items())
+    torch.save(tv, os.path.join(out, "torchvision.pth"))
+    save_safetensors(os.path.join(out, "original.safetensors"), fb)  # the engine-named truth
+    # EmoNeXt's own checkpoints: "model", and "ema" with ema_model.-prefixed keys.
+    sd = emo.state_dict()
+    torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}}, os.path.join(out, "emonext.pth"))
+    torch.save({"ema": collections.OrderedDict(("ema_model." + k, v) for k, v in sd.items())}, os.path.join(out, "emonext_ema.pth"))
+    # Broken ones.
+    missing = collections.OrderedDict(fb)
+    del missing["stages.2.3.pwconv1.weight"]
+    torch.save({"model": missing}, os.path.join(out, "missing.pth"))
+    extra = collections.OrderedDict(fb)
+    extra["stages.1.0.extra_thing"] = torch.zeros(3)
+    torch.save({"model": extra}, os.path.join(out, "unexpected.pth"))
+    wrong = collections.OrderedDict(fb)
+    wrong["stages.1.0.pwconv1.weight"] = torch.zeros(320, 81)
+    torch.save({"model": wrong}, os.path.join(out, "mismatch.pth"))
+    print(f"wrote the pretrained-weight test files to {out}")
+
+
 def check(ckpt, images_path, logits_path):
     weights, meta = load_safetensors(ckpt)
     model = EmoNeXt(meta["model"], int(meta["classes"]), int(meta["image_size"]))
@@ -323,6 +400,8 @@ def main():
         make_parity_fixture(os.path.join(fixtures, "parity_atto48.safetensors"), "atto", 48, 4, 11, smooth=False)
         make_parity_fixture(os.path.join(fixtures, "parity_tiny224.safetensors"), "tiny", 224, 2, 12, smooth=True)
         make_torch_file_fixtures(fixtures)
+    elif len(sys.argv) == 3 and sys.argv[1] == "pretrained":
+        make_pretrained_files(sys.argv[2])
     elif len(sys.argv) == 5 and sys.argv[1] == "check":
         sys.exit(0 if check(*sys.argv[2:5]) <= 1e-4 else 1)
     else:

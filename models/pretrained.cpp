@@ -1,0 +1,229 @@
+#include "models/pretrained.h"
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "core/autograd.h"
+#include "core/base/error.h"
+#include "core/safetensors.h"
+#include "core/torch_file.h"
+#include "models/checkpoint.h"
+
+namespace emonext {
+
+WeightSource weight_source_from_name(const std::string& name) {
+  if (name == "auto") return WeightSource::Auto;
+  if (name == "facebook") return WeightSource::Facebook;
+  if (name == "timm") return WeightSource::Timm;
+  if (name == "torchvision") return WeightSource::Torchvision;
+  if (name == "emonext") return WeightSource::EmoNeXt;
+  throw Error("unknown weight source '" + name + "'; use auto, facebook, timm, torchvision or emonext");
+}
+
+const char* weight_source_name(WeightSource s) {
+  switch (s) {
+    case WeightSource::Facebook: return "facebook";
+    case WeightSource::Timm: return "timm";
+    case WeightSource::Torchvision: return "torchvision";
+    case WeightSource::EmoNeXt: return "emonext";
+    default: return "auto";
+  }
+}
+
+namespace {
+
+bool is_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  unsigned char b[9] = {};
+  f.read(reinterpret_cast<char*>(b), 9);
+  return f.gcount() == 9 && b[8] == '{';
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
+
+}  // namespace
+
+std::vector<std::pair<std::string, Tensor>> read_weight_file(const std::string& path) {
+  if (is_safetensors(path)) return load_safetensors(path).tensors;
+  const PyRef top = load_torch_file(path);
+  EMONEXT_CHECK(top->kind == PyObject::Kind::Dict, path, ": the file holds no dict of tensors");
+  for (const char* key : {"model", "state_dict"})
+    if (const PyRef sd = top->get(key); sd && sd->kind == PyObject::Kind::Dict) return tensor_dict(*sd);
+  if (const PyRef ema = top->get("ema"); ema && ema->kind == PyObject::Kind::Dict) {
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (auto& [name, t] : tensor_dict(*ema))
+      if (starts_with(name, "ema_model.")) out.emplace_back(name.substr(10), t);
+    return out;
+  }
+  return tensor_dict(*top);
+}
+
+WeightSource detect_weight_source(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& path) {
+  std::set<std::string> names;
+  for (const auto& [n, t] : tensors) names.insert(n);
+  if (names.count("localization.0.weight")) return WeightSource::EmoNeXt;
+  if (names.count("downsample_layers.0.0.weight")) return WeightSource::Facebook;
+  if (names.count("stem.0.weight")) return WeightSource::Timm;
+  if (names.count("features.0.0.weight")) return WeightSource::Torchvision;
+  std::string some;
+  for (auto it = names.begin(); it != names.end() && some.size() < 200; ++it) some += (some.empty() ? "" : ", ") + *it;
+  throw Error(path + ": not a ConvNeXt or EmoNeXt state dict this tool knows (no stem tensor under Facebook's, timm's, "
+                     "torchvision's or EmoNeXt's name); its tensors start: " + some);
+}
+
+namespace {
+
+// A file name in the given scheme -> the engine's name, or "" for a tensor to ignore
+// (the classifier), or "?" for one that has no place in ConvNeXt.
+std::string map_name(WeightSource s, const std::string& n) {
+  std::smatch m;
+  switch (s) {
+    case WeightSource::Facebook:
+      if (starts_with(n, "head.")) return "";
+      return n;
+    case WeightSource::EmoNeXt:
+      return n;
+    case WeightSource::Timm: {
+      static const std::regex stem(R"(stem\.([01])\.(.*))"), down(R"(stages\.(\d)\.downsample\.([01])\.(.*))"),
+          block(R"(stages\.(\d)\.blocks\.(\d+)\.(conv_dw|norm|mlp\.fc1|mlp\.fc2|gamma)(\..*)?)"), norm(R"(head\.norm\.(.*))");
+      if (std::regex_match(n, m, stem)) return "downsample_layers.0." + m[1].str() + "." + m[2].str();
+      if (std::regex_match(n, m, down)) return "downsample_layers." + m[1].str() + "." + m[2].str() + "." + m[3].str();
+      if (std::regex_match(n, m, block)) {
+        static const std::map<std::string, std::string> part = {
+            {"conv_dw", "dwconv"}, {"norm", "norm"}, {"mlp.fc1", "pwconv1"}, {"mlp.fc2", "pwconv2"}, {"gamma", "gamma"}};
+        return "stages." + m[1].str() + "." + m[2].str() + "." + part.at(m[3].str()) + m[4].str();
+      }
+      if (std::regex_match(n, m, norm)) return "norm." + m[1].str();
+      if (starts_with(n, "head.fc.")) return "";
+      return "?";
+    }
+    case WeightSource::Torchvision: {
+      static const std::regex feat(R"(features\.(\d)\.(\d+)\.(.*))"), block(R"(block\.([0235])\.(.*))");
+      if (std::regex_match(n, m, feat)) {
+        const int f = std::stoi(m[1].str());
+        const std::string j = m[2].str(), rest = m[3].str();
+        if (f % 2 == 0) return "downsample_layers." + std::to_string(f / 2) + "." + j + "." + rest;
+        const std::string stage = "stages." + std::to_string(f / 2) + "." + j + ".";
+        if (rest == "layer_scale") return stage + "gamma";
+        std::smatch b;
+        if (std::regex_match(rest, b, block)) {
+          static const std::map<std::string, std::string> part = {{"0", "dwconv"}, {"2", "norm"}, {"3", "pwconv1"}, {"5", "pwconv2"}};
+          return stage + part.at(b[1].str()) + "." + b[2].str();
+        }
+        return "?";
+      }
+      if (starts_with(n, "classifier.0.")) return "norm." + n.substr(13);
+      if (starts_with(n, "classifier.2.")) return "";
+      return "?";
+    }
+    default: return "?";
+  }
+}
+
+// Depths and dims from the mapped names and shapes.
+std::string detect_size(const std::map<std::string, Tensor>& mapped, const std::string& path) {
+  std::array<int64_t, 4> depths{}, dims{};
+  static const std::regex dw(R"(stages\.(\d)\.(\d+)\.dwconv\.weight)");
+  for (const auto& [name, t] : mapped) {
+    std::smatch m;
+    if (std::regex_match(name, m, dw)) {
+      const int i = std::stoi(m[1].str());
+      if (i < 4) depths[size_t(i)] = std::max(depths[size_t(i)], int64_t(std::stoi(m[2].str())) + 1);
+    }
+  }
+  const auto stem = mapped.find("downsample_layers.0.0.weight");
+  EMONEXT_CHECK(stem != mapped.end(), path, ": no stem convolution (downsample_layers.0.0.weight)");
+  dims[0] = stem->second.size(0);
+  for (int i = 1; i < 4; ++i) {
+    const auto it = mapped.find("downsample_layers." + std::to_string(i) + ".1.weight");
+    EMONEXT_CHECK(it != mapped.end(), path, ": missing tensor downsample_layers.", i, ".1.weight (a downsampling convolution)");
+    dims[size_t(i)] = it->second.size(0);
+  }
+  for (const ConvNeXtSize& s : convnext_sizes())
+    if (s.depths == depths && s.dims == dims) return s.name;
+  throw Error(path + ": no known ConvNeXt size has depths " + std::to_string(depths[0]) + "," + std::to_string(depths[1]) + "," +
+              std::to_string(depths[2]) + "," + std::to_string(depths[3]) + " and dims " + std::to_string(dims[0]) + "," +
+              std::to_string(dims[1]) + "," + std::to_string(dims[2]) + "," + std::to_string(dims[3]));
+}
+
+}  // namespace
+
+std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource source, const std::string& size,
+                                           int64_t classes, int64_t image_size, uint64_t seed, ImportReport& report) {
+  const std::vector<std::pair<std::string, Tensor>> file = read_weight_file(path);
+  EMONEXT_CHECK(!file.empty(), path, ": no tensors found");
+  report = ImportReport{};
+  report.source_detected = source == WeightSource::Auto;
+  report.source = report.source_detected ? detect_weight_source(file, path) : source;
+  std::map<std::string, Tensor> mapped;
+  std::vector<std::string> alien;
+  for (const auto& [name, t] : file) {
+    std::string to = map_name(report.source, name);
+    if (to.empty()) {
+      report.ignored.push_back(name);
+    } else if (to == "?") {
+      alien.push_back(name);
+    } else {
+      Tensor v = t;
+      if (report.source == WeightSource::Torchvision && to.ends_with(".gamma")) v = v.reshape({-1});  // [C,1,1] -> [C]
+      mapped[to] = v;
+    }
+  }
+  EMONEXT_CHECK(alien.empty(), path, ": unexpected tensor(s) for a ", weight_source_name(report.source), " ConvNeXt: ",
+                alien[0], alien.size() > 1 ? " and " + std::to_string(alien.size() - 1) + " more" : "");
+  const std::string found = detect_size(mapped, path);
+  report.size_detected = size.empty();
+  EMONEXT_CHECK(size.empty() || size == found, path, ": holds ConvNeXt-", found, " weights, not ", size,
+                " (leave --model out to take the file's size)");
+  report.size = found;
+  if (report.source == WeightSource::EmoNeXt) {
+    const auto head = mapped.find("head.weight");
+    EMONEXT_CHECK(head != mapped.end() && head->second.size(0) == classes, path, ": an EmoNeXt checkpoint with ",
+                  head == mapped.end() ? int64_t(0) : head->second.size(0), " classes, not ", classes);
+  }
+  auto model = std::make_unique<EmoNeXt>(convnext_size(found), classes, image_size);
+  Generator gen(seed);
+  init_weights(*model, gen);
+  {
+    // The new head: PyTorch's default Linear init, U(-1/sqrt(in), 1/sqrt(in)) for both.
+    NoGradGuard no_grad;
+    const double b = 1.0 / std::sqrt(double(model->head.weight.size(1)));
+    model->head.weight.copy_(rand(model->head.weight.shape(), gen, -b, b));
+    model->head.bias.copy_(rand(model->head.bias.shape(), gen, -b, b));
+  }
+  // Everything the model has and the file lacks keeps its initial value: the whole
+  // state goes through load_state, which checks shapes and unexpected names.
+  std::vector<std::pair<std::string, Tensor>> state;
+  std::set<std::string> from_file;
+  for (const Module::Named& t : model->named_tensors()) {
+    const auto it = mapped.find(t.name);
+    if (it != mapped.end()) {
+      state.emplace_back(t.name, it->second);
+      from_file.insert(t.name);
+      report.loaded.push_back(t.name);
+      report.loaded_values += t.tensor->numel();
+    } else {
+      state.emplace_back(t.name, *t.tensor);
+      report.initialised.push_back(t.name);
+      report.initialised_values += t.tensor->numel();
+    }
+  }
+  for (const auto& [name, t] : mapped)
+    if (!from_file.count(name)) state.emplace_back(name, t);  // load_state names these as unexpected
+  // What the file must provide: everything for an EmoNeXt checkpoint; for a ConvNeXt
+  // the backbone, i.e. all but the STN, the SE blocks, the attention and the head.
+  static const std::regex not_backbone(R"((localization|fc_loc|attention|head)\..*|downsample_layers\.\d\.2\..*)");
+  std::vector<std::string> missing;
+  for (const std::string& name : report.initialised)
+    if (report.source == WeightSource::EmoNeXt || !std::regex_match(name, not_backbone)) missing.push_back(name);
+  if (!missing.empty())
+    throw Error(path + ": missing tensor(s) for a " + weight_source_name(report.source) + " " + found + " checkpoint: " + missing[0] +
+                (missing.size() > 1 ? " and " + std::to_string(missing.size() - 1) + " more" : "") + " (engine names)");
+  load_state(*model, state, path);
+  return model;
+}
+
+}  // namespace emonext
