@@ -1,0 +1,164 @@
+// emonext_predict: a trained EmoNeXt on images.
+//
+//   emonext_predict --weights CKPT [--device auto|cpu|cuda] [--tencrop] [--json] IMAGE_OR_DIR...
+//       per image: the predicted emotion and every class's probability (one JSON
+//       object per line with --json). Evaluation transforms of the recipe: grayscale,
+//       resize, centre crop (or the ten crops, logits averaged), gray in 3 channels.
+//   emonext_predict --weights CKPT --input-tensors IN.safetensors --output OUT.safetensors
+//       `images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] f32, eval mode.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/base/error.h"
+#include "core/device.h"
+#include "core/safetensors.h"
+#include "models/checkpoint.h"
+#include "train/image.h"
+
+namespace fs = std::filesystem;
+using namespace emonext;
+
+namespace {
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "emonext_predict: " << why << "\n"
+            << "usage: emonext_predict --weights CKPT [--device auto|cpu|cuda] [--tencrop] [--json] IMAGE_OR_DIR...\n"
+            << "       emonext_predict --weights CKPT [--device ...] --input-tensors IN.safetensors --output OUT.safetensors\n";
+  std::exit(2);
+}
+
+bool is_image(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  for (const char* x : {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", ".pgm", ".ppm", ".psd", ".hdr"})
+    if (e == x) return true;
+  return false;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// Logits for a batch of NHWC images, on the model's device, back on the CPU.
+Tensor run(EmoNeXt& model, const Tensor& images, Device device) {
+  NoGradGuard no_grad;
+  return model.forward(images.to(device)).logits.to(Device::cpu());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string weights, device_name = "auto", input_tensors, output;
+  bool tencrop = false, json = false;
+  std::vector<std::string> inputs;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--weights") weights = value();
+    else if (a == "--device") device_name = value();
+    else if (a == "--tencrop") tencrop = true;
+    else if (a == "--json") json = true;
+    else if (a == "--input-tensors") input_tensors = value();
+    else if (a == "--output") output = value();
+    else if (a == "--help" || a == "-h") usage("help");
+    else if (a.starts_with("--")) usage("unknown option " + a);
+    else inputs.push_back(a);
+  }
+  if (weights.empty()) usage("--weights is required");
+  if (input_tensors.empty() == inputs.empty()) usage("give images or folders, or --input-tensors with --output");
+  if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
+  try {
+    Device device = Device::cpu();
+    if (device_name == "cuda" || (device_name == "auto" && cuda_available())) device = Device::cuda(0);
+    else if (device_name != "cpu" && device_name != "auto") usage("--device is auto, cpu or cuda");
+    CheckpointInfo info;
+    std::unique_ptr<EmoNeXt> model = load_emonext(weights, &info);
+    model->to(device);
+    model->eval();
+
+    if (!input_tensors.empty()) {
+      const SafeTensors in = load_safetensors(input_tensors);
+      const Tensor& images = in.at("images");
+      EMONEXT_CHECK(images.dim() == 4 && images.size(1) == 3, input_tensors, ": images must be [N, 3, H, W], got ", images.str());
+      const Tensor logits = run(*model, images.to(DType::F32).permute({0, 2, 3, 1}).contiguous(), device);
+      save_safetensors(output, {{"logits", logits.contiguous()}}, {{"weights", weights}});
+      std::fprintf(stderr, "wrote logits [%lld, %lld] to %s\n", (long long)logits.size(0), (long long)logits.size(1), output.c_str());
+      return 0;
+    }
+
+    std::vector<std::string> files;
+    for (const std::string& in : inputs) {
+      if (fs::is_directory(in)) {
+        std::vector<std::string> found;
+        for (const auto& e : fs::recursive_directory_iterator(in))
+          if (e.is_regular_file() && is_image(e.path())) found.push_back(e.path().string());
+        std::sort(found.begin(), found.end());
+        files.insert(files.end(), found.begin(), found.end());
+      } else {
+        files.push_back(in);
+      }
+    }
+    const int64_t s = info.image_size, views = tencrop ? 10 : 1, per_batch = std::max<int64_t>(1, 32 / views);
+    int64_t failed = 0;
+    for (size_t first = 0; first < files.size(); first += size_t(per_batch)) {
+      std::vector<std::string> names;
+      std::vector<std::vector<GrayImage>> crops;
+      for (size_t k = first; k < files.size() && k < first + size_t(per_batch); ++k) {
+        try {
+          const GrayImage img = load_gray_image(files[k]);
+          crops.push_back(tencrop ? ten_crop(img, s) : std::vector<GrayImage>{eval_view(img, s)});
+          names.push_back(files[k]);
+        } catch (const Error& e) {
+          std::fprintf(stderr, "emonext_predict: skipped %s\n", e.what());
+          ++failed;
+        }
+      }
+      if (names.empty()) continue;
+      Tensor batch = Tensor::empty({int64_t(names.size()) * views, s, s, 3});
+      for (size_t k = 0; k < crops.size(); ++k)
+        for (int64_t v = 0; v < views; ++v) put_in_batch(crops[k][size_t(v)], batch, int64_t(k) * views + v);
+      const Tensor logits = run(*model, batch, device).reshape({int64_t(names.size()), views, info.classes});
+      const std::vector<double> probs = softmax(mean(logits, {1})).to_vector();
+      for (size_t k = 0; k < names.size(); ++k) {
+        const double* p = probs.data() + k * size_t(info.classes);
+        const size_t best = size_t(std::max_element(p, p + info.classes) - p);
+        if (json) {
+          std::printf("{\"image\": \"%s\", \"label\": \"%s\", \"probabilities\": {", json_escape(names[k]).c_str(),
+                      info.labels[best].c_str());
+          for (int64_t c = 0; c < info.classes; ++c)
+            std::printf("%s\"%s\": %.6f", c ? ", " : "", info.labels[size_t(c)].c_str(), p[c]);
+          std::printf("}}\n");
+        } else {
+          std::printf("%s: %s (%.3f) ", names[k].c_str(), info.labels[best].c_str(), p[best]);
+          for (int64_t c = 0; c < info.classes; ++c) std::printf(" %s %.3f", info.labels[size_t(c)].c_str(), p[c]);
+          std::printf("\n");
+        }
+      }
+    }
+    if (failed) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)failed, files.size());
+    return failed ? 1 : 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "emonext_predict: %s\n", e.what());
+    return 1;
+  }
+}

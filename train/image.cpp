@@ -1,0 +1,155 @@
+#include "train/image.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/base/error.h"
+
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_FAILURE_USERMSG
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wpedantic"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#endif
+#include <stb/stb_image.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace emonext {
+
+GrayImage load_gray_image(const std::string& path) {
+  int w = 0, h = 0, channels = 0;
+  unsigned char* data = stbi_load(path.c_str(), &w, &h, &channels, 1);
+  EMONEXT_CHECK(data != nullptr, path, ": cannot decode the image (", stbi_failure_reason(), ")");
+  GrayImage img = gray_from_bytes(data, h, w);
+  stbi_image_free(data);
+  return img;
+}
+
+GrayImage gray_from_bytes(const uint8_t* px, int64_t h, int64_t w) {
+  GrayImage img{h, w, std::vector<float>(size_t(h * w))};
+  for (size_t i = 0; i < img.px.size(); ++i) img.px[i] = float(px[i]);
+  return img;
+}
+
+namespace {
+
+// One axis of a separable resample: n_in -> n_out along rows (stride 1) or columns.
+// Output pixel centre c = (o + 0.5) * scale; triangle weights of support max(scale, 1).
+std::vector<float> resample_axis(const std::vector<float>& in, int64_t n_in, int64_t n_out, int64_t lines, bool along_rows,
+                                 int64_t line_len_in) {
+  const double scale = double(n_in) / double(n_out), support = std::max(scale, 1.0);
+  std::vector<float> out(size_t(lines * n_out));
+  std::vector<double> weights;
+  for (int64_t o = 0; o < n_out; ++o) {
+    const double centre = (double(o) + 0.5) * scale;
+    const int64_t lo = std::max<int64_t>(0, int64_t(std::floor(centre - support))),
+                  hi = std::min<int64_t>(n_in, int64_t(std::ceil(centre + support)));
+    weights.assign(size_t(hi - lo), 0.0);
+    double total = 0;
+    for (int64_t i = lo; i < hi; ++i) {
+      const double d = std::fabs((double(i) + 0.5 - centre) / support);
+      total += weights[size_t(i - lo)] = std::max(0.0, 1.0 - d);
+    }
+    for (int64_t l = 0; l < lines; ++l) {
+      double acc = 0;
+      for (int64_t i = lo; i < hi; ++i) {
+        const float v = along_rows ? in[size_t(l * line_len_in + i)] : in[size_t(i * line_len_in + l)];
+        acc += weights[size_t(i - lo)] * v;
+      }
+      const float r = float(total > 0 ? acc / total : 0.0);
+      if (along_rows) out[size_t(l * n_out + o)] = r;
+      else out[size_t(o * lines + l)] = r;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+GrayImage resize_shorter(const GrayImage& img, int64_t size) {
+  EMONEXT_CHECK(img.h > 0 && img.w > 0 && size > 0, "resize: empty image or size");
+  int64_t h = size, w = size;
+  if (img.h < img.w) w = int64_t(double(size) * double(img.w) / double(img.h));
+  else if (img.w < img.h) h = int64_t(double(size) * double(img.h) / double(img.w));
+  if (h == img.h && w == img.w) return img;
+  // Rows first (w), then columns (h).
+  const std::vector<float> rows = resample_axis(img.px, img.w, w, img.h, true, img.w);
+  GrayImage out{h, w, resample_axis(rows, img.h, h, w, false, w)};
+  return out;
+}
+
+GrayImage crop(const GrayImage& img, int64_t top, int64_t left, int64_t h, int64_t w) {
+  GrayImage out{h, w, std::vector<float>(size_t(h * w), 0.0f)};
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      const int64_t sy = top + y, sx = left + x;
+      if (sy >= 0 && sy < img.h && sx >= 0 && sx < img.w) out.px[size_t(y * w + x)] = img.at(sy, sx);
+    }
+  return out;
+}
+
+GrayImage center_crop(const GrayImage& img, int64_t size) {
+  const int64_t top = int64_t(std::lround(double(img.h - size) / 2.0)), left = int64_t(std::lround(double(img.w - size) / 2.0));
+  return crop(img, top, left, size, size);
+}
+
+GrayImage hflip(const GrayImage& img) {
+  GrayImage out = img;
+  for (int64_t y = 0; y < img.h; ++y) std::reverse(out.px.begin() + y * img.w, out.px.begin() + (y + 1) * img.w);
+  return out;
+}
+
+GrayImage vflip(const GrayImage& img) {
+  GrayImage out = img;
+  for (int64_t y = 0; y < img.h; ++y)
+    std::copy(img.px.begin() + (img.h - 1 - y) * img.w, img.px.begin() + (img.h - y) * img.w, out.px.begin() + y * img.w);
+  return out;
+}
+
+GrayImage rotate(const GrayImage& img, double degrees) {
+  const double a = degrees * M_PI / 180.0, c = std::cos(a), s = std::sin(a);
+  const double cy = double(img.h - 1) / 2.0, cx = double(img.w - 1) / 2.0;
+  GrayImage out{img.h, img.w, std::vector<float>(img.px.size(), 0.0f)};
+  for (int64_t y = 0; y < img.h; ++y)
+    for (int64_t x = 0; x < img.w; ++x) {
+      // The source of output (x, y): rotate back by -a (image y points down, so a
+      // counter-clockwise turn on screen maps (dx, dy) to (c dx + s dy, -s dx + c dy)).
+      const double dx = double(x) - cx, dy = double(y) - cy;
+      const int64_t sx = int64_t(std::lround(c * dx - s * dy + cx)), sy = int64_t(std::lround(s * dx + c * dy + cy));
+      if (sx >= 0 && sx < img.w && sy >= 0 && sy < img.h) out.px[size_t(y * img.w + x)] = img.at(sy, sx);
+    }
+  return out;
+}
+
+int64_t resize_for(int64_t image_size) { return int64_t(std::lround(double(image_size) * 236.0 / 224.0)); }
+
+GrayImage eval_view(const GrayImage& img, int64_t image_size) {
+  return center_crop(resize_shorter(img, resize_for(image_size)), image_size);
+}
+
+std::vector<GrayImage> ten_crop(const GrayImage& img, int64_t image_size) {
+  const GrayImage r = resize_shorter(img, resize_for(image_size));
+  const int64_t s = image_size;
+  std::vector<GrayImage> crops = {crop(r, 0, 0, s, s), crop(r, 0, r.w - s, s, s), crop(r, r.h - s, 0, s, s),
+                                  crop(r, r.h - s, r.w - s, s, s), center_crop(r, s)};
+  for (size_t i = 0; i < 5; ++i) crops.push_back(hflip(crops[i]));
+  return crops;
+}
+
+void put_in_batch(const GrayImage& img, Tensor& x, int64_t n) {
+  EMONEXT_CHECK(x.dim() == 4 && x.size(1) == img.h && x.size(2) == img.w && x.size(3) == 3 && x.dtype() == DType::F32 &&
+                    x.device().is_cpu() && x.is_contiguous(),
+                "put_in_batch: an image of ", img.h, "x", img.w, " does not fit ", x.str());
+  float* dst = x.data<float>() + n * img.h * img.w * 3;
+  for (size_t i = 0; i < img.px.size(); ++i) dst[3 * i] = dst[3 * i + 1] = dst[3 * i + 2] = img.px[i] / 255.0f;
+}
+
+}  // namespace emonext

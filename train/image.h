@@ -1,0 +1,48 @@
+// Images for EmoNeXt: decoding (stb_image: JPEG, PNG, BMP, ...), the grayscale
+// conversion the recipe starts with, and the geometric transforms of the training
+// recipe (REFERENCE.md), on single-channel float images with values 0..255.
+// A batch is channels-last [N, S, S, 3] in [0, 1]: the gray value in all three channels.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace emonext {
+
+struct GrayImage {
+  int64_t h = 0, w = 0;
+  std::vector<float> px;  // row-major, 0..255
+  float at(int64_t y, int64_t x) const { return px[size_t(y * w + x)]; }
+};
+
+// Decodes any format stb_image reads into gray (stb's luma weights). Throws
+// emonext::Error naming the file and stb's reason when the file cannot be decoded.
+GrayImage load_gray_image(const std::string& path);
+// From raw 8-bit gray pixels (the FER2013 CSV's).
+GrayImage gray_from_bytes(const uint8_t* px, int64_t h, int64_t w);
+
+// Resizes so that the shorter side is `size` (the longer one scaled and truncated, as
+// torchvision's Resize(int)); bilinear with a triangle filter widened when shrinking
+// (PIL's antialiased bilinear), in float.
+GrayImage resize_shorter(const GrayImage& img, int64_t size);
+GrayImage crop(const GrayImage& img, int64_t top, int64_t left, int64_t h, int64_t w);  // zero outside
+GrayImage center_crop(const GrayImage& img, int64_t size);                               // torchvision's rounding
+GrayImage hflip(const GrayImage& img);
+GrayImage vflip(const GrayImage& img);
+// Rotation by `degrees` counter-clockwise about the centre, nearest neighbour, 0 outside
+// (torchvision's RandomRotation with its defaults).
+GrayImage rotate(const GrayImage& img, double degrees);
+
+// The resize the recipe does before cropping: 236 for 224-pixel crops, scaled alike.
+int64_t resize_for(int64_t image_size);
+// The evaluation view: resize shorter side to resize_for(size), centre crop size.
+GrayImage eval_view(const GrayImage& img, int64_t image_size);
+// The ten crops of the test transform: 4 corners and centre, then their mirror images.
+std::vector<GrayImage> ten_crop(const GrayImage& img, int64_t image_size);
+
+// Writes img (size x size) into batch slot n of x [N, size, size, 3] f32 (CPU), /255.
+void put_in_batch(const GrayImage& img, Tensor& x, int64_t n);
+
+}  // namespace emonext
