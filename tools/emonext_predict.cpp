@@ -7,6 +7,7 @@
 //   emonext_predict --weights CKPT --input-tensors IN.safetensors --output OUT.safetensors
 //       `images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] f32, eval mode.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -100,9 +101,13 @@ int main(int argc, char** argv) {
       const SafeTensors in = load_safetensors(input_tensors);
       const Tensor& images = in.at("images");
       EMONEXT_CHECK(images.dim() == 4 && images.size(1) == 3, input_tensors, ": images must be [N, 3, H, W], got ", images.str());
-      const Tensor logits = run(*model, images.to(DType::F32).permute({0, 2, 3, 1}).contiguous(), device);
+      const Tensor x = images.to(DType::F32).permute({0, 2, 3, 1}).contiguous();
+      const auto t0 = std::chrono::steady_clock::now();
+      const Tensor logits = run(*model, x, device);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       save_safetensors(output, {{"logits", logits.contiguous()}}, {{"weights", weights}});
-      std::fprintf(stderr, "wrote logits [%lld, %lld] to %s\n", (long long)logits.size(0), (long long)logits.size(1), output.c_str());
+      std::fprintf(stderr, "wrote logits [%lld, %lld] to %s; forward %.3f s, %.1f images/s on %s\n", (long long)logits.size(0),
+                   (long long)logits.size(1), output.c_str(), s, double(logits.size(0)) / s, device.str().c_str());
       return 0;
     }
 

@@ -23,14 +23,15 @@ nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv
 
 # Dependencies missing from the image: unpack the carried Debian packages into .deps/root.
 cmake_extra=()
-if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/dev/null)" ]]; then
+if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/dev/null)" ||
+      ! -f /usr/include/stb/stb_image.h ]]; then
   if ls .deps/debs/*.deb >/dev/null 2>&1; then
     for f in .deps/debs/*.deb; do dpkg -x "$f" .deps/root; done
     lib=$PWD/.deps/root/usr/lib/x86_64-linux-gnu
     cmake_extra+=("-DCMAKE_LIBRARY_PATH=$lib/openblas-pthread;$lib"
                   "-DCMAKE_INCLUDE_PATH=$PWD/.deps/root/usr/include/x86_64-linux-gnu/openblas-pthread")
     export LD_LIBRARY_PATH=$lib/openblas-pthread:$lib:${LD_LIBRARY_PATH:-}
-    echo "using OpenBLAS from .deps"
+    echo "using OpenBLAS and stb from .deps"
   else
     echo "no OpenBLAS on this machine and no .deps/debs: run tools/gpu_deps.sh here and carry .deps" >&2
     exit 2
