@@ -3,7 +3,8 @@
 #include <cmath>
 #include <fstream>
 #include <map>
-#include <regex>
+#include <algorithm>
+#include <array>
 #include <set>
 
 #include "core/autograd.h"
@@ -76,42 +77,62 @@ WeightSource detect_weight_source(const std::vector<std::pair<std::string, Tenso
 
 namespace {
 
+std::vector<std::string> split_dots(const std::string& s) {
+  std::vector<std::string> out(1);
+  for (char ch : s) {
+    if (ch == '.') out.emplace_back();
+    else out.back() += ch;
+  }
+  return out;
+}
+
+bool is_number(const std::string& s) { return !s.empty() && std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; }); }
+
+// The parts from index `from` on, joined with dots.
+std::string rest_of(const std::vector<std::string>& p, size_t from) {
+  std::string out;
+  for (size_t i = from; i < p.size(); ++i) out += (i > from ? "." : "") + p[i];
+  return out;
+}
+
 // A file name in the given scheme -> the engine's name, or "" for a tensor to ignore
 // (the classifier), or "?" for one that has no place in ConvNeXt.
 std::string map_name(WeightSource s, const std::string& n) {
-  std::smatch m;
+  const std::vector<std::string> p = split_dots(n);
   switch (s) {
     case WeightSource::Facebook:
-      if (starts_with(n, "head.")) return "";
-      return n;
+      return starts_with(n, "head.") ? "" : n;
     case WeightSource::EmoNeXt:
       return n;
     case WeightSource::Timm: {
-      static const std::regex stem(R"(stem\.([01])\.(.*))"), down(R"(stages\.(\d)\.downsample\.([01])\.(.*))"),
-          block(R"(stages\.(\d)\.blocks\.(\d+)\.(conv_dw|norm|mlp\.fc1|mlp\.fc2|gamma)(\..*)?)"), norm(R"(head\.norm\.(.*))");
-      if (std::regex_match(n, m, stem)) return "downsample_layers.0." + m[1].str() + "." + m[2].str();
-      if (std::regex_match(n, m, down)) return "downsample_layers." + m[1].str() + "." + m[2].str() + "." + m[3].str();
-      if (std::regex_match(n, m, block)) {
-        static const std::map<std::string, std::string> part = {
-            {"conv_dw", "dwconv"}, {"norm", "norm"}, {"mlp.fc1", "pwconv1"}, {"mlp.fc2", "pwconv2"}, {"gamma", "gamma"}};
-        return "stages." + m[1].str() + "." + m[2].str() + "." + part.at(m[3].str()) + m[4].str();
+      // stem.{0,1}.* | stages.i.downsample.{0,1}.* | stages.i.blocks.j.<part>[.*] | head.norm.* | head.fc.*
+      if (p.size() >= 3 && p[0] == "stem" && (p[1] == "0" || p[1] == "1")) return "downsample_layers.0." + rest_of(p, 1);
+      if (p.size() >= 5 && p[0] == "stages" && is_number(p[1]) && p[2] == "downsample" && (p[3] == "0" || p[3] == "1"))
+        return "downsample_layers." + p[1] + "." + rest_of(p, 3);
+      if (p.size() >= 5 && p[0] == "stages" && is_number(p[1]) && p[2] == "blocks" && is_number(p[3])) {
+        const std::string stage = "stages." + p[1] + "." + p[3] + ".";
+        if (p[4] == "gamma" && p.size() == 5) return stage + "gamma";
+        if (p[4] == "conv_dw" && p.size() == 6) return stage + "dwconv." + p[5];
+        if (p[4] == "norm" && p.size() == 6) return stage + "norm." + p[5];
+        if (p[4] == "mlp" && p.size() == 7 && (p[5] == "fc1" || p[5] == "fc2")) return stage + (p[5] == "fc1" ? "pwconv1." : "pwconv2.") + p[6];
+        return "?";
       }
-      if (std::regex_match(n, m, norm)) return "norm." + m[1].str();
-      if (starts_with(n, "head.fc.")) return "";
+      if (p.size() == 3 && p[0] == "head" && p[1] == "norm") return "norm." + p[2];
+      if (p.size() >= 2 && p[0] == "head" && p[1] == "fc") return "";
       return "?";
     }
     case WeightSource::Torchvision: {
-      static const std::regex feat(R"(features\.(\d)\.(\d+)\.(.*))"), block(R"(block\.([0235])\.(.*))");
-      if (std::regex_match(n, m, feat)) {
-        const int f = std::stoi(m[1].str());
-        const std::string j = m[2].str(), rest = m[3].str();
-        if (f % 2 == 0) return "downsample_layers." + std::to_string(f / 2) + "." + j + "." + rest;
-        const std::string stage = "stages." + std::to_string(f / 2) + "." + j + ".";
-        if (rest == "layer_scale") return stage + "gamma";
-        std::smatch b;
-        if (std::regex_match(rest, b, block)) {
-          static const std::map<std::string, std::string> part = {{"0", "dwconv"}, {"2", "norm"}, {"3", "pwconv1"}, {"5", "pwconv2"}};
-          return stage + part.at(b[1].str()) + "." + b[2].str();
+      // features.{2i}.{0,1}.* | features.{2i+1}.j.block.{0,2,3,5}.* | features.{2i+1}.j.layer_scale | classifier.{0,2}.*
+      if (p.size() >= 4 && p[0] == "features" && is_number(p[1]) && is_number(p[2])) {
+        const int f = std::stoi(p[1]);
+        if (f % 2 == 0) return "downsample_layers." + std::to_string(f / 2) + "." + rest_of(p, 2);
+        const std::string stage = "stages." + std::to_string(f / 2) + "." + p[2] + ".";
+        if (p[3] == "layer_scale" && p.size() == 4) return stage + "gamma";
+        if (p[3] == "block" && p.size() == 6) {
+          if (p[4] == "0") return stage + "dwconv." + p[5];
+          if (p[4] == "2") return stage + "norm." + p[5];
+          if (p[4] == "3") return stage + "pwconv1." + p[5];
+          if (p[4] == "5") return stage + "pwconv2." + p[5];
         }
         return "?";
       }
@@ -126,12 +147,11 @@ std::string map_name(WeightSource s, const std::string& n) {
 // Depths and dims from the mapped names and shapes.
 std::string detect_size(const std::map<std::string, Tensor>& mapped, const std::string& path) {
   std::array<int64_t, 4> depths{}, dims{};
-  static const std::regex dw(R"(stages\.(\d)\.(\d+)\.dwconv\.weight)");
   for (const auto& [name, t] : mapped) {
-    std::smatch m;
-    if (std::regex_match(name, m, dw)) {
-      const int i = std::stoi(m[1].str());
-      if (i < 4) depths[size_t(i)] = std::max(depths[size_t(i)], int64_t(std::stoi(m[2].str())) + 1);
+    const std::vector<std::string> p = split_dots(name);  // stages.i.j.dwconv.weight
+    if (p.size() == 5 && p[0] == "stages" && is_number(p[1]) && is_number(p[2]) && p[3] == "dwconv" && p[4] == "weight") {
+      const int i = std::stoi(p[1]);
+      if (i < 4) depths[size_t(i)] = std::max(depths[size_t(i)], int64_t(std::stoi(p[2])) + 1);
     }
   }
   const auto stem = mapped.find("downsample_layers.0.0.weight");
@@ -215,10 +235,15 @@ std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource
     if (!from_file.count(name)) state.emplace_back(name, t);  // load_state names these as unexpected
   // What the file must provide: everything for an EmoNeXt checkpoint; for a ConvNeXt
   // the backbone, i.e. all but the STN, the SE blocks, the attention and the head.
-  static const std::regex not_backbone(R"((localization|fc_loc|attention|head)\..*|downsample_layers\.\d\.2\..*)");
+  auto backbone = [](const std::string& name) {
+    for (const char* prefix : {"localization.", "fc_loc.", "attention.", "head."})
+      if (starts_with(name, prefix)) return false;
+    const std::vector<std::string> p = split_dots(name);
+    return !(p.size() > 2 && p[0] == "downsample_layers" && p[2] == "2");  // the SE blocks
+  };
   std::vector<std::string> missing;
   for (const std::string& name : report.initialised)
-    if (report.source == WeightSource::EmoNeXt || !std::regex_match(name, not_backbone)) missing.push_back(name);
+    if (report.source == WeightSource::EmoNeXt || backbone(name)) missing.push_back(name);
   if (!missing.empty())
     throw Error(path + ": missing tensor(s) for a " + weight_source_name(report.source) + " " + found + " checkpoint: " + missing[0] +
                 (missing.size() > 1 ? " and " + std::to_string(missing.size() - 1) + " more" : "") + " (engine names)");

@@ -1,0 +1,101 @@
+// emonext_train: EmoNeXt on FER2013, the recipe of ../shared/docs/REFERENCE.md.
+// Run with --help for the options; README.md has the main job's command.
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "train/trainer.h"
+
+namespace {
+
+const char* kUsage = R"(usage: emonext_train (--data DIR | --csv FILE | --synthetic N) [options]
+data
+  --data DIR            FER2013 image folders DIR/train, DIR/val and (if present) DIR/test
+  --csv FILE            the original fer2013.csv (Training / PublicTest / PrivateTest rows)
+  --synthetic N         N random images (smoke runs)
+  --workers K           loader threads (default: the machine's cores)
+  --no-hflip --no-vflip --rotate DEG (20; 0 off) --no-random-crop
+  --val-random-crop     the reference's random crop for validation (default: centre crop)
+model
+  --model SIZE          atto femto pico nano tiny (default) small base large xlarge
+  --img-size S          224 (the reference); smaller for CPU runs, e.g. 48
+  --classes N           7
+  --init CKPT           start from a checkpoint (e.g. convnext_import's output)
+  --drop-path P         0.1 (the rate of the last block)
+training
+  --device auto|cpu|cuda   (auto: the GPU when one answers)
+  --epochs N (300)  --batch B (64)  --lr PEAK (1e-3)  --wd W (0.01)  --exempt-norms
+  --schedule restarts|cosine|constant (restarts: warmup 128, cycle 1024)  --warmup N  --cycle N
+  --clip C (1.0; 0 off)  --label-smoothing E (0.2)  --no-ema  --patience N (12)  --max-steps N
+  --amp off             (bf16/fp16 are not implemented yet)
+  --seed N (0)  --out DIR (runs/emonext)  --resume DIR  --log-every N (50)
+modes
+  --overfit-batch FILE --steps K --dump-state OUT   K steps on one batch (images [N,3,H,W], labels [N])
+  --benchmark STEPS     synthetic data: steady-state images/s, time per step, data wait
+)";
+
+[[noreturn]] void usage(const std::string& why) {
+  std::cerr << "emonext_train: " << why << "\n" << kUsage;
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  emonext::TrainConfig c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    try {
+      if (a == "--data") c.data_dir = value();
+      else if (a == "--csv") c.csv = value();
+      else if (a == "--synthetic") c.synthetic = std::stoll(value());
+      else if (a == "--workers") c.workers = std::stoi(value());
+      else if (a == "--no-hflip") c.augment.hflip = false;
+      else if (a == "--no-vflip") c.augment.vflip = false;
+      else if (a == "--rotate") c.augment.rotate_degrees = std::stod(value());
+      else if (a == "--no-random-crop") c.augment.random_crop = false;
+      else if (a == "--val-random-crop") c.val_random_crop = true;
+      else if (a == "--model") c.model = value();
+      else if (a == "--img-size") c.image_size = std::stoll(value());
+      else if (a == "--classes") c.classes = std::stoll(value());
+      else if (a == "--init") c.init = value();
+      else if (a == "--drop-path") c.drop_path = std::stod(value());
+      else if (a == "--device") c.device = value();
+      else if (a == "--epochs") c.epochs = std::stoll(value());
+      else if (a == "--batch") c.batch = std::stoll(value());
+      else if (a == "--lr") c.lr = std::stod(value());
+      else if (a == "--wd") c.weight_decay = std::stod(value());
+      else if (a == "--exempt-norms") c.exempt_norms = true;
+      else if (a == "--schedule") c.schedule = value();
+      else if (a == "--warmup") c.warmup = std::stoll(value());
+      else if (a == "--cycle") c.cycle = std::stoll(value());
+      else if (a == "--clip") c.clip = std::stod(value());
+      else if (a == "--label-smoothing") c.label_smoothing = std::stod(value());
+      else if (a == "--no-ema") c.ema = false;
+      else if (a == "--patience") c.patience = std::stoll(value());
+      else if (a == "--max-steps") c.max_steps = std::stoll(value());
+      else if (a == "--amp") c.amp = value();
+      else if (a == "--seed") c.seed = std::stoull(value());
+      else if (a == "--out") c.out = value();
+      else if (a == "--resume") c.resume = value();
+      else if (a == "--log-every") c.log_every = std::max<int64_t>(1, std::stoll(value()));
+      else if (a == "--overfit-batch") c.overfit_batch = value();
+      else if (a == "--steps") c.steps = std::stoll(value());
+      else if (a == "--dump-state") c.dump_state = value();
+      else if (a == "--benchmark") c.benchmark = std::stoll(value());
+      else if (a == "--help" || a == "-h") {
+        std::cout << kUsage;
+        return 0;
+      } else usage("unknown argument " + a);
+    } catch (const std::logic_error&) {
+      usage(a + " takes a number");
+    }
+  }
+  if (c.batch < 1 || c.epochs < 1 || c.image_size < 18) usage("--batch and --epochs must be positive, --img-size at least 18");
+  if (!c.resume.empty() && c.out == "runs/emonext") c.out = c.resume;  // continue in the same folder
+  return emonext::run_training(c);
+}

@@ -1,0 +1,124 @@
+#include "train/optim.h"
+
+#include <cmath>
+
+#include "core/autograd.h"
+#include "core/base/error.h"
+#include "core/ops.h"
+
+namespace emonext {
+
+AdamW::AdamW(Module& model, Options o) : o_(o), params_(model.named_parameters()) {
+  for (const Module::Named& p : params_) {
+    m_.push_back(Tensor::zeros(p.tensor->shape(), p.tensor->dtype(), p.tensor->device()));
+    v_.push_back(Tensor::zeros(p.tensor->shape(), p.tensor->dtype(), p.tensor->device()));
+    // Norm weights, biases and layer scales are 1-D; conv and Linear weights are not.
+    decay_.push_back(o.decay_norms_and_biases || p.tensor->dim() > 1);
+  }
+}
+
+void AdamW::step(double lr) {
+  NoGradGuard no_grad;
+  ++t_;
+  const double c1 = 1 - std::pow(o_.beta1, double(t_)), c2 = 1 - std::pow(o_.beta2, double(t_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = *params_[i].tensor;
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    Tensor np = decay_[i] && o_.weight_decay > 0 ? p * (1 - lr * o_.weight_decay) : p;
+    m_[i] = m_[i] * o_.beta1 + g * (1 - o_.beta1);
+    v_[i] = v_[i] * o_.beta2 + g * g * (1 - o_.beta2);
+    np = np - (m_[i] / (sqrt(v_[i] * (1 / c2)) + o_.eps)) * (lr / c1);
+    p.copy_(np);
+  }
+}
+
+std::vector<std::pair<std::string, Tensor*>> AdamW::state() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back("exp_avg." + params_[i].name, &m_[i]);
+    out.emplace_back("exp_avg_sq." + params_[i].name, &v_[i]);
+  }
+  return out;
+}
+
+double clip_grad_norm(Module& model, double max_norm) {
+  NoGradGuard no_grad;
+  double total = 0;
+  std::vector<Tensor> grads;
+  for (const Module::Named& p : model.named_parameters())
+    if (p.tensor->grad().defined()) {
+      grads.push_back(p.tensor->grad());
+      const Tensor g = grads.back().to(DType::F32);
+      total += sum(g * g).item();
+    }
+  const double norm = std::sqrt(total);
+  if (std::isfinite(norm) && norm > max_norm) {
+    const double scale = max_norm / (norm + 1e-6);
+    for (const Module::Named& p : model.named_parameters())
+      if (p.tensor->grad().defined()) p.tensor->set_grad(p.tensor->grad() * scale);
+  }
+  return norm;
+}
+
+Schedule schedule_from_name(const std::string& name) {
+  if (name == "restarts") return Schedule::Restarts;
+  if (name == "cosine") return Schedule::Cosine;
+  if (name == "constant") return Schedule::Constant;
+  throw Error("unknown schedule '" + name + "'; use restarts, cosine or constant");
+}
+
+double learning_rate(Schedule s, double peak, int64_t step, int64_t warmup, int64_t cycle, int64_t total_steps) {
+  switch (s) {
+    case Schedule::Constant: return peak;
+    case Schedule::Restarts: {
+      const int64_t c = step % cycle;
+      if (c < warmup) return peak * double(c) / double(warmup);
+      return peak * (1 + std::cos(M_PI * double(c - warmup) / double(cycle - warmup))) / 2;
+    }
+    case Schedule::Cosine:
+    default: {
+      if (step < warmup) return peak * double(step) / double(warmup);
+      const double t = std::min(1.0, double(step - warmup) / double(std::max<int64_t>(1, total_steps - warmup)));
+      return peak * (1 + std::cos(M_PI * t)) / 2;
+    }
+  }
+}
+
+Ema::Ema(Module& model, int64_t every) : every_(every) {
+  NoGradGuard no_grad;
+  for (const Module::Named& t : model.named_tensors()) {
+    names_.push_back(t.name);
+    values_.push_back(t.tensor->detach().clone());
+  }
+}
+
+void Ema::update(Module& model, int64_t step) {
+  if (step % every_ != 0) return;
+  NoGradGuard no_grad;
+  const double d = step <= 100 ? 0.0 : std::min(0.99, 1 - std::pow(double(1 + step - 100), -2.0 / 3.0));
+  const std::vector<Module::Named> now = model.named_tensors();
+  for (size_t i = 0; i < now.size(); ++i) {
+    const Tensor& x = *now[i].tensor;
+    if (x.dtype() == DType::I64 || d == 0.0) values_[i] = x.detach().clone();  // counters and the first 100 steps: copy
+    else values_[i] = values_[i] * d + x.detach().to(values_[i].dtype()) * (1 - d);
+  }
+}
+
+void Ema::swap(Module& model) {
+  NoGradGuard no_grad;
+  const std::vector<Module::Named> now = model.named_tensors();
+  for (size_t i = 0; i < now.size(); ++i) {
+    Tensor tmp = now[i].tensor->detach().clone();
+    now[i].tensor->copy_(values_[i]);
+    values_[i] = tmp;
+  }
+}
+
+std::vector<std::pair<std::string, Tensor*>> Ema::state() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (size_t i = 0; i < names_.size(); ++i) out.emplace_back("ema." + names_[i], &values_[i]);
+  return out;
+}
+
+}  // namespace emonext

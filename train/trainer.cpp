@@ -1,0 +1,524 @@
+#include "train/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "core/autograd.h"
+#include "core/base/error.h"
+#include "core/device.h"
+#include "core/safetensors.h"
+#include "models/checkpoint.h"
+#include "train/optim.h"
+
+namespace emonext {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+std::string duration(double s) {
+  char b[32];
+  const int64_t t = int64_t(s);
+  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", (long long)(t / 3600), (long long)(t / 60 % 60), (long long)(t % 60));
+  return b;
+}
+
+// Progress: a redrawn bar on a terminal, a plain line every `every` steps otherwise.
+class Progress {
+ public:
+  explicit Progress(int64_t every) : tty_(isatty(fileno(stdout)) != 0), every_(every) {}
+  void step(int64_t epoch, int64_t b, int64_t batches, double loss, double lr, double ips, double eta_s, int64_t step) {
+    if (tty_) {
+      const int width = 24, done = int(double(width) * double(b) / double(std::max<int64_t>(1, batches)));
+      std::printf("\repoch %lld [%s%s] %lld/%lld loss %.4f lr %.2e %.1f img/s ETA %s   ", (long long)epoch,
+                  std::string(size_t(done), '#').c_str(), std::string(size_t(width - done), '.').c_str(), (long long)b,
+                  (long long)batches, loss, lr, ips, duration(eta_s).c_str());
+      std::fflush(stdout);
+    } else if (step % every_ == 0) {
+      std::printf("step %lld epoch %lld batch %lld/%lld loss %.4f lr %.3e %.1f img/s ETA %s\n", (long long)step, (long long)epoch,
+                  (long long)b, (long long)batches, loss, lr, ips, duration(eta_s).c_str());
+      std::fflush(stdout);
+    }
+  }
+  void end_line() {
+    if (tty_) std::printf("\n");
+  }
+
+ private:
+  bool tty_;
+  int64_t every_;
+};
+
+Device pick_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu();
+  if (name == "cuda") {
+    EMONEXT_CHECK(cuda_available(), "--device cuda: ", cuda_unavailable_reason());
+    return Device::cuda(0);
+  }
+  EMONEXT_CHECK(name == "auto", "--device is auto, cpu or cuda, got '", name, "'");
+  return cuda_available() ? Device::cuda(0) : Device::cpu();
+}
+
+struct Eval {
+  double accuracy = 0, loss = 0;
+  std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
+};
+
+// Accuracy and mean cross-entropy (no smoothing) of the model on a dataset; views
+// per image: 1 (centre or random crop) or 10 (ten-crop, logits averaged).
+Eval evaluate(EmoNeXt& model, const Dataset& data, const TrainConfig& c, Device dev, bool tencrop, int64_t epoch) {
+  NoGradGuard no_grad;
+  const bool was_training = model.training();
+  model.eval();
+  Eval e;
+  e.confusion.assign(size_t(c.classes), std::vector<int64_t>(size_t(c.classes), 0));
+  int64_t n = 0, correct = 0;
+  double loss_sum = 0;
+  const int64_t views = tencrop ? 10 : 1, per_batch = std::max<int64_t>(1, c.batch / views);
+  for (size_t first = 0; first < data.samples.size(); first += size_t(per_batch)) {
+    std::vector<GrayImage> crops;
+    std::vector<int64_t> labels;
+    for (size_t i = first; i < data.samples.size() && i < first + size_t(per_batch); ++i) {
+      GrayImage img;
+      try {
+        img = data.image(i);
+      } catch (const Error&) {
+        continue;  // reported when the data was read
+      }
+      if (tencrop) {
+        for (GrayImage& v : ten_crop(img, c.image_size)) crops.push_back(std::move(v));
+      } else if (c.val_random_crop) {
+        SampleRng rng(c.seed ^ 0xe7a1ULL, uint64_t(epoch), i);
+        Augment crop_only{false, false, 0, true};
+        crops.push_back(train_view(img, c.image_size, crop_only, rng));
+      } else {
+        crops.push_back(eval_view(img, c.image_size));
+      }
+      labels.push_back(data.samples[i].label);
+    }
+    if (labels.empty()) continue;
+    Tensor x = Tensor::empty({int64_t(crops.size()), c.image_size, c.image_size, 3});
+    for (size_t k = 0; k < crops.size(); ++k) put_in_batch(crops[k], x, int64_t(k));
+    const Tensor logits = mean(model.forward(x.to(dev)).logits.reshape({int64_t(labels.size()), views, c.classes}), {1});
+    const Tensor y = Tensor::from_ints(labels, {int64_t(labels.size())});
+    loss_sum += cross_entropy(logits, y.to(dev)).item() * double(labels.size());
+    const std::vector<double> l = logits.to_vector();
+    for (size_t k = 0; k < labels.size(); ++k) {
+      const double* row = l.data() + k * size_t(c.classes);
+      const int64_t pred = int64_t(std::max_element(row, row + c.classes) - row);
+      ++e.confusion[size_t(labels[k])][size_t(pred)];
+      correct += pred == labels[k];
+    }
+    n += int64_t(labels.size());
+  }
+  e.accuracy = n ? double(correct) / double(n) : 0;
+  e.loss = n ? loss_sum / double(n) : 0;
+  model.train(was_training);
+  return e;
+}
+
+void print_counts(const Dataset& d) {
+  const std::vector<int64_t> counts = d.class_counts();
+  std::printf("%-9s %6zu images:", d.name.c_str(), d.samples.size());
+  for (size_t c = 0; c < counts.size(); ++c) std::printf(" %s %lld", fer2013_labels()[c].c_str(), (long long)counts[c]);
+  std::printf("\n");
+}
+
+std::string json_config(const TrainConfig& c, const std::string& device) {
+  std::ostringstream j;
+  auto s = [&](const char* k, const std::string& v, bool last = false) { j << "  \"" << k << "\": \"" << v << "\"" << (last ? "\n" : ",\n"); };
+  auto n = [&](const char* k, double v) { j << "  \"" << k << "\": " << v << ",\n"; };
+  j << "{\n";
+  s("engine", "emonext-engine 0.1.0");
+  s("device", device);
+  s("data_dir", c.data_dir);
+  s("csv", c.csv);
+  n("synthetic", double(c.synthetic));
+  s("model", c.model);
+  n("classes", double(c.classes));
+  n("image_size", double(c.image_size));
+  s("init", c.init);
+  s("resume", c.resume);
+  n("epochs", double(c.epochs));
+  n("batch", double(c.batch));
+  n("patience", double(c.patience));
+  n("max_steps", double(c.max_steps));
+  n("lr", c.lr);
+  n("weight_decay", c.weight_decay);
+  n("exempt_norms", c.exempt_norms);
+  n("drop_path", c.drop_path);
+  n("clip", c.clip);
+  n("label_smoothing", c.label_smoothing);
+  s("schedule", c.schedule);
+  n("warmup", double(c.warmup));
+  n("cycle", double(c.cycle));
+  n("ema", c.ema);
+  n("ema_every", double(c.ema_every));
+  s("amp", c.amp);
+  n("seed", double(c.seed));
+  n("workers", c.workers);
+  n("hflip", c.augment.hflip);
+  n("vflip", c.augment.vflip);
+  n("rotate", c.augment.rotate_degrees);
+  n("random_crop", c.augment.random_crop);
+  n("val_random_crop", c.val_random_crop);
+  s("labels", "angry,disgust,fear,happy,neutral,sad,surprise", true);
+  j << "}\n";
+  return j.str();
+}
+
+// The training state beside a weights file: optimizer moments, EMA, counters.
+struct RunState {
+  int64_t epoch = 0, batch_in_epoch = 0, step = 0, bad_epochs = 0;
+  double best_accuracy = -1;
+  uint64_t drop_path_counter = 0;
+};
+
+void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, t] : opt.state()) tensors.emplace_back(name, t->to(Device::cpu()));
+  if (ema)
+    for (auto& [name, t] : ema->state()) tensors.emplace_back(name, t->to(Device::cpu()));
+  save_safetensors(path, tensors,
+                   {{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
+                    {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
+                    {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
+                    {"adam_steps", std::to_string(opt.steps())}});
+}
+
+RunState load_state(const std::string& path, AdamW& opt, Ema* ema) {
+  const SafeTensors f = load_safetensors(path);
+  for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
+  if (ema)
+    for (auto& [name, t] : ema->state()) t->copy_(f.at(name));
+  RunState s;
+  auto get = [&](const char* k) -> const std::string& {
+    const auto it = f.metadata.find(k);
+    EMONEXT_CHECK(it != f.metadata.end(), path, ": no '", k, "' in the training state");
+    return it->second;
+  };
+  s.epoch = std::stoll(get("epoch"));
+  s.batch_in_epoch = std::stoll(get("batch_in_epoch"));
+  s.step = std::stoll(get("step"));
+  s.bad_epochs = std::stoll(get("bad_epochs"));
+  s.best_accuracy = std::stod(get("best_accuracy"));
+  s.drop_path_counter = std::stoull(get("drop_path_counter"));
+  opt.set_steps(std::stoll(get("adam_steps")));
+  return s;
+}
+
+int64_t peak_rss_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss / 1024);
+}
+
+}  // namespace
+
+int run_training(const TrainConfig& c) {
+  try {
+    EMONEXT_CHECK(c.amp == "off", "--amp ", c.amp,
+                  ": mixed precision is not implemented yet in emonext_train (only --amp off); the kernels support bf16/f16");
+    const Device dev = pick_device(c.device);
+    const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
+    const bool overfit = !c.overfit_batch.empty();
+    std::printf("emonext_train: EmoNeXt-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n", c.model.c_str(),
+                (long long)c.image_size, (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
+
+    // ---- data ----
+    Dataset train, val, test;
+    bool have_test = false;
+    if (overfit) {
+      // no datasets: one fixed batch
+    } else if (c.benchmark > 0 || c.synthetic > 0) {
+      train = synthetic_dataset(c.benchmark > 0 ? c.batch * std::min<int64_t>(c.benchmark, 64) : c.synthetic, c.seed);
+      val = synthetic_dataset(std::max<int64_t>(c.batch, 64), c.seed + 1);
+      val.name = "val";
+    } else if (!c.csv.empty()) {
+      train = read_fer2013_csv(c.csv, "Training");
+      train.name = "train";
+      val = read_fer2013_csv(c.csv, "PublicTest");
+      val.name = "val";
+      try {
+        test = read_fer2013_csv(c.csv, "PrivateTest");
+        test.name = "test";
+        have_test = true;
+      } catch (const Error&) {
+      }
+    } else {
+      EMONEXT_CHECK(!c.data_dir.empty(), "no data: give --data DIR (train/ val/ [test/] folders), --csv FILE or --synthetic N");
+      train = read_image_folders(c.data_dir, "train");
+      val = read_image_folders(c.data_dir, "val");
+      if (fs::is_directory(fs::path(c.data_dir) / "test")) {
+        test = read_image_folders(c.data_dir, "test");
+        have_test = true;
+      }
+    }
+    if (!overfit) {
+      print_counts(train);
+      print_counts(val);
+      if (have_test) print_counts(test);
+    }
+
+    // ---- model, optimizer, EMA ----
+    EmoNeXt model(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
+    Generator init_gen(c.seed);
+    init_weights(model, init_gen);
+    if (!c.init.empty()) {
+      CheckpointInfo info;
+      const std::unique_ptr<EmoNeXt> from = load_emonext(c.init, &info);
+      EMONEXT_CHECK(info.model == c.model && info.classes == c.classes && info.image_size == c.image_size, c.init, ": holds EmoNeXt-",
+                    info.model, " for ", info.classes, " classes at ", info.image_size, ", not ", c.model, " / ", c.classes, " / ",
+                    c.image_size, " (set --model, --img-size to match)");
+      std::vector<std::pair<std::string, Tensor>> tensors;
+      for (const Module::Named& t : from->named_tensors()) tensors.emplace_back(t.name, *t.tensor);
+      load_state(model, tensors, c.init);
+      std::printf("initialised from %s\n", c.init.c_str());
+    }
+    model.generator().set_state(c.seed + 1, 0);
+    model.to(dev);
+    model.train();
+    AdamW::Options oo;
+    oo.weight_decay = c.weight_decay;
+    oo.decay_norms_and_biases = !c.exempt_norms;
+    AdamW opt(model, oo);
+    std::unique_ptr<Ema> ema = c.ema ? std::make_unique<Ema>(model, c.ema_every) : nullptr;
+    const Schedule schedule = schedule_from_name(c.schedule);
+
+    // ---- overfit-batch mode ----
+    if (overfit) {
+      EMONEXT_CHECK(c.steps > 0 && !c.dump_state.empty(), "--overfit-batch needs --steps K and --dump-state OUT");
+      const SafeTensors b = load_safetensors(c.overfit_batch);
+      const Tensor x = b.at("images").to(DType::F32).permute({0, 2, 3, 1}).contiguous().to(dev), y = b.at("labels").to(dev);
+      std::vector<double> losses;
+      std::vector<std::pair<std::string, Tensor>> dump;
+      for (int64_t s = 0; s < c.steps; ++s) {
+        const EmoNeXtOutput out = model.forward(x);
+        const Tensor loss = emonext_loss(out, y, c.label_smoothing);
+        loss.backward();
+        losses.push_back(loss.item());
+        if (s == 0) {
+          dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
+          for (const Module::Named& p : model.named_parameters())
+            if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
+        }
+        if (c.clip > 0) clip_grad_norm(model, c.clip);
+        opt.step(learning_rate(schedule, c.lr, s, c.warmup, c.cycle, c.steps));
+        model.zero_grad();
+        std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
+      }
+      dump.emplace_back("loss", Tensor::from_vector(losses, {int64_t(losses.size())}));
+      save_safetensors(c.dump_state, dump);
+      std::printf("wrote %s\n", c.dump_state.c_str());
+      return 0;
+    }
+
+    // ---- output folder, resume ----
+    fs::create_directories(c.out);
+    const std::string last = c.out + "/last.safetensors", last_state = c.out + "/last.state.safetensors",
+                      best = c.out + "/best.safetensors";
+    RunState st;
+    if (!c.resume.empty()) {
+      const std::string w = c.resume + "/last.safetensors";
+      CheckpointInfo info;
+      const SafeTensors f = load_safetensors(w);
+      info = read_checkpoint_info(f, w);
+      load_state(model, f.tensors, w);
+      st = load_state(c.resume + "/last.state.safetensors", opt, ema.get());
+      model.generator().set_state(c.seed + 1, st.drop_path_counter);
+      std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c.resume.c_str(), (long long)st.step,
+                  (long long)st.epoch, (long long)st.batch_in_epoch);
+    }
+    {
+      std::ofstream(c.out + "/config.json") << json_config(c, dev.str());
+    }
+    const bool append = !c.resume.empty() && fs::exists(c.out + "/metrics.csv");
+    std::ofstream metrics(c.out + "/metrics.csv", append ? std::ios::app : std::ios::trunc);
+    if (!append) metrics << "epoch,step,train_loss,train_accuracy,val_loss,val_accuracy,lr,images_per_s,data_wait_s\n";
+    std::ofstream steps_log(c.out + "/steps.csv", append ? std::ios::app : std::ios::trunc);
+    if (!append) steps_log << "step,loss,lr,grad_norm\n";
+
+    auto save_last = [&]() {
+      st.drop_path_counter = model.generator().counter();
+      save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});
+      save_state(last_state, opt, ema.get(), st);
+    };
+    g_interrupted = false;
+    auto previous = std::signal(SIGINT, on_sigint);
+    Progress progress(c.log_every);
+    const int64_t steps_per_epoch = int64_t(train.samples.size()) / c.batch;
+    EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", train.samples.size(), " images) is smaller than one batch (", c.batch, ")");
+    const int64_t total_steps = c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch) : c.epochs * steps_per_epoch;
+    int64_t unreadable = 0;
+    bool stop = false;
+    const auto t_start = Clock::now();
+    double bench_time = 0, bench_wait = 0;
+    int64_t bench_images = 0;
+
+    for (; st.epoch < c.epochs && !stop; ++st.epoch) {
+      Loader loader(train, c.batch, c.image_size, true, c.augment, c.seed, st.epoch, workers, st.batch_in_epoch);
+      double loss_sum = 0;
+      int64_t seen = 0, correct = 0;
+      const auto t_epoch = Clock::now();
+      int64_t epoch_images = 0;
+      for (Batch b = loader.next(); b.index >= 0; b = loader.next()) {
+        for (const std::string& why : b.unreadable) std::fprintf(stderr, "skipped unreadable image %s\n", why.c_str());
+        unreadable += int64_t(b.unreadable.size());
+        if (b.labels.numel() == 0) continue;
+        const auto t_step = Clock::now();
+        const double lr = learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps);
+        const EmoNeXtOutput out = model.forward(b.images.to(dev));
+        const Tensor y = b.labels.to(dev);
+        const Tensor loss = emonext_loss(out, y, c.label_smoothing);
+        const double l = loss.item();
+        if (!std::isfinite(l)) {
+          progress.end_line();
+          std::fprintf(stderr, "emonext_train: the loss is %f at step %lld; stopping. The last good checkpoint is %s\n", l,
+                       (long long)st.step + 1, fs::exists(last) ? last.c_str() : "(none yet)");
+          std::signal(SIGINT, previous);
+          return 1;
+        }
+        loss.backward();
+        const double norm = c.clip > 0 ? clip_grad_norm(model, c.clip) : 0.0;
+        opt.step(lr);
+        model.zero_grad();
+        ++st.step;
+        st.batch_in_epoch = b.index + 1;
+        if (ema) ema->update(model, st.step);
+        {
+          NoGradGuard no_grad;
+          const std::vector<double> lg = out.logits.detach().to_vector();
+          const std::vector<int64_t> lab = b.labels.to_int_vector();
+          for (size_t k = 0; k < lab.size(); ++k) {
+            const double* row = lg.data() + k * size_t(c.classes);
+            correct += int64_t(std::max_element(row, row + c.classes) - row) == lab[k];
+          }
+        }
+        loss_sum += l * double(b.labels.numel());
+        seen += b.labels.numel();
+        epoch_images += b.labels.numel();
+        steps_log << st.step << ',' << fmt("%.17g", l) << ',' << fmt("%.6g", lr) << ',' << fmt("%.6g", norm) << '\n';
+        const double elapsed = seconds_since(t_start);
+        if (c.benchmark > 0 && st.step > 3) {  // steady state: after the first steps
+          bench_time += seconds_since(t_step);
+          bench_images += b.labels.numel();
+        }
+        const double ips = double(epoch_images) / std::max(1e-9, seconds_since(t_epoch));
+        const double eta = elapsed / double(std::max<int64_t>(1, st.step)) * double(std::max<int64_t>(0, total_steps - st.step));
+        progress.step(st.epoch, b.index + 1, loader.batches(), l, lr, ips, eta, st.step);
+        if (g_interrupted) {
+          progress.end_line();
+          save_last();
+          std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st.step, last.c_str(), c.out.c_str());
+          std::signal(SIGINT, previous);
+          return 130;
+        }
+        if ((c.max_steps > 0 && st.step >= c.max_steps) || (c.benchmark > 0 && st.step >= c.benchmark)) {
+          stop = true;
+          break;
+        }
+      }
+      progress.end_line();
+      bench_wait = loader.wait_seconds();
+      if (c.benchmark > 0) break;
+      if (!stop) st.batch_in_epoch = 0;
+      // ---- evaluation ----
+      if (ema) ema->swap(model);
+      const Eval ev = evaluate(model, val, c, dev, false, st.epoch);
+      if (ema) ema->swap(model);
+      const double ips = double(epoch_images) / std::max(1e-9, seconds_since(t_epoch));
+      std::printf("epoch %lld step %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f img/s, data wait %.1f s\n",
+                  (long long)st.epoch, (long long)st.step, seen ? loss_sum / double(seen) : 0.0,
+                  seen ? double(correct) / double(seen) : 0.0, ev.loss, ev.accuracy, ema ? " (EMA)" : "", ips, loader.wait_seconds());
+      std::fflush(stdout);
+      metrics << st.epoch << ',' << st.step << ',' << (seen ? loss_sum / double(seen) : 0.0) << ','
+              << (seen ? double(correct) / double(seen) : 0.0) << ',' << ev.loss << ',' << ev.accuracy << ','
+              << learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps) << ',' << ips << ',' << loader.wait_seconds()
+              << std::endl;
+      if (ev.accuracy > st.best_accuracy) {
+        st.best_accuracy = ev.accuracy;
+        st.bad_epochs = 0;
+        if (ema) ema->swap(model);
+        save_checkpoint(best, model, fer2013_labels(),
+                        {{"epoch", std::to_string(st.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema ? "1" : "0"}});
+        if (ema) ema->swap(model);
+      } else if (++st.bad_epochs >= c.patience) {
+        std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c.patience);
+        stop = true;
+      }
+      if (stop && st.batch_in_epoch > 0) {
+        save_last();  // mid-epoch: resume continues this epoch
+        break;
+      }
+      const int64_t keep = st.epoch;
+      ++st.epoch;  // "last" resumes at the next epoch
+      save_last();
+      st.epoch = keep;
+    }
+    std::signal(SIGINT, previous);
+    if (unreadable) std::printf("%lld unreadable image(s) were skipped\n", (long long)unreadable);
+
+    if (c.benchmark > 0) {
+      const double ips = double(bench_images) / std::max(1e-9, bench_time);
+      std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step, data wait %.3f s in all, "
+                  "peak host memory %lld MB\n",
+                  (long long)st.step, (long long)c.batch, (long long)c.image_size, (long long)c.image_size, dev.str().c_str(), ips,
+                  1000.0 * bench_time / double(std::max<int64_t>(1, st.step - 3)), bench_wait, (long long)peak_rss_mb());
+      return 0;
+    }
+    if (have_test) {
+      if (ema) ema->swap(model);
+      const Eval ev = evaluate(model, test, c, dev, true, 0);
+      if (ema) ema->swap(model);
+      std::printf("test (ten-crop%s): accuracy %.4f, loss %.4f\n", ema ? ", EMA" : "", ev.accuracy, ev.loss);
+      std::ofstream cm(c.out + "/confusion.csv");
+      cm << "true\\predicted";
+      for (const std::string& l : fer2013_labels()) cm << ',' << l;
+      cm << ",accuracy\n";
+      for (size_t t = 0; t < ev.confusion.size(); ++t) {
+        int64_t row = 0;
+        for (int64_t v : ev.confusion[t]) row += v;
+        const double acc = row ? double(ev.confusion[t][t]) / double(row) : 0.0;
+        std::printf("  %-9s %.4f  ", fer2013_labels()[t].c_str(), acc);
+        cm << fer2013_labels()[t];
+        for (int64_t v : ev.confusion[t]) {
+          std::printf(" %5lld", (long long)v);
+          cm << ',' << v;
+        }
+        cm << ',' << acc << '\n';
+        std::printf("\n");
+      }
+      std::printf("wrote %s/confusion.csv\n", c.out.c_str());
+    }
+    std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints in %s\n", (long long)st.step,
+                duration(seconds_since(t_start)).c_str(), st.best_accuracy, c.out.c_str());
+    return 0;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "emonext_train: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace emonext
