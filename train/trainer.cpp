@@ -419,7 +419,7 @@ int run_training(const TrainConfig& c) {
         loss_sum += l * double(b.labels.numel());
         seen += b.labels.numel();
         epoch_images += b.labels.numel();
-        steps_log << st.step << ',' << fmt("%.17g", l) << ',' << fmt("%.6g", lr) << ',' << fmt("%.6g", norm) << '\n';
+        steps_log << st.step << ',' << fmt("%.17g", l) << ',' << fmt("%.6g", lr) << ',' << fmt("%.6g", norm) << std::endl;
         const double elapsed = seconds_since(t_start);
         if (c.benchmark > 0 && st.step > 3) {  // steady state: after the first steps
           bench_time += seconds_since(t_step);

@@ -11,6 +11,8 @@ Reference only: the engine never runs Python.
       writes a random ConvNeXt-atto in Facebook's, timm's (safetensors and .bin) and
       torchvision's forms, EmoNeXt's own checkpoint forms, and broken files, for the
       import tests (made at test time: 15 MB each)
+  emonext_twin.py overfit CKPT BATCH K OUT
+      K training steps on one batch, as emonext_train --overfit-batch (float64)
   emonext_twin.py check CKPT IMAGES LOGITS
       loads the engine's checkpoint CKPT with load_state_dict(strict=True), runs
       images [N,3,H,W] from IMAGES (safetensors "images") in eval mode and prints the
@@ -378,6 +380,37 @@ def make_pretrained_files(out):
     print(f"wrote the pretrained-weight test files to {out}")
 
 
+def overfit(ckpt, batch_path, steps, out_path, lr=1e-3):
+    """emonext_train --overfit-batch's twin: K steps of AdamW (wd 0.01, betas 0.9/0.999,
+    eps 1e-8) at a constant lr with gradient clipping at 1.0, in float64, from the
+    engine's checkpoint; writes loss [K], the first step's logits and gradients."""
+    weights, meta = load_safetensors(ckpt)
+    model = EmoNeXt(meta["model"], int(meta["classes"]), int(meta["image_size"]), drop_path_rate=0.0)
+    model.load_state_dict(weights, strict=True)
+    model = model.double()
+    model.train()
+    batch = load_safetensors(batch_path)[0]
+    x, y = batch["images"].double(), batch["labels"]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    out, losses = {}, []
+    for step in range(int(steps)):
+        logits, w = model(x)
+        loss = emonext_loss(logits, w, y)
+        opt.zero_grad()
+        loss.backward()
+        losses.append(loss.item())
+        if step == 0:
+            out["logits"] = logits.detach()
+            for name, p in model.named_parameters():
+                if p.grad is not None:
+                    out["grad." + name] = p.grad.detach().clone()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    out["loss"] = torch.tensor(losses, dtype=torch.float64)
+    save_safetensors(out_path, out)
+    print("twin losses:", " ".join(f"{v:.6f}" for v in losses))
+
+
 def check(ckpt, images_path, logits_path):
     weights, meta = load_safetensors(ckpt)
     model = EmoNeXt(meta["model"], int(meta["classes"]), int(meta["image_size"]))
@@ -400,6 +433,8 @@ def main():
         make_parity_fixture(os.path.join(fixtures, "parity_atto48.safetensors"), "atto", 48, 4, 11, smooth=False)
         make_parity_fixture(os.path.join(fixtures, "parity_tiny224.safetensors"), "tiny", 224, 2, 12, smooth=True)
         make_torch_file_fixtures(fixtures)
+    elif len(sys.argv) == 6 and sys.argv[1] == "overfit":
+        overfit(*sys.argv[2:6])
     elif len(sys.argv) == 3 and sys.argv[1] == "pretrained":
         make_pretrained_files(sys.argv[2])
     elif len(sys.argv) == 5 and sys.argv[1] == "check":
