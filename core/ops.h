@@ -22,6 +22,9 @@ Tensor add(const Tensor& a, double s);
 Tensor mul(const Tensor& a, double s);
 Tensor pow(const Tensor& a, double exponent);
 Tensor neg(const Tensor& a);
+// A differentiable dtype conversion between floating types (mixed precision): the
+// gradient converts back. Tensor::to(DType) is the same without autograd.
+Tensor cast(const Tensor& a, DType dtype);
 Tensor exp(const Tensor& a);
 Tensor log(const Tensor& a);
 Tensor sqrt(const Tensor& a);

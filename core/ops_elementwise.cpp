@@ -130,6 +130,14 @@ Tensor neg(const Tensor& a) {
   return record(unary_forward(UnaryOp::Neg, "neg", a), "neg", {a}, [](const Tensor& g) { return Grads{neg(g)}; });
 }
 
+Tensor cast(const Tensor& a, DType dtype) {
+  EMONEXT_CHECK(is_floating(a.dtype()) && is_floating(dtype), "cast: floating dtypes only, got ", dtype_name(a.dtype()), " -> ",
+                dtype_name(dtype), " (use Tensor::to for others; it is not differentiable)");
+  if (a.dtype() == dtype) return a;
+  const DType from = a.dtype();
+  return record(a.detach().to(dtype), "cast", {a}, [from](const Tensor& g) { return Grads{cast(g, from)}; });
+}
+
 Tensor exp(const Tensor& a) {
   Tensor out = unary_forward(UnaryOp::Exp, "exp", a);
   return record(out, "exp", {a}, [y = out.detach()](const Tensor& g) { return Grads{mul(g, y)}; });

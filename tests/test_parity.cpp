@@ -19,6 +19,7 @@
 #include "models/checkpoint.h"
 #include "models/emonext.h"
 #include "tests/op_cases.h"
+#include "tests/test_util.h"
 
 namespace emonext::test {
 namespace {
@@ -100,7 +101,7 @@ Tensor sample(const Tensor& t, int64_t count) {
   return Tensor::from_vector(out, {int64_t(out.size())}, DType::F64);
 }
 
-void run_parity(const std::string& file) {
+void run_parity(const std::string& file, Device device = Device::cpu()) {
   const SafeTensors fx = load_safetensors(fixture_path(file));
   const std::string size = fx.metadata.at("size");
   const int64_t image_size = std::stoll(fx.metadata.at("image_size")), samples = std::stoll(fx.metadata.at("grad_samples"));
@@ -114,18 +115,20 @@ void run_parity(const std::string& file) {
   std::vector<int64_t> labels;
   for (double u : rand({n}, gen, 0.0, 7.0).to_vector()) labels.push_back(std::min<int64_t>(int64_t(u), 6));
   ASSERT_EQ(labels, fx.at("labels").to_int_vector());
-  const Tensor y = Tensor::from_ints(labels, {n});
+  const Tensor y = Tensor::from_ints(labels, {n}).to(device);
   constexpr double kTol = 1e-4;
+  model.to(device);
+  const Tensor x = images.to(device);
 
   model.eval();
   {
     NoGradGuard no_grad;
-    const EmoNeXtOutput out = model.forward(images);
+    const EmoNeXtOutput out = model.forward(x);
     expect_rel(out.logits, fx.at("eval.logits"), kTol, "eval logits");
     expect_rel(out.attention, fx.at("eval.attention"), kTol, "eval attention");
   }
   model.train();
-  const EmoNeXtOutput out = model.forward(images);
+  const EmoNeXtOutput out = model.forward(x);
   const Tensor loss = emonext_loss(out, y);
   expect_rel(loss.reshape({1}), fx.at("train.loss"), kTol, "train loss");
   expect_rel(out.logits, fx.at("train.logits"), kTol, "train logits");
@@ -160,6 +163,12 @@ void run_parity(const std::string& file) {
 }
 
 TEST(Parity, EmoNeXtAtto48MatchesThePyTorchTwin) { run_parity("parity_atto48.safetensors"); }
+
+// The same on the CUDA backend (the emulation build runs it on the CPU; a GPU machine on the GPU).
+TEST(Parity, EmoNeXtAtto48OnCudaMatchesThePyTorchTwin) {
+  REQUIRE_GPU();
+  run_parity("parity_atto48.safetensors", Device::cuda(0));
+}
 
 // At 224 the images are smooth ramps: on white noise, f32 rounding moves some of the
 // spatial transformer's sample points across pixel boundaries, and its own gradients

@@ -7,7 +7,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -153,6 +155,30 @@ TEST(Train, ResumingGivesTheSameLossesBitForBit) {
   const std::vector<std::string> straight = loss_column(a + "/steps.csv"), resumed = loss_column(b + "/steps.csv");
   ASSERT_EQ(straight.size(), 8u);
   EXPECT_EQ(straight, resumed);
+}
+
+TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
+  const std::string f32 = temp_dir("amp_f32"), bf16 = temp_dir("amp_bf16"), fp16 = temp_dir("amp_fp16");
+  std::string out;
+  ASSERT_EQ(run(kSmall + " --max-steps 4 --out " + f32, &out), 0) << out;
+  ASSERT_EQ(run(kSmall + " --max-steps 4 --amp bf16 --out " + bf16, &out), 0) << out;
+  EXPECT_NE(out.find("mixed precision: bf16 backbone"), std::string::npos) << out;
+  const std::vector<std::string> a = loss_column(f32 + "/steps.csv"), b = loss_column(bf16 + "/steps.csv");
+  ASSERT_EQ(b.size(), 4u);
+  const double la = std::stod(a[0].substr(a[0].find(',') + 1)), lb = std::stod(b[0].substr(b[0].find(',') + 1));
+  EXPECT_NEAR(lb, la, 0.05) << "the first step's loss in bf16 against f32, same weights and batch";
+  EXPECT_NE(lb, la) << "bf16 changed nothing: was it used?";
+  // A loss scale of 2^24 overflows f16 at once: steps are skipped and the scale halves until it fits.
+  ASSERT_EQ(run(kSmall + " --max-steps 12 --amp fp16 --loss-scale 16777216 --out " + fp16, &out), 0) << out;
+  EXPECT_NE(out.find("step 1 skipped: inf/NaN gradients at loss scale 1.67772e+07; the scale is now 8.38861e+06"), std::string::npos)
+      << out;
+  const std::vector<std::string> c = loss_column(fp16 + "/steps.csv");
+  ASSERT_EQ(c.size(), 12u);
+  for (const std::string& r : c) EXPECT_TRUE(std::isfinite(std::stod(r.substr(r.find(',') + 1)))) << r;
+  size_t skipped = 0;
+  for (size_t at = out.find(" skipped: inf/NaN"); at != std::string::npos; at = out.find(" skipped: inf/NaN", at + 1)) ++skipped;
+  EXPECT_GE(skipped, 8u) << "2^24 down to 2^16 takes 8 halvings";
+  EXPECT_LT(skipped, 12u) << "no step was taken: " << out;
 }
 
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {

@@ -27,7 +27,8 @@ training
   --epochs N (300)  --batch B (64)  --lr PEAK (1e-3)  --wd W (0.01)  --exempt-norms
   --schedule restarts|cosine|constant (restarts: warmup 128, cycle 1024)  --warmup N  --cycle N
   --clip C (1.0; 0 off)  --label-smoothing E (0.2)  --no-ema  --patience N (12)  --max-steps N
-  --amp off             (bf16/fp16 are not implemented yet)
+  --amp off|bf16|fp16   mixed precision: the backbone in bf16/f16, f32 master weights; fp16 with a
+                        dynamic loss scale (--loss-scale S, 65536) that skips steps with inf/NaN gradients
   --seed N (0)  --out DIR (runs/emonext)  --resume DIR  --log-every N (50)
 modes
   --overfit-batch FILE --steps K --dump-state OUT   K steps on one batch (images [N,3,H,W], labels [N])
@@ -79,6 +80,7 @@ int main(int argc, char** argv) {
       else if (a == "--patience") c.patience = std::stoll(value());
       else if (a == "--max-steps") c.max_steps = std::stoll(value());
       else if (a == "--amp") c.amp = value();
+      else if (a == "--loss-scale") c.loss_scale = std::stod(value());
       else if (a == "--seed") c.seed = std::stoull(value());
       else if (a == "--out") c.out = value();
       else if (a == "--resume") c.resume = value();

@@ -17,6 +17,7 @@
 #include "core/base/error.h"
 #include "core/device.h"
 #include "core/safetensors.h"
+#include "core/storage.h"
 #include "models/checkpoint.h"
 #include "train/optim.h"
 
@@ -196,7 +197,10 @@ struct RunState {
   uint64_t drop_path_counter = 0;
 };
 
-void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s) {
+struct LossScaler;
+void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, const LossScaler& scaler);
+RunState load_state(const std::string& path, AdamW& opt, Ema* ema, LossScaler& scaler);
+void save_state_impl(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, double scale, int64_t good) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [name, t] : opt.state()) tensors.emplace_back(name, t->to(Device::cpu()));
   if (ema)
@@ -205,10 +209,11 @@ void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s
                    {{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
                     {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
                     {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
-                    {"adam_steps", std::to_string(opt.steps())}});
+                    {"adam_steps", std::to_string(opt.steps())}, {"loss_scale", fmt("%.17g", scale)},
+                    {"loss_scale_good_steps", std::to_string(good)}});
 }
 
-RunState load_state(const std::string& path, AdamW& opt, Ema* ema) {
+RunState load_state_impl(const std::string& path, AdamW& opt, Ema* ema, double& scale, int64_t& good) {
   const SafeTensors f = load_safetensors(path);
   for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
   if (ema)
@@ -226,7 +231,70 @@ RunState load_state(const std::string& path, AdamW& opt, Ema* ema) {
   s.best_accuracy = std::stod(get("best_accuracy"));
   s.drop_path_counter = std::stoull(get("drop_path_counter"));
   opt.set_steps(std::stoll(get("adam_steps")));
+  scale = std::stod(get("loss_scale"));
+  good = std::stoll(get("loss_scale_good_steps"));
   return s;
+}
+
+// fp16's dynamic loss scale: the loss is multiplied by `scale` before the backward
+// pass and the gradients divided by it after; a step whose gradients hold inf or NaN
+// is skipped and the scale halved; 2000 good steps in a row double it (PyTorch's
+// GradScaler defaults).
+struct LossScaler {
+  bool on = false;
+  double scale = 65536;
+  int64_t good = 0;
+  void update(bool found_inf) {
+    if (found_inf) {
+      scale /= 2;
+      good = 0;
+    } else if (++good == 2000) {
+      scale *= 2;
+      good = 0;
+    }
+  }
+};
+
+// Mixed precision: the master model (f32) keeps the weights, the optimizer state and
+// runs the spatial transformer, whose BatchNorm statistics so stay f32; a copy of the
+// model in bf16 or f16 runs the backbone, the head and the attention; the logits and
+// attention come back in f32 for the loss, as autocast does for softmax and losses.
+EmoNeXtOutput amp_forward(EmoNeXt& master, EmoNeXt& low, const Tensor& x, DType dtype) {
+  master.stn.train(master.training());
+  const Tensor f = low.forward_features(cast(master.stn.forward(x), dtype));
+  return {cast(low.head.forward(f), DType::F32), cast(low.attention.forward(f), DType::F32)};
+}
+
+bool is_stn(const std::string& name) { return name.starts_with("localization.") || name.starts_with("fc_loc."); }
+
+// The master's weights (all but the STN's, which the master runs) into the low copy.
+void copy_to_low(EmoNeXt& master, EmoNeXt& low) {
+  NoGradGuard no_grad;
+  const std::vector<Module::Named> from = master.named_tensors(), to = low.named_tensors();
+  for (size_t i = 0; i < from.size(); ++i)
+    if (!is_stn(from[i].name)) to[i].tensor->copy_(*from[i].tensor);
+}
+
+// The low copy's gradients, in f32 and divided by the loss scale, onto the master's
+// parameters (the STN's are there already, scaled too).
+void gradients_to_master(EmoNeXt& master, EmoNeXt& low, double scale) {
+  NoGradGuard no_grad;
+  const std::vector<Module::Named> to = master.named_parameters(), from = low.named_parameters();
+  for (size_t i = 0; i < to.size(); ++i) {
+    const Tensor g = is_stn(to[i].name) ? to[i].tensor->grad() : from[i].tensor->grad();
+    if (!g.defined()) continue;
+    const Tensor g32 = g.to(DType::F32);
+    to[i].tensor->set_grad(scale == 1.0 ? g32 : g32 * (1.0 / scale));
+  }
+  low.zero_grad();
+}
+
+void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, const LossScaler& scaler) {
+  save_state_impl(path, opt, ema, s, scaler.scale, scaler.good);
+}
+
+RunState load_state(const std::string& path, AdamW& opt, Ema* ema, LossScaler& scaler) {
+  return load_state_impl(path, opt, ema, scaler.scale, scaler.good);
 }
 
 int64_t peak_rss_mb() {
@@ -239,8 +307,8 @@ int64_t peak_rss_mb() {
 
 int run_training(const TrainConfig& c) {
   try {
-    EMONEXT_CHECK(c.amp == "off", "--amp ", c.amp,
-                  ": mixed precision is not implemented yet in emonext_train (only --amp off); the kernels support bf16/f16");
+    EMONEXT_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp is off, bf16 or fp16, got '", c.amp, "'");
+    EMONEXT_CHECK(c.amp == "off" || c.overfit_batch.empty(), "--overfit-batch runs in f32 (leave --amp off)");
     const Device dev = pick_device(c.device);
     const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
     const bool overfit = !c.overfit_batch.empty();
@@ -306,6 +374,20 @@ int run_training(const TrainConfig& c) {
     AdamW opt(model, oo);
     std::unique_ptr<Ema> ema = c.ema ? std::make_unique<Ema>(model, c.ema_every) : nullptr;
     const Schedule schedule = schedule_from_name(c.schedule);
+    const DType amp_dtype = c.amp == "bf16" ? DType::BF16 : c.amp == "fp16" ? DType::F16 : DType::F32;
+    std::unique_ptr<EmoNeXt> low;
+    if (c.amp != "off") {
+      low = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
+      low->to(dev);
+      low->to(amp_dtype);
+      low->train();
+      std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
+    }
+    LossScaler scaler;
+    scaler.on = c.amp == "fp16";
+    if (c.loss_scale > 0) scaler.scale = c.loss_scale;
+    Generator& dp_gen = low ? low->generator() : model.generator();  // drop path draws from the model that runs the blocks
+    dp_gen.set_state(c.seed + 1, 0);
 
     // ---- overfit-batch mode ----
     if (overfit) {
@@ -346,8 +428,8 @@ int run_training(const TrainConfig& c) {
       const SafeTensors f = load_safetensors(w);
       info = read_checkpoint_info(f, w);
       load_state(model, f.tensors, w);
-      st = load_state(c.resume + "/last.state.safetensors", opt, ema.get());
-      model.generator().set_state(c.seed + 1, st.drop_path_counter);
+      st = load_state(c.resume + "/last.state.safetensors", opt, ema.get(), scaler);
+      dp_gen.set_state(c.seed + 1, st.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c.resume.c_str(), (long long)st.step,
                   (long long)st.epoch, (long long)st.batch_in_epoch);
     }
@@ -361,9 +443,9 @@ int run_training(const TrainConfig& c) {
     if (!append) steps_log << "step,loss,lr,grad_norm\n";
 
     auto save_last = [&]() {
-      st.drop_path_counter = model.generator().counter();
+      st.drop_path_counter = dp_gen.counter();
       save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});
-      save_state(last_state, opt, ema.get(), st);
+      save_state(last_state, opt, ema.get(), st, scaler);
     };
     g_interrupted = false;
     auto previous = std::signal(SIGINT, on_sigint);
@@ -389,7 +471,9 @@ int run_training(const TrainConfig& c) {
         if (b.labels.numel() == 0) continue;
         const auto t_step = Clock::now();
         const double lr = learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps);
-        const EmoNeXtOutput out = model.forward(b.images.to(dev));
+        if (low) copy_to_low(model, *low);
+        const Tensor x = b.images.to(dev);
+        const EmoNeXtOutput out = low ? amp_forward(model, *low, x, amp_dtype) : model.forward(x);
         const Tensor y = b.labels.to(dev);
         const Tensor loss = emonext_loss(out, y, c.label_smoothing);
         const double l = loss.item();
@@ -400,10 +484,27 @@ int run_training(const TrainConfig& c) {
           std::signal(SIGINT, previous);
           return 1;
         }
-        loss.backward();
-        const double norm = c.clip > 0 ? clip_grad_norm(model, c.clip) : 0.0;
-        opt.step(lr);
-        model.zero_grad();
+        (scaler.on ? loss * scaler.scale : loss).backward();
+        if (low) gradients_to_master(model, *low, scaler.on ? scaler.scale : 1.0);
+        const double norm = clip_grad_norm(model, c.clip > 0 ? c.clip : INFINITY);  // after unscaling
+        if (!std::isfinite(norm)) {
+          model.zero_grad();
+          if (!scaler.on) {
+            progress.end_line();
+            std::fprintf(stderr, "emonext_train: non-finite gradients at step %lld; stopping. The last good checkpoint is %s\n",
+                         (long long)st.step + 1, fs::exists(last) ? last.c_str() : "(none yet)");
+            std::signal(SIGINT, previous);
+            return 1;
+          }
+          progress.end_line();
+          std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st.step + 1,
+                      scaler.scale, scaler.scale / 2);
+          scaler.update(true);
+        } else {
+          opt.step(lr);
+          model.zero_grad();
+          scaler.update(false);
+        }
         ++st.step;
         st.batch_in_epoch = b.index + 1;
         if (ema) ema->update(model, st.step);
@@ -482,10 +583,11 @@ int run_training(const TrainConfig& c) {
 
     if (c.benchmark > 0) {
       const double ips = double(bench_images) / std::max(1e-9, bench_time);
-      std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step, data wait %.3f s in all, "
-                  "peak host memory %lld MB\n",
+      std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after 3 "
+                  "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB\n",
                   (long long)st.step, (long long)c.batch, (long long)c.image_size, (long long)c.image_size, dev.str().c_str(), ips,
-                  1000.0 * bench_time / double(std::max<int64_t>(1, st.step - 3)), bench_wait, (long long)peak_rss_mb());
+                  1000.0 * bench_time / double(std::max<int64_t>(1, st.step - 3)), bench_wait, dev.str().c_str(),
+                  double(memory_stats(dev).peak) / 1e6, (long long)peak_rss_mb());
       return 0;
     }
     if (have_test) {

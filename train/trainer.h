@@ -25,7 +25,8 @@ struct TrainConfig {
   int64_t warmup = 128, cycle = 1024;
   bool ema = true;
   int64_t ema_every = 16;
-  std::string amp = "off";
+  std::string amp = "off";  // off, bf16, fp16 (with a dynamic loss scale)
+  double loss_scale = 0;    // fp16's initial scale; 0: 65536
   uint64_t seed = 0;
   int workers = 0;  // loader threads; 0: the machine's cores
   Augment augment;
