@@ -18,6 +18,7 @@
 
 #include "core/safetensors.h"
 #include "models/checkpoint.h"
+#include "tests/test_util.h"
 #include "train/data.h"
 
 namespace emonext::test {
@@ -179,6 +180,27 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
   for (size_t at = out.find(" skipped: inf/NaN"); at != std::string::npos; at = out.find(" skipped: inf/NaN", at + 1)) ++skipped;
   EXPECT_GE(skipped, 8u) << "2^24 down to 2^16 takes 8 halvings";
   EXPECT_LT(skipped, 12u) << "no step was taken: " << out;
+}
+
+// The training job on the CUDA backend (the emulation build runs it on the CPU; a GPU
+// machine on the GPU): the same losses as the CPU run, step for step; bf16 runs too.
+TEST(Train, TheCudaRunGivesTheCpuRunsLosses) {
+  REQUIRE_GPU();
+  const std::string cpu = temp_dir("dev_cpu"), gpu = temp_dir("dev_cuda"), amp = temp_dir("dev_cuda_bf16");
+  const std::string common = " --synthetic 32 --model atto --img-size 32 --batch 8 --max-steps 3 --workers 2 --log-every 100";
+  std::string out;
+  ASSERT_EQ(run(common + " --device cpu --out " + cpu, &out), 0) << out;
+  ASSERT_EQ(run(common + " --device cuda --out " + gpu, &out), 0) << out;
+  EXPECT_NE(out.find("device cuda:0"), std::string::npos) << out;
+  const std::vector<std::string> a = loss_column(cpu + "/steps.csv"), b = loss_column(gpu + "/steps.csv");
+  ASSERT_EQ(a.size(), 3u);
+  ASSERT_EQ(b.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const double la = std::stod(a[i].substr(a[i].find(',') + 1)), lb = std::stod(b[i].substr(b[i].find(',') + 1));
+    EXPECT_NEAR(lb, la, 1e-4 * std::fabs(la)) << "step " << i + 1;
+  }
+  ASSERT_EQ(run(common + " --device cuda --amp bf16 --out " + amp, &out), 0) << out;
+  EXPECT_EQ(loss_column(amp + "/steps.csv").size(), 3u);
 }
 
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: builds the engine with CUDA for that GPU,
-# runs every cuda-labelled test (and the cpu ones, which are quick), reads the
-# compiler's register/spill report, runs kernel_bench in f32, bf16 and f16 (each
-# kernel validated, then timed against cuDNN or a naive kernel), and prints a
-# short report. Exits non-zero
-# if anything failed, if kernel_bench found a kernel that disagrees with its check,
-# or if a cuda test skipped because no GPU answered (tests that skip for a stated
-# reason of their own, such as a case with no 16-bit meaning, are listed, not failed). Meant to finish in well under 8 minutes on an H100.
+# On a machine with an NVIDIA GPU: builds the engine with CUDA for that GPU, runs
+# every cuda-labelled test (and the cpu ones, which are quick), reads the compiler's
+# register/spill report, runs kernel_bench in f32, bf16 and f16 (each kernel
+# validated, then timed against cuDNN or a naive kernel) and a short training
+# benchmark (f32 and bf16), and prints a short report. Exits non-zero if anything
+# failed, if kernel_bench found a kernel that disagrees with its check, or if a cuda
+# test skipped because no GPU answered (tests that skip for a stated reason of their
+# own, such as a case with no 16-bit meaning, are listed, not failed). Meant to
+# finish in well under 8 minutes on an H100.
 #
 # Packages the GPU image lacks come from .deps/ (made by tools/gpu_deps.sh and
 # carried along). Logs go to build-gpu/check/; the bench CSVs, the test logs and the
@@ -83,6 +84,12 @@ echo "== kernel_bench (stage 3 shape, bf16) =="
 "$build/tools/kernel_bench" --device cuda --dtype bf16 --shape 64,14,14,384 --csv "$out/kernel_bench_stage3_bf16.csv" 2>&1 | tee "$out/kernel_bench_stage3_bf16.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || bench_ok=0
 
+echo "== training benchmark (EmoNeXt-tiny, 224 x 224, batch 64, synthetic data) =="
+for amp in off bf16; do
+  timeout 150 "$build/tools/emonext_train" --benchmark 30 --model tiny --img-size 224 --batch 64 --device cuda --amp "$amp" \
+      --out "$out/bench_$amp" 2>&1 | tail -1 | tee -a "$out/train_bench.log"
+done
+
 echo "== report =="
 echo "cuda tests: $(grep -E "tests passed|tests failed" "$out/ctest_cuda.log" | tail -1); skipped ${skipped}, of which for want of a GPU: ${unreached:-?}"
 echo "cpu tests:  $(grep -E "tests passed|tests failed" "$out/ctest_cpu.log" | tail -1)"
@@ -91,6 +98,6 @@ grep -E "\(Failed\)|\(SEGFAULT\)|\(Subprocess aborted\)|\(Timeout\)" "$out/ctest
 grep "(Skipped)" "$out/ctest_cuda.log" | sed 's/^/skipped: /' | head -10
 echo "total ${SECONDS} s"
 if [[ -n "${OUT:-}" ]]; then  # the device tool brings back at most 8 files
-  cp "$out"/kernel_bench_{f32,bf16,f16,stage3_bf16}.csv "$out"/ctest_cuda_full.log "$out"/ctest_cpu.log "$out"/build.log "$OUT"/ 2>/dev/null
+  cp "$out"/kernel_bench_{f32,bf16,f16,stage3_bf16}.csv "$out"/ctest_cuda_full.log "$out"/ctest_cpu.log "$out"/train_bench.log "$OUT"/ 2>/dev/null
 fi
 [[ $build_ok -eq 1 && $rc_cuda -eq 0 && $rc_cpu -eq 0 && ${unreached:-1} -eq 0 && $bench_ok -eq 1 ]]
