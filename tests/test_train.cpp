@@ -206,11 +206,12 @@ TEST(Train, TheCudaRunGivesTheCpuRunsLosses) {
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
   REQUIRE_FER2013();
   const std::string d = temp_dir("corrupt");
-  for (const std::string split : {"train", "val"})
+  for (const std::string split : {"train", "val", "test"})
     for (const std::string& l : fer2013_labels()) {
       fs::create_directories(d + "/" + split + "/" + l);
       int k = 0;
-      for (const auto& e : fs::directory_iterator(fer() + "/" + split + "/" + l)) {
+      const std::string from = split == "test" ? "val" : split;  // ../shared has no test/; val's images stand in
+      for (const auto& e : fs::directory_iterator(fer() + "/" + from + "/" + l)) {
         fs::copy_file(e.path(), d + "/" + split + "/" + l + "/" + e.path().filename().string());
         if (++k == 3) break;
       }
@@ -222,6 +223,29 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
   EXPECT_NE(out.find("skipped unreadable image " + d + "/train/happy/broken.jpg: cannot decode the image"), std::string::npos) << out;
   EXPECT_NE(out.find("1 unreadable image(s) were skipped"), std::string::npos) << out;
   EXPECT_NE(out.find("train         22 images"), std::string::npos) << out;  // counts printed at start (21 + the broken one)
+  // test/ exists: the ten-crop test evaluation with per-class accuracy and the confusion matrix.
+  EXPECT_NE(out.find("test (ten-crop, EMA): accuracy"), std::string::npos) << out;
+  std::ifstream cm(d + "/run/confusion.csv");
+  std::string header;
+  std::getline(cm, header);
+  EXPECT_EQ(header, "true\\predicted,angry,disgust,fear,happy,neutral,sad,surprise,accuracy");
+}
+
+TEST(Train, ANonFiniteLossStopsTheRunNamingTheStepAndCheckpoint) {
+  const std::string d = temp_dir("nan");
+  std::string out;
+  EXPECT_EQ(run(kSmall + " --lr 1e30 --schedule constant --clip 0 --max-steps 6 --out " + d, &out), 1) << out;
+  EXPECT_NE(out.find("at step 2; stopping. The last good checkpoint is (none yet)"), std::string::npos) << out;
+}
+
+TEST(Train, BenchmarkReportsSpeedDataWaitAndMemory) {
+  const std::string d = temp_dir("bench");
+  std::string out;
+  ASSERT_EQ(run(" --benchmark 6 --model atto --img-size 32 --batch 8 --device cpu --workers 2 --out " + d, &out), 0) << out;
+  EXPECT_NE(out.find("benchmark: 6 steps of batch 8 at 32 x 32 on cpu: "), std::string::npos) << out;
+  EXPECT_NE(out.find("images/s"), std::string::npos);
+  EXPECT_NE(out.find("data wait"), std::string::npos);
+  EXPECT_NE(out.find("peak tensor memory on cpu"), std::string::npos);
 }
 
 TEST(Train, CtrlCSavesALoadableCheckpoint) {
