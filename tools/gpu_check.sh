@@ -3,7 +3,7 @@
 # every cuda-labelled test (and the cpu ones, which are quick), reads the compiler's
 # register/spill report, runs kernel_bench in f32, bf16 and f16 (each kernel
 # validated, then timed against cuDNN or a naive kernel) and a short training
-# benchmark (f32 and bf16), and prints a short report. Exits non-zero if anything
+# benchmark (f32, bf16 and fp16), and prints a short report. Exits non-zero if anything
 # failed, if kernel_bench found a kernel that disagrees with its check, or if a cuda
 # test skipped because no GPU answered (tests that skip for a stated reason of their
 # own, such as a case with no 16-bit meaning, are listed, not failed). Meant to
@@ -85,7 +85,7 @@ echo "== kernel_bench (stage 3 shape, bf16) =="
 [[ ${PIPESTATUS[0]} -eq 0 ]] || bench_ok=0
 
 echo "== training benchmark (EmoNeXt-tiny, 224 x 224, batch 64, synthetic data) =="
-for amp in off bf16; do
+for amp in off bf16 fp16; do
   timeout 150 "$build/tools/emonext_train" --benchmark 30 --model tiny --img-size 224 --batch 64 --device cuda --amp "$amp" \
       --out "$out/bench_$amp" 2>&1 | tail -1 | tee -a "$out/train_bench.log"
 done
