@@ -229,6 +229,9 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
   std::string header;
   std::getline(cm, header);
   EXPECT_EQ(header, "true\\predicted,angry,disgust,fear,happy,neutral,sad,surprise,accuracy");
+  for (const char* f : {"config.json", "metrics.csv", "steps.csv", "best.safetensors", "best.state.safetensors", "last.safetensors",
+                        "last.state.safetensors", "confusion.csv"})
+    EXPECT_TRUE(fs::exists(d + "/run/" + f)) << f;
 }
 
 TEST(Train, ANonFiniteLossStopsTheRunNamingTheStepAndCheckpoint) {

@@ -565,6 +565,8 @@ int run_training(const TrainConfig& c) {
         save_checkpoint(best, model, fer2013_labels(),
                         {{"epoch", std::to_string(st.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema ? "1" : "0"}});
         if (ema) ema->swap(model);
+        st.drop_path_counter = dp_gen.counter();
+        save_state(c.out + "/best.state.safetensors", opt, ema.get(), st, scaler);  // the training state at that epoch
       } else if (++st.bad_epochs >= c.patience) {
         std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c.patience);
         stop = true;
