@@ -13,6 +13,7 @@
 #include "core/base/error.h"
 #include "models/checkpoint.h"
 #include "models/pretrained.h"
+#include "tools/cli.h"
 
 namespace {
 
@@ -38,25 +39,17 @@ int main(int argc, char** argv) {
   std::string in, out, size, source = "auto";
   int64_t classes = 7, image_size = 224;
   uint64_t seed = 0;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(a + " needs a value");
-      return argv[++i];
-    };
-    try {
-      if (a == "--in") in = value();
-      else if (a == "--out") out = value();
-      else if (a == "--model") size = value();
-      else if (a == "--source") source = value();
-      else if (a == "--classes") classes = std::stoll(value());
-      else if (a == "--img-size") image_size = std::stoll(value());
-      else if (a == "--seed") seed = std::stoull(value());
-      else if (a == "--help" || a == "-h") usage("help");
-      else usage("unknown argument " + a);
-    } catch (const std::logic_error&) {
-      usage(a + " takes a number");
-    }
+  emonext::cli::Args args(argc, argv, usage);
+  for (std::string a; args.next(a);) {
+    if (a == "--in") in = args.value();
+    else if (a == "--out") out = args.value();
+    else if (a == "--model") size = args.value();
+    else if (a == "--source") source = args.value();
+    else if (a == "--classes") classes = args.integer();
+    else if (a == "--img-size") image_size = args.integer();
+    else if (a == "--seed") seed = args.unsigned_integer();
+    else if (a == "--help" || a == "-h") usage("help");
+    else usage("unknown argument " + a);
   }
   if (in.empty() || out.empty()) usage("--in and --out are required");
   if (classes < 1) usage("--classes must be at least 1");

@@ -20,6 +20,7 @@
 #include "core/device.h"
 #include "core/safetensors.h"
 #include "models/checkpoint.h"
+#include "tools/cli.h"
 #include "train/image.h"
 
 namespace fs = std::filesystem;
@@ -69,18 +70,14 @@ int main(int argc, char** argv) {
   std::string weights, device_name = "auto", input_tensors, output;
   bool tencrop = false, json = false;
   std::vector<std::string> inputs;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--weights") weights = value();
-    else if (a == "--device") device_name = value();
+  cli::Args args(argc, argv, usage);
+  for (std::string a; args.next(a);) {
+    if (a == "--weights") weights = args.value();
+    else if (a == "--device") device_name = args.value();
     else if (a == "--tencrop") tencrop = true;
     else if (a == "--json") json = true;
-    else if (a == "--input-tensors") input_tensors = value();
-    else if (a == "--output") output = value();
+    else if (a == "--input-tensors") input_tensors = args.value();
+    else if (a == "--output") output = args.value();
     else if (a == "--help" || a == "-h") usage("help");
     else if (a.starts_with("--")) usage("unknown option " + a);
     else inputs.push_back(a);

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 
+#include "tools/cli.h"
 #include "train/trainer.h"
 
 namespace {
@@ -44,58 +45,50 @@ modes
 
 int main(int argc, char** argv) {
   emonext::TrainConfig c;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(a + " needs a value");
-      return argv[++i];
-    };
-    try {
-      if (a == "--data") c.data_dir = value();
-      else if (a == "--csv") c.csv = value();
-      else if (a == "--synthetic") c.synthetic = std::stoll(value());
-      else if (a == "--workers") c.workers = std::stoi(value());
-      else if (a == "--no-hflip") c.augment.hflip = false;
-      else if (a == "--no-vflip") c.augment.vflip = false;
-      else if (a == "--rotate") c.augment.rotate_degrees = std::stod(value());
-      else if (a == "--no-random-crop") c.augment.random_crop = false;
-      else if (a == "--val-random-crop") c.val_random_crop = true;
-      else if (a == "--model") c.model = value();
-      else if (a == "--img-size") c.image_size = std::stoll(value());
-      else if (a == "--classes") c.classes = std::stoll(value());
-      else if (a == "--init") c.init = value();
-      else if (a == "--drop-path") c.drop_path = std::stod(value());
-      else if (a == "--device") c.device = value();
-      else if (a == "--epochs") c.epochs = std::stoll(value());
-      else if (a == "--batch") c.batch = std::stoll(value());
-      else if (a == "--lr") c.lr = std::stod(value());
-      else if (a == "--wd") c.weight_decay = std::stod(value());
-      else if (a == "--exempt-norms") c.exempt_norms = true;
-      else if (a == "--schedule") c.schedule = value();
-      else if (a == "--warmup") c.warmup = std::stoll(value());
-      else if (a == "--cycle") c.cycle = std::stoll(value());
-      else if (a == "--clip") c.clip = std::stod(value());
-      else if (a == "--label-smoothing") c.label_smoothing = std::stod(value());
-      else if (a == "--no-ema") c.ema = false;
-      else if (a == "--patience") c.patience = std::stoll(value());
-      else if (a == "--max-steps") c.max_steps = std::stoll(value());
-      else if (a == "--amp") c.amp = value();
-      else if (a == "--loss-scale") c.loss_scale = std::stod(value());
-      else if (a == "--seed") c.seed = std::stoull(value());
-      else if (a == "--out") c.out = value();
-      else if (a == "--resume") c.resume = value();
-      else if (a == "--log-every") c.log_every = std::max<int64_t>(1, std::stoll(value()));
-      else if (a == "--overfit-batch") c.overfit_batch = value();
-      else if (a == "--steps") c.steps = std::stoll(value());
-      else if (a == "--dump-state") c.dump_state = value();
-      else if (a == "--benchmark") c.benchmark = std::stoll(value());
-      else if (a == "--help" || a == "-h") {
-        std::cout << kUsage;
-        return 0;
-      } else usage("unknown argument " + a);
-    } catch (const std::logic_error&) {
-      usage(a + " takes a number");
-    }
+  emonext::cli::Args args(argc, argv, usage);
+  for (std::string a; args.next(a);) {
+    if (a == "--data") c.data_dir = args.value();
+    else if (a == "--csv") c.csv = args.value();
+    else if (a == "--synthetic") c.synthetic = args.integer();
+    else if (a == "--workers") c.workers = int(args.integer());
+    else if (a == "--no-hflip") c.augment.hflip = false;
+    else if (a == "--no-vflip") c.augment.vflip = false;
+    else if (a == "--rotate") c.augment.rotate_degrees = args.real();
+    else if (a == "--no-random-crop") c.augment.random_crop = false;
+    else if (a == "--val-random-crop") c.val_random_crop = true;
+    else if (a == "--model") c.model = args.value();
+    else if (a == "--img-size") c.image_size = args.integer();
+    else if (a == "--classes") c.classes = args.integer();
+    else if (a == "--init") c.init = args.value();
+    else if (a == "--drop-path") c.drop_path = args.real();
+    else if (a == "--device") c.device = args.value();
+    else if (a == "--epochs") c.epochs = args.integer();
+    else if (a == "--batch") c.batch = args.integer();
+    else if (a == "--lr") c.lr = args.real();
+    else if (a == "--wd") c.weight_decay = args.real();
+    else if (a == "--exempt-norms") c.exempt_norms = true;
+    else if (a == "--schedule") c.schedule = args.value();
+    else if (a == "--warmup") c.warmup = args.integer();
+    else if (a == "--cycle") c.cycle = args.integer();
+    else if (a == "--clip") c.clip = args.real();
+    else if (a == "--label-smoothing") c.label_smoothing = args.real();
+    else if (a == "--no-ema") c.ema = false;
+    else if (a == "--patience") c.patience = args.integer();
+    else if (a == "--max-steps") c.max_steps = args.integer();
+    else if (a == "--amp") c.amp = args.value();
+    else if (a == "--loss-scale") c.loss_scale = args.real();
+    else if (a == "--seed") c.seed = args.unsigned_integer();
+    else if (a == "--out") c.out = args.value();
+    else if (a == "--resume") c.resume = args.value();
+    else if (a == "--log-every") c.log_every = std::max<int64_t>(1, args.integer());
+    else if (a == "--overfit-batch") c.overfit_batch = args.value();
+    else if (a == "--steps") c.steps = args.integer();
+    else if (a == "--dump-state") c.dump_state = args.value();
+    else if (a == "--benchmark") c.benchmark = args.integer();
+    else if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else usage("unknown argument " + a);
   }
   if (c.batch < 1 || c.epochs < 1 || c.image_size < 18) usage("--batch and --epochs must be positive, --img-size at least 18");
   if (!c.resume.empty() && c.out == "runs/emonext") c.out = c.resume;  // continue in the same folder

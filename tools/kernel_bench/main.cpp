@@ -27,6 +27,7 @@
 
 #include "core/backend.h"
 #include "core/ops.h"
+#include "tools/cli.h"
 #include "tools/kernel_bench/baselines.h"
 
 namespace emonext::bench {
@@ -61,19 +62,19 @@ struct Result {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--device") o.device = value();
-    else if (a == "--dtype") o.dtype = dtype_from_name(value());
-    else if (a == "--iters") o.iters = std::max(1, std::stoi(value()));
-    else if (a == "--csv") o.csv = value();
+  cli::Args args(argc, argv, usage);
+  for (std::string a; args.next(a);) {
+    if (a == "--device") o.device = args.value();
+    else if (a == "--dtype") o.dtype = dtype_from_name(args.value());
+    else if (a == "--iters") o.iters = int(std::max<int64_t>(1, args.integer()));
+    else if (a == "--csv") o.csv = args.value();
     else if (a == "--shape") {
-      std::stringstream ss(value());
-      for (std::string part; std::getline(ss, part, ',');) o.shape.push_back(std::stoll(part));
+      std::stringstream ss(args.value());
+      for (std::string part; std::getline(ss, part, ',');) {
+        char* end = nullptr;
+        o.shape.push_back(std::strtoll(part.c_str(), &end, 10));
+        if (part.empty() || *end != 0 || o.shape.back() < 1) usage("--shape takes N,H,W,C (positive integers)");
+      }
       if (o.shape.size() != 4) usage("--shape takes N,H,W,C");
     } else if (a == "--help" || a == "-h") usage("help");
     else usage("unknown argument " + a);
