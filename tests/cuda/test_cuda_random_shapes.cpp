@@ -149,11 +149,14 @@ const std::vector<ShapeCase>& shape_cases() {
          const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());
          return grid_sample(x[0], affine_grid(add(base, mul(x[1], 0.02)), 48, 48, true), true);
        }},
-      // theta's gradient sums 50,176 grid points: in f32 it lands within ~3e-4 of f64, so 1e-3 on theta alone.
+      // theta's gradient sums 50,176 grid points with much cancellation: an element can be
+      // small beside the terms that make it, so in f32 it is measured against the gradient's
+      // largest element, to 2e-3, on theta alone (201 seeds in the emulation build: the worst
+      // was 6.0e-4; a missing or mis-signed term is an O(1) error).
       {"stn_224x224", {{{1, 224, 224, 3}, Domain::SmoothImage}, {{1, 2, 3}}}, [](V x) {
          const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());
          return grid_sample(x[0], affine_grid(add(base, mul(x[1], 0.02)), 224, 224, true), true);
-       }, 1, 1e-3},
+       }, 1, 2e-3},
       {"grid_sample_awkward", {{{2, 13, 17, 1}}, {{2, 5, 3, 2}}}, [](V x) { return grid_sample(x[0], x[1], false); }},
       {"cast_roundtrip_strided", {{{5, 9}}}, [](V x) { return x[0].transpose(0, 1).to(DType::F64).to(x[0].dtype()) * 1.0; }},
   };
@@ -190,7 +193,17 @@ TEST_P(CudaRandomShapes, MatchCpu) {
   for (size_t i = 0; i < cpu_in.size(); ++i) {
     if (!cpu_in[i].requires_grad()) continue;
     const bool loose = dtype == DType::F32 && int(i) == c.loose_grad_input;
-    expect_close(gpu_in[i].grad(), cpu_in[i].grad(), loose ? c.loose_f32_tol : tol, c.name + " grad" + std::to_string(i));
+    if (!loose) {
+      expect_close(gpu_in[i].grad(), cpu_in[i].grad(), tol, c.name + " grad" + std::to_string(i));
+      continue;
+    }
+    const std::vector<double> g = gpu_in[i].grad().to_vector(), want_g = cpu_in[i].grad().to_vector();
+    double err = 0, scale = 1;
+    for (size_t k = 0; k < g.size(); ++k) {
+      err = std::max(err, std::fabs(g[k] - want_g[k]));
+      scale = std::max(scale, std::fabs(want_g[k]));
+    }
+    EXPECT_LE(err / scale, c.loose_f32_tol) << c.name << " grad" << i << ": max error " << err << " against the largest element " << scale;
   }
 }
 
