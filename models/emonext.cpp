@@ -88,7 +88,6 @@ EmoNeXtOutput EmoNeXt::forward(const Tensor& images) {
   EMONEXT_CHECK(images.dim() == 4 && images.size(1) == image_size && images.size(2) == image_size && images.size(3) == 3,
                 "EmoNeXt: expected images [N, ", image_size, ", ", image_size, ", 3] (channels-last, the model's image size), got ",
                 images.str());
-  stn.train(training());
   const Tensor f = forward_features(stn.forward(images));
   return {head.forward(f), attention.forward(f)};
 }

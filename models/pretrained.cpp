@@ -43,8 +43,6 @@ bool is_safetensors(const std::string& path) {
   return f.gcount() == 9 && b[8] == '{';
 }
 
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-
 }  // namespace
 
 std::vector<std::pair<std::string, Tensor>> read_weight_file(const std::string& path) {
@@ -56,7 +54,7 @@ std::vector<std::pair<std::string, Tensor>> read_weight_file(const std::string& 
   if (const PyRef ema = top->get("ema"); ema && ema->kind == PyObject::Kind::Dict) {
     std::vector<std::pair<std::string, Tensor>> out;
     for (auto& [name, t] : tensor_dict(*ema))
-      if (starts_with(name, "ema_model.")) out.emplace_back(name.substr(10), t);
+      if (name.starts_with("ema_model.")) out.emplace_back(name.substr(10), t);
     return out;
   }
   return tensor_dict(*top);
@@ -101,7 +99,7 @@ std::string map_name(WeightSource s, const std::string& n) {
   const std::vector<std::string> p = split_dots(n);
   switch (s) {
     case WeightSource::Facebook:
-      return starts_with(n, "head.") ? "" : n;
+      return n.starts_with("head.") ? "" : n;
     case WeightSource::EmoNeXt:
       return n;
     case WeightSource::Timm: {
@@ -136,8 +134,8 @@ std::string map_name(WeightSource s, const std::string& n) {
         }
         return "?";
       }
-      if (starts_with(n, "classifier.0.")) return "norm." + n.substr(13);
-      if (starts_with(n, "classifier.2.")) return "";
+      if (n.starts_with("classifier.0.")) return "norm." + n.substr(13);
+      if (n.starts_with("classifier.2.")) return "";
       return "?";
     }
     default: return "?";
@@ -237,7 +235,7 @@ std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource
   // the backbone, i.e. all but the STN, the SE blocks, the attention and the head.
   auto backbone = [](const std::string& name) {
     for (const char* prefix : {"localization.", "fc_loc.", "attention.", "head."})
-      if (starts_with(name, prefix)) return false;
+      if (name.starts_with(prefix)) return false;
     const std::vector<std::string> p = split_dots(name);
     return !(p.size() > 2 && p[0] == "downsample_layers" && p[2] == "2");  // the SE blocks
   };

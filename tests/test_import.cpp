@@ -14,11 +14,10 @@
 #include "models/checkpoint.h"
 #include "models/pretrained.h"
 #include "tests/op_cases.h"
+#include "tests/test_util.h"
 
 namespace emonext::test {
 namespace {
-
-bool have_torch() { return std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
 
 // The folder of twin-made files, made once per test process (ctest runs each test in
 // its own, in parallel: the folder is the process's) and removed at exit; empty when
@@ -33,13 +32,11 @@ struct TempFolder {
 const std::string& pretrained_dir() {
   static TempFolder folder;
   static const std::string dir = [] {
-    if (!have_torch()) return std::string();
+    if (!have_reference_torch()) return std::string();
     const std::string d = ::testing::TempDir() + "/pretrained_" + std::to_string(::getpid());
     std::filesystem::create_directories(d);
     folder.path = d;
-    const std::string cmd = std::string("/usr/bin/python3 ") + EMONEXT_SOURCE_DIR + "/tools/reference/emonext_twin.py pretrained " + d +
-                            " >/dev/null";
-    return std::system(cmd.c_str()) == 0 ? d : std::string();
+    return run_twin("pretrained " + d + " >/dev/null") == 0 ? d : std::string();
   }();
   return dir;
 }
@@ -106,9 +103,8 @@ TEST(Import, ImportedWeightsGivePyTorchsLogits) {
   save_checkpoint(ckpt, *model, fer2013_labels());
   save_safetensors(d + "/in.safetensors", {{"images", images.permute({0, 3, 1, 2}).contiguous()}});
   save_safetensors(d + "/out.safetensors", {{"logits", logits.detach()}});
-  const std::string cmd = std::string("/usr/bin/python3 ") + EMONEXT_SOURCE_DIR + "/tools/reference/emonext_twin.py check " + ckpt + " " +
-                          d + "/in.safetensors " + d + "/out.safetensors";
-  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string args = "check " + ckpt + " " + d + "/in.safetensors " + d + "/out.safetensors";
+  EXPECT_EQ(run_twin(args), 0) << args;
 }
 
 TEST(Import, EmoNeXtCheckpointsModelAndEmaForms) {

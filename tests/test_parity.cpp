@@ -58,16 +58,15 @@ Tensor smooth_images(Generator& gen, int64_t n, int64_t size) {
   const std::vector<double> a = rand({n, 3, 4}, gen, 0.0, 0.25).to_vector();
   std::vector<double> px(size_t(n * size * size * 3));
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t h = 0; h < size; ++h)
-      for (int64_t w = 0; w < size; ++w)
-        for (int64_t c = 0; c < 3; ++c) {
-          const float* k = nullptr;
-          float co[4];
-          for (int j = 0; j < 4; ++j) co[j] = float(a[size_t((i * 3 + c) * 4 + j)]);
-          k = co;
+    for (int64_t c = 0; c < 3; ++c) {
+      float k[4];
+      for (int j = 0; j < 4; ++j) k[j] = float(a[size_t((i * 3 + c) * 4 + j)]);
+      for (int64_t h = 0; h < size; ++h)
+        for (int64_t w = 0; w < size; ++w) {
           const float u = float(h) / float(size - 1), v = float(w) / float(size - 1);
           px[size_t(((i * size + h) * size + w) * 3 + c)] = double(((k[0] + k[1] * u) + k[2] * v) + (k[3] * u) * v);
         }
+    }
   return Tensor::from_vector(px, {n, size, size, 3});
 }
 
@@ -178,8 +177,7 @@ TEST(Parity, EmoNeXtTiny224OnSmoothImagesMatchesThePyTorchTwin) { run_parity("pa
 // A checkpoint the engine writes loads into the PyTorch twin with
 // load_state_dict(strict=True) and gives the engine's eval logits (to 1e-4 of their scale).
 TEST(Parity, CheckpointLoadsStrictlyIntoThePyTorchTwin) {
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "needs /usr/bin/python3 with torch (Debian's python3-torch; tools/setup.sh --tests installs it)";
+  REQUIRE_REFERENCE_TORCH();
   EmoNeXt model(convnext_size("atto"), 7, 48);
   Generator gen(21);
   parity_fill(model, gen);
@@ -193,9 +191,8 @@ TEST(Parity, CheckpointLoadsStrictlyIntoThePyTorchTwin) {
   save_checkpoint(ckpt, model, fer2013_labels());
   save_safetensors(in, {{"images", images.permute({0, 3, 1, 2}).contiguous()}});
   save_safetensors(out, {{"logits", logits.detach()}});
-  const std::string cmd = std::string("/usr/bin/python3 ") + EMONEXT_SOURCE_DIR + "/tools/reference/emonext_twin.py check " + ckpt +
-                          " " + in + " " + out;
-  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string args = "check " + ckpt + " " + in + " " + out;
+  EXPECT_EQ(run_twin(args), 0) << args;
 }
 
 }  // namespace

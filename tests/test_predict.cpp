@@ -10,6 +10,7 @@
 #include "core/autograd.h"
 #include "core/safetensors.h"
 #include "models/checkpoint.h"
+#include "tests/test_util.h"
 #include "train/image.h"
 
 namespace emonext::test {
@@ -54,20 +55,6 @@ TEST(Image, CropsFlipsAndRotations) {
   EXPECT_NE(ten[0].px, ten[3].px);  // corners differ: resized to 51 first
 }
 
-std::string fer_val() { return std::string(EMONEXT_SOURCE_DIR) + "/../shared/fer2013/val"; }
-
-#define REQUIRE_FER2013() \
-  if (!std::filesystem::is_directory(fer_val())) GTEST_SKIP() << "FER2013 is not at " << fer_val() << " (see the README)"
-
-std::string run_capture(const std::string& cmd, int* rc) {
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  *rc = pclose(p);
-  return out;
-}
-
 TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   REQUIRE_FER2013();
   const std::string dir = ::testing::TempDir() + "/predict_" + std::to_string(::getpid());
@@ -80,14 +67,14 @@ TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   std::vector<std::string> files;
   for (const char* cls : {"happy", "surprise"}) {
     std::vector<std::string> all;
-    for (const auto& e : std::filesystem::directory_iterator(fer_val() + "/" + cls)) all.push_back(e.path().string());
+    for (const auto& e : std::filesystem::directory_iterator(fer2013_dir() + "/val/" + cls)) all.push_back(e.path().string());
     std::sort(all.begin(), all.end());
     files.insert(files.end(), all.begin(), all.begin() + (files.empty() ? 2 : 1));
   }
   std::string cmd = std::string(EMONEXT_PREDICT) + " --device cpu --json --weights " + dir + "/m.safetensors";
   for (const std::string& f : files) cmd += " " + f;
   int rc = 0;
-  const std::string out = run_capture(cmd, &rc);
+  const std::string out = run_command(cmd, &rc);
   EXPECT_EQ(rc, 0) << out;
   std::istringstream lines(out);
   std::vector<std::vector<double>> probs;
@@ -106,10 +93,11 @@ TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   }
   ASSERT_EQ(probs.size(), files.size());
   // The same images through the tensor mode, and in process: the same probabilities.
-  Tensor batch = Tensor::empty({int64_t(files.size()), 48, 48, 3});
-  for (size_t k = 0; k < files.size(); ++k) put_in_batch(eval_view(load_gray_image(files[k]), 48), batch, int64_t(k));
+  std::vector<GrayImage> views;
+  for (const std::string& f : files) views.push_back(eval_view(load_gray_image(f), 48));
+  const Tensor batch = to_batch(views);
   save_safetensors(dir + "/in.safetensors", {{"images", batch.permute({0, 3, 1, 2}).contiguous()}});
-  run_capture(std::string(EMONEXT_PREDICT) + " --device cpu --weights " + dir + "/m.safetensors --input-tensors " + dir +
+  run_command(std::string(EMONEXT_PREDICT) + " --device cpu --weights " + dir + "/m.safetensors --input-tensors " + dir +
                   "/in.safetensors --output " + dir + "/out.safetensors 2>&1",
               &rc);
   EXPECT_EQ(rc, 0);
@@ -118,7 +106,7 @@ TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
     for (size_t c = 0; c < 7; ++c) EXPECT_NEAR(p[k * 7 + c], probs[k][c], 2e-6) << files[k];
   // A corrupt image is reported by name and counted; the others still print.
   std::ofstream(dir + "/broken.jpg") << "not a jpeg";
-  const std::string mixed = run_capture(std::string(EMONEXT_PREDICT) + " --device cpu --weights " + dir + "/m.safetensors " + files[0] +
+  const std::string mixed = run_command(std::string(EMONEXT_PREDICT) + " --device cpu --weights " + dir + "/m.safetensors " + files[0] +
                                             " " + dir + "/broken.jpg 2>&1",
                                         &rc);
   EXPECT_NE(rc, 0);

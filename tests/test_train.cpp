@@ -33,9 +33,6 @@ std::string temp_dir(const std::string& name) {
   return d;
 }
 
-std::string fer() { return std::string(EMONEXT_SOURCE_DIR) + "/../shared/fer2013"; }
-#define REQUIRE_FER2013() \
-  if (!fs::is_directory(fer() + "/train")) GTEST_SKIP() << "FER2013 is not at " << fer() << " (see the README)"
 
 void expect_error(const std::function<void()>& f, const std::string& says) {
   try {
@@ -80,12 +77,12 @@ TEST(Data, CsvMapsTheCodesOntoTheEngineOrderAndNamesBadRows) {
 
 TEST(Data, ReadsTheSampleCsvAndTheFolders) {
   REQUIRE_FER2013();
-  const Dataset csv = read_fer2013_csv(fer() + "/fer2013_sample.csv", "Training");
+  const Dataset csv = read_fer2013_csv(fer2013_dir() + "/fer2013_sample.csv", "Training");
   EXPECT_GT(csv.samples.size(), 100u);
-  const Dataset val = read_image_folders(fer(), "val");
+  const Dataset val = read_image_folders(fer2013_dir(), "val");
   EXPECT_EQ(val.samples.size(), 3589u);
   EXPECT_EQ(val.class_counts(), (std::vector<int64_t>{467, 56, 496, 895, 607, 653, 415}));
-  expect_error([&] { read_image_folders(fer(), "test_missing"); }, "test_missing: no such folder");
+  expect_error([&] { read_image_folders(fer2013_dir(), "test_missing"); }, "test_missing: no such folder");
 }
 
 TEST(Data, FolderErrorsNameTheFolder) {
@@ -124,15 +121,12 @@ TEST(Data, TheSameBatchesWhateverTheNumberOfThreads) {
   EXPECT_NE(epoch_order(40, 11, 0), epoch_order(40, 11, 1));
 }
 
+// emonext_train with these arguments: its exit code, and what it printed in *output.
 int run(const std::string& args, std::string* output = nullptr) {
-  const std::string cmd = std::string(EMONEXT_TRAIN) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  const int status = pclose(p);
+  int code = 0;
+  const std::string out = run_command(std::string(EMONEXT_TRAIN) + " " + args + " 2>&1", &code);
   if (output) *output = out;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return code;
 }
 
 std::vector<std::string> loss_column(const std::string& steps_csv) {
@@ -211,7 +205,7 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
       fs::create_directories(d + "/" + split + "/" + l);
       int k = 0;
       const std::string from = split == "test" ? "val" : split;  // ../shared has no test/; val's images stand in
-      for (const auto& e : fs::directory_iterator(fer() + "/" + from + "/" + l)) {
+      for (const auto& e : fs::directory_iterator(fer2013_dir() + "/" + from + "/" + l)) {
         fs::copy_file(e.path(), d + "/" + split + "/" + l + "/" + e.path().filename().string());
         if (++k == 3) break;
       }
@@ -277,8 +271,7 @@ TEST(Train, CtrlCSavesALoadableCheckpoint) {
 }
 
 TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "needs /usr/bin/python3 with torch (Debian's python3-torch; tools/setup.sh --tests installs it)";
+  REQUIRE_REFERENCE_TORCH();
   const std::string d = temp_dir("overfit");
   EmoNeXt model(convnext_size("atto"), 7, 48);
   Generator gen(31);
@@ -293,9 +286,8 @@ TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
                 &out),
             0)
       << out;
-  const std::string twin = std::string("/usr/bin/python3 ") + EMONEXT_SOURCE_DIR + "/tools/reference/emonext_twin.py overfit " + d +
-                           "/init.safetensors " + d + "/batch.safetensors 3 " + d + "/twin.safetensors >/dev/null";
-  ASSERT_EQ(std::system(twin.c_str()), 0) << twin;
+  const std::string twin = "overfit " + d + "/init.safetensors " + d + "/batch.safetensors 3 " + d + "/twin.safetensors >/dev/null";
+  ASSERT_EQ(run_twin(twin), 0) << twin;
   const SafeTensors ours = load_safetensors(d + "/ours.safetensors"), theirs = load_safetensors(d + "/twin.safetensors");
   auto rel = [](const Tensor& a, const Tensor& b, double floor) {
     const std::vector<double> x = a.to_vector(), y = b.to_vector();
@@ -329,7 +321,7 @@ TEST(TrainFer2013, ShortCpuRunReachesThirtyFivePercent) {
   const std::string d = temp_dir("fer_ci");
   const auto t0 = std::chrono::steady_clock::now();
   std::string out;
-  ASSERT_EQ(run("--data " + fer() + " " + EMONEXT_CI_RUN_FLAGS + " --out " + d, &out), 0) << out;
+  ASSERT_EQ(run("--data " + fer2013_dir() + " " + EMONEXT_CI_RUN_FLAGS + " --out " + d, &out), 0) << out;
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 60;
   std::cout << out.substr(out.size() > 1500 ? out.size() - 1500 : 0) << "\nwall time " << minutes << " min\n";
   std::ifstream m(d + "/metrics.csv");

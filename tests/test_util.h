@@ -2,7 +2,12 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "core/device.h"
@@ -12,7 +17,44 @@
 #define REQUIRE_GPU()         \
   if (!::emonext::cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << ::emonext::cuda_unavailable_reason()
 
+// The PyTorch twin (tools/reference/emonext_twin.py) runs on Debian's python3-torch;
+// tests that compare against it skip, saying so, where it is missing.
+#define REQUIRE_REFERENCE_TORCH()          \
+  if (!::emonext::test::have_reference_torch()) \
+  GTEST_SKIP() << "needs /usr/bin/python3 with torch (Debian's python3-torch; tools/setup.sh --tests installs it)"
+
+// The real FER2013 images, where CI lays them out: ../shared/fer2013 beside the checkout.
+#define REQUIRE_FER2013()                                                                                          \
+  if (!std::filesystem::is_directory(::emonext::test::fer2013_dir() + "/train") ||                                  \
+      !std::filesystem::is_directory(::emonext::test::fer2013_dir() + "/val"))                                      \
+  GTEST_SKIP() << "FER2013 is not at " << ::emonext::test::fer2013_dir() << " (see the README)"
+
 namespace emonext::test {
+
+inline std::string fer2013_dir() { return std::string(EMONEXT_SOURCE_DIR) + "/../shared/fer2013"; }
+
+inline bool have_reference_torch() {
+  static const bool yes = std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+  return yes;
+}
+
+// Runs the twin with these arguments; its exit code.
+inline int run_twin(const std::string& args) {
+  const std::string cmd = std::string("/usr/bin/python3 ") + EMONEXT_SOURCE_DIR + "/tools/reference/emonext_twin.py " + args;
+  return std::system(cmd.c_str());
+}
+
+// Runs a shell command and returns what it printed (add 2>&1 to include stderr); its
+// exit code goes to *code (-1 when it did not exit normally).
+inline std::string run_command(const std::string& cmd, int* code) {
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  const int status = pclose(p);
+  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
 
 // |a - b| <= tol * (1 + |b|) element-wise, with the shapes equal; reports the worst element.
 inline void expect_close(const Tensor& actual, const Tensor& expected, double tol, const std::string& what) {

@@ -124,11 +124,15 @@ int main(int argc, char** argv) {
     int64_t failed = 0;
     for (size_t first = 0; first < files.size(); first += size_t(per_batch)) {
       std::vector<std::string> names;
-      std::vector<std::vector<GrayImage>> crops;
+      std::vector<GrayImage> crops;  // `views` crops per image, image by image
       for (size_t k = first; k < files.size() && k < first + size_t(per_batch); ++k) {
         try {
           const GrayImage img = load_gray_image(files[k]);
-          crops.push_back(tencrop ? ten_crop(img, s) : std::vector<GrayImage>{eval_view(img, s)});
+          if (tencrop) {
+            for (GrayImage& v : ten_crop(img, s)) crops.push_back(std::move(v));
+          } else {
+            crops.push_back(eval_view(img, s));
+          }
           names.push_back(files[k]);
         } catch (const Error& e) {
           std::fprintf(stderr, "emonext_predict: skipped %s\n", e.what());
@@ -136,10 +140,7 @@ int main(int argc, char** argv) {
         }
       }
       if (names.empty()) continue;
-      Tensor batch = Tensor::empty({int64_t(names.size()) * views, s, s, 3});
-      for (size_t k = 0; k < crops.size(); ++k)
-        for (int64_t v = 0; v < views; ++v) put_in_batch(crops[k][size_t(v)], batch, int64_t(k) * views + v);
-      const Tensor logits = run(*model, batch, device).reshape({int64_t(names.size()), views, info.classes});
+      const Tensor logits = run(*model, to_batch(crops), device).reshape({int64_t(names.size()), views, info.classes});
       const std::vector<double> probs = softmax(mean(logits, {1})).to_vector();
       for (size_t k = 0; k < names.size(); ++k) {
         const double* p = probs.data() + k * size_t(info.classes);

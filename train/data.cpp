@@ -179,8 +179,7 @@ Batch Loader::make(int64_t b) const {
       out.unreadable.push_back(e.what());
     }
   }
-  out.images = Tensor::empty({int64_t(views.size()), size_, size_, 3});
-  for (size_t k = 0; k < views.size(); ++k) put_in_batch(views[k], out.images, int64_t(k));
+  out.images = views.empty() ? Tensor::empty({0, size_, size_, 3}) : to_batch(views);
   out.labels = Tensor::from_ints(labels, {int64_t(labels.size())});
   return out;
 }

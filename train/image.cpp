@@ -41,10 +41,10 @@ GrayImage gray_from_bytes(const uint8_t* px, int64_t h, int64_t w) {
 
 namespace {
 
-// One axis of a separable resample: n_in -> n_out along rows (stride 1) or columns.
+// One axis of a separable resample: `lines` lines of n_in values -> n_out values, along
+// rows ([lines, n_in] -> [lines, n_out]) or columns ([n_in, lines] -> [n_out, lines]).
 // Output pixel centre c = (o + 0.5) * scale; triangle weights of support max(scale, 1).
-std::vector<float> resample_axis(const std::vector<float>& in, int64_t n_in, int64_t n_out, int64_t lines, bool along_rows,
-                                 int64_t line_len_in) {
+std::vector<float> resample_axis(const std::vector<float>& in, int64_t n_in, int64_t n_out, int64_t lines, bool along_rows) {
   const double scale = double(n_in) / double(n_out), support = std::max(scale, 1.0);
   std::vector<float> out(size_t(lines * n_out));
   std::vector<double> weights;
@@ -61,7 +61,7 @@ std::vector<float> resample_axis(const std::vector<float>& in, int64_t n_in, int
     for (int64_t l = 0; l < lines; ++l) {
       double acc = 0;
       for (int64_t i = lo; i < hi; ++i) {
-        const float v = along_rows ? in[size_t(l * line_len_in + i)] : in[size_t(i * line_len_in + l)];
+        const float v = along_rows ? in[size_t(l * n_in + i)] : in[size_t(i * lines + l)];
         acc += weights[size_t(i - lo)] * v;
       }
       const float r = float(total > 0 ? acc / total : 0.0);
@@ -81,9 +81,8 @@ GrayImage resize_shorter(const GrayImage& img, int64_t size) {
   else if (img.w < img.h) h = int64_t(double(size) * double(img.h) / double(img.w));
   if (h == img.h && w == img.w) return img;
   // Rows first (w), then columns (h).
-  const std::vector<float> rows = resample_axis(img.px, img.w, w, img.h, true, img.w);
-  GrayImage out{h, w, resample_axis(rows, img.h, h, w, false, w)};
-  return out;
+  const std::vector<float> rows = resample_axis(img.px, img.w, w, img.h, true);
+  return GrayImage{h, w, resample_axis(rows, img.h, h, w, false)};
 }
 
 GrayImage crop(const GrayImage& img, int64_t top, int64_t left, int64_t h, int64_t w) {
@@ -144,12 +143,18 @@ std::vector<GrayImage> ten_crop(const GrayImage& img, int64_t image_size) {
   return crops;
 }
 
-void put_in_batch(const GrayImage& img, Tensor& x, int64_t n) {
-  EMONEXT_CHECK(x.dim() == 4 && x.size(1) == img.h && x.size(2) == img.w && x.size(3) == 3 && x.dtype() == DType::F32 &&
-                    x.device().is_cpu() && x.is_contiguous(),
-                "put_in_batch: an image of ", img.h, "x", img.w, " does not fit ", x.str());
-  float* dst = x.data<float>() + n * img.h * img.w * 3;
-  for (size_t i = 0; i < img.px.size(); ++i) dst[3 * i] = dst[3 * i + 1] = dst[3 * i + 2] = img.px[i] / 255.0f;
+Tensor to_batch(const std::vector<GrayImage>& images) {
+  const int64_t h = images.empty() ? 0 : images[0].h, w = images.empty() ? 0 : images[0].w;
+  Tensor x = Tensor::empty({int64_t(images.size()), h, w, 3});
+  float* dst = x.data<float>();
+  for (const GrayImage& img : images) {
+    EMONEXT_CHECK(img.h == h && img.w == w, "to_batch: an image of ", img.h, "x", img.w, " among images of ", h, "x", w);
+    for (float v : img.px) {
+      dst[0] = dst[1] = dst[2] = v / 255.0f;
+      dst += 3;
+    }
+  }
+  return x;
 }
 
 }  // namespace emonext

@@ -42,7 +42,8 @@ GrayImage eval_view(const GrayImage& img, int64_t image_size);
 // The ten crops of the test transform: 4 corners and centre, then their mirror images.
 std::vector<GrayImage> ten_crop(const GrayImage& img, int64_t image_size);
 
-// Writes img (size x size) into batch slot n of x [N, size, size, 3] f32 (CPU), /255.
-void put_in_batch(const GrayImage& img, Tensor& x, int64_t n);
+// Images of one size as a batch [N, H, W, 3] f32 on the CPU: the gray value / 255 in
+// all three channels.
+Tensor to_batch(const std::vector<GrayImage>& images);
 
 }  // namespace emonext

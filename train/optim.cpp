@@ -44,14 +44,17 @@ std::vector<std::pair<std::string, Tensor*>> AdamW::state() {
 
 double clip_grad_norm(Module& model, double max_norm) {
   NoGradGuard no_grad;
-  double total = 0;
-  std::vector<Tensor> grads;
+  // Each gradient's sum of squares stays on its device; one transfer brings them all,
+  // and they are added in parameter order in double.
+  std::vector<Tensor> squares;
   for (const Module::Named& p : model.named_parameters())
     if (p.tensor->grad().defined()) {
-      grads.push_back(p.tensor->grad());
-      const Tensor g = grads.back().to(DType::F32);
-      total += sum(g * g).item();
+      const Tensor g = p.tensor->grad().to(DType::F32);
+      squares.push_back(sum(g * g).reshape({1}));
     }
+  double total = 0;
+  if (!squares.empty())
+    for (double v : concat(squares, 0).to_vector()) total += v;
   const double norm = std::sqrt(total);
   if (std::isfinite(norm) && norm > max_norm) {
     const double scale = max_norm / (norm + 1e-6);

@@ -120,9 +120,7 @@ Eval evaluate(EmoNeXt& model, const Dataset& data, const TrainConfig& c, Device 
       labels.push_back(data.samples[i].label);
     }
     if (labels.empty()) continue;
-    Tensor x = Tensor::empty({int64_t(crops.size()), c.image_size, c.image_size, 3});
-    for (size_t k = 0; k < crops.size(); ++k) put_in_batch(crops[k], x, int64_t(k));
-    const Tensor logits = mean(model.forward(x.to(dev)).logits.reshape({int64_t(labels.size()), views, c.classes}), {1});
+    const Tensor logits = mean(model.forward(to_batch(crops).to(dev)).logits.reshape({int64_t(labels.size()), views, c.classes}), {1});
     const Tensor y = Tensor::from_ints(labels, {int64_t(labels.size())});
     loss_sum += cross_entropy(logits, y.to(dev)).item() * double(labels.size());
     const std::vector<double> l = logits.to_vector();
@@ -197,45 +195,6 @@ struct RunState {
   uint64_t drop_path_counter = 0;
 };
 
-struct LossScaler;
-void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, const LossScaler& scaler);
-RunState load_state(const std::string& path, AdamW& opt, Ema* ema, LossScaler& scaler);
-void save_state_impl(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, double scale, int64_t good) {
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (auto& [name, t] : opt.state()) tensors.emplace_back(name, t->to(Device::cpu()));
-  if (ema)
-    for (auto& [name, t] : ema->state()) tensors.emplace_back(name, t->to(Device::cpu()));
-  save_safetensors(path, tensors,
-                   {{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
-                    {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
-                    {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
-                    {"adam_steps", std::to_string(opt.steps())}, {"loss_scale", fmt("%.17g", scale)},
-                    {"loss_scale_good_steps", std::to_string(good)}});
-}
-
-RunState load_state_impl(const std::string& path, AdamW& opt, Ema* ema, double& scale, int64_t& good) {
-  const SafeTensors f = load_safetensors(path);
-  for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
-  if (ema)
-    for (auto& [name, t] : ema->state()) t->copy_(f.at(name));
-  RunState s;
-  auto get = [&](const char* k) -> const std::string& {
-    const auto it = f.metadata.find(k);
-    EMONEXT_CHECK(it != f.metadata.end(), path, ": no '", k, "' in the training state");
-    return it->second;
-  };
-  s.epoch = std::stoll(get("epoch"));
-  s.batch_in_epoch = std::stoll(get("batch_in_epoch"));
-  s.step = std::stoll(get("step"));
-  s.bad_epochs = std::stoll(get("bad_epochs"));
-  s.best_accuracy = std::stod(get("best_accuracy"));
-  s.drop_path_counter = std::stoull(get("drop_path_counter"));
-  opt.set_steps(std::stoll(get("adam_steps")));
-  scale = std::stod(get("loss_scale"));
-  good = std::stoll(get("loss_scale_good_steps"));
-  return s;
-}
-
 // fp16's dynamic loss scale: the loss is multiplied by `scale` before the backward
 // pass and the gradients divided by it after; a step whose gradients hold inf or NaN
 // is skipped and the scale halved; 2000 good steps in a row double it (PyTorch's
@@ -255,12 +214,47 @@ struct LossScaler {
   }
 };
 
+void save_run_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, const LossScaler& scaler) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (auto& [name, t] : opt.state()) tensors.emplace_back(name, t->to(Device::cpu()));
+  if (ema)
+    for (auto& [name, t] : ema->state()) tensors.emplace_back(name, t->to(Device::cpu()));
+  save_safetensors(path, tensors,
+                   {{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
+                    {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
+                    {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
+                    {"adam_steps", std::to_string(opt.steps())}, {"loss_scale", fmt("%.17g", scaler.scale)},
+                    {"loss_scale_good_steps", std::to_string(scaler.good)}});
+}
+
+RunState load_run_state(const std::string& path, AdamW& opt, Ema* ema, LossScaler& scaler) {
+  const SafeTensors f = load_safetensors(path);
+  for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
+  if (ema)
+    for (auto& [name, t] : ema->state()) t->copy_(f.at(name));
+  RunState s;
+  auto get = [&](const char* k) -> const std::string& {
+    const auto it = f.metadata.find(k);
+    EMONEXT_CHECK(it != f.metadata.end(), path, ": no '", k, "' in the training state");
+    return it->second;
+  };
+  s.epoch = std::stoll(get("epoch"));
+  s.batch_in_epoch = std::stoll(get("batch_in_epoch"));
+  s.step = std::stoll(get("step"));
+  s.bad_epochs = std::stoll(get("bad_epochs"));
+  s.best_accuracy = std::stod(get("best_accuracy"));
+  s.drop_path_counter = std::stoull(get("drop_path_counter"));
+  opt.set_steps(std::stoll(get("adam_steps")));
+  scaler.scale = std::stod(get("loss_scale"));
+  scaler.good = std::stoll(get("loss_scale_good_steps"));
+  return s;
+}
+
 // Mixed precision: the master model (f32) keeps the weights, the optimizer state and
 // runs the spatial transformer, whose BatchNorm statistics so stay f32; a copy of the
 // model in bf16 or f16 runs the backbone, the head and the attention; the logits and
 // attention come back in f32 for the loss, as autocast does for softmax and losses.
 EmoNeXtOutput amp_forward(EmoNeXt& master, EmoNeXt& low, const Tensor& x, DType dtype) {
-  master.stn.train(master.training());
   const Tensor f = low.forward_features(cast(master.stn.forward(x), dtype));
   return {cast(low.head.forward(f), DType::F32), cast(low.attention.forward(f), DType::F32)};
 }
@@ -289,12 +283,15 @@ void gradients_to_master(EmoNeXt& master, EmoNeXt& low, double scale) {
   low.zero_grad();
 }
 
-void save_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, const LossScaler& scaler) {
-  save_state_impl(path, opt, ema, s, scaler.scale, scaler.good);
-}
-
-RunState load_state(const std::string& path, AdamW& opt, Ema* ema, LossScaler& scaler) {
-  return load_state_impl(path, opt, ema, scaler.scale, scaler.good);
+// A checkpoint's weights into the model, after checking that it describes the
+// configured model (--init, --resume).
+void load_weights(EmoNeXt& model, const std::string& path, const TrainConfig& c) {
+  const SafeTensors f = load_safetensors(path);
+  const CheckpointInfo info = read_checkpoint_info(f, path);
+  EMONEXT_CHECK(info.model == c.model && info.classes == c.classes && info.image_size == c.image_size, path, ": holds EmoNeXt-",
+                info.model, " for ", info.classes, " classes at ", info.image_size, ", not ", c.model, " / ", c.classes, " / ",
+                c.image_size, " (set --model, --classes, --img-size to match)");
+  load_state(model, f.tensors, path);
 }
 
 int64_t peak_rss_mb() {
@@ -355,17 +352,9 @@ int run_training(const TrainConfig& c) {
     Generator init_gen(c.seed);
     init_weights(model, init_gen);
     if (!c.init.empty()) {
-      CheckpointInfo info;
-      const std::unique_ptr<EmoNeXt> from = load_emonext(c.init, &info);
-      EMONEXT_CHECK(info.model == c.model && info.classes == c.classes && info.image_size == c.image_size, c.init, ": holds EmoNeXt-",
-                    info.model, " for ", info.classes, " classes at ", info.image_size, ", not ", c.model, " / ", c.classes, " / ",
-                    c.image_size, " (set --model, --img-size to match)");
-      std::vector<std::pair<std::string, Tensor>> tensors;
-      for (const Module::Named& t : from->named_tensors()) tensors.emplace_back(t.name, *t.tensor);
-      load_state(model, tensors, c.init);
+      load_weights(model, c.init, c);
       std::printf("initialised from %s\n", c.init.c_str());
     }
-    model.generator().set_state(c.seed + 1, 0);
     model.to(dev);
     model.train();
     AdamW::Options oo;
@@ -423,12 +412,8 @@ int run_training(const TrainConfig& c) {
                       best = c.out + "/best.safetensors";
     RunState st;
     if (!c.resume.empty()) {
-      const std::string w = c.resume + "/last.safetensors";
-      CheckpointInfo info;
-      const SafeTensors f = load_safetensors(w);
-      info = read_checkpoint_info(f, w);
-      load_state(model, f.tensors, w);
-      st = load_state(c.resume + "/last.state.safetensors", opt, ema.get(), scaler);
+      load_weights(model, c.resume + "/last.safetensors", c);
+      st = load_run_state(c.resume + "/last.state.safetensors", opt, ema.get(), scaler);
       dp_gen.set_state(c.seed + 1, st.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c.resume.c_str(), (long long)st.step,
                   (long long)st.epoch, (long long)st.batch_in_epoch);
@@ -445,7 +430,7 @@ int run_training(const TrainConfig& c) {
     auto save_last = [&]() {
       st.drop_path_counter = dp_gen.counter();
       save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});
-      save_state(last_state, opt, ema.get(), st, scaler);
+      save_run_state(last_state, opt, ema.get(), st, scaler);
     };
     g_interrupted = false;
     auto previous = std::signal(SIGINT, on_sigint);
@@ -566,7 +551,7 @@ int run_training(const TrainConfig& c) {
                         {{"epoch", std::to_string(st.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema ? "1" : "0"}});
         if (ema) ema->swap(model);
         st.drop_path_counter = dp_gen.counter();
-        save_state(c.out + "/best.state.safetensors", opt, ema.get(), st, scaler);  // the training state at that epoch
+        save_run_state(c.out + "/best.state.safetensors", opt, ema.get(), st, scaler);  // the training state at that epoch
       } else if (++st.bad_epochs >= c.patience) {
         std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c.patience);
         stop = true;
