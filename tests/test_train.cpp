@@ -152,6 +152,31 @@ TEST(Train, ResumingGivesTheSameLossesBitForBit) {
   EXPECT_EQ(straight, resumed);
 }
 
+// The first column of metrics.csv: the epochs evaluated, in order.
+std::vector<std::string> epoch_column(const std::string& metrics_csv) {
+  std::ifstream f(metrics_csv);
+  std::vector<std::string> out;
+  std::string line;
+  std::getline(f, line);  // header
+  while (std::getline(f, line)) out.push_back(line.substr(0, line.find(',')));
+  return out;
+}
+
+// --max-steps that ends exactly at an epoch's last batch: that epoch is evaluated once,
+// and the resumed run starts the next epoch (it used to evaluate the finished one again).
+TEST(Train, ResumingAtAnEpochsEndEvaluatesThatEpochOnce) {
+  const std::string a = temp_dir("straight_epoch"), b = temp_dir("resumed_epoch");
+  std::string out;
+  ASSERT_EQ(run(kSmall + " --max-steps 9 --out " + a, &out), 0) << out;
+  ASSERT_EQ(run(kSmall + " --max-steps 6 --out " + b, &out), 0) << out;  // exactly epoch 0 (6 steps per epoch)
+  ASSERT_EQ(epoch_column(b + "/metrics.csv"), (std::vector<std::string>{"0"}));
+  ASSERT_EQ(run(kSmall + " --max-steps 9 --resume " + b, &out), 0) << out;
+  EXPECT_NE(out.find("resumed from " + b + " at step 6 (epoch 1, batch 0)"), std::string::npos) << out;
+  EXPECT_EQ(epoch_column(b + "/metrics.csv"), epoch_column(a + "/metrics.csv"));
+  EXPECT_EQ(epoch_column(b + "/metrics.csv"), (std::vector<std::string>{"0", "1"}));
+  EXPECT_EQ(loss_column(a + "/steps.csv"), loss_column(b + "/steps.csv"));
+}
+
 TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
   const std::string f32 = temp_dir("amp_f32"), bf16 = temp_dir("amp_bf16"), fp16 = temp_dir("amp_fp16");
   std::string out;

@@ -529,7 +529,9 @@ int run_training(const TrainConfig& c) {
       progress.end_line();
       bench_wait = loader.wait_seconds();
       if (c.benchmark > 0) break;
-      if (!stop) st.batch_in_epoch = 0;
+      // A run that stops on the epoch's last batch has finished the epoch: "last" then
+      // resumes at the next one, not at an empty remainder of this one.
+      if (!stop || st.batch_in_epoch >= loader.batches()) st.batch_in_epoch = 0;
       // ---- evaluation ----
       if (ema) ema->swap(model);
       const Eval ev = evaluate(model, val, c, dev, false, st.epoch);
