@@ -103,8 +103,15 @@ Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, 
 
 // Dense 2-D convolution on channels-last x [N, H, W, Cin] with PyTorch's weight
 // [Cout, Cin, KH, KW], bias [Cout] or undefined, zero padding: F.conv2d(x.permute(0,3,1,2),
-// weight, bias, stride, padding).permute(0,2,3,1). Patches (im2col) then one GEMM.
+// weight, bias, stride, padding).permute(0,2,3,1). Patches (im2col) then one GEMM, except
+// on CUDA for convolutions that are not patchify ones (kernel = stride, no padding): those
+// go to cuDNN, with deterministic algorithms, where the build has it and it offers them for
+// the shape and dtype (f32, bf16, f16).
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(), int64_t stride = 1, int64_t padding = 0);
+// Whether conv2d may use cuDNN on CUDA: on by default, off when the environment sets
+// EMONEXT_CUDNN=0; tests turn it off to hold cuDNN against the unfold path.
+void set_cudnn_convolutions(bool on);
+bool cudnn_convolutions();
 
 // Max pooling over k x k windows (stride defaults to k), no padding, floor mode, on
 // channels-last x [N, H, W, C]; the gradient goes to the first maximum of each window.

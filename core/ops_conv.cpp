@@ -1,15 +1,29 @@
-// The dense layers of the spatial transformer's localisation network: convolution
-// as patches and a matrix product (the one new differentiable primitive is unfold,
-// im2col channels-last, whose backward is fold; the GEMM and the bias come from
-// matmul and add), max pooling, and batch normalisation composed of existing ops.
+// The dense layers: the spatial transformer's localisation network, the stem and the
+// downsampling layers. Convolution is patches and a matrix product (the one new
+// differentiable primitive is unfold, im2col channels-last, whose backward is fold; the
+// GEMM and the bias come from linear), or cuDNN on CUDA for the spatial transformer's; max
+// pooling; batch normalisation composed of existing ops.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/op_checks.h"
 #include "core/ops.h"
+#include "kernels/cuda/cudnn_conv.h"
 
 namespace emonext {
 
 namespace {
+
+std::atomic<bool>& cudnn_switch() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("EMONEXT_CUDNN");
+    return !(v && std::strcmp(v, "0") == 0);
+  }()};
+  return on;
+}
 
 // x [N, H, W, C] -> [N * Ho * Wo, KH * KW * C], rows ordered (n, oy, ox), columns (i, j, c).
 Tensor unfold(const Tensor& x, const kernels::Unfold& p) {
@@ -24,7 +38,44 @@ Tensor unfold(const Tensor& x, const kernels::Unfold& p) {
   });
 }
 
+#if EMONEXT_WITH_CUDA
+// x [N, H, W, Cin] and the weight as cuDNN reads it, [Cout, KH, KW, Cin/groups] -> y [N, Ho, Wo, Cout].
+Tensor conv2d_cudnn(const Tensor& x, const Tensor& w_khwc, const kernels::cuda::CudnnConv& p) {
+  namespace kc = kernels::cuda;
+  const Tensor xc = x.contiguous(), wc = w_khwc.contiguous();
+  Tensor y = Tensor::empty({p.n, p.ho(), p.wo(), p.cout}, x.dtype(), x.device());
+  const int dev = x.device().index;
+  kc::set_device(dev);
+  kc::cudnn_conv_forward(p, y.data_ptr(), xc.data_ptr(), wc.data_ptr(), nullptr, kc::stream(dev));
+  return record(y, "conv2d", {x, w_khwc}, [p, xc, wc, dev, want_dx = x.requires_grad()](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    kc::set_device(dev);
+    Tensor dx, dw = Tensor::empty(wc.shape(), wc.dtype(), wc.device());
+    if (want_dx) {
+      dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+      kc::cudnn_conv_backward_data(p, dx.data_ptr(), dy.data_ptr(), wc.data_ptr(), kc::stream(dev));
+    }
+    kc::cudnn_conv_backward_filter(p, dw.data_ptr(), dy.data_ptr(), xc.data_ptr(), kc::stream(dev));
+    return std::vector<Tensor>{dx, dw};
+  });
+}
+
+// cuDNN for the spatial transformer's convolutions; the patchify ones (the stem and the
+// downsampling layers: kernel = stride, no padding) stay a GEMM on every backend, their
+// unfold being a pure reshuffle of the input.
+bool uses_cudnn(const Tensor& x, const kernels::cuda::CudnnConv& p) {
+  const bool patchify = p.kh == p.stride && p.kw == p.stride && p.pad == 0;
+  if (!x.device().is_cuda() || patchify || !cudnn_switch().load() || p.n * p.h * p.w * p.c == 0 || p.cout == 0)
+    return false;
+  kernels::cuda::set_device(x.device().index);
+  return kernels::cuda::cudnn_conv_supported(p);
+}
+#endif
+
 }  // namespace
+
+void set_cudnn_convolutions(bool on) { cudnn_switch().store(on); }
+bool cudnn_convolutions() { return cudnn_switch().load(); }
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
   check_floating("conv2d", x);
@@ -39,9 +90,21 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   EMONEXT_CHECK(p.h + 2 * padding >= p.kh && p.w + 2 * padding >= p.kw, "conv2d: kernel ", p.kh, "x", p.kw,
                 " is larger than the padded input ", p.h + 2 * padding, "x", p.w + 2 * padding);
   const int64_t cout = weight.size(0);
-  // [Cout, Cin, KH, KW] -> [Cout, KH * KW * Cin], the column order of the patches.
-  const Tensor w2 = weight.permute({0, 2, 3, 1}).reshape({cout, p.kh * p.kw * p.c});
-  return linear(unfold(x, p), w2, bias).reshape({p.n, p.ho, p.wo, cout});
+  if (bias.defined()) {
+    check_same("conv2d", x, bias);
+    EMONEXT_CHECK((bias.shape() == Shape{cout}), "conv2d: bias ", shape_str(bias.shape()), " (expected [", cout, "])");
+  }
+  // [Cout, Cin, KH, KW] -> [Cout, KH, KW, Cin]: cuDNN's channels-last filter, and (flattened)
+  // the column order of the patches.
+  const Tensor w_khwc = weight.permute({0, 2, 3, 1});
+#if EMONEXT_WITH_CUDA
+  const kernels::cuda::CudnnConv cp{x.dtype(), p.n, p.h, p.w, p.c, cout, p.kh, p.kw, stride, padding, 1, true};
+  if (uses_cudnn(x, cp)) {
+    const Tensor y = conv2d_cudnn(x, w_khwc, cp);
+    return bias.defined() ? add(y, bias) : y;
+  }
+#endif
+  return linear(unfold(x, p), w_khwc.reshape({cout, p.kh * p.kw * p.c}), bias).reshape({p.n, p.ho, p.wo, cout});
 }
 
 Tensor max_pool2d(const Tensor& x, int64_t k, int64_t stride) {

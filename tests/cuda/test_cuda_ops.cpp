@@ -1,11 +1,17 @@
 // The CUDA backend against the CPU backend: every op case of the shared table
 // in f32, bf16, f16 and f64, forward and backward; random fills; transfers;
-// the memory pool; wrong-device errors. Skips, saying why, where no GPU answers.
+// the memory pool; wrong-device errors; cuDNN's convolutions against the unfold
+// path. Skips, saying why, where no GPU answers.
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
 
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
+#include "kernels/cuda/cudnn_conv.h"
 #include "tests/op_cases.h"
 #include "tests/test_util.h"
 
@@ -68,6 +74,58 @@ INSTANTIATE_TEST_SUITE_P(Ops, CudaOps,
                          ::testing::Combine(::testing::ValuesIn(op_cases()),
                                             ::testing::Values(DType::F32, DType::BF16, DType::F16, DType::F64)),
                          case_name);
+
+// Conv2d on CUDA runs through cuDNN where it has the shape (patchify convolutions stay a
+// GEMM); the unfold + cuBLAS path (the one the emulation build tests against the CPU) is
+// the reference here. Shapes: the spatial transformer's two at 48x48 and at 224x224, a
+// 3x3 one with tensor-core-friendly channels, and an odd one with stride and padding.
+// f32 must go through cuDNN; 16-bit may fall back (C = 3 may have no kernel), as the log says.
+TEST(Cuda, DenseConvolutionsThroughCudnnMatchTheUnfoldPath) {
+  REQUIRE_GPU();
+#if !EMONEXT_WITH_CUDNN || EMONEXT_CUDA_EMULATION
+  GTEST_SKIP() << "this build has no cuDNN (the emulation build never has: cuDNN needs a real GPU)";
+#endif
+  struct Shape7 { int64_t n, h, w, cin, cout, k, stride, pad; };
+  const std::vector<Shape7> shapes = {{8, 48, 48, 3, 8, 7, 1, 0},   {8, 21, 21, 8, 10, 5, 1, 0}, {4, 224, 224, 3, 8, 7, 1, 0},
+                                      {4, 109, 109, 8, 10, 5, 1, 0}, {4, 28, 28, 64, 32, 3, 1, 1}, {1, 9, 7, 5, 7, 3, 2, 1}};
+  struct Restore { ~Restore() { set_cudnn_convolutions(true); } } restore;
+  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+    for (const Shape7& s : shapes) {
+      const std::string what = detail::concat(dtype_name(t), " ", s.n, "x", s.h, "x", s.w, "x", s.cin, " -> ", s.cout, " k",
+                                              s.k, " s", s.stride, " p", s.pad);
+      const kernels::cuda::CudnnConv cp{t, s.n, s.h, s.w, s.cin, s.cout, s.k, s.k, s.stride, s.pad, 1, true};
+      const bool cudnn = kernels::cuda::cudnn_conv_supported(cp);
+      if (t == DType::F32) {
+        EXPECT_TRUE(cudnn) << what << ": cuDNN offers no deterministic algorithm";
+      }
+      std::cout << what << ": " << (cudnn ? "cuDNN, " + kernels::cuda::cudnn_conv_algorithms(cp) : "unfold (no cuDNN algorithm)")
+                << "\n";
+      Generator gen(uint64_t(s.h * 131 + s.cout));
+      const Tensor x = randn({s.n, s.h, s.w, s.cin}, gen, 0, 1, t, kGpu);
+      const Tensor w = randn({s.cout, s.cin, s.k, s.k}, gen, 0, 1.0 / double(s.k * s.k * s.cin), t, kGpu);
+      const Tensor b = randn({s.cout}, gen, 0, 0.1, t, kGpu);
+      const Tensor dy = randn({s.n, cp.ho(), cp.wo(), s.cout}, gen, 0, 1, t, kGpu);
+      auto run = [&](bool use_cudnn) {
+        set_cudnn_convolutions(use_cudnn);
+        const Tensor xi = x.detach().set_requires_grad(), wi = w.detach().set_requires_grad(), bi = b.detach().set_requires_grad();
+        const Tensor y = conv2d(xi, wi, bi, s.stride, s.pad);
+        sum(mul(y, dy)).backward();
+        return std::vector<Tensor>{y.detach(), xi.grad(), wi.grad(), bi.grad()};
+      };
+      const std::vector<Tensor> want = run(false), got = run(true), again = run(true);
+      const char* names[] = {"y", "dx", "dw", "db"};
+      for (size_t i = 0; i < want.size(); ++i) {
+        // Sums of up to K*K*Cin (forward) or N*Ho*Wo (weight) terms: compare against each
+        // tensor's scale, as the two paths sum in different orders.
+        double scale = 1.0;
+        for (double v : want[i].to_vector()) scale = std::max(scale, std::fabs(v));
+        expect_close(mul(got[i].to(DType::F32), 1 / scale), mul(want[i].to(DType::F32), 1 / scale), tolerance(t),
+                     what + " " + names[i]);
+        EXPECT_EQ(again[i].to_vector(), got[i].to_vector()) << what << " " << names[i] << " differs between two runs";
+      }
+    }
+  }
+}
 
 TEST(Cuda, RandomMatchesCpu) {
   REQUIRE_GPU();

@@ -1,10 +1,10 @@
 // The baselines kernel_bench times the engine's kernels against, in the same
 // process: naive loops on the CPU; on the GPU, naive one-thread-per-output
-// kernels and cuDNN's grouped convolution (channels-last) for the depthwise one.
+// kernels (cuDNN's grouped convolution, the depthwise one's baseline, is the
+// engine's own kernels/cuda/cudnn_conv.h).
 #pragma once
 #include <cstdint>
 #include <functional>
-#include <memory>
 
 #include "kernels/kernels.h"
 
@@ -50,22 +50,6 @@ void grid_sample_forward(const kernels::GridSample& p, void* out, const void* in
 void grid_sample_backward(const kernels::GridSample& p, float* din_f32, void* dgrid, const void* dout, const void* in, const void* grid);
 }  // namespace naive_gpu
 
-// cuDNN's grouped convolution as a depthwise one, NHWC, in the given dtype (f32
-// compute). Its weight is cuDNN's [C, K, K, 1] layout, separate from the engine's.
-class CudnnDwConv {
- public:
-  explicit CudnnDwConv(const kernels::DwConv& p);
-  ~CudnnDwConv();
-  void forward(void* y, const void* x, const void* w, const void* b);
-  void backward_data(void* dx, const void* dy, const void* w);
-  void backward_filter(void* dw, const void* dy, const void* x);
-  const char* algorithms() const { return algos_; }
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  char algos_[96] = {};
-};
 #else
 #define EMONEXT_BENCH_GPU 0
 #endif

@@ -1,15 +1,12 @@
 // The GPU baselines of kernel_bench: naive one-thread-per-output kernels (the
-// first thing one writes), cuDNN's grouped convolution, event timing and the
-// measured copy bandwidth. Launches go through the engine's seam like any kernel.
-#include <cudnn.h>
-
+// first thing one writes), event timing and the measured copy bandwidth.
+// Launches go through the engine's seam like any kernel.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <vector>
 
 #include "kernels/cuda/cuda_types.cuh"
-#include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/runtime.h"
 #include "kernels/dispatch.h"
@@ -251,86 +248,5 @@ void grid_sample_backward(const kernels::GridSample& p, float* din, void* dgrid,
 }
 
 }  // namespace naive_gpu
-
-// ---- cuDNN ----
-
-struct CudnnDwConv::Impl {
-  cudnnTensorDescriptor_t x = nullptr, bias = nullptr;
-  cudnnFilterDescriptor_t w = nullptr;
-  cudnnConvolutionDescriptor_t conv = nullptr;
-  cudnnConvolutionFwdAlgo_t fwd{};
-  cudnnConvolutionBwdDataAlgo_t bwd_data{};
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
-  void* workspace = nullptr;
-  size_t workspace_bytes = 0;
-  int device = 0;
-};
-
-CudnnDwConv::CudnnDwConv(const kernels::DwConv& p) : impl_(std::make_unique<Impl>()) {
-  Impl& m = *impl_;
-  m.device = kernels::cuda::current_device();
-  const cudnnDataType_t type = p.dtype == DType::BF16 ? CUDNN_DATA_BFLOAT16 : p.dtype == DType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
-  const int n = int(p.n), c = int(p.c), h = int(p.h), w = int(p.w), k = int(p.k);
-  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&m.x));
-  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(m.x, CUDNN_TENSOR_NHWC, type, n, c, h, w));
-  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&m.bias));
-  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(m.bias, CUDNN_TENSOR_NHWC, type, 1, c, 1, 1));
-  EMONEXT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&m.w));
-  EMONEXT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(m.w, type, CUDNN_TENSOR_NHWC, c, 1, k, k));
-  EMONEXT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&m.conv));
-  EMONEXT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(m.conv, k / 2, k / 2, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  EMONEXT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(m.conv, c));
-  EMONEXT_CUDNN_CHECK(cudnnSetConvolutionMathType(m.conv, CUDNN_DEFAULT_MATH));
-  cudnnHandle_t handle = kernels::cuda::cudnn_handle();
-  int found = 0;
-  cudnnConvolutionFwdAlgoPerf_t fwd[8];
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, m.x, m.w, m.conv, m.x, 8, &found, fwd));
-  m.fwd = fwd[0].algo;
-  cudnnConvolutionBwdDataAlgoPerf_t bd[8];
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, m.w, m.x, m.conv, m.x, 8, &found, bd));
-  m.bwd_data = bd[0].algo;
-  cudnnConvolutionBwdFilterAlgoPerf_t bf[8];
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, m.x, m.x, m.conv, m.w, 8, &found, bf));
-  m.bwd_filter = bf[0].algo;
-  size_t a = 0, b = 0, c2 = 0;
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, m.x, m.w, m.conv, m.x, m.fwd, &a));
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, m.w, m.x, m.conv, m.x, m.bwd_data, &b));
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, m.x, m.x, m.conv, m.w, m.bwd_filter, &c2));
-  m.workspace_bytes = std::max({a, b, c2, size_t(1)});
-  m.workspace = kernels::cuda::allocate(m.workspace_bytes, m.device);
-  std::snprintf(algos_, sizeof(algos_), "cuDNN algos fwd %d, bwd data %d, bwd filter %d", int(m.fwd), int(m.bwd_data),
-                int(m.bwd_filter));
-}
-
-CudnnDwConv::~CudnnDwConv() {
-  Impl& m = *impl_;
-  kernels::cuda::deallocate(m.workspace, m.device);
-  EMONEXT_CUDNN_WARN(cudnnDestroyConvolutionDescriptor(m.conv));
-  EMONEXT_CUDNN_WARN(cudnnDestroyFilterDescriptor(m.w));
-  EMONEXT_CUDNN_WARN(cudnnDestroyTensorDescriptor(m.bias));
-  EMONEXT_CUDNN_WARN(cudnnDestroyTensorDescriptor(m.x));
-}
-
-void CudnnDwConv::forward(void* y, const void* x, const void* w, const void* b) {
-  Impl& m = *impl_;
-  const float one = 1.0f, zero = 0.0f;
-  cudnnHandle_t h = kernels::cuda::cudnn_handle();
-  EMONEXT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, m.x, x, m.w, w, m.conv, m.fwd, m.workspace, m.workspace_bytes, &zero, m.x, y));
-  if (b) EMONEXT_CUDNN_CHECK(cudnnAddTensor(h, &one, m.bias, b, &one, m.x, y));
-}
-
-void CudnnDwConv::backward_data(void* dx, const void* dy, const void* w) {
-  Impl& m = *impl_;
-  const float one = 1.0f, zero = 0.0f;
-  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardData(kernels::cuda::cudnn_handle(), &one, m.w, w, m.x, dy, m.conv, m.bwd_data,
-                                                   m.workspace, m.workspace_bytes, &zero, m.x, dx));
-}
-
-void CudnnDwConv::backward_filter(void* dw, const void* dy, const void* x) {
-  Impl& m = *impl_;
-  const float one = 1.0f, zero = 0.0f;
-  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(kernels::cuda::cudnn_handle(), &one, m.x, x, m.x, dy, m.conv, m.bwd_filter,
-                                                     m.workspace, m.workspace_bytes, &zero, m.w, dw));
-}
 
 }  // namespace emonext::bench

@@ -27,6 +27,7 @@
 
 #include "core/backend.h"
 #include "core/ops.h"
+#include "kernels/cuda/cudnn_conv.h"
 #include "tools/cli.h"
 #include "tools/kernel_bench/baselines.h"
 
@@ -211,7 +212,7 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
 #if EMONEXT_BENCH_GPU
 // The GPU cases: the engine's CUDA kernels timed beside cuDNN or naive kernels; both
 // are checked (the dwconv ones against the CPU backend on the same values).
-std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<CudnnDwConv>& cudnn_owner) {
+std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
   const Device dev = d.x.device();
   const DType t = d.x.dtype();
   const double s = double(dtype_size(t)), n = double(d.x.numel()), n4 = double(d.x4.numel());
@@ -229,14 +230,18 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
   Tensor* w_ckk = buffer(keep, d.w_kkc.reshape({49, d.C}).transpose(0, 1).contiguous());
   Tensor* dw_ckk = buffer(keep, like(*w_ckk));
   Tensor* want = buffer(keep, Tensor());  // the CPU backend's result that both dwconv runs are checked against
-  cudnn_owner = std::make_unique<CudnnDwConv>(d.conv);
-  CudnnDwConv* cudnn = cudnn_owner.get();
-  std::cout << cudnn->algorithms() << "\n";
+  // cuDNN's grouped convolution, one group per channel, its first choice of algorithm
+  // (deterministic or not, as PyTorch picks by default).
+  namespace kc = kernels::cuda;
+  const kc::CudnnConv cp{t, d.conv.n, d.conv.h, d.conv.w, d.C, d.C, d.conv.k, d.conv.k, 1, d.conv.k / 2, d.C, false};
+  EMONEXT_CHECK(kc::cudnn_conv_supported(cp), "kernel_bench: cuDNN has no algorithm for the depthwise convolution at ",
+                d.conv.n, "x", d.conv.h, "x", d.conv.w, "x", d.C, " in ", t);
+  std::cout << "cuDNN algos " << kc::cudnn_conv_algorithms(cp) << "\n";
   const int64_t hw = d.conv.h * d.conv.w;
   std::vector<Case> cases = {
       {"dwconv7x7", "forward", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w_kkc.data_ptr(), d.bias.data_ptr(), st); },
-       [=, &d] { cudnn->forward(yb->data_ptr(), d.x.data_ptr(), w_ckk->data_ptr(), d.bias.data_ptr()); },
+       [=, &d] { kc::cudnn_conv_forward(cp, yb->data_ptr(), d.x.data_ptr(), w_ckk->data_ptr(), d.bias.data_ptr(), st); },
        [=, &host] {
          *want = like(host.x);
          kernels::cpu::dwconv_forward(host.conv, want->data_ptr(), host.x.data_ptr(), host.w_kkc.data_ptr(), host.bias.data_ptr(), nullptr);
@@ -245,7 +250,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
        [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward input", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w_kkc.data_ptr(), st); },
-       [=, &d] { cudnn->backward_data(yb->data_ptr(), d.dy.data_ptr(), w_ckk->data_ptr()); },
+       [=, &d] { kc::cudnn_conv_backward_data(cp, yb->data_ptr(), d.dy.data_ptr(), w_ckk->data_ptr(), st); },
        [=, &host] {
          *want = like(host.x);
          kernels::cpu::dwconv_backward_input(host.conv, want->data_ptr(), host.dy.data_ptr(), host.w_kkc.data_ptr(), nullptr);
@@ -254,7 +259,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep, std::unique_ptr<
        [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward weight", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
-       [=, &d] { cudnn->backward_filter(dw_ckk->data_ptr(), d.dy.data_ptr(), d.x.data_ptr()); },
+       [=, &d] { kc::cudnn_conv_backward_filter(cp, dw_ckk->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
        [=, &host] {
          *want = like(host.w_kkc);
          kernels::cpu::dwconv_backward_weight(host.conv, want->data_ptr(), host.dy.data_ptr(), host.x.data_ptr(), nullptr);
@@ -324,7 +329,6 @@ int run(int argc, char** argv) {
   Data host(shape, gpu ? o.dtype : DType::F32, Device::cpu());
   std::unique_ptr<Data> device;
 #if EMONEXT_BENCH_GPU
-  std::unique_ptr<CudnnDwConv> cudnn;
   if (gpu) {
     bandwidth = gpu_copy_bandwidth_gbs(0);
     device = std::make_unique<Data>(shape, o.dtype, Device::cuda(0));
@@ -332,7 +336,7 @@ int run(int argc, char** argv) {
     for (Tensor* t : {&host.x, &host.dy, &host.w_kkc, &host.bias, &host.ln_w, &host.ln_b, &host.x4, &host.dy4, &host.b4, &host.gate})
       *t = t->to(DType::F32);
     host.conv.dtype = DType::F32;
-    cases = gpu_cases(*device, host, keep, cudnn);
+    cases = gpu_cases(*device, host, keep);
   }
 #endif
   if (!gpu) {

@@ -1,0 +1,227 @@
+// cuDNN's convolution, channels-last, with its algorithms chosen once per shape.
+// Each pass (forward, backward data, backward filter) keeps its own convolution
+// descriptor, set to the math type its algorithm was chosen with: f32 uses FMA
+// kernels only (no TF32, the precision of the CPU and of cuBLAS's COMPUTE_32F),
+// bf16 and f16 may use tensor cores, all accumulate in f32.
+#include "kernels/cuda/cudnn_conv.h"
+
+#if EMONEXT_WITH_CUDNN && !EMONEXT_CUDA_EMULATION
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/workspace.cuh"
+
+namespace emonext::kernels::cuda {
+
+namespace {
+
+constexpr size_t kWorkspaceLimit = size_t(256) << 20;
+
+struct Plan {
+  bool ok = false;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv_fwd = nullptr, conv_data = nullptr, conv_filter = nullptr;
+  cudnnConvolutionFwdAlgo_t fwd{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+  size_t ws_fwd = 0, ws_data = 0, ws_filter = 0;
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    for (cudnnConvolutionDescriptor_t d : {conv_fwd, conv_data, conv_filter})
+      if (d) EMONEXT_CUDNN_WARN(cudnnDestroyConvolutionDescriptor(d));
+    if (w) EMONEXT_CUDNN_WARN(cudnnDestroyFilterDescriptor(w));
+    for (cudnnTensorDescriptor_t d : {x, y, bias})
+      if (d) EMONEXT_CUDNN_WARN(cudnnDestroyTensorDescriptor(d));
+  }
+};
+
+cudnnDataType_t data_type(DType t) {
+  return t == DType::BF16 ? CUDNN_DATA_BFLOAT16 : t == DType::F16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+}
+
+cudnnConvolutionDescriptor_t make_conv(const CudnnConv& p) {
+  cudnnConvolutionDescriptor_t d = nullptr;
+  EMONEXT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
+  EMONEXT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, int(p.pad), int(p.pad), int(p.stride), int(p.stride), 1, 1,
+                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  EMONEXT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(d, int(p.groups)));
+  EMONEXT_CUDNN_CHECK(cudnnSetConvolutionMathType(d, p.dtype == DType::F32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+  return d;
+}
+
+// The first of cuDNN's ranked candidates that is supported, deterministic when asked,
+// and whose workspace (asked for under that candidate's math type) fits the limit.
+// `workspace(algo)` returns the bytes or SIZE_MAX when cuDNN refuses the pair.
+template <class Perf, class Algo, class WorkspaceFn>
+bool choose(const std::vector<Perf>& ranked, int found, bool deterministic, cudnnConvolutionDescriptor_t conv,
+            WorkspaceFn workspace, Algo& algo, size_t& bytes) {
+  for (int i = 0; i < found; ++i) {
+    const Perf& r = ranked[size_t(i)];
+    if (r.status != CUDNN_STATUS_SUCCESS) continue;
+    if (deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
+    if (cudnnSetConvolutionMathType(conv, r.mathType) != CUDNN_STATUS_SUCCESS) continue;
+    const size_t need = workspace(r.algo);
+    if (need > kWorkspaceLimit) continue;
+    algo = r.algo;
+    bytes = need;
+    return true;
+  }
+  return false;
+}
+
+void build(Plan& plan, const CudnnConv& p) {
+  const cudnnDataType_t type = data_type(p.dtype);
+  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.x));
+  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.x, CUDNN_TENSOR_NHWC, type, int(p.n), int(p.c), int(p.h), int(p.w)));
+  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.y));
+  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.y, CUDNN_TENSOR_NHWC, type, int(p.n), int(p.cout), int(p.ho()), int(p.wo())));
+  EMONEXT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&plan.bias));
+  EMONEXT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan.bias, CUDNN_TENSOR_NHWC, type, 1, int(p.cout), 1, 1));
+  EMONEXT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&plan.w));
+  EMONEXT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan.w, type, CUDNN_TENSOR_NHWC, int(p.cout), int(p.c / p.groups),
+                                                 int(p.kh), int(p.kw)));
+  plan.conv_fwd = make_conv(p);
+  plan.conv_data = make_conv(p);
+  plan.conv_filter = make_conv(p);
+  cudnnHandle_t h = cudnn_handle();
+  const Plan& q = plan;
+  // Each pass: cuDNN's ranked candidates (none: plan.ok stays false), then the choice.
+  int max_count = 0, found = 0;
+
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
+  std::vector<cudnnConvolutionFwdAlgoPerf_t> fwd(size_t(std::max(max_count, 1)));
+  if (cudnnGetConvolutionForwardAlgorithm_v7(h, q.x, q.w, q.conv_fwd, q.y, max_count, &found, fwd.data()) != CUDNN_STATUS_SUCCESS)
+    return;
+  const bool fwd_ok = choose(fwd, found, p.deterministic, q.conv_fwd, [&](cudnnConvolutionFwdAlgo_t a) {
+    size_t b = 0;
+    const cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(h, q.x, q.w, q.conv_fwd, q.y, a, &b);
+    return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
+  }, plan.fwd, plan.ws_fwd);
+
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
+  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> data(size_t(std::max(max_count, 1)));
+  if (cudnnGetConvolutionBackwardDataAlgorithm_v7(h, q.w, q.y, q.conv_data, q.x, max_count, &found, data.data()) !=
+      CUDNN_STATUS_SUCCESS)
+    return;
+  const bool data_ok = choose(data, found, p.deterministic, q.conv_data, [&](cudnnConvolutionBwdDataAlgo_t a) {
+    size_t b = 0;
+    const cudnnStatus_t st = cudnnGetConvolutionBackwardDataWorkspaceSize(h, q.w, q.y, q.conv_data, q.x, a, &b);
+    return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
+  }, plan.bwd_data, plan.ws_data);
+
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
+  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> filter(size_t(std::max(max_count, 1)));
+  if (cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, q.x, q.y, q.conv_filter, q.w, max_count, &found, filter.data()) !=
+      CUDNN_STATUS_SUCCESS)
+    return;
+  const bool filter_ok = choose(filter, found, p.deterministic, q.conv_filter, [&](cudnnConvolutionBwdFilterAlgo_t a) {
+    size_t b = 0;
+    const cudnnStatus_t st = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, q.x, q.y, q.conv_filter, q.w, a, &b);
+    return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
+  }, plan.bwd_filter, plan.ws_filter);
+
+  plan.ok = fwd_ok && data_ok && filter_ok;
+}
+
+// Plans by (device, every field of p); built on first use, kept for the process.
+const Plan& plan_for(const CudnnConv& p) {
+  static std::mutex mu;
+  static std::map<std::array<int64_t, 13>, std::unique_ptr<Plan>> plans;
+  const std::array<int64_t, 13> key{current_device(), int64_t(p.dtype), p.n, p.h, p.w, p.c, p.cout, p.kh, p.kw,
+                                    p.stride, p.pad, p.groups, p.deterministic};
+  std::lock_guard<std::mutex> lock(mu);
+  std::unique_ptr<Plan>& slot = plans[key];
+  if (!slot) {
+    auto plan = std::make_unique<Plan>();
+    build(*plan, p);
+    slot = std::move(plan);
+  }
+  return *slot;
+}
+
+const Plan& ready_plan(const CudnnConv& p, const char* what) {
+  const Plan& plan = plan_for(p);
+  if (!plan.ok) fail(detail::concat(what, ": cuDNN offers no algorithm for this convolution (ask cudnn_conv_supported first)"));
+  return plan;
+}
+
+}  // namespace
+
+bool cudnn_conv_supported(const CudnnConv& p) {
+  if (p.dtype != DType::F32 && p.dtype != DType::BF16 && p.dtype != DType::F16) return false;
+  if (p.groups < 1 || p.c % p.groups != 0 || p.cout % p.groups != 0 || p.ho() < 1 || p.wo() < 1) return false;
+  return plan_for(p).ok;
+}
+
+std::string cudnn_conv_algorithms(const CudnnConv& p) {
+  const Plan& plan = ready_plan(p, "cudnn_conv_algorithms");
+  return detail::concat("fwd ", int(plan.fwd), ", bwd data ", int(plan.bwd_data), ", bwd filter ", int(plan.bwd_filter));
+}
+
+void cudnn_conv_forward(const CudnnConv& p, void* y, const void* x, const void* w, const void* b, Stream) {
+  const Plan& plan = ready_plan(p, "cudnn_conv_forward");
+  const float one = 1.0f, zero = 0.0f;
+  cudnnHandle_t h = cudnn_handle();
+  Workspace ws(plan.ws_fwd);
+  EMONEXT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x, x, plan.w, w, plan.conv_fwd, plan.fwd, ws.as<void>(),
+                                              plan.ws_fwd, &zero, plan.y, y));
+  if (b) EMONEXT_CUDNN_CHECK(cudnnAddTensor(h, &one, plan.bias, b, &one, plan.y, y));
+}
+
+void cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, const void* w, Stream) {
+  const Plan& plan = ready_plan(p, "cudnn_conv_backward_data");
+  const float one = 1.0f, zero = 0.0f;
+  Workspace ws(plan.ws_data);
+  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, plan.w, w, plan.y, dy, plan.conv_data, plan.bwd_data,
+                                                   ws.as<void>(), plan.ws_data, &zero, plan.x, dx));
+}
+
+void cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, const void* x, Stream) {
+  const Plan& plan = ready_plan(p, "cudnn_conv_backward_filter");
+  const float one = 1.0f, zero = 0.0f;
+  Workspace ws(plan.ws_filter);
+  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, plan.x, x, plan.y, dy, plan.conv_filter,
+                                                     plan.bwd_filter, ws.as<void>(), plan.ws_filter, &zero, plan.w, dw));
+}
+
+}  // namespace emonext::kernels::cuda
+
+#else  // no cuDNN in this build, or the emulation build (cuDNN needs a real GPU)
+
+#include "core/base/error.h"
+
+namespace emonext::kernels::cuda {
+
+namespace {
+[[noreturn]] void no_cudnn(const char* what) {
+  fail(detail::concat(what, ": this build has no cuDNN",
+#if EMONEXT_CUDA_EMULATION
+                      " (the emulation build never has: cuDNN needs a real GPU)"
+#else
+                      " (cmake did not find it; set CUDNN_ROOT)"
+#endif
+                      ));
+}
+}  // namespace
+
+bool cudnn_conv_supported(const CudnnConv&) { return false; }
+std::string cudnn_conv_algorithms(const CudnnConv&) { no_cudnn("cudnn_conv_algorithms"); }
+void cudnn_conv_forward(const CudnnConv&, void*, const void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_forward"); }
+void cudnn_conv_backward_data(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_data"); }
+void cudnn_conv_backward_filter(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_filter"); }
+
+}  // namespace emonext::kernels::cuda
+
+#endif
