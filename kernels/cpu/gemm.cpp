@@ -1,7 +1,15 @@
 // Matrix products on the CPU through CBLAS (OpenBLAS). bf16 and f16 operands
 // are widened to f32, multiplied with f32 accumulation, and narrowed back.
+//
+// Threads: BLAS runs single-threaded and the engine's OpenMP threads share the work
+// out (batches, or slices of the larger side of C). OpenBLAS's own thread pool
+// busy-waits between calls and fought the OpenMP threads for the cores: on 2 cores
+// that halved training speed (docs/PERF.md).
 #include <cblas.h>
+#include <omp.h>
 
+#include <algorithm>
+#include <mutex>
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
@@ -22,27 +30,78 @@ std::vector<float> widen(const T* p, int64_t n) {
 // Elements spanned by one row-major matrix of `rows` rows with leading dim ld.
 int64_t span(bool trans, int64_t rows, int64_t cols, int64_t ld) { return trans ? (cols - 1) * ld + rows : (rows - 1) * ld + cols; }
 
+// OpenBLAS's switch, where the BLAS linked is OpenBLAS (a weak symbol: null otherwise).
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+
+void single_threaded_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (openblas_set_num_threads) openblas_set_num_threads(1);
+  });
+}
+
+// One BLAS call on rows [r0, r1) and columns [c0, c1) of C (row-major).
+template <class T>
+void blas_tile(const Gemm& g, const T* a, const T* b, T* c, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+  const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
+  a += g.trans_a ? r0 : r0 * g.lda;  // row r of op(A)
+  b += g.trans_b ? c0 * g.ldb : c0;  // column c of op(B)
+  c += r0 * g.ldc + c0;
+  const int m = int(r1 - r0), n = int(c1 - c0), k = int(g.k);
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, g.alpha, a, int(g.lda), b, int(g.ldb), g.beta, c, int(g.ldc));
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, g.alpha, a, int(g.lda), b, int(g.ldb), g.beta, c, int(g.ldc));
+}
+
+// The batch of products on the OpenMP threads: whole matrices when there are enough of
+// them, else each matrix cut into slices of its larger side (C's rows or columns), so
+// that every thread has a share; small products stay on one thread.
+template <class T>
+void parallel_gemm(const Gemm& g) {
+  const int64_t threads = omp_get_max_threads();
+  const bool big = double(g.m) * double(g.n) * double(g.k) >= double(1 << 18);
+  const int64_t slices = (g.batch >= threads || !big) ? 1 : std::max<int64_t>(1, threads / g.batch);
+  const bool by_rows = g.m >= g.n;
+  const int64_t side = by_rows ? g.m : g.n, per = (side + slices - 1) / slices;
+  const int64_t tasks = g.batch * slices;
+#pragma omp parallel for schedule(static) if (tasks > 1 && big)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t i = t / slices, lo = (t % slices) * per, hi = std::min(side, lo + per);
+    if (lo >= hi) continue;
+    const T* a = static_cast<const T*>(g.a) + i * g.stride_a;
+    const T* b = static_cast<const T*>(g.b) + i * g.stride_b;
+    T* c = static_cast<T*>(g.c) + i * g.stride_c;
+    if (by_rows)
+      blas_tile(g, a, b, c, lo, hi, 0, g.n);
+    else
+      blas_tile(g, a, b, c, 0, g.m, lo, hi);
+  }
+}
+
 }  // namespace
 
 void gemm(const Gemm& g, Stream) {
-  const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
   if (g.m == 0 || g.n == 0) return;
+  single_threaded_blas();
   dispatch_floating<Types>(g.dtype, "gemm", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    for (int64_t i = 0; i < g.batch; ++i) {
-      const T* a = static_cast<const T*>(g.a) + i * g.stride_a;
-      const T* b = static_cast<const T*>(g.b) + i * g.stride_b;
-      T* c = static_cast<T*>(g.c) + i * g.stride_c;
-      if constexpr (std::is_same_v<T, float>) {
-        cblas_sgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), g.alpha, a, int(g.lda), b, int(g.ldb), g.beta, c, int(g.ldc));
-      } else if constexpr (std::is_same_v<T, double>) {
-        cblas_dgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), g.alpha, a, int(g.lda), b, int(g.ldb), g.beta, c, int(g.ldc));
-      } else {
+    if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      parallel_gemm<T>(g);
+    } else {  // widened to f32, one matrix at a time
+      for (int64_t i = 0; i < g.batch; ++i) {
+        const T* a = static_cast<const T*>(g.a) + i * g.stride_a;
+        const T* b = static_cast<const T*>(g.b) + i * g.stride_b;
+        T* c = static_cast<T*>(g.c) + i * g.stride_c;
         std::vector<float> fa = widen(a, g.k == 0 ? 0 : span(g.trans_a, g.m, g.k, g.lda));
         std::vector<float> fb = widen(b, g.k == 0 ? 0 : span(g.trans_b, g.k, g.n, g.ldb));
-        const int64_t c_span = span(false, g.m, g.n, g.ldc);
-        std::vector<float> fc = widen(c, c_span);
-        cblas_sgemm(CblasRowMajor, ta, tb, int(g.m), int(g.n), int(g.k), g.alpha, fa.data(), int(g.lda), fb.data(), int(g.ldb), g.beta, fc.data(), int(g.ldc));
+        std::vector<float> fc = widen(c, span(false, g.m, g.n, g.ldc));
+        Gemm f = g;
+        f.a = fa.data();
+        f.b = fb.data();
+        f.c = fc.data();
+        f.batch = 1;
+        parallel_gemm<float>(f);
         for (int64_t r = 0; r < g.m; ++r)
           for (int64_t col = 0; col < g.n; ++col) c[r * g.ldc + col] = T(fc[size_t(r * g.ldc + col)]);
       }
