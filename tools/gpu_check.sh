@@ -39,8 +39,9 @@ if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/d
   fi
 fi
 
-# cuDNN (kernel_bench's baseline): CMake looks beside the toolkit and in pip wheels;
-# when neither holds it, point CUDNN_ROOT at whatever copy the image has.
+# cuDNN (the spatial transformer's Conv2d on CUDA, and kernel_bench's baseline): CMake
+# looks beside the toolkit and in pip wheels; when neither holds it, point CUDNN_ROOT at
+# whatever copy the image has.
 if [[ -z "${CUDNN_ROOT:-}" ]]; then
   h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name cudnn.h 2>/dev/null | head -1)
   [[ -n "$h" ]] && export CUDNN_ROOT=$(dirname "$(dirname "$h")") && echo "cudnn.h found in $CUDNN_ROOT"

@@ -34,7 +34,7 @@ def bench(build, size, image_size, n, threads):
         save_safetensors(ckpt, model.state_dict(), {"format": "emonext", "model": size, "classes": 7,
                                                     "image_size": image_size, "labels": LABELS})
         save_safetensors(inp, {"images": images})
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))  # the engine's BLAS is single-threaded
         ours = 0.0
         for _ in range(4):  # the first is a warm-up
             r = subprocess.run([os.path.join(build, "tools", "emonext_predict"), "--device", "cpu", "--weights", ckpt,
