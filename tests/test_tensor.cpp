@@ -1,5 +1,8 @@
 // Tensor metadata, views sharing storage, contiguous(), in-place copies.
 #include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -94,6 +97,38 @@ TEST(Tensor, MemoryIsReturnedWhenTensorsDie) {
     EXPECT_GE(memory_stats(Device::cpu()).in_use, before + 4000000);
   }
   EXPECT_EQ(memory_stats(Device::cpu()).in_use, before);
+}
+
+// Sums over the middle of [outer, r, inner] (bias gradients, BatchNorm statistics) go
+// through the CPU's chunked column sum: it must equal a plain double loop, across chunk
+// boundaries (r = 1000 is 8 chunks), with inf kept and -0 + -0 = +0 (as torch.sum,
+// which starts from +0), and give the same bits on one thread as on several.
+TEST(Tensor, ColumnSumsMatchALoopWhateverTheThreads) {
+  Generator gen(7);
+  for (DType t : {DType::F32, DType::F64}) {
+    const Tensor x = randn({3, 1000, 5}, gen, 0, 1, t);
+    const std::vector<double> v = x.to_vector();
+    const Tensor got = sum(x, {1});
+    ASSERT_EQ(got.shape(), (Shape{3, 5}));
+    const std::vector<double> g = got.to_vector();
+    for (int o = 0; o < 3; ++o)
+      for (int i = 0; i < 5; ++i) {
+        double want = 0;
+        for (int j = 0; j < 1000; ++j) want += v[size_t((o * 1000 + j) * 5 + i)];
+        EXPECT_NEAR(g[size_t(o * 5 + i)], want, t == DType::F32 ? 1e-4 : 1e-12) << "o " << o << " i " << i;
+      }
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const std::vector<double> one = sum(x, {1}).to_vector();
+    omp_set_num_threads(std::max(2, threads));
+    const std::vector<double> many = sum(x, {1}).to_vector();
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one, many);
+  }
+  const Tensor special = Tensor::from_vector({-0.0, 1.0, -0.0, INFINITY}, {2, 2});
+  const std::vector<double> s = sum(special, {0}).to_vector();
+  EXPECT_TRUE(s[0] == 0 && !std::signbit(s[0])) << s[0];
+  EXPECT_EQ(s[1], INFINITY);
 }
 
 }  // namespace

@@ -1,7 +1,13 @@
 // Sum and max over the middle dimension of a contiguous [outer, r, inner]
 // block (CPU). Sums accumulate in double; max propagates NaN as torch.amax.
+// Column sums (inner > 1: the bias gradients, BatchNorm's statistics) read the
+// block row by row, in fixed chunks of rows whose partial sums are then added in
+// chunk order: every read is sequential, and the bits do not depend on the
+// number of threads.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/dispatch.h"
@@ -9,12 +15,49 @@
 
 namespace emonext::kernels::cpu {
 
+namespace {
+
+constexpr int64_t kRowsPerChunk = 128;
+
+template <class T>
+void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner) {
+  using A = acc_t<T>;
+  const int64_t chunks = (r + kRowsPerChunk - 1) / kRowsPerChunk;
+  std::vector<double> partial(size_t(outer * chunks * inner), 0.0);
+#pragma omp parallel for collapse(2) schedule(static) if (outer * r * inner > (1 << 15))
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t c = 0; c < chunks; ++c) {
+      double* acc = partial.data() + (o * chunks + c) * inner;
+      const int64_t end = std::min(r, (c + 1) * kRowsPerChunk);
+      for (int64_t j = c * kRowsPerChunk; j < end; ++j) {
+        const T* row = x + (o * r + j) * inner;
+        for (int64_t i = 0; i < inner; ++i) acc[i] += double(load(row[i]));
+      }
+    }
+  }
+#pragma omp parallel for schedule(static) if (outer * chunks * inner > (1 << 15))
+  for (int64_t o = 0; o < outer; ++o) {
+    const double* first = partial.data() + o * chunks * inner;
+    for (int64_t i = 0; i < inner; ++i) {
+      double acc = 0;
+      for (int64_t c = 0; c < chunks; ++c) acc += first[c * inner + i];
+      y[o * inner + i] = store<T>(A(acc));
+    }
+  }
+}
+
+}  // namespace
+
 void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, int64_t r, int64_t inner, Stream) {
   dispatch_floating<Types>(dtype, "reduce", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const T* x = static_cast<const T*>(in);
     T* y = static_cast<T*>(out);
+    if (op == ReduceOp::Sum && inner > 1) {
+      column_sum(y, x, outer, r, inner);
+      return;
+    }
 #pragma omp parallel for collapse(2) schedule(static) if (outer * r * inner > (1 << 15))
     for (int64_t o = 0; o < outer; ++o) {
       for (int64_t i = 0; i < inner; ++i) {
