@@ -63,15 +63,17 @@ cudnnConvolutionDescriptor_t make_conv(const CudnnConv& p) {
 
 // The first of cuDNN's ranked candidates that is supported, deterministic when asked,
 // and whose workspace (asked for under that candidate's math type) fits the limit.
-// `workspace(algo)` returns the bytes or SIZE_MAX when cuDNN refuses the pair.
+// `workspace(algo)` returns the bytes or SIZE_MAX when cuDNN refuses the pair. f32
+// keeps the descriptor's FMA math whatever the candidate says (DEFAULT_MATH would
+// allow TF32 on Ampere and later); 16-bit takes the candidate's.
 template <class Perf, class Algo, class WorkspaceFn>
-bool choose(const std::vector<Perf>& ranked, int found, bool deterministic, cudnnConvolutionDescriptor_t conv,
+bool choose(const std::vector<Perf>& ranked, int found, const CudnnConv& p, cudnnConvolutionDescriptor_t conv,
             WorkspaceFn workspace, Algo& algo, size_t& bytes) {
   for (int i = 0; i < found; ++i) {
     const Perf& r = ranked[size_t(i)];
     if (r.status != CUDNN_STATUS_SUCCESS) continue;
-    if (deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
-    if (cudnnSetConvolutionMathType(conv, r.mathType) != CUDNN_STATUS_SUCCESS) continue;
+    if (p.deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
+    if (p.dtype != DType::F32 && cudnnSetConvolutionMathType(conv, r.mathType) != CUDNN_STATUS_SUCCESS) continue;
     const size_t need = workspace(r.algo);
     if (need > kWorkspaceLimit) continue;
     algo = r.algo;
@@ -104,7 +106,7 @@ void build(Plan& plan, const CudnnConv& p) {
   std::vector<cudnnConvolutionFwdAlgoPerf_t> fwd(size_t(std::max(max_count, 1)));
   if (cudnnGetConvolutionForwardAlgorithm_v7(h, q.x, q.w, q.conv_fwd, q.y, max_count, &found, fwd.data()) != CUDNN_STATUS_SUCCESS)
     return;
-  const bool fwd_ok = choose(fwd, found, p.deterministic, q.conv_fwd, [&](cudnnConvolutionFwdAlgo_t a) {
+  const bool fwd_ok = choose(fwd, found, p, q.conv_fwd, [&](cudnnConvolutionFwdAlgo_t a) {
     size_t b = 0;
     const cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(h, q.x, q.w, q.conv_fwd, q.y, a, &b);
     return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
@@ -115,7 +117,7 @@ void build(Plan& plan, const CudnnConv& p) {
   if (cudnnGetConvolutionBackwardDataAlgorithm_v7(h, q.w, q.y, q.conv_data, q.x, max_count, &found, data.data()) !=
       CUDNN_STATUS_SUCCESS)
     return;
-  const bool data_ok = choose(data, found, p.deterministic, q.conv_data, [&](cudnnConvolutionBwdDataAlgo_t a) {
+  const bool data_ok = choose(data, found, p, q.conv_data, [&](cudnnConvolutionBwdDataAlgo_t a) {
     size_t b = 0;
     const cudnnStatus_t st = cudnnGetConvolutionBackwardDataWorkspaceSize(h, q.w, q.y, q.conv_data, q.x, a, &b);
     return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
@@ -126,7 +128,7 @@ void build(Plan& plan, const CudnnConv& p) {
   if (cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, q.x, q.y, q.conv_filter, q.w, max_count, &found, filter.data()) !=
       CUDNN_STATUS_SUCCESS)
     return;
-  const bool filter_ok = choose(filter, found, p.deterministic, q.conv_filter, [&](cudnnConvolutionBwdFilterAlgo_t a) {
+  const bool filter_ok = choose(filter, found, p, q.conv_filter, [&](cudnnConvolutionBwdFilterAlgo_t a) {
     size_t b = 0;
     const cudnnStatus_t st = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, q.x, q.y, q.conv_filter, q.w, a, &b);
     return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
