@@ -2,6 +2,9 @@
 //   cols[n, oy, ox, i, j, c] = x[n, oy*s - pad + i, ox*s - pad + j, c]   (0 outside)
 //   dx[n, y, x, c] = sum over (oy, i), (ox, j) with oy*s - pad + i = y, ox*s - pad + j = x of dcols[...]
 // fold gathers: each dx element sums its own contributions in a fixed order.
+#include <algorithm>
+#include <vector>
+
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
@@ -21,8 +24,12 @@ void unfold(const Unfold& p, void* cols, const void* x, Stream) {
             for (int64_t j = 0; j < p.kw; ++j) {
               const int64_t y = oy * p.stride - p.pad + i, xx = ox * p.stride - p.pad + j;
               T* dst = pc + ((((n * p.ho + oy) * p.wo + ox) * p.kh + i) * p.kw + j) * p.c;
-              const bool inside = y >= 0 && y < p.h && xx >= 0 && xx < p.w;
-              for (int64_t c = 0; c < p.c; ++c) dst[c] = inside ? px[((n * p.h + y) * p.w + xx) * p.c + c] : store<T>(acc_t<T>(0));
+              if (y >= 0 && y < p.h && xx >= 0 && xx < p.w) {
+                const T* src = px + ((n * p.h + y) * p.w + xx) * p.c;
+                for (int64_t c = 0; c < p.c; ++c) dst[c] = src[c];
+              } else {
+                for (int64_t c = 0; c < p.c; ++c) dst[c] = store<T>(acc_t<T>(0));
+              }
             }
   });
 }
@@ -33,23 +40,28 @@ void fold(const Unfold& p, void* dx, const void* dcols, Stream) {
     using A = acc_t<T>;
     const T* pc = static_cast<const T*>(dcols);
     T* pd = static_cast<T*>(dx);
-#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * p.c > (1 << 15))
-    for (int64_t n = 0; n < p.n; ++n)
-      for (int64_t y = 0; y < p.h; ++y)
-        for (int64_t xx = 0; xx < p.w; ++xx)
-          for (int64_t c = 0; c < p.c; ++c) {
-            A acc = 0;
+#pragma omp parallel if (p.n * p.h * p.w * p.c > (1 << 15))
+    {
+      std::vector<A> acc(size_t(p.c));  // one pixel's channels, summed over the windows that cover it
+#pragma omp for collapse(2) schedule(static)
+      for (int64_t n = 0; n < p.n; ++n)
+        for (int64_t y = 0; y < p.h; ++y)
+          for (int64_t xx = 0; xx < p.w; ++xx) {
+            std::fill(acc.begin(), acc.end(), A(0));
             for (int64_t i = 0; i < p.kh; ++i) {
               const int64_t ty = y + p.pad - i;  // = oy * stride
               if (ty < 0 || ty % p.stride != 0 || ty / p.stride >= p.ho) continue;
               for (int64_t j = 0; j < p.kw; ++j) {
                 const int64_t tx = xx + p.pad - j;
                 if (tx < 0 || tx % p.stride != 0 || tx / p.stride >= p.wo) continue;
-                acc += load(pc[((((n * p.ho + ty / p.stride) * p.wo + tx / p.stride) * p.kh + i) * p.kw + j) * p.c + c]);
+                const T* src = pc + ((((n * p.ho + ty / p.stride) * p.wo + tx / p.stride) * p.kh + i) * p.kw + j) * p.c;
+                for (int64_t c = 0; c < p.c; ++c) acc[size_t(c)] += load(src[c]);
               }
             }
-            pd[((n * p.h + y) * p.w + xx) * p.c + c] = store<T>(acc);
+            T* dst = pd + ((n * p.h + y) * p.w + xx) * p.c;
+            for (int64_t c = 0; c < p.c; ++c) dst[c] = store<T>(acc[size_t(c)]);
           }
+    }
   });
 }
 
