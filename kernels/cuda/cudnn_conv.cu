@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -137,7 +138,9 @@ void build(Plan& plan, const CudnnConv& p) {
   plan.ok = fwd_ok && data_ok && filter_ok;
 }
 
-// Plans by (device, every field of p); built on first use, kept for the process.
+// Plans by (device, every field of p); built on first use, kept for the process. A
+// plan that cannot be built (cuDNN that does not start, a status error) is kept as
+// not ok, so conv2d falls back to unfold + GEMM; the first such failure is reported.
 const Plan& plan_for(const CudnnConv& p) {
   static std::mutex mu;
   static std::map<std::array<int64_t, 13>, std::unique_ptr<Plan>> plans;
@@ -147,7 +150,13 @@ const Plan& plan_for(const CudnnConv& p) {
   std::unique_ptr<Plan>& slot = plans[key];
   if (!slot) {
     auto plan = std::make_unique<Plan>();
-    build(*plan, p);
+    try {
+      build(*plan, p);
+    } catch (const Error& e) {  // the caller takes its other path
+      static std::once_flag warned;
+      std::call_once(warned, [&] { std::fprintf(stderr, "emonext: cuDNN unusable, convolutions fall back: %s\n", e.what()); });
+      plan->ok = false;
+    }
     slot = std::move(plan);
   }
   return *slot;
