@@ -15,6 +15,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "core/safetensors.h"
 #include "models/checkpoint.h"
@@ -175,6 +176,25 @@ TEST(Train, ResumingAtAnEpochsEndEvaluatesThatEpochOnce) {
   EXPECT_EQ(epoch_column(b + "/metrics.csv"), epoch_column(a + "/metrics.csv"));
   EXPECT_EQ(epoch_column(b + "/metrics.csv"), (std::vector<std::string>{"0", "1"}));
   EXPECT_EQ(loss_column(a + "/steps.csv"), loss_column(b + "/steps.csv"));
+}
+
+// Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with
+// an unknown value) an error naming the choices; nothing is trained either way.
+TEST(Train, BadCommandLinesSayWhatIsWrong) {
+  const std::string dir = temp_dir("bad_flags");
+  const std::vector<std::tuple<std::string, int, std::string>> cases = {
+      {"--synthetic 32 --batch abc", 2, "--batch takes a number, got 'abc'"},
+      {"--synthetic 32 --batch", 2, "--batch needs a value"},
+      {"--synthetic 32 --bogus", 2, "unknown argument --bogus"},
+      {"--synthetic 32 --batch 0", 2, "--batch and --epochs must be positive"},
+      {"--synthetic 32 --model huge", 1, "unknown ConvNeXt size 'huge'; known sizes: atto"},
+  };
+  for (const auto& [args, code, says] : cases) {
+    std::string out;
+    EXPECT_EQ(run(args + " --device cpu --out " + dir + "/run", &out), code) << args << "\n" << out;
+    EXPECT_NE(out.find(says), std::string::npos) << args << "\n" << out;
+    EXPECT_FALSE(fs::exists(dir + "/run/last.safetensors")) << args;
+  }
 }
 
 TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {

@@ -19,9 +19,10 @@ class Args {
     flag_ = arg = argv_[++i_];
     return true;
   }
-  // The value that follows the current flag.
+  // The value that follows the current flag; another flag ("--...") there means the
+  // value was left out, not that the flag is the value.
   std::string value() {
-    if (i_ + 1 >= argc_) fail(flag_ + " needs a value");
+    if (i_ + 1 >= argc_ || std::string(argv_[i_ + 1]).rfind("--", 0) == 0) fail(flag_ + " needs a value");
     return argv_[++i_];
   }
   int64_t integer() { return number<int64_t>([](const std::string& s, size_t* end) { return std::stoll(s, end); }); }
