@@ -52,6 +52,29 @@ TEST(TorchFile, ReadsEveryTensorAsPyTorchStoredIt) {
   EXPECT_EQ(tensors[4].second.to_int_vector(), (std::vector<int64_t>{3, -1, int64_t(1) << 40}));
 }
 
+// The same archive in zip64 form (every size and offset in zip64 records, as torch.save
+// writes files past 4 GiB; emonext_twin.py's rewrite_as_zip64, checked by torch.load):
+// the same tensors and numbers; a broken zip64 locator or end record is refused.
+TEST(TorchFile, ReadsTheZip64FormAlike) {
+  const PyRef plain = load_torch_file(fixture_path("torch_zip.pt")), zip64 = load_torch_file(fixture_path("torch_zip64.pt"));
+  const auto want = tensor_dict(*plain->get("model")), got = tensor_dict(*zip64->get("model"));
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].first, want[i].first);
+    EXPECT_EQ(got[i].second.dtype(), want[i].second.dtype()) << got[i].first;
+    EXPECT_EQ(got[i].second.shape(), want[i].second.shape()) << got[i].first;
+    EXPECT_EQ(got[i].second.to_vector(), want[i].second.to_vector()) << got[i].first;
+  }
+  EXPECT_EQ(zip64->get("epoch")->i, 12);
+  const std::vector<char> good = read_all(fixture_path("torch_zip64.pt"));
+  // The tail: zip64 end record (56 bytes), its locator (20), the classic end record (22).
+  std::vector<char> no_locator = good, no_record = good;
+  no_locator[good.size() - 22 - 20] ^= 0x7f;
+  expect_refused(write_temp("zip64_no_locator.pt", no_locator), "zip64 locator missing");
+  no_record[good.size() - 22 - 20 - 56] ^= 0x7f;
+  expect_refused(write_temp("zip64_no_record.pt", no_record), "zip64 end record missing");
+}
+
 TEST(TorchFile, KeepsNumbersAndSkipsOtherObjects) {
   const PyRef top = load_torch_file(fixture_path("torch_zip.pt"));
   EXPECT_EQ(top->get("epoch")->i, 12);

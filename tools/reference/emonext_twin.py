@@ -304,7 +304,44 @@ def make_torch_file_fixtures(fixtures):
     expect = collections.OrderedDict((k, v.detach().to(torch.float64 if v.dtype != torch.int64 else torch.int64).contiguous())
                                      for k, v in sd.items())
     save_safetensors(os.path.join(fixtures, "torch_zip_expected.safetensors"), expect)
-    print("wrote torch_zip.pt, torch_legacy.pt and torch_zip_expected.safetensors")
+    rewrite_as_zip64(os.path.join(fixtures, "torch_zip.pt"), os.path.join(fixtures, "torch_zip64.pt"))
+    print("wrote torch_zip.pt, torch_zip64.pt, torch_legacy.pt and torch_zip_expected.safetensors")
+
+
+def rewrite_as_zip64(src, dst):
+    """The same torch.save archive with every size and offset in zip64 records, the form
+    torch.save writes past 4 GiB: the central directory's 32-bit fields all 0xFFFFFFFF,
+    the values in zip64 extra fields, and a zip64 end record with its locator. Checked
+    by Python's zipfile and by torch.load before it is kept."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(src) as z:
+        entries = [(i, z.read(i)) for i in z.infolist()]
+    out, central = bytearray(), bytearray()
+    for info, data in entries:
+        assert info.compress_type == zipfile.ZIP_STORED
+        name = info.filename.encode()
+        y, mo, d, h, mi, sec = info.date_time
+        dos_time, dos_date = (h << 11) | (mi << 5) | (sec // 2), ((y - 1980) << 9) | (mo << 5) | d
+        crc, offset, flags = zipfile.crc32(data), len(out), info.flag_bits & ~0x08
+        extra = struct.pack("<HHQQ", 1, 16, len(data), len(data))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, flags, 0, dos_time, dos_date, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                           len(name), len(extra)) + name + extra + data
+        extra = struct.pack("<HHQQQ", 1, 24, len(data), len(data), offset)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, flags, 0, dos_time, dos_date, crc, 0xFFFFFFFF,
+                               0xFFFFFFFF, len(name), len(extra), 0, 0, 0, 0, 0xFFFFFFFF) + name + extra
+    cd_offset = len(out)
+    out += central
+    end64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(entries), len(entries), len(central), cd_offset)
+    out += struct.pack("<IIQI", 0x07064B50, 0, end64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    with open(dst, "wb") as f:
+        f.write(out)
+    with zipfile.ZipFile(dst) as z:
+        assert z.testzip() is None and [i.filename for i in z.infolist()] == [i.filename for i, _ in entries]
+    a, b = torch.load(src), torch.load(dst)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def timm_name(n):
