@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cstdint>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -62,21 +61,24 @@ cudnnConvolutionDescriptor_t make_conv(const CudnnConv& p) {
   return d;
 }
 
-// The first of cuDNN's ranked candidates that is supported, deterministic when asked,
-// and whose workspace (asked for under that candidate's math type) fits the limit.
-// `workspace(algo)` returns the bytes or SIZE_MAX when cuDNN refuses the pair. f32
-// keeps the descriptor's FMA math whatever the candidate says (DEFAULT_MATH would
-// allow TF32 on Ampere and later); 16-bit takes the candidate's.
-template <class Perf, class Algo, class WorkspaceFn>
-bool choose(const std::vector<Perf>& ranked, int found, const CudnnConv& p, cudnnConvolutionDescriptor_t conv,
-            WorkspaceFn workspace, Algo& algo, size_t& bytes) {
+// One pass's algorithm: cuDNN's ranked candidates (`ranked(count, &found, out)`, up to
+// `max_count`), then the first that is supported, deterministic when asked, and whose
+// workspace (`workspace(algo, &bytes)`, asked under that candidate's math type) fits the
+// limit. f32 keeps the descriptor's FMA math whatever the candidate says (DEFAULT_MATH
+// would allow TF32 on Ampere and later); 16-bit takes the candidate's.
+template <class Perf, class Algo, class Ranked, class WorkspaceFn>
+bool pick(const CudnnConv& p, cudnnConvolutionDescriptor_t conv, int max_count, Ranked ranked, WorkspaceFn workspace,
+          Algo& algo, size_t& bytes) {
+  std::vector<Perf> candidates(size_t(std::max(max_count, 1)));
+  int found = 0;
+  if (ranked(max_count, &found, candidates.data()) != CUDNN_STATUS_SUCCESS) return false;
   for (int i = 0; i < found; ++i) {
-    const Perf& r = ranked[size_t(i)];
+    const Perf& r = candidates[size_t(i)];
     if (r.status != CUDNN_STATUS_SUCCESS) continue;
     if (p.deterministic && r.determinism != CUDNN_DETERMINISTIC) continue;
     if (p.dtype != DType::F32 && cudnnSetConvolutionMathType(conv, r.mathType) != CUDNN_STATUS_SUCCESS) continue;
-    const size_t need = workspace(r.algo);
-    if (need > kWorkspaceLimit) continue;
+    size_t need = 0;
+    if (workspace(r.algo, &need) != CUDNN_STATUS_SUCCESS || need > kWorkspaceLimit) continue;
     algo = r.algo;
     bytes = need;
     return true;
@@ -100,41 +102,25 @@ void build(Plan& plan, const CudnnConv& p) {
   plan.conv_filter = make_conv(p);
   cudnnHandle_t h = cudnn_handle();
   const Plan& q = plan;
-  // Each pass: cuDNN's ranked candidates (none: plan.ok stays false), then the choice.
-  int max_count = 0, found = 0;
-
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &max_count));
-  std::vector<cudnnConvolutionFwdAlgoPerf_t> fwd(size_t(std::max(max_count, 1)));
-  if (cudnnGetConvolutionForwardAlgorithm_v7(h, q.x, q.w, q.conv_fwd, q.y, max_count, &found, fwd.data()) != CUDNN_STATUS_SUCCESS)
-    return;
-  const bool fwd_ok = choose(fwd, found, p, q.conv_fwd, [&](cudnnConvolutionFwdAlgo_t a) {
-    size_t b = 0;
-    const cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(h, q.x, q.w, q.conv_fwd, q.y, a, &b);
-    return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
-  }, plan.fwd, plan.ws_fwd);
-
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &max_count));
-  std::vector<cudnnConvolutionBwdDataAlgoPerf_t> data(size_t(std::max(max_count, 1)));
-  if (cudnnGetConvolutionBackwardDataAlgorithm_v7(h, q.w, q.y, q.conv_data, q.x, max_count, &found, data.data()) !=
-      CUDNN_STATUS_SUCCESS)
-    return;
-  const bool data_ok = choose(data, found, p, q.conv_data, [&](cudnnConvolutionBwdDataAlgo_t a) {
-    size_t b = 0;
-    const cudnnStatus_t st = cudnnGetConvolutionBackwardDataWorkspaceSize(h, q.w, q.y, q.conv_data, q.x, a, &b);
-    return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
-  }, plan.bwd_data, plan.ws_data);
-
-  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &max_count));
-  std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> filter(size_t(std::max(max_count, 1)));
-  if (cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, q.x, q.y, q.conv_filter, q.w, max_count, &found, filter.data()) !=
-      CUDNN_STATUS_SUCCESS)
-    return;
-  const bool filter_ok = choose(filter, found, p, q.conv_filter, [&](cudnnConvolutionBwdFilterAlgo_t a) {
-    size_t b = 0;
-    const cudnnStatus_t st = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, q.x, q.y, q.conv_filter, q.w, a, &b);
-    return st == CUDNN_STATUS_SUCCESS ? b : SIZE_MAX;
-  }, plan.bwd_filter, plan.ws_filter);
-
+  int n_fwd = 0, n_data = 0, n_filter = 0;
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h, &n_fwd));
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h, &n_data));
+  EMONEXT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(h, &n_filter));
+  const bool fwd_ok = pick<cudnnConvolutionFwdAlgoPerf_t>(
+      p, q.conv_fwd, n_fwd,
+      [&](int n, int* found, auto* out) { return cudnnGetConvolutionForwardAlgorithm_v7(h, q.x, q.w, q.conv_fwd, q.y, n, found, out); },
+      [&](auto a, size_t* b) { return cudnnGetConvolutionForwardWorkspaceSize(h, q.x, q.w, q.conv_fwd, q.y, a, b); },
+      plan.fwd, plan.ws_fwd);
+  const bool data_ok = pick<cudnnConvolutionBwdDataAlgoPerf_t>(
+      p, q.conv_data, n_data,
+      [&](int n, int* found, auto* out) { return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, q.w, q.y, q.conv_data, q.x, n, found, out); },
+      [&](auto a, size_t* b) { return cudnnGetConvolutionBackwardDataWorkspaceSize(h, q.w, q.y, q.conv_data, q.x, a, b); },
+      plan.bwd_data, plan.ws_data);
+  const bool filter_ok = pick<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      p, q.conv_filter, n_filter,
+      [&](int n, int* found, auto* out) { return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, q.x, q.y, q.conv_filter, q.w, n, found, out); },
+      [&](auto a, size_t* b) { return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, q.x, q.y, q.conv_filter, q.w, a, b); },
+      plan.bwd_filter, plan.ws_filter);
   plan.ok = fwd_ok && data_ok && filter_ok;
 }
 
