@@ -194,6 +194,7 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
     EXPECT_EQ(run(args + " --device cpu --out " + dir + "/run", &out), code) << args << "\n" << out;
     EXPECT_NE(out.find(says), std::string::npos) << args << "\n" << out;
     EXPECT_FALSE(fs::exists(dir + "/run/last.safetensors")) << args;
+    EXPECT_EQ(out.find("emonext_train: EmoNeXt-"), std::string::npos) << args << ": refused before it starts\n" << out;
   }
 }
 

@@ -306,6 +306,7 @@ int run_training(const TrainConfig& c) {
   try {
     EMONEXT_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp is off, bf16 or fp16, got '", c.amp, "'");
     EMONEXT_CHECK(c.amp == "off" || c.overfit_batch.empty(), "--overfit-batch runs in f32 (leave --amp off)");
+    convnext_size(c.model);  // an unknown size stops here, before the data is read
     const Device dev = pick_device(c.device);
     const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
     const bool overfit = !c.overfit_batch.empty();
