@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -29,6 +30,22 @@ namespace {
 
 std::atomic<bool> g_interrupted{false};
 void on_sigint(int) { g_interrupted = true; }
+
+// While it lives, Ctrl-C only sets g_interrupted (the loop then saves and stops); the
+// previous handler comes back however the training loop is left.
+class SigintToFlag {
+ public:
+  SigintToFlag() {
+    g_interrupted = false;
+    previous_ = std::signal(SIGINT, on_sigint);
+  }
+  ~SigintToFlag() { std::signal(SIGINT, previous_); }
+  SigintToFlag(const SigintToFlag&) = delete;
+  SigintToFlag& operator=(const SigintToFlag&) = delete;
+
+ private:
+  void (*previous_)(int) = nullptr;
+};
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -428,14 +445,23 @@ int run_training(const TrainConfig& c) {
     std::ofstream steps_log(c.out + "/steps.csv", append ? std::ios::app : std::ios::trunc);
     if (!append) steps_log << "step,loss,lr,grad_norm\n";
 
-    auto save_last = [&]() {
+    auto save_state = [&](const std::string& path) {
       st.drop_path_counter = dp_gen.counter();
-      save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});
-      save_run_state(last_state, opt, ema.get(), st, scaler);
+      save_run_state(path, opt, ema.get(), st, scaler);
     };
-    g_interrupted = false;
-    auto previous = std::signal(SIGINT, on_sigint);
+    auto save_last = [&]() {
+      save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});
+      save_state(last_state);
+    };
+    std::optional<SigintToFlag> sigint(std::in_place);
     Progress progress(c.log_every);
+    // A non-finite loss or gradient: stop, naming the step and the last good checkpoint.
+    auto stop_non_finite = [&](const std::string& what) {
+      progress.end_line();
+      std::fprintf(stderr, "emonext_train: %s at step %lld; stopping. The last good checkpoint is %s\n", what.c_str(),
+                   (long long)st.step + 1, fs::exists(last) ? last.c_str() : "(none yet)");
+      return 1;
+    };
     const int64_t steps_per_epoch = int64_t(train.samples.size()) / c.batch;
     EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", train.samples.size(), " images) is smaller than one batch (", c.batch, ")");
     const int64_t total_steps = c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch) : c.epochs * steps_per_epoch;
@@ -463,25 +489,13 @@ int run_training(const TrainConfig& c) {
         const Tensor y = b.labels.to(dev);
         const Tensor loss = emonext_loss(out, y, c.label_smoothing);
         const double l = loss.item();
-        if (!std::isfinite(l)) {
-          progress.end_line();
-          std::fprintf(stderr, "emonext_train: the loss is %f at step %lld; stopping. The last good checkpoint is %s\n", l,
-                       (long long)st.step + 1, fs::exists(last) ? last.c_str() : "(none yet)");
-          std::signal(SIGINT, previous);
-          return 1;
-        }
+        if (!std::isfinite(l)) return stop_non_finite(fmt("the loss is %f", l));
         (scaler.on ? loss * scaler.scale : loss).backward();
         if (low) gradients_to_master(model, *low, scaler.on ? scaler.scale : 1.0);
         const double norm = clip_grad_norm(model, c.clip > 0 ? c.clip : INFINITY);  // after unscaling
         if (!std::isfinite(norm)) {
           model.zero_grad();
-          if (!scaler.on) {
-            progress.end_line();
-            std::fprintf(stderr, "emonext_train: non-finite gradients at step %lld; stopping. The last good checkpoint is %s\n",
-                         (long long)st.step + 1, fs::exists(last) ? last.c_str() : "(none yet)");
-            std::signal(SIGINT, previous);
-            return 1;
-          }
+          if (!scaler.on) return stop_non_finite("non-finite gradients");
           progress.end_line();
           std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st.step + 1,
                       scaler.scale, scaler.scale / 2);
@@ -519,7 +533,6 @@ int run_training(const TrainConfig& c) {
           progress.end_line();
           save_last();
           std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st.step, last.c_str(), c.out.c_str());
-          std::signal(SIGINT, previous);
           return 130;
         }
         if ((c.max_steps > 0 && st.step >= c.max_steps) || (c.benchmark > 0 && st.step >= c.benchmark)) {
@@ -553,8 +566,7 @@ int run_training(const TrainConfig& c) {
         save_checkpoint(best, model, fer2013_labels(),
                         {{"epoch", std::to_string(st.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema ? "1" : "0"}});
         if (ema) ema->swap(model);
-        st.drop_path_counter = dp_gen.counter();
-        save_run_state(c.out + "/best.state.safetensors", opt, ema.get(), st, scaler);  // the training state at that epoch
+        save_state(c.out + "/best.state.safetensors");  // the training state at that epoch
       } else if (++st.bad_epochs >= c.patience) {
         std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c.patience);
         stop = true;
@@ -568,7 +580,7 @@ int run_training(const TrainConfig& c) {
       save_last();
       st.epoch = keep;
     }
-    std::signal(SIGINT, previous);
+    sigint.reset();  // Ctrl-C stops the final test evaluation the usual way
     if (unreadable) std::printf("%lld unreadable image(s) were skipped\n", (long long)unreadable);
 
     if (c.benchmark > 0) {
