@@ -76,21 +76,6 @@ double max_abs(const Tensor& t) {
   return m;
 }
 
-// max |a - b| over max |b| (or over min_scale when that is larger): the error
-// relative to the tensor's scale.
-void expect_rel(const Tensor& actual, const Tensor& expected, double tol, const std::string& what, double min_scale = 0) {
-  const std::vector<double> a = actual.to_vector(), b = expected.to_vector();
-  ASSERT_EQ(a.size(), b.size()) << what;
-  double err = 0, scale = min_scale;
-  size_t at = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    scale = std::max(scale, std::fabs(b[i]));
-    if (!(std::fabs(a[i] - b[i]) <= err)) { err = std::fabs(a[i] - b[i]); at = i; }
-  }
-  EXPECT_LE(err, tol * scale) << what << ": element " << at << " is " << a[at] << ", the twin's " << b[at]
-                              << " (scale " << scale << ")";
-}
-
 // The twin's sample(): every step-th element of the flattened tensor, at most `count`.
 Tensor sample(const Tensor& t, int64_t count) {
   const std::vector<double> v = t.to_vector();

@@ -130,14 +130,23 @@ int run(const std::string& args, std::string* output = nullptr) {
   return code;
 }
 
-std::vector<std::string> loss_column(const std::string& steps_csv) {
-  std::ifstream f(steps_csv);
+// The data rows of a CSV file the run wrote, each cut after its first `fields` fields.
+std::vector<std::string> leading_fields(const std::string& csv, int fields) {
+  std::ifstream f(csv);
   std::vector<std::string> out;
   std::string line;
   std::getline(f, line);  // header
-  while (std::getline(f, line)) out.push_back(line.substr(0, line.find(',', line.find(',') + 1)));  // "step,loss"
+  while (std::getline(f, line)) {
+    size_t end = 0;
+    for (int k = 0; k < fields && end != std::string::npos; ++k) end = line.find(',', k == 0 ? 0 : end + 1);
+    out.push_back(line.substr(0, end));
+  }
   return out;
 }
+
+// steps.csv's "step,loss" per step, and the loss of one such row.
+std::vector<std::string> loss_column(const std::string& steps_csv) { return leading_fields(steps_csv, 2); }
+double loss_of(const std::string& row) { return std::stod(row.substr(row.find(',') + 1)); }
 
 const std::string kSmall = " --synthetic 96 --model atto --img-size 32 --batch 16 --device cpu --workers 2 --drop-path 0.1 --log-every 100";
 
@@ -154,14 +163,7 @@ TEST(Train, ResumingGivesTheSameLossesBitForBit) {
 }
 
 // The first column of metrics.csv: the epochs evaluated, in order.
-std::vector<std::string> epoch_column(const std::string& metrics_csv) {
-  std::ifstream f(metrics_csv);
-  std::vector<std::string> out;
-  std::string line;
-  std::getline(f, line);  // header
-  while (std::getline(f, line)) out.push_back(line.substr(0, line.find(',')));
-  return out;
-}
+std::vector<std::string> epoch_column(const std::string& metrics_csv) { return leading_fields(metrics_csv, 1); }
 
 // --max-steps that ends exactly at an epoch's last batch: that epoch is evaluated once,
 // and the resumed run starts the next epoch (it used to evaluate the finished one again).
@@ -206,7 +208,7 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
   EXPECT_NE(out.find("mixed precision: bf16 backbone"), std::string::npos) << out;
   const std::vector<std::string> a = loss_column(f32 + "/steps.csv"), b = loss_column(bf16 + "/steps.csv");
   ASSERT_EQ(b.size(), 4u);
-  const double la = std::stod(a[0].substr(a[0].find(',') + 1)), lb = std::stod(b[0].substr(b[0].find(',') + 1));
+  const double la = loss_of(a[0]), lb = loss_of(b[0]);
   EXPECT_NEAR(lb, la, 0.05) << "the first step's loss in bf16 against f32, same weights and batch";
   EXPECT_NE(lb, la) << "bf16 changed nothing: was it used?";
   // A loss scale of 2^24 overflows f16 at once: steps are skipped and the scale halves until it fits.
@@ -215,7 +217,7 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
       << out;
   const std::vector<std::string> c = loss_column(fp16 + "/steps.csv");
   ASSERT_EQ(c.size(), 12u);
-  for (const std::string& r : c) EXPECT_TRUE(std::isfinite(std::stod(r.substr(r.find(',') + 1)))) << r;
+  for (const std::string& r : c) EXPECT_TRUE(std::isfinite(loss_of(r))) << r;
   size_t skipped = 0;
   for (size_t at = out.find(" skipped: inf/NaN"); at != std::string::npos; at = out.find(" skipped: inf/NaN", at + 1)) ++skipped;
   EXPECT_GE(skipped, 8u) << "2^24 down to 2^16 takes 8 halvings";
@@ -236,7 +238,7 @@ TEST(Train, TheCudaRunGivesTheCpuRunsLosses) {
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
   for (size_t i = 0; i < 3; ++i) {
-    const double la = std::stod(a[i].substr(a[i].find(',') + 1)), lb = std::stod(b[i].substr(b[i].find(',') + 1));
+    const double la = loss_of(a[i]), lb = loss_of(b[i]);
     EXPECT_NEAR(lb, la, 1e-4 * std::fabs(la)) << "step " << i + 1;
   }
   ASSERT_EQ(run(common + " --device cuda --amp bf16 --out " + amp, &out), 0) << out;

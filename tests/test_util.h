@@ -4,11 +4,13 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "core/device.h"
 #include "core/tensor.h"
@@ -68,6 +70,21 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double to
     if (!(err <= worst)) { worst = err; at = i; }  // NaN counts as worst
   }
   EXPECT_LE(worst, tol) << what << ": element " << at << " is " << a[at] << ", expected " << b[at];
+}
+
+// max |a - b| <= tol * max |b| (or tol * min_scale when that is larger): the error
+// against the tensor's scale, for sums whose small elements are made of large terms.
+inline void expect_rel(const Tensor& actual, const Tensor& expected, double tol, const std::string& what, double min_scale = 0) {
+  const std::vector<double> a = actual.to_vector(), b = expected.to_vector();
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double err = 0, scale = min_scale;
+  size_t at = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    scale = std::max(scale, std::fabs(b[i]));
+    if (!(std::fabs(a[i] - b[i]) <= err)) { err = std::fabs(a[i] - b[i]); at = i; }
+  }
+  EXPECT_LE(err, tol * scale) << what << ": element " << at << " is " << a[at] << ", expected " << b[at] << " (scale " << scale
+                              << ")";
 }
 
 }  // namespace emonext::test
