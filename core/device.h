@@ -33,5 +33,8 @@ int cuda_device_count();
 std::string cuda_unavailable_reason();
 // Waits for all queued work on the device (a no-op on the CPU).
 void synchronize(Device d);
+// Kernels and cuBLAS/cuDNN calls this process has put on GPUs so far (0 without CUDA);
+// see kernels::cuda::launches().
+uint64_t gpu_launches();
 
 }  // namespace emonext

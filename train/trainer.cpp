@@ -470,6 +470,7 @@ int run_training(const TrainConfig& c) {
     const auto t_start = Clock::now();
     double bench_time = 0, bench_wait = 0;
     int64_t bench_images = 0;
+    uint64_t bench_launches = 0;  // GPU launches so far when the steady state begins
 
     for (; st.epoch < c.epochs && !stop; ++st.epoch) {
       Loader loader(train, c.batch, c.image_size, true, c.augment, c.seed, st.epoch, workers, st.batch_in_epoch);
@@ -526,6 +527,7 @@ int run_training(const TrainConfig& c) {
           bench_time += seconds_since(t_step);
           bench_images += b.labels.numel();
         }
+        if (c.benchmark > 0 && st.step == 3) bench_launches = gpu_launches();
         const double ips = double(epoch_images) / std::max(1e-9, seconds_since(t_epoch));
         const double eta = elapsed / double(std::max<int64_t>(1, st.step)) * double(std::max<int64_t>(0, total_steps - st.step));
         progress.step(st.epoch, b.index + 1, loader.batches(), l, lr, ips, eta, st.step);
@@ -585,11 +587,16 @@ int run_training(const TrainConfig& c) {
 
     if (c.benchmark > 0) {
       const double ips = double(bench_images) / std::max(1e-9, bench_time);
+      const int64_t steady_steps = std::max<int64_t>(1, st.step - 3);
+      const std::string launches =
+          dev.is_cuda() ? fmt(", %.0f GPU launches per step (kernels and cuBLAS/cuDNN calls)",
+                              double(gpu_launches() - bench_launches) / double(steady_steps))
+                        : "";
       std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after 3 "
-                  "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB\n",
+                  "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s\n",
                   (long long)st.step, (long long)c.batch, (long long)c.image_size, (long long)c.image_size, dev.str().c_str(), ips,
-                  1000.0 * bench_time / double(std::max<int64_t>(1, st.step - 3)), bench_wait, dev.str().c_str(),
-                  double(memory_stats(dev).peak) / 1e6, (long long)peak_rss_mb());
+                  1000.0 * bench_time / double(steady_steps), bench_wait, dev.str().c_str(), double(memory_stats(dev).peak) / 1e6,
+                  (long long)peak_rss_mb(), launches.c_str());
       return 0;
     }
     if (have_test) {

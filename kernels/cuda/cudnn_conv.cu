@@ -17,6 +17,7 @@
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/runtime.h"
 #include "kernels/cuda/workspace.cuh"
 
 namespace emonext::kernels::cuda {
@@ -174,7 +175,11 @@ void cudnn_conv_forward(const CudnnConv& p, void* y, const void* x, const void* 
   Workspace ws(plan.ws_fwd);
   EMONEXT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x, x, plan.w, w, plan.conv_fwd, plan.fwd, ws.as<void>(),
                                               plan.ws_fwd, &zero, plan.y, y));
-  if (b) EMONEXT_CUDNN_CHECK(cudnnAddTensor(h, &one, plan.bias, b, &one, plan.y, y));
+  count_launch();
+  if (b) {
+    EMONEXT_CUDNN_CHECK(cudnnAddTensor(h, &one, plan.bias, b, &one, plan.y, y));
+    count_launch();
+  }
 }
 
 void cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, const void* w, Stream) {
@@ -183,6 +188,7 @@ void cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, cons
   Workspace ws(plan.ws_data);
   EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, plan.w, w, plan.y, dy, plan.conv_data, plan.bwd_data,
                                                    ws.as<void>(), plan.ws_data, &zero, plan.x, dx));
+  count_launch();
 }
 
 void cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, const void* x, Stream) {
@@ -191,6 +197,7 @@ void cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, co
   Workspace ws(plan.ws_filter);
   EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, plan.x, x, plan.y, dy, plan.conv_filter,
                                                      plan.bwd_filter, ws.as<void>(), plan.ws_filter, &zero, plan.w, dw));
+  count_launch();
 }
 
 }  // namespace emonext::kernels::cuda

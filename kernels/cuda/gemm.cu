@@ -4,6 +4,7 @@
 // operands swap places and keep their own transpose flags.
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/handles.cuh"
+#include "kernels/cuda/runtime.h"
 #include "kernels/kernels.h"
 
 namespace emonext::kernels::cuda {
@@ -28,6 +29,7 @@ void gemm(const Gemm& g, Stream) {
   EMONEXT_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas_handle(), op_b, op_a, int(g.n), int(g.m), int(g.k), alpha, g.b, type,
                                                   int(g.ldb), g.stride_b, g.a, type, int(g.lda), g.stride_a, beta, g.c, type,
                                                   int(g.ldc), g.stride_c, int(g.batch), compute, CUBLAS_GEMM_DEFAULT));
+  count_launch();
 }
 
 }  // namespace emonext::kernels::cuda

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "kernels/cuda/check.cuh"
+#include "kernels/cuda/runtime.h"
 #include "kernels/view.h"
 #if EMONEXT_CUDA_EMULATION
 #include "kernels/cuda/emulation/scheduler.h"
@@ -29,6 +30,7 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
   kernel<<<grid, block, shared_bytes, static_cast<cudaStream_t>(stream)>>>(std::forward<Args>(args)...);
   const cudaError_t status = cudaGetLastError();
 #endif
+  count_launch();
   if (status != cudaSuccess)
     fail(detail::concat("CUDA kernel launch failed: ", name, " (grid ", grid.x, "x", grid.y, "x", grid.z, ", block ",
                         block.x, "x", block.y, "x", block.z, ", ", shared_bytes, " B shared): ", cudaGetErrorString(status)));

@@ -1,4 +1,5 @@
 // Devices, streams, the pooled allocator, copies and library handles.
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -11,6 +12,8 @@
 namespace emonext::kernels::cuda {
 
 namespace {
+
+std::atomic<uint64_t> g_launches{0};
 
 struct DeviceState {
   cudaStream_t stream = nullptr;
@@ -173,5 +176,8 @@ cudnnHandle_t cudnn_handle() {
   return s.cudnn;
 }
 #endif
+
+uint64_t launches() { return g_launches.load(std::memory_order_relaxed); }
+void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace emonext::kernels::cuda

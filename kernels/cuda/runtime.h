@@ -4,6 +4,7 @@
 // stream-ordered pool (cudaMallocAsync), which keeps freed blocks for reuse.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "kernels/view.h"
@@ -29,5 +30,12 @@ void synchronize(int device);
 
 struct MemoryStats { size_t in_use = 0, peak = 0, allocations = 0; };
 MemoryStats memory_stats(int device);
+
+// Work this process has put on GPU streams, all devices together: kernels launched
+// through EMONEXT_LAUNCH plus calls into cuBLAS and cuDNN (each of which launches
+// one or more kernels of its own). A step made of many small launches is bound by
+// the host's launch rate, not by the GPU; the training benchmark reports the count.
+uint64_t launches();
+void count_launch();
 
 }  // namespace emonext::kernels::cuda
