@@ -56,6 +56,11 @@ inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
 Tensor sum(const Tensor& a, std::vector<int> dims = {}, bool keepdim = false);
 Tensor mean(const Tensor& a, std::vector<int> dims = {}, bool keepdim = false);
 Tensor max(const Tensor& a, std::vector<int> dims = {}, bool keepdim = false);  // gradient shared among ties, as torch.amax
+// The sum of the squares of each tensor's elements, as a [count] tensor of f32 (f64 when
+// the tensors are f64), in one pass over each and a fixed order (the same bits every
+// run); the tensors share a dtype and device. Not differentiable: the parts of a
+// gradient norm, brought to the host with one transfer.
+Tensor sum_squares(const std::vector<Tensor>& tensors);
 // Sums g over the dims that broadcasting added or stretched, giving `shape`.
 Tensor sum_to(const Tensor& g, const Shape& shape);
 
@@ -121,6 +126,19 @@ Tensor max_pool2d(const Tensor& x, int64_t k, int64_t stride = 0);
 // momentum toward the batch mean and the unbiased variance. Eval: the running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean, Tensor& running_var,
                   bool training, double momentum = 0.1, double eps = 1e-5);
+
+// ---- optimizer updates: in place, not recorded ----
+// One AdamW step on `param` with its gradient and moments (all of one shape, dtype and
+// device; param and the moments contiguous), in one pass: torch.optim.AdamW's formula and
+// order (kernels/ops.h, adamw_apply) for optimiser step t >= 1, on the gradient times
+// grad_scale (gradient clipping's factor, applied here rather than in a pass of its own).
+// weight_decay 0 exempts the parameter. Refused while grad mode is on and param requires grad.
+struct AdamWHyper {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
+  int64_t t = 1;
+  double grad_scale = 1;
+};
+void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h);
 
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {

@@ -1,4 +1,7 @@
-// Element-wise ops with broadcasting, and their backward formulas.
+// Element-wise ops with broadcasting, and their backward formulas; the fused
+// AdamW update.
+#include <cmath>
+
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/op_checks.h"
@@ -188,5 +191,32 @@ Tensor gt(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::Gt, "
 Tensor ge(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::Ge, "ge", a, b); }
 Tensor lt(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::Lt, "lt", a, b); }
 Tensor le(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::Le, "le", a, b); }
+
+void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h) {
+  const char* op = "adamw_update_";
+  const Tensor &p = param, &m = exp_avg, &v = exp_avg_sq;
+  check_floating(op, p);
+  for (const Tensor* t : {&grad, &m, &v}) {
+    check_same(op, p, *t);
+    EMONEXT_CHECK(t->shape() == p.shape(), op, ": ", t->str(), " does not match the parameter ", p.str());
+  }
+  for (const Tensor* t : {&p, &m, &v})
+    EMONEXT_CHECK(t->is_contiguous(), op, ": the parameter and its moments must be contiguous, got ", t->str());
+  check_inplace(op, param);
+  EMONEXT_CHECK(h.t >= 1, op, ": the step count t starts at 1, got ", h.t);
+  kernels::AdamWStep a;
+  a.dtype = param.dtype();
+  a.n = param.numel();
+  a.grad_scale = h.grad_scale;
+  a.decay = 1 - h.lr * h.weight_decay;
+  a.beta1 = h.beta1;
+  a.beta2 = h.beta2;
+  a.eps = h.eps;
+  a.bias2_sqrt = std::sqrt(1 - std::pow(h.beta2, double(h.t)));
+  a.neg_step_size = -h.lr / (1 - std::pow(h.beta1, double(h.t)));
+  if (a.n == 0) return;
+  const Tensor g = grad.contiguous();
+  EMONEXT_KERNEL(param.device(), adamw_step, a, param.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), g.data_ptr());
+}
 
 }  // namespace emonext

@@ -1,5 +1,6 @@
 // sum, mean and max over dims. A reduction over several dims runs as one
 // kernel call per dim (innermost first) on a contiguous [outer, r, inner] block.
+// sum_squares: one pass per tensor, for gradient norms.
 #include <algorithm>
 
 #include "core/autograd.h"
@@ -99,6 +100,22 @@ Tensor max(const Tensor& a, std::vector<int> dims, bool keepdim) {
     const Tensor zero = Tensor::zeros({}, g.dtype(), g.device());
     return std::vector<Tensor>{where(mask, div(g.reshape(kept), count), zero)};
   });
+}
+
+Tensor sum_squares(const std::vector<Tensor>& tensors) {
+  EMONEXT_CHECK(!tensors.empty(), "sum_squares: no tensors");
+  const Tensor& first = tensors.front();
+  check_floating("sum_squares", first);
+  for (const Tensor& t : tensors) check_same("sum_squares", first, t);
+  const DType acc = first.dtype() == DType::F64 ? DType::F64 : DType::F32;
+  Tensor out = Tensor::zeros({int64_t(tensors.size())}, acc, first.device());
+  const size_t bytes = dtype_size(acc);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (tensors[i].numel() == 0) continue;  // its slot stays 0
+    const Tensor t = tensors[i].contiguous();
+    EMONEXT_KERNEL(t.device(), sum_squares, static_cast<char*>(out.data_ptr()) + i * bytes, t.data_ptr(), t.dtype(), t.numel());
+  }
+  return out;
 }
 
 }  // namespace emonext

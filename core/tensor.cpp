@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/backend.h"
+#include "core/op_checks.h"
 #include "core/ops.h"
 
 namespace emonext {
@@ -271,7 +272,7 @@ double Tensor::item() const {
 
 // ---- in place ----
 
-static void check_inplace(const char* op, const Tensor& t) {
+void check_inplace(const char* op, const Tensor& t) {
   EMONEXT_CHECK(!(grad_enabled() && t.requires_grad()), op, ": in-place change of a tensor that requires grad ",
                 t.str(), "; wrap it in NoGradGuard (as optimizers do) or work on a copy");
 }

@@ -51,6 +51,20 @@ struct Pool {
   int64_t n = 0, h = 0, w = 0, c = 0, k = 2, stride = 2, ho = 0, wo = 0;
 };
 
+// One AdamW step (kernels/ops.h, adamw_apply) over n contiguous elements of a
+// parameter, its gradient and its two moments; p, m and v are updated in place.
+struct AdamWStep {
+  DType dtype = DType::F32;
+  int64_t n = 0;
+  double grad_scale = 1, decay = 1, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, bias2_sqrt = 1, neg_step_size = 0;
+};
+// The step's scalars in the accumulation type A, as both backends hand them to adamw_apply.
+template <class A>
+AdamWScalars<A> adamw_scalars(const AdamWStep& a) {
+  return {A(a.grad_scale), A(a.decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps), A(a.bias2_sqrt),
+          A(a.neg_step_size)};
+}
+
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
   /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
@@ -65,6 +79,9 @@ struct Pool {
   /* reduce.{cpp,cu}: contiguous [outer, r, inner] -> [outer, inner] */                            \
   void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, int64_t r,      \
               int64_t inner, Stream s);                                                            \
+  /* the sum of squares of n contiguous values, written to *out in the accumulation type */        \
+  /* (f32 for f32, bf16 and f16; f64 for f64): a gradient's part of the norm. Fixed order */       \
+  void sum_squares(void* out, const void* in, DType dtype, int64_t n, Stream s);                    \
   /* softmax.{cpp,cu}: over the last dim of contiguous [rows, cols] */                             \
   void softmax_forward(bool log, void* out, const void* in, DType dtype, int64_t rows,            \
                        int64_t cols, Stream s);                                                    \
@@ -108,7 +125,9 @@ struct Pool {
   /* pool.{cpp,cu}: argmax holds, per output, the input's y * w + x (first maximum; NaN wins); */ \
   /* the backward gathers, so overlapping windows need no atomics */                              \
   void max_pool_forward(const Pool& p, void* out, int64_t* argmax, const void* x, Stream s);      \
-  void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* argmax, Stream s);
+  void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* argmax, Stream s);\
+  /* optim.{cpp,cu}: one read of p, m, v and g, one write of p, m and v */                        \
+  void adamw_step(const AdamWStep& a, void* p, void* m, void* v, const void* g, Stream s);
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

@@ -98,4 +98,25 @@ EMONEXT_HD bool compare_apply(CompareOp op, A a, A b) {
   return false;
 }
 
+// One AdamW step on one element, in place, in PyTorch 1.13's order and rounding
+// (torch/optim/adamw.py, _single_tensor_adamw); the step's scalars are computed
+// once on the host (kernels::AdamWStep) and given here in the accumulation type.
+template <class A>
+struct AdamWScalars {
+  A grad_scale;     // the gradient is multiplied by this first (clipping's factor; 1 when not clipped)
+  A decay;          // 1 - lr * weight_decay (1 where the parameter is exempt)
+  A beta1, one_minus_beta1, beta2, one_minus_beta2, eps;
+  A bias2_sqrt;     // sqrt(1 - beta2^t)
+  A neg_step_size;  // -lr / (1 - beta1^t)
+};
+template <class A>
+EMONEXT_HD void adamw_apply(A& p, A& m, A& v, A g, const AdamWScalars<A>& s) {
+  g = g * s.grad_scale;                              // clip_grad_norm_'s grad.mul_(clip_coef_clamped)
+  p = p * s.decay;                                   // param.mul_(1 - lr * weight_decay)
+  m = m * s.beta1 + s.one_minus_beta1 * g;           // exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
+  v = v * s.beta2 + s.one_minus_beta2 * g * g;       // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+  const A denom = m_sqrt(v) / s.bias2_sqrt + s.eps;  // exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
+  p = p + s.neg_step_size * m / denom;               // param.addcdiv_(exp_avg, denom, value=-step_size)
+}
+
 }  // namespace emonext::kernels

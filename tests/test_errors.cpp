@@ -4,21 +4,12 @@
 
 #include "core/ops.h"
 #include "core/safetensors.h"
+#include "tests/test_util.h"
 
 namespace emonext {
 namespace {
 
-// Runs f, expects emonext::Error, and returns its message.
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no emonext::Error was thrown";
-  return "";
-}
+using test::error_of;
 
 TEST(Errors, MismatchedShapesNameOpAndShapes) {
   const std::string m = error_of([] { add(Tensor::zeros({2, 3}), Tensor::zeros({4})); });

@@ -131,5 +131,34 @@ TEST(Tensor, ColumnSumsMatchALoopWhateverTheThreads) {
   EXPECT_EQ(s[1], INFINITY);
 }
 
+TEST(Tensor, SumSquaresMatchesALoopWhateverTheThreads) {
+  Generator gen(8);
+  // Lengths around the CPU's block of 2^14 and the CUDA kernel's 8192, and an empty one.
+  const std::vector<int64_t> lengths = {1, 5, 8192, 16385, 70001, 0};
+  for (DType t : {DType::F32, DType::F64, DType::BF16}) {
+    std::vector<Tensor> xs;
+    for (int64_t n : lengths) xs.push_back(randn({n}, gen, 0, 2, t));
+    xs.push_back(randn({3, 7, 5}, gen, 0, 1, t).transpose(0, 2));  // not contiguous
+    const Tensor got = sum_squares(xs);
+    ASSERT_EQ(got.shape(), (Shape{int64_t(xs.size())}));
+    EXPECT_EQ(got.dtype(), t == DType::F64 ? DType::F64 : DType::F32);
+    const std::vector<double> g = got.to_vector();
+    for (size_t k = 0; k < xs.size(); ++k) {
+      double want = 0;
+      for (double v : xs[k].to_vector()) want += v * v;
+      EXPECT_NEAR(g[k], want, (t == DType::F64 ? 1e-12 : 1e-6) * (1 + want)) << dtype_name(t) << " tensor " << k;
+    }
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const std::vector<double> one = sum_squares(xs).to_vector();
+    omp_set_num_threads(std::max(2, threads));
+    const std::vector<double> many = sum_squares(xs).to_vector();
+    omp_set_num_threads(threads);
+    EXPECT_EQ(one, many);
+  }
+  EXPECT_THROW(sum_squares({Tensor::zeros({2}), Tensor::zeros({2}, DType::F64)}), Error);
+  EXPECT_THROW(sum_squares({}), Error);
+}
+
 }  // namespace
 }  // namespace emonext

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/base/error.h"
 #include "core/device.h"
 #include "core/tensor.h"
 
@@ -56,6 +57,18 @@ inline std::string run_command(const std::string& cmd, int* code) {
   const int status = pclose(p);
   *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return out;
+}
+
+// Runs f, expects emonext::Error, and returns its message.
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no emonext::Error was thrown";
+  return "";
 }
 
 // |a - b| <= tol * (1 + |b|) element-wise, with the shapes equal; reports the worst element.

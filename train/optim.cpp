@@ -17,19 +17,15 @@ AdamW::AdamW(Module& model, Options o) : o_(o), params_(model.named_parameters()
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_scale) {
   NoGradGuard no_grad;
   ++t_;
-  const double c1 = 1 - std::pow(o_.beta1, double(t_)), c2 = 1 - std::pow(o_.beta2, double(t_));
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = *params_[i].tensor;
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    Tensor np = decay_[i] && o_.weight_decay > 0 ? p * (1 - lr * o_.weight_decay) : p;
-    m_[i] = m_[i] * o_.beta1 + g * (1 - o_.beta1);
-    v_[i] = v_[i] * o_.beta2 + g * g * (1 - o_.beta2);
-    np = np - (m_[i] / (sqrt(v_[i] * (1 / c2)) + o_.eps)) * (lr / c1);
-    p.copy_(np);
+    adamw_update_(p, g, m_[i], v_[i],  // one pass per parameter
+                  {lr, o_.beta1, o_.beta2, o_.eps, decay_[i] ? o_.weight_decay : 0.0, t_, grad_scale});
   }
 }
 
@@ -42,25 +38,27 @@ std::vector<std::pair<std::string, Tensor*>> AdamW::state() {
   return out;
 }
 
+double grad_norm(Module& model) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads;
+  for (const Module::Named& p : model.named_parameters())
+    if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad().to(DType::F32));
+  if (grads.empty()) return 0;
+  double total = 0;  // the parts are added in parameter order, in double
+  for (double v : sum_squares(grads).to_vector()) total += v;
+  return std::sqrt(total);
+}
+
+double clip_factor(double norm, double max_norm) {
+  return std::isfinite(norm) && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+}
+
 double clip_grad_norm(Module& model, double max_norm) {
   NoGradGuard no_grad;
-  // Each gradient's sum of squares stays on its device; one transfer brings them all,
-  // and they are added in parameter order in double.
-  std::vector<Tensor> squares;
-  for (const Module::Named& p : model.named_parameters())
-    if (p.tensor->grad().defined()) {
-      const Tensor g = p.tensor->grad().to(DType::F32);
-      squares.push_back(sum(g * g).reshape({1}));
-    }
-  double total = 0;
-  if (!squares.empty())
-    for (double v : concat(squares, 0).to_vector()) total += v;
-  const double norm = std::sqrt(total);
-  if (std::isfinite(norm) && norm > max_norm) {
-    const double scale = max_norm / (norm + 1e-6);
+  const double norm = grad_norm(model), scale = clip_factor(norm, max_norm);
+  if (scale != 1.0)
     for (const Module::Named& p : model.named_parameters())
       if (p.tensor->grad().defined()) p.tensor->set_grad(p.tensor->grad() * scale);
-  }
   return norm;
 }
 

@@ -10,7 +10,8 @@
 namespace emonext {
 
 // AdamW (Loshchilov & Hutter), PyTorch's formula: p -= lr * wd * p (decoupled), then
-// m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps).
+// m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps),
+// one fused pass per parameter (adamw_update_ in core/ops.h).
 class AdamW {
  public:
   struct Options {
@@ -18,7 +19,9 @@ class AdamW {
     bool decay_norms_and_biases = true;  // the reference decays every parameter
   };
   AdamW(Module& model, Options o);
-  void step(double lr);  // parameters without a gradient are left alone
+  // Parameters without a gradient are left alone. The gradients are used multiplied by
+  // grad_scale (clip_factor's result), which leaves them as they are in .grad.
+  void step(double lr, double grad_scale = 1.0);
   int64_t steps() const { return t_; }
   // The moments, named "exp_avg.<param>" and "exp_avg_sq.<param>", for checkpoints.
   std::vector<std::pair<std::string, Tensor*>> state();
@@ -32,6 +35,12 @@ class AdamW {
   int64_t t_ = 0;
 };
 
+// The joint L2 norm of every parameter's gradient (inf or NaN when a gradient is): one
+// pass over each gradient and one transfer from the device.
+double grad_norm(Module& model);
+// torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6) when the norm is
+// above max_norm, else 1. The trainer hands it to AdamW::step.
+double clip_factor(double norm, double max_norm);
 // Scales every gradient so that their joint L2 norm is at most max_norm; returns the
 // norm before scaling (inf or NaN when a gradient is).
 double clip_grad_norm(Module& model, double max_norm);

@@ -413,8 +413,8 @@ int run_training(const TrainConfig& c) {
           for (const Module::Named& p : model.named_parameters())
             if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
         }
-        if (c.clip > 0) clip_grad_norm(model, c.clip);
-        opt.step(learning_rate(schedule, c.lr, s, c.warmup, c.cycle, c.steps));
+        const double clip = c.clip > 0 ? clip_factor(grad_norm(model), c.clip) : 1.0;
+        opt.step(learning_rate(schedule, c.lr, s, c.warmup, c.cycle, c.steps), clip);
         model.zero_grad();
         std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
       }
@@ -493,7 +493,7 @@ int run_training(const TrainConfig& c) {
         if (!std::isfinite(l)) return stop_non_finite(fmt("the loss is %f", l));
         (scaler.on ? loss * scaler.scale : loss).backward();
         if (low) gradients_to_master(model, *low, scaler.on ? scaler.scale : 1.0);
-        const double norm = clip_grad_norm(model, c.clip > 0 ? c.clip : INFINITY);  // after unscaling
+        const double norm = grad_norm(model);  // after unscaling
         if (!std::isfinite(norm)) {
           model.zero_grad();
           if (!scaler.on) return stop_non_finite("non-finite gradients");
@@ -502,7 +502,7 @@ int run_training(const TrainConfig& c) {
                       scaler.scale, scaler.scale / 2);
           scaler.update(true);
         } else {
-          opt.step(lr);
+          opt.step(lr, c.clip > 0 ? clip_factor(norm, c.clip) : 1.0);  // AdamW applies the clipping
           model.zero_grad();
           scaler.update(false);
         }

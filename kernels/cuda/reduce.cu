@@ -4,7 +4,8 @@
 // H x W, [N, H*W, C]): r is cut into chunks of 32 and a thread per (outer, chunk,
 // pack of inner) walks its chunk with 16-byte loads, then partials.cuh combines the
 // chunks; short r: one thread per output walking r. Fixed order throughout: the
-// same bits every run.
+// same bits every run. sum_squares (the gradient norm) cuts a flat tensor into
+// blocks the same way.
 #include <algorithm>
 #include <cmath>
 
@@ -80,7 +81,51 @@ __global__ void reduce_column_chunks_kernel(ReduceOp op, acc_t<T>* part, const T
   }
 }
 
+// Sum of squares: a block per 8192 values (256 threads, 16-byte packs where the
+// pointer allows) writes its block sum to part[block]; partials.cuh adds the blocks
+// in order (a tensor of one block writes its result directly).
+constexpr int64_t kSquaresPerBlock = 8192;
+
+template <class T, int V>
+__global__ void sum_squares_kernel(acc_t<T>* part, const T* in, int64_t n) {
+  using A = acc_t<T>;
+  __shared__ A shared[32];
+  const int64_t first = int64_t(blockIdx.x) * kSquaresPerBlock;
+  const int64_t last = first + kSquaresPerBlock < n ? first + kSquaresPerBlock : n;
+  const int64_t packed_end = first + (last - first) / V * V;
+  A acc = 0;
+  for (int64_t i = first + int64_t(threadIdx.x) * V; i < packed_end; i += int64_t(blockDim.x) * V) {
+    const Pack<T, V> v = load_pack<V>(in + i);
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc += load(v.v[e]) * load(v.v[e]);
+  }
+  for (int64_t i = packed_end + threadIdx.x; i < last; i += blockDim.x) acc += load(in[i]) * load(in[i]);
+  acc = block_reduce<A, false>(acc, shared);
+  if (threadIdx.x == 0) part[blockIdx.x] = acc;
+}
+
 }  // namespace
+
+void sum_squares(void* out, const void* in, DType dtype, int64_t n, Stream s) {
+  dispatch_floating<Types>(dtype, "sum_squares", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using A = acc_t<T>;
+    const T* x = static_cast<const T*>(in);
+    const int64_t blocks = (n + kSquaresPerBlock - 1) / kSquaresPerBlock;
+    constexpr int V = kPackSize<T>;
+    auto launch_blocks = [&](A* part) {
+      if (aligned16({in})) EMONEXT_LAUNCH((sum_squares_kernel<T, V>), unsigned(blocks), kThreads, 0, s, part, x, n);
+      else EMONEXT_LAUNCH((sum_squares_kernel<T, 1>), unsigned(blocks), kThreads, 0, s, part, x, n);
+    };
+    if (blocks <= 1) {
+      launch_blocks(static_cast<A*>(out));
+      return;
+    }
+    Workspace part(size_t(blocks) * sizeof(A));
+    launch_blocks(part.as<A>());
+    sum_partials<A, false>(static_cast<A*>(out), part.as<A>(), 1, blocks, 1, s);
+  });
+}
 
 void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, int64_t r, int64_t inner, Stream s) {
   dispatch_floating<Types>(dtype, "reduce", [&](auto tag) {

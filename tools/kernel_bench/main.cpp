@@ -10,7 +10,8 @@
 // GPU baselines: cuDNN's grouped convolution (channels-last, same dtype) for the
 // depthwise convolution, naive one-thread-per-output kernels for the rest; the
 // fraction of the device's copy bandwidth uses a device-to-device copy measured
-// here. CPU: the engine's CPU kernels against plain single-threaded loops.
+// here. CPU: the engine's CPU kernels against plain single-threaded loops. Both: the
+// fused AdamW update against the same update op by op.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -143,6 +144,30 @@ Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), t.dtype(), t.devi
 using Buffers = std::deque<Tensor>;
 Tensor* buffer(Buffers& keep, Tensor t) { return &keep.emplace_back(std::move(t)); }
 
+// The optimiser's update on an f32 parameter of x's size (the master weights are f32 in
+// every precision): the fused AdamW kernel beside the same update op by op with the
+// engine's ops (what AdamW::step did before the kernel: ~15 ops, each a pass over memory
+// and, on a GPU, a launch). Both start from the same state; the check is after one run.
+Case adamw_case(const Data& d, Buffers& keep) {
+  Generator gen(3);
+  const Device dev = d.x.device();
+  const Shape s = {d.x.numel()};
+  const Tensor p0 = randn(s, gen, 0, 1, DType::F32, dev), g = randn(s, gen, 0, 0.1, DType::F32, dev);
+  Tensor *p = buffer(keep, p0.clone()), *m = buffer(keep, Tensor::zeros(s, DType::F32, dev)),
+         *v = buffer(keep, Tensor::zeros(s, DType::F32, dev)), *pb = buffer(keep, p0.clone()),
+         *mb = buffer(keep, Tensor::zeros(s, DType::F32, dev)), *vb = buffer(keep, Tensor::zeros(s, DType::F32, dev));
+  const AdamWHyper h{1e-3, 0.9, 0.999, 1e-8, 0.01, 1};
+  const double n = double(d.x.numel());
+  return {"adamw", "update", "op by op", 28 * n, 15 * n, [=] { adamw_update_(*p, g, *m, *v, h); },
+          [=] {
+            const double c1 = 1 - h.beta1, c2 = 1 - h.beta2;  // bias corrections at t = 1
+            *mb = *mb * h.beta1 + g * (1 - h.beta1);
+            *vb = *vb * h.beta2 + g * g * (1 - h.beta2);
+            pb->copy_(*pb * (1 - h.lr * h.weight_decay) - (*mb / (sqrt(*vb * (1 / c2)) + h.eps)) * (h.lr / c1));
+          },
+          [=] { return std::max({max_error(*p, *pb), max_error(*m, *mb), max_error(*v, *vb)}); }};
+}
+
 // The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
 std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
@@ -205,6 +230,7 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
        [=, &d] { kernels::cpu::grid_sample_backward(d.sample, img_out->data_ptr(), dgrid->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), false, nullptr); },
        [=, &d] { naive_cpu::grid_sample_backward(d.sample, f(*img_outr), f(*dgridr), f(d.dimg), f(d.img), f(d.grid)); },
        [=] { return std::max(max_error(*img_out, *img_outr), max_error(*dgrid, *dgridr)); }},
+      adamw_case(d, keep),
   };
   return cases;
 }
@@ -302,6 +328,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
        [=, &d] { kernels::cuda::grid_sample_backward(d.sample, img_out->data_ptr(), dgrid->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), false, st); },
        [=, &d] { naive_gpu::grid_sample_backward(d.sample, dimg_f32->data<float>(), dgridb->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr()); },
        [=] { return std::max(max_error(*img_out, dimg_f32->to(img_out->dtype())), max_error(*dgrid, *dgridb)); }},
+      adamw_case(d, keep),
   };
   return cases;
 }

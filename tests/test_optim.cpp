@@ -1,0 +1,190 @@
+// The optimiser's pieces (train/optim.h and core's fused AdamW update): the update
+// against torch.optim.AdamW's formula written out in double, the weight-decay
+// exemption, gradient clipping, the learning-rate schedules, and bad arguments.
+// (The overfit-batch test in test_train.cpp holds three whole training steps
+// against PyTorch's own AdamW.)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "layers/layers.h"
+#include "tests/test_util.h"
+#include "train/optim.h"
+
+namespace emonext::test {
+namespace {
+
+// torch.optim.AdamW's step for element values in double.
+struct AdamWReference {
+  double lr, beta1, beta2, eps, wd;
+  void step(int t, double& p, double& m, double& v, double g) const {
+    p *= 1 - lr * wd;
+    m = beta1 * m + (1 - beta1) * g;
+    v = beta2 * v + (1 - beta2) * g * g;
+    const double denom = std::sqrt(v) / std::sqrt(1 - std::pow(beta2, t)) + eps;
+    p -= lr / (1 - std::pow(beta1, t)) * m / denom;
+  }
+};
+
+TEST(Optim, AdamWUpdateFollowsTorchsFormula) {
+  const AdamWReference ref{1e-2, 0.9, 0.999, 1e-8, 0.05};
+  const int64_t n = 1003;  // not a multiple of any vector width
+  Generator gen(5);
+  const Tensor p0 = randn({n}, gen, 0, 1, DType::F64);
+  std::vector<Tensor> grads;
+  for (int t = 1; t <= 5; ++t) grads.push_back(randn({n}, gen, 0, t == 3 ? 100.0 : 0.1, DType::F64));  // one large step
+  std::vector<double> p = p0.to_vector(), m(size_t(n), 0.0), v(size_t(n), 0.0);
+  auto grad_scale = [](int t) { return t == 3 ? 0.25 : 1.0; };  // step 3 clipped
+  for (int t = 1; t <= 5; ++t) {
+    const std::vector<double> g = grads[size_t(t - 1)].to_vector();
+    for (size_t i = 0; i < p.size(); ++i) ref.step(t, p[i], m[i], v[i], g[i] * grad_scale(t));
+  }
+  const Tensor want_p = Tensor::from_vector(p, {n}, DType::F64), want_m = Tensor::from_vector(m, {n}, DType::F64),
+               want_v = Tensor::from_vector(v, {n}, DType::F64);
+  for (DType dt : {DType::F64, DType::F32}) {
+    Tensor tp = p0.to(dt).clone(), tm = Tensor::zeros({n}, dt), tv = Tensor::zeros({n}, dt);
+    for (int t = 1; t <= 5; ++t)
+      adamw_update_(tp, grads[size_t(t - 1)].to(dt), tm, tv, {ref.lr, ref.beta1, ref.beta2, ref.eps, ref.wd, t, grad_scale(t)});
+    const double tol = dt == DType::F64 ? 1e-12 : 1e-5;
+    expect_close(tp, want_p, tol, std::string("param ") + dtype_name(dt));
+    expect_rel(tm, want_m, tol, std::string("exp_avg ") + dtype_name(dt));
+    expect_rel(tv, want_v, tol, std::string("exp_avg_sq ") + dtype_name(dt));
+  }
+  // The parameters moved: the comparison above is not of two unchanged copies.
+  double moved = 0;
+  const std::vector<double> start = p0.to_vector();
+  for (size_t i = 0; i < p.size(); ++i) moved = std::max(moved, std::fabs(p[i] - start[i]));
+  EXPECT_GT(moved, 1e-2);
+}
+
+// A Linear and a LayerNorm under one module: two matrices' worth of names.
+struct TwoLayers : Module {
+  Linear fc{4, 3};
+  LayerNorm norm{3, 1e-6};
+  TwoLayers() {
+    register_module("fc", &fc);
+    register_module("norm", &norm);
+  }
+};
+
+TEST(Optim, AdamWExemptsNormsAndBiasesWhenAsked) {
+  // Zero gradients leave the moments at 0 and the update at 0: only weight decay moves
+  // a parameter, by the factor 1 - lr * wd, and only where it applies.
+  for (bool decay_all : {true, false}) {
+    TwoLayers net;
+    for (const Module::Named& p : net.named_parameters()) {
+      NoGradGuard no_grad;
+      p.tensor->fill_(2.0);
+      p.tensor->set_grad(Tensor::zeros(p.tensor->shape()));
+    }
+    AdamW opt(net, {0.9, 0.999, 1e-8, 0.5, decay_all});
+    opt.step(0.1);  // factor 1 - 0.1 * 0.5 = 0.95
+    EXPECT_EQ(opt.steps(), 1);
+    for (const Module::Named& p : net.named_parameters()) {
+      const bool decays = decay_all || p.tensor->dim() > 1;
+      EXPECT_FLOAT_EQ(float(p.tensor->to_vector()[0]), decays ? 1.9f : 2.0f) << p.name << (decay_all ? "" : ", exempting");
+    }
+  }
+}
+
+TEST(Optim, AdamWLeavesParametersWithoutAGradientAlone) {
+  TwoLayers net;
+  Generator gen(2);
+  net.fc.weight.set_grad(randn({3, 4}, gen));
+  const std::vector<double> bias = net.fc.bias.to_vector(), weight = net.fc.weight.to_vector();
+  AdamW opt(net, {});
+  opt.step(1e-2);
+  EXPECT_EQ(net.fc.bias.to_vector(), bias);
+  EXPECT_NE(net.fc.weight.to_vector(), weight);
+}
+
+TEST(Optim, AdamWUpdateRefusesBadArguments) {
+  Tensor p = Tensor::zeros({4}), m = Tensor::zeros({4}), v = Tensor::zeros({4});
+  EXPECT_NE(error_of([&] { adamw_update_(p, Tensor::zeros({5}), m, v, {}); }).find("does not match the parameter"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { adamw_update_(p, Tensor::zeros({4}, DType::F64), m, v, {}); }).find("different dtypes"),
+            std::string::npos);
+  Tensor strided = Tensor::zeros({8}).slice(0, 0, 8, 2);
+  EXPECT_NE(error_of([&] { adamw_update_(p, Tensor::zeros({4}), strided, v, {}); }).find("contiguous"), std::string::npos);
+  AdamWHyper zero_step;
+  zero_step.t = 0;
+  EXPECT_NE(error_of([&] { adamw_update_(p, Tensor::zeros({4}), m, v, zero_step); }).find("starts at 1"), std::string::npos);
+  Tensor learnt = Tensor::zeros({4}).set_requires_grad();
+  EXPECT_NE(error_of([&] { adamw_update_(learnt, Tensor::zeros({4}), m, v, {}); }).find("NoGradGuard"), std::string::npos);
+  NoGradGuard no_grad;
+  adamw_update_(learnt, Tensor::ones({4}), m, v, {});  // allowed with grad mode off
+  EXPECT_LT(learnt.to_vector()[0], 0.0);
+}
+
+TEST(Optim, ClippingScalesToTheMaximumNormAndReportsTheNormBefore) {
+  TwoLayers net;
+  net.fc.weight.set_grad(Tensor::full({3, 4}, 1.0));  // 12 ones
+  net.fc.bias.set_grad(Tensor::full({3}, 2.0));       // sum of squares 12
+  // norm.weight and norm.bias have no gradient: they take no part
+  EXPECT_NEAR(clip_grad_norm(net, 100.0), std::sqrt(24.0), 1e-6);
+  EXPECT_EQ(net.fc.weight.grad().to_vector()[0], 1.0);  // under the maximum: untouched
+  EXPECT_NEAR(clip_grad_norm(net, 1.0), std::sqrt(24.0), 1e-6);
+  double total = 0;
+  for (const Tensor& g : {net.fc.weight.grad(), net.fc.bias.grad()})
+    for (double x : g.to_vector()) total += x * x;
+  EXPECT_NEAR(std::sqrt(total), 1.0, 1e-5);
+  EXPECT_NEAR(net.fc.bias.grad().to_vector()[0] / net.fc.weight.grad().to_vector()[0], 2.0, 1e-6);  // direction kept
+  net.fc.bias.set_grad(Tensor::full({3}, NAN));
+  EXPECT_TRUE(std::isnan(clip_grad_norm(net, 1.0)));
+}
+
+// The trainer hands clipping's factor to AdamW instead of scaling the gradients in a
+// pass of their own: the parameters come out the same, bit for bit.
+TEST(Optim, ClippingInsideAdamWEqualsClippingTheGradientsFirst) {
+  TwoLayers a, b;
+  Generator gen(9);
+  for (TwoLayers* net : {&a, &b}) {
+    Generator same(4);
+    for (const Module::Named& p : net->named_parameters()) {
+      NoGradGuard no_grad;
+      p.tensor->copy_(randn(p.tensor->shape(), same));
+    }
+  }
+  AdamW opt_a(a, {}), opt_b(b, {});
+  for (int step = 0; step < 3; ++step) {
+    for (const Module::Named& p : a.named_parameters()) p.tensor->set_grad(randn(p.tensor->shape(), gen, 0, 3.0));
+    for (size_t i = 0; i < a.named_parameters().size(); ++i)
+      b.named_parameters()[i].tensor->set_grad(a.named_parameters()[i].tensor->grad().clone());
+    const double norm_a = clip_grad_norm(a, 0.5);
+    opt_a.step(1e-2);
+    const double norm_b = grad_norm(b);
+    EXPECT_EQ(norm_a, norm_b);
+    ASSERT_LT(clip_factor(norm_b, 0.5), 0.2);  // the clipping is real
+    opt_b.step(1e-2, clip_factor(norm_b, 0.5));
+  }
+  for (size_t i = 0; i < a.named_parameters().size(); ++i)
+    EXPECT_EQ(a.named_parameters()[i].tensor->to_vector(), b.named_parameters()[i].tensor->to_vector())
+        << a.named_parameters()[i].name;
+  EXPECT_EQ(clip_factor(0.4, 0.5), 1.0);
+  EXPECT_EQ(clip_factor(NAN, 0.5), 1.0);
+}
+
+TEST(Optim, LearningRateSchedules) {
+  const double peak = 1e-3;
+  // The reference's cosine with warm restarts: warmup 128, cycle 1024.
+  EXPECT_EQ(learning_rate(Schedule::Restarts, peak, 0, 128, 1024, 5000), 0.0);
+  EXPECT_DOUBLE_EQ(learning_rate(Schedule::Restarts, peak, 64, 128, 1024, 5000), peak / 2);
+  EXPECT_DOUBLE_EQ(learning_rate(Schedule::Restarts, peak, 128, 128, 1024, 5000), peak);
+  EXPECT_NEAR(learning_rate(Schedule::Restarts, peak, 128 + 448, 128, 1024, 5000), peak / 2, 1e-12);
+  EXPECT_EQ(learning_rate(Schedule::Restarts, peak, 1024, 128, 1024, 5000), 0.0);  // the restart
+  EXPECT_DOUBLE_EQ(learning_rate(Schedule::Restarts, peak, 1024 + 128, 128, 1024, 5000), peak);
+  // Warm-up then one cosine to 0 at the end of the run.
+  EXPECT_DOUBLE_EQ(learning_rate(Schedule::Cosine, peak, 64, 128, 1024, 900), peak / 2);
+  EXPECT_DOUBLE_EQ(learning_rate(Schedule::Cosine, peak, 128, 128, 1024, 900), peak);
+  EXPECT_NEAR(learning_rate(Schedule::Cosine, peak, 514, 128, 1024, 900), peak / 2, 1e-12);
+  EXPECT_NEAR(learning_rate(Schedule::Cosine, peak, 900, 128, 1024, 900), 0.0, 1e-18);
+  EXPECT_EQ(learning_rate(Schedule::Constant, peak, 7, 128, 1024, 900), peak);
+  EXPECT_EQ(schedule_from_name("cosine"), Schedule::Cosine);
+  EXPECT_NE(error_of([] { schedule_from_name("step"); }).find("restarts, cosine or constant"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace emonext::test
