@@ -2,6 +2,8 @@
 // binary, compare, where. The formulas are in kernels/ops.h.
 #include <cmath>
 
+#include "kernels/cpu/vector_math.h"  // before kernels/ops.h
+
 #include "core/base/philox.h"
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/cpu/strided_loop.h"
