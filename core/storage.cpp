@@ -4,6 +4,10 @@
 #include <cstdlib>
 #include <new>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "core/backend.h"
 
 namespace emonext {
@@ -35,6 +39,13 @@ Storage::~Storage() {
   } else {
     cuda_deallocate(data_, device_);
   }
+}
+
+void keep_freed_host_memory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_MAX, 0);                  // large blocks come from the heap, and go back to it
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);      // and the heap's top is not handed back below 1 GiB free
+#endif
 }
 
 MemoryStats memory_stats(Device device) {

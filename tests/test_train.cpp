@@ -218,6 +218,26 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
   for (size_t at = out.find(" skipped: inf/NaN"); at != std::string::npos; at = out.find(" skipped: inf/NaN", at + 1)) ++skipped;
   EXPECT_GE(skipped, 8u) << "2^24 down to 2^16 takes 8 halvings";
   EXPECT_LT(skipped, 12u) << "no step was taken: " << out;
+  // At a scale that does not overflow (this toy's gradient norm is in the thousands, so
+  // 2^16 would), the logged gradient norm is the unscaled one, and the clipped AdamW
+  // step reads unscaled gradients: the norms and the next losses are f32's, to f16's
+  // precision. (Adam's update hardly depends on the gradients' scale, so the norm is
+  // what would show a missing unscale.)
+  const std::string fp16_small = temp_dir("amp_fp16_small"), f32_const = temp_dir("amp_f32_const");
+  const std::string flags = kSmall + " --max-steps 3 --schedule constant --lr 1e-3";
+  ASSERT_EQ(run(flags + " --amp fp16 --loss-scale 4 --out " + fp16_small, &out), 0) << out;
+  EXPECT_EQ(out.find("skipped"), std::string::npos) << out;
+  ASSERT_EQ(run(flags + " --out " + f32_const, &out), 0) << out;
+  const std::vector<std::string> d = leading_fields(fp16_small + "/steps.csv", 4), e = leading_fields(f32_const + "/steps.csv", 4);
+  ASSERT_EQ(d.size(), 3u);
+  ASSERT_EQ(e.size(), 3u);
+  const auto norm_of = [](const std::string& row) { return std::stod(row.substr(row.rfind(',') + 1)); };
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(norm_of(d[i]) / norm_of(e[i]), 1.0, 0.05) << "gradient norm, step " << i + 1 << ": " << d[i] << " vs " << e[i];
+    EXPECT_GT(norm_of(e[i]), 1.0) << "the step is clipped, so the clipping factor is used too";
+    EXPECT_NEAR(loss_of(d[i]), loss_of(e[i]), 0.05) << "loss, step " << i + 1;
+  }
+  EXPECT_GT(std::fabs(loss_of(e[2]) - loss_of(e[0])), 0.01) << "the steps moved the weights";
 }
 
 // The training job on the CUDA backend (the emulation build runs it on the CPU; a GPU

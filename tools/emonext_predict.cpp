@@ -19,6 +19,7 @@
 #include "core/base/error.h"
 #include "core/device.h"
 #include "core/safetensors.h"
+#include "core/storage.h"
 #include "models/checkpoint.h"
 #include "tools/cli.h"
 #include "train/image.h"
@@ -67,6 +68,7 @@ Tensor run(EmoNeXt& model, const Tensor& images, Device device) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  keep_freed_host_memory();
   std::string weights, device_name = "auto", input_tensors, output;
   bool tencrop = false, json = false;
   std::vector<std::string> inputs;

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 
+#include "core/storage.h"
 #include "tools/cli.h"
 #include "train/trainer.h"
 
@@ -44,6 +45,7 @@ modes
 }  // namespace
 
 int main(int argc, char** argv) {
+  emonext::keep_freed_host_memory();
   emonext::TrainConfig c;
   emonext::cli::Args args(argc, argv, usage);
   for (std::string a; args.next(a);) {

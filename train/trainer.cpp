@@ -213,7 +213,7 @@ struct RunState {
 };
 
 // fp16's dynamic loss scale: the loss is multiplied by `scale` before the backward
-// pass and the gradients divided by it after; a step whose gradients hold inf or NaN
+// pass, and the gradient norm and AdamW's reading of the gradients divide by it; a step whose gradients hold inf or NaN
 // is skipped and the scale halved; 2000 good steps in a row double it (PyTorch's
 // GradScaler defaults).
 struct LossScaler {
@@ -286,17 +286,14 @@ void copy_to_low(EmoNeXt& master, EmoNeXt& low) {
     if (!is_stn(from[i].name)) to[i].tensor->copy_(*from[i].tensor);
 }
 
-// The low copy's gradients, in f32 and divided by the loss scale, onto the master's
-// parameters (the STN's are there already, scaled too).
-void gradients_to_master(EmoNeXt& master, EmoNeXt& low, double scale) {
+// The low copy's gradients, in f32, onto the master's parameters (the STN's are there
+// already). They stay multiplied by the loss scale: the step divides the norm by it and
+// hands 1 / scale to AdamW with clipping's factor, rather than rescaling every gradient.
+void gradients_to_master(EmoNeXt& master, EmoNeXt& low) {
   NoGradGuard no_grad;
   const std::vector<Module::Named> to = master.named_parameters(), from = low.named_parameters();
-  for (size_t i = 0; i < to.size(); ++i) {
-    const Tensor g = is_stn(to[i].name) ? to[i].tensor->grad() : from[i].tensor->grad();
-    if (!g.defined()) continue;
-    const Tensor g32 = g.to(DType::F32);
-    to[i].tensor->set_grad(scale == 1.0 ? g32 : g32 * (1.0 / scale));
-  }
+  for (size_t i = 0; i < to.size(); ++i)
+    if (!is_stn(to[i].name) && from[i].tensor->grad().defined()) to[i].tensor->set_grad(from[i].tensor->grad().to(DType::F32));
   low.zero_grad();
 }
 
@@ -491,9 +488,10 @@ int run_training(const TrainConfig& c) {
         const Tensor loss = emonext_loss(out, y, c.label_smoothing);
         const double l = loss.item();
         if (!std::isfinite(l)) return stop_non_finite(fmt("the loss is %f", l));
-        (scaler.on ? loss * scaler.scale : loss).backward();
-        if (low) gradients_to_master(model, *low, scaler.on ? scaler.scale : 1.0);
-        const double norm = grad_norm(model);  // after unscaling
+        const double loss_scale = scaler.on ? scaler.scale : 1.0;
+        (scaler.on ? loss * loss_scale : loss).backward();
+        if (low) gradients_to_master(model, *low);
+        const double norm = grad_norm(model) / loss_scale;
         if (!std::isfinite(norm)) {
           model.zero_grad();
           if (!scaler.on) return stop_non_finite("non-finite gradients");
@@ -502,7 +500,8 @@ int run_training(const TrainConfig& c) {
                       scaler.scale, scaler.scale / 2);
           scaler.update(true);
         } else {
-          opt.step(lr, c.clip > 0 ? clip_factor(norm, c.clip) : 1.0);  // AdamW applies the clipping
+          // AdamW unscales and clips the gradients as it reads them
+          opt.step(lr, (c.clip > 0 ? clip_factor(norm, c.clip) : 1.0) / loss_scale);
           model.zero_grad();
           scaler.update(false);
         }
