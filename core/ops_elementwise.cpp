@@ -194,7 +194,7 @@ Tensor le(const Tensor& a, const Tensor& b) { return compare_op(CompareOp::Le, "
 
 void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h) {
   const char* op = "adamw_update_";
-  const Tensor &p = param, &m = exp_avg, &v = exp_avg_sq;
+  const Tensor &p = param, &m = exp_avg, &v = exp_avg_sq;  // const names for the checks
   check_floating(op, p);
   for (const Tensor* t : {&grad, &m, &v}) {
     check_same(op, p, *t);
@@ -202,8 +202,9 @@ void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& e
   }
   for (const Tensor* t : {&p, &m, &v})
     EMONEXT_CHECK(t->is_contiguous(), op, ": the parameter and its moments must be contiguous, got ", t->str());
-  check_inplace(op, param);
+  check_inplace(op, p);
   EMONEXT_CHECK(h.t >= 1, op, ": the step count t starts at 1, got ", h.t);
+  if (param.numel() == 0) return;
   kernels::AdamWStep a;
   a.dtype = param.dtype();
   a.n = param.numel();
@@ -214,7 +215,6 @@ void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& e
   a.eps = h.eps;
   a.bias2_sqrt = std::sqrt(1 - std::pow(h.beta2, double(h.t)));
   a.neg_step_size = -h.lr / (1 - std::pow(h.beta1, double(h.t)));
-  if (a.n == 0) return;
   const Tensor g = grad.contiguous();
   EMONEXT_KERNEL(param.device(), adamw_step, a, param.data_ptr(), exp_avg.data_ptr(), exp_avg_sq.data_ptr(), g.data_ptr());
 }

@@ -99,6 +99,19 @@ TEST(Tensor, MemoryIsReturnedWhenTensorsDie) {
   EXPECT_EQ(memory_stats(Device::cpu()).in_use, before);
 }
 
+// Runs f on one OpenMP thread and on several (at least 2): the results must be the
+// same bits. The thread count is restored afterwards.
+template <class F>
+void expect_same_bits_on_one_and_several_threads(F f, const char* what) {
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(1);
+  const std::vector<double> one = f().to_vector();
+  omp_set_num_threads(std::max(2, threads));
+  const std::vector<double> several = f().to_vector();
+  omp_set_num_threads(threads);
+  EXPECT_EQ(one, several) << what;
+}
+
 // Sums over the middle of [outer, r, inner] (bias gradients, BatchNorm statistics) go
 // through the CPU's chunked column sum: it must equal a plain double loop, across chunk
 // boundaries (r = 1000 is 8 chunks), with inf kept and -0 + -0 = +0 (as torch.sum,
@@ -117,13 +130,7 @@ TEST(Tensor, ColumnSumsMatchALoopWhateverTheThreads) {
         for (int j = 0; j < 1000; ++j) want += v[size_t((o * 1000 + j) * 5 + i)];
         EXPECT_NEAR(g[size_t(o * 5 + i)], want, t == DType::F32 ? 1e-4 : 1e-12) << "o " << o << " i " << i;
       }
-    const int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    const std::vector<double> one = sum(x, {1}).to_vector();
-    omp_set_num_threads(std::max(2, threads));
-    const std::vector<double> many = sum(x, {1}).to_vector();
-    omp_set_num_threads(threads);
-    EXPECT_EQ(one, many);
+    expect_same_bits_on_one_and_several_threads([&] { return sum(x, {1}); }, "column sums");
   }
   const Tensor special = Tensor::from_vector({-0.0, 1.0, -0.0, INFINITY}, {2, 2});
   const std::vector<double> s = sum(special, {0}).to_vector();
@@ -148,13 +155,7 @@ TEST(Tensor, SumSquaresMatchesALoopWhateverTheThreads) {
       for (double v : xs[k].to_vector()) want += v * v;
       EXPECT_NEAR(g[k], want, (t == DType::F64 ? 1e-12 : 1e-6) * (1 + want)) << dtype_name(t) << " tensor " << k;
     }
-    const int threads = omp_get_max_threads();
-    omp_set_num_threads(1);
-    const std::vector<double> one = sum_squares(xs).to_vector();
-    omp_set_num_threads(std::max(2, threads));
-    const std::vector<double> many = sum_squares(xs).to_vector();
-    omp_set_num_threads(threads);
-    EXPECT_EQ(one, many);
+    expect_same_bits_on_one_and_several_threads([&] { return sum_squares(xs); }, "sum_squares");
   }
   EXPECT_THROW(sum_squares({Tensor::zeros({2}), Tensor::zeros({2}, DType::F64)}), Error);
   EXPECT_THROW(sum_squares({}), Error);

@@ -213,9 +213,9 @@ struct RunState {
 };
 
 // fp16's dynamic loss scale: the loss is multiplied by `scale` before the backward
-// pass, and the gradient norm and AdamW's reading of the gradients divide by it; a step whose gradients hold inf or NaN
-// is skipped and the scale halved; 2000 good steps in a row double it (PyTorch's
-// GradScaler defaults).
+// pass, and the gradient norm and AdamW's reading of the gradients divide by it; a
+// step whose gradients hold inf or NaN is skipped and the scale halved; 2000 good
+// steps in a row double it (PyTorch's GradScaler defaults).
 struct LossScaler {
   bool on = false;
   double scale = 65536;
