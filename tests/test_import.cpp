@@ -22,22 +22,10 @@ namespace {
 // The folder of twin-made files, made once per test process (ctest runs each test in
 // its own, in parallel: the folder is the process's) and removed at exit; empty when
 // PyTorch is missing.
-struct TempFolder {
-  std::string path;
-  ~TempFolder() {
-    if (!path.empty()) std::filesystem::remove_all(path);
-  }
-};
-
 const std::string& pretrained_dir() {
-  static TempFolder folder;
-  static const std::string dir = [] {
-    if (!have_reference_torch()) return std::string();
-    const std::string d = ::testing::TempDir() + "/pretrained_" + std::to_string(::getpid());
-    std::filesystem::create_directories(d);
-    folder.path = d;
-    return run_twin("pretrained " + d + " >/dev/null") == 0 ? d : std::string();
-  }();
+  static const ScratchDir folder("pretrained");
+  static const std::string dir =
+      have_reference_torch() && run_twin("pretrained " + folder + " >/dev/null") == 0 ? folder.path() : std::string();
   return dir;
 }
 

@@ -146,15 +146,14 @@ TEST(Models, ToMovesDtypeButKeepsTheCounterAndTheGradFlag) {
 namespace emonext::test {
 namespace {
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "/" + name; }
-
 TEST(Checkpoint, RoundTripsEveryTensorAndTheMetadata) {
   EmoNeXt a(convnext_size("atto"), 7, 48);
   Generator gen(8);
   init_weights(a, gen);
   a.train();
   a.forward(rand({2, 48, 48, 3}, gen));  // moves the BatchNorm statistics and counters
-  const std::string path = temp_path("roundtrip.safetensors");
+  const ScratchDir dir("checkpoint_roundtrip");
+  const std::string path = dir + "/roundtrip.safetensors";
   save_checkpoint(path, a, fer2013_labels(), {{"epoch", "3"}});
   CheckpointInfo info;
   const std::unique_ptr<EmoNeXt> b = load_emonext(path, &info);
@@ -204,7 +203,8 @@ TEST(Checkpoint, StrictLoadingRefusesAndChangesNothing) {
 }
 
 TEST(Checkpoint, AFileWithoutOurMetadataIsAClearError) {
-  const std::string path = temp_path("plain.safetensors");
+  const ScratchDir dir("checkpoint_plain");
+  const std::string path = dir + "/plain.safetensors";
   save_safetensors(path, {{"head.weight", Tensor::zeros({7, 4})}});
   try {
     load_emonext(path);

@@ -171,8 +171,8 @@ TEST(Parity, CheckpointLoadsStrictlyIntoThePyTorchTwin) {
   model.eval();
   const Tensor images = rand({3, 48, 48, 3}, gen);
   const Tensor logits = model.forward(images).logits;
-  const std::string dir = ::testing::TempDir(), ckpt = dir + "/twin.safetensors", in = dir + "/twin_images.safetensors",
-                    out = dir + "/twin_logits.safetensors";
+  const ScratchDir dir("parity_checkpoint");
+  const std::string ckpt = dir + "/twin.safetensors", in = dir + "/twin_images.safetensors", out = dir + "/twin_logits.safetensors";
   save_checkpoint(ckpt, model, fer2013_labels());
   save_safetensors(in, {{"images", images.permute({0, 3, 1, 2}).contiguous()}});
   save_safetensors(out, {{"logits", logits.detach()}});

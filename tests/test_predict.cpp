@@ -57,8 +57,7 @@ TEST(Image, CropsFlipsAndRotations) {
 
 TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   REQUIRE_FER2013();
-  const std::string dir = ::testing::TempDir() + "/predict_" + std::to_string(::getpid());
-  std::filesystem::create_directories(dir);
+  const ScratchDir dir("predict");
   EmoNeXt model(convnext_size("atto"), 7, 48);
   Generator gen(4);
   init_weights(model, gen);
@@ -112,7 +111,6 @@ TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   EXPECT_NE(rc, 0);
   EXPECT_NE(mixed.find("broken.jpg: cannot decode the image"), std::string::npos) << mixed;
   EXPECT_NE(mixed.find(files[0] + ": "), std::string::npos) << mixed;
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -1,22 +1,24 @@
 // safetensors round trip and refusal of damaged files.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "core/ops.h"
 #include "core/safetensors.h"
+#include "tests/test_util.h"
 
 namespace emonext {
 namespace {
 
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("emonext_test_" + std::to_string(::getpid()) + "_" + name)).string();
-}
 
 TEST(SafeTensors, RoundTripsEveryDtypeAndMetadata) {
-  const std::string path = temp_path("rt.safetensors");
+  const test::ScratchDir dir("safetensors_rt");
+  const std::string path = dir + "/rt.safetensors";
   Generator gen(5);
   const Tensor a = randn({3, 4}, gen);
   const Tensor b = Tensor::from_ints(std::vector<int64_t>{7, -1}, {2});
@@ -35,11 +37,11 @@ TEST(SafeTensors, RoundTripsEveryDtypeAndMetadata) {
   EXPECT_EQ(st.metadata.at("note"), "quote \" and \\");
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   EXPECT_THROW(st.at("missing"), Error);
-  std::remove(path.c_str());
 }
 
 TEST(SafeTensors, RefusesTruncatedAndCorruptFiles) {
-  const std::string path = temp_path("bad.safetensors");
+  const test::ScratchDir dir("safetensors_bad");
+  const std::string path = dir + "/bad.safetensors";
   save_safetensors(path, {{"w", Tensor::ones({100})}});
   const auto size = std::filesystem::file_size(path);
   std::filesystem::resize_file(path, size - 10);
@@ -61,8 +63,30 @@ TEST(SafeTensors, RefusesTruncatedAndCorruptFiles) {
     out << "xx";
   }
   EXPECT_THROW(load_safetensors(path), Error);
-  EXPECT_THROW(load_safetensors(temp_path("does_not_exist")), Error);
-  std::remove(path.c_str());
+  EXPECT_THROW(load_safetensors(dir + "/does_not_exist"), Error);
+}
+
+// A write that fails part way (a full disk; here a file-size limit, which fails the
+// write the same way) is an error naming the file, and leaves no partial .tmp file
+// behind, nor touches the file already there.
+TEST(SafeTensors, AFailedWriteSaysSoAndLeavesNothingBehind) {
+  const test::ScratchDir dir("safetensors_full");
+  const std::string path = dir + "/w.safetensors";
+  save_safetensors(path, {{"w", Tensor::ones({10})}});
+  const auto before = std::filesystem::file_size(path);
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+  rlimit small = old;
+  small.rlim_cur = 4096;
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // the write fails with EFBIG instead of killing us
+  ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &small), 0);
+  const std::string message = test::error_of([&] { save_safetensors(path, {{"w", Tensor::ones({100000})}}); });
+  setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_NE(message.find(path + ".tmp: write failed (disk full?)"), std::string::npos) << message;
+  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  EXPECT_EQ(std::filesystem::file_size(path), before);
+  EXPECT_EQ(load_safetensors(path).at("w").numel(), 10);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "core/safetensors.h"
 #include "core/torch_file.h"
 #include "tests/op_cases.h"
+#include "tests/test_util.h"
 
 namespace emonext::test {
 namespace {
@@ -17,8 +18,8 @@ std::vector<char> read_all(const std::string& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-std::string write_temp(const std::string& name, const std::vector<char>& bytes) {
-  const std::string path = ::testing::TempDir() + "/" + name;
+std::string write_file(const ScratchDir& dir, const std::string& name, const std::vector<char>& bytes) {
+  const std::string path = dir + "/" + name;
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
   return path;
 }
@@ -67,12 +68,13 @@ TEST(TorchFile, ReadsTheZip64FormAlike) {
   }
   EXPECT_EQ(zip64->get("epoch")->i, 12);
   const std::vector<char> good = read_all(fixture_path("torch_zip64.pt"));
+  const ScratchDir dir("torch_zip64");
   // The tail: zip64 end record (56 bytes), its locator (20), the classic end record (22).
   std::vector<char> no_locator = good, no_record = good;
   no_locator[good.size() - 22 - 20] ^= 0x7f;
-  expect_refused(write_temp("zip64_no_locator.pt", no_locator), "zip64 locator missing");
+  expect_refused(write_file(dir, "zip64_no_locator.pt", no_locator), "zip64 locator missing");
   no_record[good.size() - 22 - 20 - 56] ^= 0x7f;
-  expect_refused(write_temp("zip64_no_record.pt", no_record), "zip64 end record missing");
+  expect_refused(write_file(dir, "zip64_no_record.pt", no_record), "zip64 end record missing");
 }
 
 TEST(TorchFile, KeepsNumbersAndSkipsOtherObjects) {
@@ -96,9 +98,10 @@ TEST(TorchFile, RefusesOldNonZipFiles) {
 
 TEST(TorchFile, RefusesTruncatedAndCorruptFiles) {
   const std::vector<char> good = read_all(fixture_path("torch_zip.pt"));
+  const ScratchDir dir("torch_corrupt");
   for (size_t keep : {good.size() - 1, good.size() - 30, good.size() / 2, size_t(40)}) {
     const std::vector<char> cut(good.begin(), good.begin() + std::ptrdiff_t(keep));
-    expect_refused(write_temp("cut_" + std::to_string(keep) + ".pt", cut), "corrupt or truncated");
+    expect_refused(write_file(dir, "cut_" + std::to_string(keep) + ".pt", cut), "corrupt or truncated");
   }
   std::vector<char> bad = good;
   // The first central-directory signature: the archive's index no longer parses.
@@ -107,8 +110,8 @@ TEST(TorchFile, RefusesTruncatedAndCorruptFiles) {
       bad[i + 2] = 9;
       break;
     }
-  expect_refused(write_temp("bad_directory.pt", bad), "corrupt or truncated");
-  expect_refused(::testing::TempDir() + "/does_not_exist.pt", "cannot open");
+  expect_refused(write_file(dir, "bad_directory.pt", bad), "corrupt or truncated");
+  expect_refused(dir + "/does_not_exist.pt", "cannot open");
 }
 
 }  // namespace

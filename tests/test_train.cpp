@@ -27,14 +27,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string temp_dir(const std::string& name) {
-  const std::string d = ::testing::TempDir() + "/" + name + "_" + std::to_string(::getpid());
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-
 void expect_error(const std::function<void()>& f, const std::string& says) {
   const std::string m = error_of(f);
   EXPECT_NE(m.find(says), std::string::npos) << m;
@@ -47,7 +39,7 @@ std::string row(int code, const std::string& usage, int pixels = 2304, const std
 }
 
 TEST(Data, CsvMapsTheCodesOntoTheEngineOrderAndNamesBadRows) {
-  const std::string d = temp_dir("csv");
+  const ScratchDir d("csv");
   {
     std::ofstream f(d + "/ok.csv");
     f << "emotion,pixels,Usage\n" << row(4, "Training") << row(6, "Training") << row(5, "PublicTest") << row(0, "Training");
@@ -83,7 +75,7 @@ TEST(Data, ReadsTheSampleCsvAndTheFolders) {
 }
 
 TEST(Data, FolderErrorsNameTheFolder) {
-  const std::string d = temp_dir("folders");
+  const ScratchDir d("folders");
   for (const std::string& l : fer2013_labels()) {
     fs::create_directories(d + "/train/" + l);
     std::ofstream(d + "/train/" + l + "/a.jpg") << "x";  // listing does not decode
@@ -147,7 +139,7 @@ double loss_of(const std::string& row) { return std::stod(row.substr(row.find(',
 const std::string kSmall = " --synthetic 96 --model atto --img-size 32 --batch 16 --device cpu --workers 2 --drop-path 0.1 --log-every 100";
 
 TEST(Train, ResumingGivesTheSameLossesBitForBit) {
-  const std::string a = temp_dir("straight"), b = temp_dir("resumed");
+  const ScratchDir a("straight"), b("resumed");
   std::string out;
   ASSERT_EQ(run(kSmall + " --max-steps 8 --out " + a, &out), 0) << out;
   ASSERT_EQ(run(kSmall + " --max-steps 5 --out " + b, &out), 0) << out;  // stops mid-epoch 0 (6 steps per epoch)
@@ -164,7 +156,7 @@ std::vector<std::string> epoch_column(const std::string& metrics_csv) { return l
 // --max-steps that ends exactly at an epoch's last batch: that epoch is evaluated once,
 // and the resumed run starts the next epoch (it used to evaluate the finished one again).
 TEST(Train, ResumingAtAnEpochsEndEvaluatesThatEpochOnce) {
-  const std::string a = temp_dir("straight_epoch"), b = temp_dir("resumed_epoch");
+  const ScratchDir a("straight_epoch"), b("resumed_epoch");
   std::string out;
   ASSERT_EQ(run(kSmall + " --max-steps 9 --out " + a, &out), 0) << out;
   ASSERT_EQ(run(kSmall + " --max-steps 6 --out " + b, &out), 0) << out;  // exactly epoch 0 (6 steps per epoch)
@@ -179,7 +171,7 @@ TEST(Train, ResumingAtAnEpochsEndEvaluatesThatEpochOnce) {
 // Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with
 // an unknown value) an error naming the choices; nothing is trained either way.
 TEST(Train, BadCommandLinesSayWhatIsWrong) {
-  const std::string dir = temp_dir("bad_flags");
+  const ScratchDir dir("bad_flags");
   const std::vector<std::tuple<std::string, int, std::string>> cases = {
       {"--synthetic 32 --batch abc", 2, "--batch takes a number, got 'abc'"},
       {"--synthetic 32 --batch", 2, "--batch needs a value"},
@@ -197,7 +189,7 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
 }
 
 TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
-  const std::string f32 = temp_dir("amp_f32"), bf16 = temp_dir("amp_bf16"), fp16 = temp_dir("amp_fp16");
+  const ScratchDir f32("amp_f32"), bf16("amp_bf16"), fp16("amp_fp16");
   std::string out;
   ASSERT_EQ(run(kSmall + " --max-steps 4 --out " + f32, &out), 0) << out;
   ASSERT_EQ(run(kSmall + " --max-steps 4 --amp bf16 --out " + bf16, &out), 0) << out;
@@ -223,7 +215,7 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
   // step reads unscaled gradients: the norms and the next losses are f32's, to f16's
   // precision. (Adam's update hardly depends on the gradients' scale, so the norm is
   // what would show a missing unscale.)
-  const std::string fp16_small = temp_dir("amp_fp16_small"), f32_const = temp_dir("amp_f32_const");
+  const ScratchDir fp16_small("amp_fp16_small"), f32_const("amp_f32_const");
   const std::string flags = kSmall + " --max-steps 3 --schedule constant --lr 1e-3";
   ASSERT_EQ(run(flags + " --amp fp16 --loss-scale 4 --out " + fp16_small, &out), 0) << out;
   EXPECT_EQ(out.find("skipped"), std::string::npos) << out;
@@ -244,7 +236,7 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
 // machine on the GPU): the same losses as the CPU run, step for step; bf16 runs too.
 TEST(Train, TheCudaRunGivesTheCpuRunsLosses) {
   REQUIRE_GPU();
-  const std::string cpu = temp_dir("dev_cpu"), gpu = temp_dir("dev_cuda"), amp = temp_dir("dev_cuda_bf16");
+  const ScratchDir cpu("dev_cpu"), gpu("dev_cuda"), amp("dev_cuda_bf16");
   const std::string common = " --synthetic 32 --model atto --img-size 32 --batch 8 --max-steps 3 --workers 2 --log-every 100";
   std::string out;
   ASSERT_EQ(run(common + " --device cpu --out " + cpu, &out), 0) << out;
@@ -263,7 +255,7 @@ TEST(Train, TheCudaRunGivesTheCpuRunsLosses) {
 
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
   REQUIRE_FER2013();
-  const std::string d = temp_dir("corrupt");
+  const ScratchDir d("corrupt");
   for (const std::string split : {"train", "val", "test"})
     for (const std::string& l : fer2013_labels()) {
       fs::create_directories(d + "/" + split + "/" + l);
@@ -293,14 +285,14 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
 }
 
 TEST(Train, ANonFiniteLossStopsTheRunNamingTheStepAndCheckpoint) {
-  const std::string d = temp_dir("nan");
+  const ScratchDir d("nan");
   std::string out;
   EXPECT_EQ(run(kSmall + " --lr 1e30 --schedule constant --clip 0 --max-steps 6 --out " + d, &out), 1) << out;
   EXPECT_NE(out.find("at step 2; stopping. The last good checkpoint is (none yet)"), std::string::npos) << out;
 }
 
 TEST(Train, BenchmarkReportsSpeedDataWaitAndMemory) {
-  const std::string d = temp_dir("bench");
+  const ScratchDir d("bench");
   std::string out;
   ASSERT_EQ(run(" --benchmark 6 --model atto --img-size 32 --batch 8 --device cpu --workers 2 --out " + d, &out), 0) << out;
   EXPECT_NE(out.find("benchmark: 6 steps of batch 8 at 32 x 32 on cpu: "), std::string::npos) << out;
@@ -310,7 +302,7 @@ TEST(Train, BenchmarkReportsSpeedDataWaitAndMemory) {
 }
 
 TEST(Train, CtrlCSavesALoadableCheckpoint) {
-  const std::string d = temp_dir("interrupt");
+  const ScratchDir d("interrupt");
   const pid_t pid = fork();
   if (pid == 0) {
     const std::string out = d + "/run";
@@ -336,7 +328,7 @@ TEST(Train, CtrlCSavesALoadableCheckpoint) {
 
 TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
   REQUIRE_REFERENCE_TORCH();
-  const std::string d = temp_dir("overfit");
+  const ScratchDir d("overfit");
   EmoNeXt model(convnext_size("atto"), 7, 48);
   Generator gen(31);
   init_weights(model, gen);
@@ -382,7 +374,7 @@ TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
 // validation accuracy within CI's 12 minutes on 2 cores (ctest TIMEOUT 720).
 TEST(TrainFer2013, ShortCpuRunReachesThirtyFivePercent) {
   REQUIRE_FER2013();
-  const std::string d = temp_dir("fer_ci");
+  const ScratchDir d("fer_ci");
   const auto t0 = std::chrono::steady_clock::now();
   std::string out;
   ASSERT_EQ(run("--data " + fer2013_dir() + " " + EMONEXT_CI_RUN_FLAGS + " --out " + d, &out), 0) << out;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -58,6 +59,34 @@ inline std::string run_command(const std::string& cmd, int* code) {
   *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return out;
 }
+
+// A folder of the test's own under gtest's TempDir (TEST_TMPDIR, else /tmp), named
+// emonext_<name>_<pid> so that tests running side by side never share one, emptied when
+// made and removed with everything in it when the object goes. Set
+// EMONEXT_KEEP_TEST_FILES=1 to keep it for a post-mortem.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name)
+      : path_(::testing::TempDir() + "/emonext_" + name + "_" + std::to_string(::getpid())) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;  // a destructor must not throw; a leftover folder is harmless
+    if (!std::getenv("EMONEXT_KEEP_TEST_FILES")) std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  // Reads as the path it names: dir + "/file", "--out " + dir, f(dir).
+  const std::string& path() const { return path_; }
+  operator const std::string&() const { return path_; }
+  friend std::string operator+(const ScratchDir& d, const std::string& s) { return d.path_ + s; }
+  friend std::string operator+(const std::string& s, const ScratchDir& d) { return s + d.path_; }
+
+ private:
+  std::string path_;
+};
 
 // Runs f, expects emonext::Error, and returns its message.
 template <class F>
