@@ -14,6 +14,8 @@
 // - warps of 32 lanes: shuffles, votes and __syncwarp exchange through a
 //   per-warp slot array between two warp barriers, honouring the lane mask.
 // - atomics: fibers switch only at barriers, so a plain read-modify-write is atomic.
+// - device memory: real heap blocks (runtime.cpp), 0xFF-filled when allocated, so a
+//   read of global memory nobody wrote shows up as NaN too.
 // What it does not play: timing, the memory model beyond barriers and atomics,
 // tensor-core instructions, bounds checks on __shared__ arrays (ASan skips
 // variables in named sections; global memory is real heap and is checked).

@@ -105,9 +105,13 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) { *pool = &g_p
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
 
 // ---- memory: real heap blocks ----
+// Filled with 0xFF bytes, as shared memory is: a GPU's fresh memory holds whatever was
+// there before, so a kernel that reads memory nobody wrote gets NaN here, not zeros.
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
   *p = std::malloc(bytes == 0 ? 1 : bytes);
-  return *p ? cudaSuccess : record(cudaErrorMemoryAllocation);
+  if (!*p) return record(cudaErrorMemoryAllocation);
+  std::memset(*p, 0xFF, bytes);
+  return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) { return cudaMallocAsync(p, bytes, nullptr); }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return cudaSuccess; }
