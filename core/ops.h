@@ -128,16 +128,26 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
                   bool training, double momentum = 0.1, double eps = 1e-5);
 
 // ---- optimizer updates: in place, not recorded ----
-// One AdamW step on `param` with its gradient and moments (all of one shape, dtype and
-// device; param and the moments contiguous), in one pass: torch.optim.AdamW's formula and
+// One AdamW step on a list of parameters, each with its gradient and moments (of its
+// shape; all of one dtype and device; params and moments contiguous): one pass over
+// each, a few kernel launches for the whole list. torch.optim.AdamW's formula and
 // order (kernels/ops.h, adamw_apply) for optimiser step t >= 1, on the gradient times
-// grad_scale (gradient clipping's factor, applied here rather than in a pass of its own).
-// weight_decay 0 exempts the parameter. Refused while grad mode is on and param requires grad.
+// grad_scale (gradient clipping's factor, applied here rather than in a pass of its
+// own). Parameters with decay false skip the weight decay. Checked before anything
+// changes; refused while grad mode is on and a param requires grad.
 struct AdamWHyper {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
   int64_t t = 1;
   double grad_scale = 1;
 };
+struct AdamWParam {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor *exp_avg, *exp_avg_sq;
+  bool decay = true;
+};
+void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h);
+// The same for one parameter.
 void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h);
 
 // ---- random fills from a counter-based generator: the same numbers on every backend ----

@@ -1,6 +1,7 @@
 // sum, mean and max over dims. A reduction over several dims runs as one
 // kernel call per dim (innermost first) on a contiguous [outer, r, inner] block.
-// sum_squares: one pass per tensor, for gradient norms.
+// sum_squares: one pass over each tensor of a list, a few launches for the list,
+// for gradient norms.
 #include <algorithm>
 
 #include "core/autograd.h"
@@ -108,13 +109,14 @@ Tensor sum_squares(const std::vector<Tensor>& tensors) {
   check_floating("sum_squares", first);
   for (const Tensor& t : tensors) check_same("sum_squares", first, t);
   const DType acc = first.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  Tensor out = Tensor::zeros({int64_t(tensors.size())}, acc, first.device());
-  const size_t bytes = dtype_size(acc);
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    if (tensors[i].numel() == 0) continue;  // its slot stays 0
-    const Tensor t = tensors[i].contiguous();
-    EMONEXT_KERNEL(t.device(), sum_squares, static_cast<char*>(out.data_ptr()) + i * bytes, t.data_ptr(), t.dtype(), t.numel());
+  std::vector<Tensor> alive;  // contiguous copies where needed, until the kernels have read them
+  std::vector<kernels::TensorSpan> spans;
+  for (const Tensor& t : tensors) {
+    alive.push_back(t.contiguous());
+    spans.push_back({alive.back().data_ptr(), t.numel()});
   }
+  Tensor out = Tensor::empty({int64_t(tensors.size())}, acc, first.device());
+  EMONEXT_KERNEL(first.device(), sum_squares, out.data_ptr(), spans, first.dtype());
   return out;
 }
 

@@ -4,6 +4,7 @@
 // dtypes and devices first; kernels assume valid arguments.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "kernels/view.h"
@@ -51,17 +52,32 @@ struct Pool {
   int64_t n = 0, h = 0, w = 0, c = 0, k = 2, stride = 2, ho = 0, wo = 0;
 };
 
-// One AdamW step (kernels/ops.h, adamw_apply) over n contiguous elements of a
-// parameter, its gradient and its two moments; p, m and v are updated in place.
+// Multi-tensor kernels take a list of tensors and do them all in as few launches as
+// they can (a few for a whole model's parameters, where one per tensor took ~150):
+// each tensor is n contiguous elements of the list's one dtype.
+struct TensorSpan {
+  const void* data = nullptr;
+  int64_t n = 0;
+};
+
+// One AdamW step (kernels/ops.h, adamw_apply) on a list of parameters: p, m and v are
+// updated in place from g; decay is the parameter's own 1 - lr * weight_decay.
+struct AdamWTensor {
+  void *p = nullptr, *m = nullptr, *v = nullptr;
+  const void* g = nullptr;
+  int64_t n = 0;
+  double decay = 1;
+};
+// The scalars the whole list shares.
 struct AdamWStep {
   DType dtype = DType::F32;
-  int64_t n = 0;
-  double grad_scale = 1, decay = 1, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, bias2_sqrt = 1, neg_step_size = 0;
+  double grad_scale = 1, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, bias2_sqrt = 1, neg_step_size = 0;
 };
-// The step's scalars in the accumulation type A, as both backends hand them to adamw_apply.
+// The step's scalars for one parameter in the accumulation type A, as both backends
+// hand them to adamw_apply.
 template <class A>
-AdamWScalars<A> adamw_scalars(const AdamWStep& a) {
-  return {A(a.grad_scale), A(a.decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps), A(a.bias2_sqrt),
+AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
+  return {A(a.grad_scale), A(decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps), A(a.bias2_sqrt),
           A(a.neg_step_size)};
 }
 
@@ -79,9 +95,9 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a) {
   /* reduce.{cpp,cu}: contiguous [outer, r, inner] -> [outer, inner] */                            \
   void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, int64_t r,      \
               int64_t inner, Stream s);                                                            \
-  /* the sum of squares of n contiguous values, written to *out in the accumulation type */        \
-  /* (f32 for f32, bf16 and f16; f64 for f64): a gradient's part of the norm. Fixed order */       \
-  void sum_squares(void* out, const void* in, DType dtype, int64_t n, Stream s);                    \
+  /* out[i] = the sum of squares of tensor i of the list, in the accumulation type (f32 for */     \
+  /* f32, bf16 and f16; f64 for f64): the gradients' parts of the norm. Fixed order */              \
+  void sum_squares(void* out, const std::vector<TensorSpan>& in, DType dtype, Stream s);           \
   /* softmax.{cpp,cu}: over the last dim of contiguous [rows, cols] */                             \
   void softmax_forward(bool log, void* out, const void* in, DType dtype, int64_t rows,            \
                        int64_t cols, Stream s);                                                    \
@@ -127,7 +143,7 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a) {
   void max_pool_forward(const Pool& p, void* out, int64_t* argmax, const void* x, Stream s);      \
   void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* argmax, Stream s);\
   /* optim.{cpp,cu}: one read of p, m, v and g, one write of p, m and v */                        \
-  void adamw_step(const AdamWStep& a, void* p, void* m, void* v, const void* g, Stream s);
+  void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream s);
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

@@ -5,6 +5,7 @@
 // against PyTorch's own AdamW.)
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -117,6 +118,35 @@ TEST(Optim, AdamWUpdateRefusesBadArguments) {
   NoGradGuard no_grad;
   adamw_update_(learnt, Tensor::ones({4}), m, v, {});  // allowed with grad mode off
   EXPECT_LT(learnt.to_vector()[0], 0.0);
+}
+
+// The list form (what AdamW::step calls; its chunks cross tensors) gives each parameter
+// the bits that a call of its own gives, decay exemptions included; a bad entry
+// anywhere in the list is refused before any parameter changes.
+TEST(Optim, AdamWUpdateOfAListEqualsOneCallPerParameter) {
+  Generator gen(9);
+  const std::vector<int64_t> sizes = {3, 40000, 0, 17, 70001, 1};
+  std::vector<std::array<Tensor, 4>> a, b;  // p, g, m, v
+  for (int64_t n : sizes) {
+    a.push_back({randn({n}, gen), randn({n}, gen, 0, 0.1), randn({n}, gen, 0, 0.01), rand({n}, gen, 0, 1e-4)});
+    b.push_back({a.back()[0].clone(), a.back()[1], a.back()[2].clone(), a.back()[3].clone()});
+  }
+  const AdamWHyper h{1e-2, 0.9, 0.99, 1e-8, 0.1, 4, 0.5};
+  std::vector<AdamWParam> list;
+  for (size_t i = 0; i < sizes.size(); ++i) list.push_back({&a[i][0], &a[i][1], &a[i][2], &a[i][3], i % 2 == 0});
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    AdamWHyper own = h;
+    own.weight_decay = i % 2 == 0 ? h.weight_decay : 0.0;
+    adamw_update_(b[i][0], b[i][1], b[i][2], b[i][3], own);
+  }
+  adamw_update_(list, h);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (size_t k : {0, 2, 3}) EXPECT_EQ(a[i][k].to_vector(), b[i][k].to_vector()) << "parameter " << i << " tensor " << k;
+  const std::vector<double> before = a[0][0].to_vector();
+  Tensor wrong = Tensor::zeros({5});
+  list[3].grad = &wrong;
+  EXPECT_NE(error_of([&] { adamw_update_(list, h); }).find("does not match the parameter"), std::string::npos);
+  EXPECT_EQ(a[0][0].to_vector(), before) << "the first parameter changed although the list was refused";
 }
 
 TEST(Optim, ClippingScalesToTheMaximumNormAndReportsTheNormBefore) {

@@ -20,13 +20,14 @@ AdamW::AdamW(Module& model, Options o) : o_(o), params_(model.named_parameters()
 void AdamW::step(double lr, double grad_scale) {
   NoGradGuard no_grad;
   ++t_;
+  std::vector<Tensor> grads;
+  grads.reserve(params_.size());  // the list below points into it
+  std::vector<AdamWParam> list;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor& p = *params_[i].tensor;
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    adamw_update_(p, g, m_[i], v_[i],  // one pass per parameter
-                  {lr, o_.beta1, o_.beta2, o_.eps, decay_[i] ? o_.weight_decay : 0.0, t_, grad_scale});
+    grads.push_back(params_[i].tensor->grad());
+    if (grads.back().defined()) list.push_back({params_[i].tensor, &grads.back(), &m_[i], &v_[i], decay_[i]});
   }
+  adamw_update_(list, {lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, t_, grad_scale});  // a few launches in all
 }
 
 std::vector<std::pair<std::string, Tensor*>> AdamW::state() {

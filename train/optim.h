@@ -11,7 +11,8 @@ namespace emonext {
 
 // AdamW (Loshchilov & Hutter), PyTorch's formula: p -= lr * wd * p (decoupled), then
 // m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps),
-// one fused pass per parameter (adamw_update_ in core/ops.h).
+// one fused pass per parameter, a few kernel launches for the whole model
+// (adamw_update_ in core/ops.h).
 class AdamW {
  public:
   struct Options {

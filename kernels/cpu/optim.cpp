@@ -1,27 +1,32 @@
-// The optimizer's fused update (CPU): AdamW on one parameter in one pass over
-// p, m, v and g, where the op-by-op form read and wrote them some 35 times.
+// The optimizer's fused update (CPU): AdamW on every parameter of a list in one
+// pass over p, m, v and g, where the op-by-op form read and wrote them some 35
+// times, and one parallel loop over the whole list's chunks (multi_tensor.h).
 // The formula is kernels/ops.h's adamw_apply, shared with the CUDA twin.
 #include "kernels/cpu/cpu_types.h"
-#include "kernels/cpu/strided_loop.h"
+#include "kernels/cpu/multi_tensor.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
 namespace emonext::kernels::cpu {
 
-void adamw_step(const AdamWStep& a, void* p, void* m, void* v, const void* g, Stream) {
+void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream) {
   dispatch_floating<Types>(a.dtype, "adamw_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const AdamWScalars<A> s = adamw_scalars<A>(a);
-    T *pp = static_cast<T*>(p), *pm = static_cast<T*>(m), *pv = static_cast<T*>(v);
-    const T* pg = static_cast<const T*>(g);
-#pragma omp parallel for schedule(static) if (a.n > kChunk)
-    for (int64_t i = 0; i < a.n; ++i) {
-      A pi = load(pp[i]), mi = load(pm[i]), vi = load(pv[i]);
-      adamw_apply<A>(pi, mi, vi, load(pg[i]), s);
-      pp[i] = store<T>(pi);
-      pm[i] = store<T>(mi);
-      pv[i] = store<T>(vi);
+    const std::vector<TensorChunk> chunks = tensor_chunks(tensors.size(), 1 << 14, [&](size_t i) { return tensors[i].n; });
+#pragma omp parallel for schedule(static) if (chunks.size() > 1)
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      const AdamWTensor& x = tensors[chunks[c].tensor];
+      const AdamWScalars<A> s = adamw_scalars<A>(a, x.decay);
+      T *p = static_cast<T*>(x.p), *m = static_cast<T*>(x.m), *v = static_cast<T*>(x.v);
+      const T* g = static_cast<const T*>(x.g);
+      for (int64_t i = chunks[c].first; i < chunks[c].last; ++i) {
+        A pi = load(p[i]), mi = load(m[i]), vi = load(v[i]);
+        adamw_apply<A>(pi, mi, vi, load(g[i]), s);
+        p[i] = store<T>(pi);
+        m[i] = store<T>(mi);
+        v[i] = store<T>(vi);
+      }
     }
   });
 }

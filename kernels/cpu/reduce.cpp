@@ -4,13 +4,14 @@
 // block row by row, in fixed chunks of rows whose partial sums are then added in
 // chunk order: every read is sequential, and the bits do not depend on the
 // number of threads. sum_squares (the gradient norm) works the same way on blocks
-// of a flat tensor.
+// of each tensor of a list.
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
+#include "kernels/cpu/multi_tensor.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -49,33 +50,33 @@ void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner) {
 
 }  // namespace
 
-// Blocks of 2^14 values, each summed in four interleaved double accumulators (no
-// long dependency chain), then the blocks in order: the bits do not depend on the
-// number of threads.
-void sum_squares(void* out, const void* in, DType dtype, int64_t n, Stream) {
+// Each tensor in blocks of 2^14 values, each block summed in four interleaved double
+// accumulators (no long dependency chain), all the list's blocks in one parallel
+// loop; then each tensor's blocks in order: the bits do not depend on the number of
+// threads.
+void sum_squares(void* out, const std::vector<TensorSpan>& in, DType dtype, Stream) {
   dispatch_floating<Types>(dtype, "sum_squares", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const T* x = static_cast<const T*>(in);
-    constexpr int64_t kBlock = 1 << 14;
-    const int64_t blocks = (n + kBlock - 1) / kBlock;
-    std::vector<double> part(size_t(blocks), 0.0);
-#pragma omp parallel for schedule(static) if (blocks > 1)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t first = b * kBlock, last = std::min(n, first + kBlock);
+    const std::vector<TensorChunk> blocks = tensor_chunks(in.size(), 1 << 14, [&](size_t i) { return in[i].n; });
+    std::vector<double> part(blocks.size(), 0.0);
+#pragma omp parallel for schedule(static) if (blocks.size() > 1)
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      const T* x = static_cast<const T*>(in[blocks[b].tensor].data);
+      const int64_t last = blocks[b].last;
       double acc[4] = {0, 0, 0, 0};
-      int64_t i = first;
+      int64_t i = blocks[b].first;
       for (; i + 4 <= last; i += 4)
         for (int k = 0; k < 4; ++k) {
           const double v = double(load(x[i + k]));
           acc[k] += v * v;
         }
       for (; i < last; ++i) acc[0] += double(load(x[i])) * double(load(x[i]));
-      part[size_t(b)] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      part[b] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     }
-    double total = 0;
-    for (double p : part) total += p;
-    *static_cast<A*>(out) = A(total);
+    std::vector<double> total(in.size(), 0.0);
+    for (size_t b = 0; b < blocks.size(); ++b) total[blocks[b].tensor] += part[b];
+    for (size_t i = 0; i < in.size(); ++i) static_cast<A*>(out)[i] = A(total[i]);
   });
 }
 

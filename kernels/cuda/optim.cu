@@ -1,10 +1,12 @@
-// The optimizer's fused update (CUDA): AdamW on one parameter in one pass over
-// p, m, v and g (28 bytes per f32 element), one launch per parameter where the
-// op-by-op form took some 15 launches and 35 passes. A thread moves 16-byte
-// packs when every pointer allows; the formula is kernels/ops.h's adamw_apply,
-// shared with the CPU twin.
+// The optimizer's fused update (CUDA): AdamW on every parameter of a list in one
+// pass over p, m, v and g (28 bytes per f32 element) and a few launches for the
+// whole model (kernels/cuda/multi_tensor.cuh), where the op-by-op form took some
+// 15 launches and 35 passes per parameter. A thread moves 16-byte packs when
+// every pointer allows; the formula is kernels/ops.h's adamw_apply, shared with
+// the CPU twin.
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/multi_tensor.cuh"
 #include "kernels/cuda/pack.cuh"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
@@ -14,13 +16,18 @@ namespace emonext::kernels::cuda {
 namespace {
 
 constexpr unsigned kThreads = 256;
+constexpr int64_t kChunk = 16384;  // elements per block: 64 per thread
 
-// Elements [first, n) as packs of V (n - first a multiple of V, or V = 1).
+// p, m, v, g per parameter; extra: its decay, 1 - lr * weight_decay.
+using AdamWChunks = TensorChunks<4, 36, 320, double>;
+
+// Elements [first, last) of one parameter: packs of V from first (a multiple of V),
+// then the rest one by one.
 template <class T, int V>
-__global__ void adamw_kernel(T* p, T* m, T* v, const T* g, int64_t first, int64_t n, AdamWScalars<acc_t<T>> s) {
+__device__ void adamw_range(T* p, T* m, T* v, const T* g, int64_t first, int64_t last, const AdamWScalars<acc_t<T>>& s) {
   using A = acc_t<T>;
-  for (int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; k < (n - first) / V; k += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t i = first + k * V;
+  const int64_t packed_end = first + (last - first) / V * V;
+  for (int64_t i = first + int64_t(threadIdx.x) * V; i < packed_end; i += int64_t(blockDim.x) * V) {
     Pack<T, V> pp = load_pack<V>(p + i), pm = load_pack<V>(m + i), pv = load_pack<V>(v + i);
     const Pack<T, V> pg = load_pack<V>(g + i);
 #pragma unroll
@@ -35,21 +42,48 @@ __global__ void adamw_kernel(T* p, T* m, T* v, const T* g, int64_t first, int64_
     store_pack<V>(m + i, pm);
     store_pack<V>(v + i, pv);
   }
+  for (int64_t i = packed_end + threadIdx.x; i < last; i += blockDim.x) {
+    A pe = load(p[i]), me = load(m[i]), ve = load(v[i]);
+    adamw_apply<A>(pe, me, ve, load(g[i]), s);
+    p[i] = store<T>(pe);
+    m[i] = store<T>(me);
+    v[i] = store<T>(ve);
+  }
+}
+
+// A block per (parameter, chunk) of the launch's map.
+template <class T, int V>
+__global__ void adamw_kernel(AdamWChunks c, AdamWScalars<acc_t<T>> s) {
+  const int t = c.tensor_of_block[blockIdx.x];
+  const int64_t first = int64_t(c.chunk_of_block[blockIdx.x]) * kChunk;
+  const int64_t last = first + kChunk < c.n[t] ? first + kChunk : c.n[t];
+  s.decay = acc_t<T>(c.extra[t]);
+  adamw_range<T, V>(static_cast<T*>(c.ptr[0][t]), static_cast<T*>(c.ptr[1][t]), static_cast<T*>(c.ptr[2][t]),
+                    static_cast<const T*>(c.ptr[3][t]), first, last, s);
 }
 
 }  // namespace
 
-void adamw_step(const AdamWStep& a, void* p, void* m, void* v, const void* g, Stream st) {
+void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream st) {
   dispatch_floating<Types>(a.dtype, "adamw_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const AdamWScalars<A> s = adamw_scalars<A>(a);
-    T *pp = static_cast<T*>(p), *pm = static_cast<T*>(m), *pv = static_cast<T*>(v);
-    const T* pg = static_cast<const T*>(g);
-    constexpr int V = kPackSize<T>;
-    const int64_t packed = aligned16({pp, pm, pv, pg}) ? a.n / V * V : 0;
-    EMONEXT_LAUNCH((adamw_kernel<T, V>), blocks_for(packed / V, kThreads), kThreads, 0, st, pp, pm, pv, pg, 0, packed, s);
-    EMONEXT_LAUNCH((adamw_kernel<T, 1>), blocks_for(a.n - packed, kThreads), kThreads, 0, st, pp, pm, pv, pg, packed, a.n, s);
+    const AdamWScalars<A> s = adamw_scalars<A>(a, 1.0);  // each parameter's decay comes with it
+    bool packs = true;  // chunks start at multiples of kChunk, so aligned bases suffice
+    for (const AdamWTensor& x : tensors) packs = packs && aligned16({x.p, x.m, x.v, x.g});
+    auto fill = [&](AdamWChunks& c, int slot, size_t i) {
+      const AdamWTensor& x = tensors[i];
+      c.ptr[0][slot] = x.p;
+      c.ptr[1][slot] = x.m;
+      c.ptr[2][slot] = x.v;
+      c.ptr[3][slot] = const_cast<void*>(x.g);  // read only
+      c.extra[slot] = x.decay;
+      return x.n;
+    };
+    launch_over_chunks<AdamWChunks>(tensors.size(), kChunk, fill, [&](const AdamWChunks& c, int blocks) {
+      if (packs) EMONEXT_LAUNCH((adamw_kernel<T, kPackSize<T>>), unsigned(blocks), kThreads, 0, st, c, s);
+      else EMONEXT_LAUNCH((adamw_kernel<T, 1>), unsigned(blocks), kThreads, 0, st, c, s);
+    });
   });
 }
 

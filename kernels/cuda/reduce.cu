@@ -4,14 +4,15 @@
 // H x W, [N, H*W, C]): r is cut into chunks of 32 and a thread per (outer, chunk,
 // pack of inner) walks its chunk with 16-byte loads, then partials.cuh combines the
 // chunks; short r: one thread per output walking r. Fixed order throughout: the
-// same bits every run. sum_squares (the gradient norm) cuts a flat tensor into
-// blocks the same way.
+// same bits every run. sum_squares (the gradient norm) cuts each tensor of a list
+// into blocks the same way, the whole list in a few launches.
 #include <algorithm>
 #include <cmath>
 
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/multi_tensor.cuh"
 #include "kernels/cuda/pack.cuh"
 #include "kernels/cuda/partials.cuh"
 #include "kernels/cuda/workspace.cuh"
@@ -81,16 +82,22 @@ __global__ void reduce_column_chunks_kernel(ReduceOp op, acc_t<T>* part, const T
   }
 }
 
-// Sum of squares: a block per 8192 values (256 threads, 16-byte packs where the
-// pointer allows) writes its block sum to part[block]; partials.cuh adds the blocks
-// in order (a tensor of one block writes its result directly).
+// Sum of squares of a list of tensors (multi_tensor.cuh): a block per chunk of 8192
+// values (256 threads, 16-byte packs where every pointer allows) writes the chunk's
+// sum to part[tensor * max_chunks + chunk]; the block of a tensor's last chunk also
+// zeroes the slots after it, so that partials.cuh can add each tensor's max_chunks
+// slots in order (adding zeros changes no bits of these non-negative sums).
 constexpr int64_t kSquaresPerBlock = 8192;
+using SquaresChunks = TensorChunks<1, 96, 320, char>;
 
 template <class T, int V>
-__global__ void sum_squares_kernel(acc_t<T>* part, const T* in, int64_t n) {
+__global__ void sum_squares_kernel(acc_t<T>* part, int64_t max_chunks, SquaresChunks c) {
   using A = acc_t<T>;
   __shared__ A shared[32];
-  const int64_t first = int64_t(blockIdx.x) * kSquaresPerBlock;
+  const int t = c.tensor_of_block[blockIdx.x];
+  const int64_t chunk = c.chunk_of_block[blockIdx.x], n = c.n[t];
+  const T* in = static_cast<const T*>(c.ptr[0][t]);
+  const int64_t first = chunk * kSquaresPerBlock;
   const int64_t last = first + kSquaresPerBlock < n ? first + kSquaresPerBlock : n;
   const int64_t packed_end = first + (last - first) / V * V;
   A acc = 0;
@@ -101,29 +108,42 @@ __global__ void sum_squares_kernel(acc_t<T>* part, const T* in, int64_t n) {
   }
   for (int64_t i = packed_end + threadIdx.x; i < last; i += blockDim.x) acc += load(in[i]) * load(in[i]);
   acc = block_reduce<A, false>(acc, shared);
-  if (threadIdx.x == 0) part[blockIdx.x] = acc;
+  A* slots = part + int64_t(c.index[t]) * max_chunks;
+  if (threadIdx.x == 0) slots[chunk] = acc;
+  if (last == n)
+    for (int64_t k = chunk + 1 + threadIdx.x; k < max_chunks; k += blockDim.x) slots[k] = A(0);
 }
 
 }  // namespace
 
-void sum_squares(void* out, const void* in, DType dtype, int64_t n, Stream s) {
+void sum_squares(void* out, const std::vector<TensorSpan>& in, DType dtype, Stream s) {
   dispatch_floating<Types>(dtype, "sum_squares", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const T* x = static_cast<const T*>(in);
-    const int64_t blocks = (n + kSquaresPerBlock - 1) / kSquaresPerBlock;
-    constexpr int V = kPackSize<T>;
-    auto launch_blocks = [&](A* part) {
-      if (aligned16({in})) EMONEXT_LAUNCH((sum_squares_kernel<T, V>), unsigned(blocks), kThreads, 0, s, part, x, n);
-      else EMONEXT_LAUNCH((sum_squares_kernel<T, 1>), unsigned(blocks), kThreads, 0, s, part, x, n);
-    };
-    if (blocks <= 1) {
-      launch_blocks(static_cast<A*>(out));
-      return;
+    int64_t max_chunks = 1;
+    bool packs = true;
+    for (const TensorSpan& x : in) {
+      max_chunks = std::max(max_chunks, (x.n + kSquaresPerBlock - 1) / kSquaresPerBlock);
+      packs = packs && aligned16({x.data});
     }
-    Workspace part(size_t(blocks) * sizeof(A));
-    launch_blocks(part.as<A>());
-    sum_partials<A, false>(static_cast<A*>(out), part.as<A>(), 1, blocks, 1, s);
+    const int64_t count = int64_t(in.size());
+    // One chunk per tensor at most: the chunk sums are the results.
+    Workspace part(max_chunks > 1 ? size_t(count * max_chunks) * sizeof(A) : 0);
+    A* slots = max_chunks > 1 ? part.as<A>() : static_cast<A*>(out);
+    // An empty tensor has no block to write its slots: start from zeros then.
+    bool any_empty = false;
+    for (const TensorSpan& x : in) any_empty = any_empty || x.n == 0;
+    if (any_empty)
+      EMONEXT_CUDA_CHECK(cudaMemsetAsync(slots, 0, size_t(count * max_chunks) * sizeof(A), static_cast<cudaStream_t>(s)));
+    auto fill = [&](SquaresChunks& c, int slot, size_t i) {
+      c.ptr[0][slot] = const_cast<void*>(in[i].data);  // read only
+      return in[i].n;
+    };
+    launch_over_chunks<SquaresChunks>(in.size(), kSquaresPerBlock, fill, [&](const SquaresChunks& c, int blocks) {
+      if (packs) EMONEXT_LAUNCH((sum_squares_kernel<T, kPackSize<T>>), unsigned(blocks), kThreads, 0, s, slots, max_chunks, c);
+      else EMONEXT_LAUNCH((sum_squares_kernel<T, 1>), unsigned(blocks), kThreads, 0, s, slots, max_chunks, c);
+    });
+    if (max_chunks > 1) sum_partials<A, false>(static_cast<A*>(out), slots, count, max_chunks, 1, s);
   });
 }
 

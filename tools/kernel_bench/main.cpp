@@ -11,7 +11,8 @@
 // depthwise convolution, naive one-thread-per-output kernels for the rest; the
 // fraction of the device's copy bandwidth uses a device-to-device copy measured
 // here. CPU: the engine's CPU kernels against plain single-threaded loops. Both: the
-// fused AdamW update against the same update op by op.
+// fused AdamW update against the same update op by op, and the multi-tensor update of
+// a whole model's parameters against one call per parameter.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -29,6 +30,7 @@
 #include "core/backend.h"
 #include "core/ops.h"
 #include "kernels/cuda/cudnn_conv.h"
+#include "models/emonext.h"
 #include "tools/cli.h"
 #include "tools/kernel_bench/baselines.h"
 
@@ -168,6 +170,36 @@ Case adamw_case(const Data& d, Buffers& keep) {
           [=] { return std::max({max_error(*p, *pb), max_error(*m, *mb), max_error(*v, *vb)}); }};
 }
 
+// The optimiser's update on a whole model's parameters, EmoNeXt-atto's 154 shapes (3.73 M
+// values; f32): the multi-tensor update of the list, a few launches on a GPU, beside the
+// same fused kernel called once per parameter. What a GPU launch costs shows here.
+Case adamw_model_case(Device dev, Buffers& keep) {
+  Generator gen(4);
+  EmoNeXt shapes(convnext_size("atto"), 7, 48);
+  auto list = std::make_shared<std::vector<AdamWParam>>(), each = std::make_shared<std::vector<AdamWParam>>();
+  double n = 0;
+  for (const Module::Named& t : shapes.named_parameters()) {
+    const Shape s = t.tensor->shape();
+    const Tensor p0 = randn(s, gen, 0, 1, DType::F32, dev);
+    const Tensor* g = buffer(keep, randn(s, gen, 0, 0.1, DType::F32, dev));
+    for (auto* l : {list.get(), each.get()})
+      l->push_back({buffer(keep, p0.clone()), g, buffer(keep, Tensor::zeros(s, DType::F32, dev)),
+                    buffer(keep, Tensor::zeros(s, DType::F32, dev)), t.tensor->dim() > 1});
+    n += double(p0.numel());
+  }
+  const AdamWHyper h{1e-3, 0.9, 0.999, 1e-8, 0.05, 1};
+  return {"adamw", "atto model", "per tensor", 28 * n, 15 * n, [=] { adamw_update_(*list, h); },
+          [=] {
+            for (const AdamWParam& x : *each) adamw_update_({x}, h);
+          },
+          [=] {
+            double worst = 0;
+            for (size_t i = 0; i < list->size(); ++i)
+              worst = std::max({worst, max_error(*(*list)[i].param, *(*each)[i].param), max_error(*(*list)[i].exp_avg_sq, *(*each)[i].exp_avg_sq)});
+            return worst;
+          }};
+}
+
 // The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
 std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
@@ -231,6 +263,7 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
        [=, &d] { naive_cpu::grid_sample_backward(d.sample, f(*img_outr), f(*dgridr), f(d.dimg), f(d.img), f(d.grid)); },
        [=] { return std::max(max_error(*img_out, *img_outr), max_error(*dgrid, *dgridr)); }},
       adamw_case(d, keep),
+      adamw_model_case(d.x.device(), keep),
   };
   return cases;
 }
@@ -329,6 +362,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
        [=, &d] { naive_gpu::grid_sample_backward(d.sample, dimg_f32->data<float>(), dgridb->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr()); },
        [=] { return std::max(max_error(*img_out, dimg_f32->to(img_out->dtype())), max_error(*dgrid, *dgridb)); }},
       adamw_case(d, keep),
+      adamw_model_case(d.x.device(), keep),
   };
   return cases;
 }
