@@ -24,13 +24,24 @@ std::shared_ptr<Node> edge_of(const Tensor& t) {
   return impl.accumulate;
 }
 
+// Whether g can become a leaf's .grad as it is: nothing else holds it or its storage
+// (run_backward has let go of its own copy), and it is a plain contiguous tensor
+// filling its storage. Then no one can see it change, or change it.
+bool can_take(const Tensor& g) {
+  return g.impl_ptr().use_count() == 1 && g.storage().use_count() == 1 && !g.requires_grad() && g.is_contiguous() &&
+         g.impl().offset == 0 && size_t(g.numel()) * dtype_size(g.dtype()) == g.storage()->bytes();
+}
+
 void accumulate_into_leaf(Node& acc, const Tensor& g) {
   const std::shared_ptr<TensorImpl> leaf = acc.leaf.lock();
   if (!leaf) return;  // the leaf is gone: nobody can read its gradient
   const Tensor t(leaf);
   EMONEXT_CHECK(g.shape() == t.shape(), "backward: gradient ", shape_str(g.shape()), " does not match leaf ", t.str());
-  // A fresh contiguous tensor: the incoming g may be shared with other gradients or be a view.
-  t.set_grad(t.grad().defined() ? add(t.grad(), g) : g.detach().clone());
+  if (t.grad().defined()) t.set_grad(add(t.grad(), g));
+  // The first gradient: taken as it is when it is the backward's own fresh tensor, as
+  // PyTorch's AccumulateGrad does (most are: a parameter's gradient comes out of one
+  // GEMM or reduction); a copy when it may be shared with other gradients or be a view.
+  else t.set_grad(can_take(g) ? g : g.detach().clone());
 }
 }  // namespace
 
@@ -90,10 +101,10 @@ void run_backward(const Tensor& root, const Tensor& grad) {
     Node* node = it->get();
     auto found = grads.find(node);
     if (found == grads.end()) continue;
-    const Tensor g = found->second;
+    const Tensor g = std::move(found->second);
     grads.erase(found);
     if (node->accumulator) {
-      accumulate_into_leaf(*node, g);
+      accumulate_into_leaf(*node, g);  // g is the one reference left unless something else kept it
       continue;
     }
     EMONEXT_CHECK(node->backward, "backward through ", node->name,

@@ -86,7 +86,19 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                   " does not match weight ", shape_str(weight.shape()), " (expected [", weight.size(0), "])");
   Shape out_shape = x.shape();
   out_shape.back() = weight.size(0);
-  Tensor y = matmul(x.reshape({-1, x.size(-1)}), weight.transpose(0, 1));
+  const Tensor x2 = x.reshape({-1, x.size(-1)});
+  Tensor y;
+  {
+    NoGradGuard no_grad;
+    y = matmul(x2, weight.transpose(0, 1));
+  }
+  // Its own backward rather than matmul's through the transpose: the weight's gradient
+  // comes out of one GEMM as g^T x, contiguous in the weight's [out, in] layout, so it
+  // becomes .grad with no copy (through the transpose it was a transposed view).
+  y = record(y, "linear", {x2, weight}, [x2, weight](const Tensor& g) {
+    return std::vector<Tensor>{x2.requires_grad() ? matmul(g, weight) : Tensor(),
+                               weight.requires_grad() ? matmul(g.transpose(0, 1), x2) : Tensor()};
+  });
   if (bias.defined()) y = add(y, bias);
   return y.reshape(out_shape);
 }

@@ -33,6 +33,39 @@ TEST(Autograd, GradientsAccumulateAcrossBackwardCalls) {
   EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{4, 4}));
 }
 
+// A leaf's first gradient is the backward's own tensor when nothing else holds it (no
+// copy, as PyTorch's AccumulateGrad), and a copy when something may: another gradient
+// sharing it, a backward that kept it, the caller's gradient, a view.
+TEST(Autograd, ALeafTakesItsGradientWithoutACopyOnlyWhenNothingElseHoldsIt) {
+  const Tensor x = leaf({1, 2, 3}, {3});
+  enum Hand { Fresh, Kept, ViewOfKept, PartOfAStorage };
+  const void* handed = nullptr;
+  Tensor kept;
+  auto backward_handing = [&](Hand hand) {
+    x.set_grad(Tensor());
+    Tensor y = record(Tensor::zeros({3}), "probe", {x}, [&, hand](const Tensor& g) {
+      Tensor out = hand == PartOfAStorage ? mul(concat({g, g}, 0), 2.0).slice(0, 0, 3) : mul(g, 2.0);
+      if (hand == Kept || hand == ViewOfKept) kept = out;
+      if (hand == ViewOfKept) out = out.reshape({1, 3}).reshape({3});
+      handed = out.data_ptr();
+      return std::vector<Tensor>{out};
+    });
+    sum(y).backward();
+    EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{2, 2, 2})) << hand;
+    return x.grad().data_ptr() == handed;
+  };
+  EXPECT_TRUE(backward_handing(Fresh)) << "a fresh gradient was copied";
+  EXPECT_FALSE(backward_handing(Kept)) << "a gradient the backward kept became .grad";
+  EXPECT_FALSE(backward_handing(ViewOfKept)) << "a view of a kept tensor became .grad";
+  EXPECT_FALSE(backward_handing(PartOfAStorage)) << "part of a larger storage became .grad";
+  // add's backward hands the caller's gradient to both inputs: neither may own it.
+  const Tensor a = leaf({1, 2}, {2}), b = leaf({3, 4}, {2}), seed = Tensor::ones({2});
+  add(a, b).backward(seed);
+  EXPECT_NE(a.grad().data_ptr(), seed.data_ptr());
+  EXPECT_NE(b.grad().data_ptr(), seed.data_ptr());
+  EXPECT_NE(a.grad().data_ptr(), b.grad().data_ptr());
+}
+
 TEST(Autograd, NoGradRecordsNothing) {
   const Tensor x = leaf({1, 2}, {2});
   {
