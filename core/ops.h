@@ -95,6 +95,12 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx = GeluAp
 // (PyTorch's layout; K odd), bias [C] or undefined. Matches
 // F.conv2d(x.permute(0,3,1,2), weight, bias, padding=K//2, groups=C).permute(0,2,3,1).
 Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+// The end of a ConvNeXt block, x + drop_path(gamma * (h + bias)), one kernel each way
+// (op by op: four passes forward, as many backward): x and h [N, H, W, C], bias and gamma
+// [C]. drop_u: drop path's f32 uniform draws [N] (undefined: no drop path); image i is
+// kept, scaled by 1 / keep, when drop_u[i] < keep, and zeroed otherwise.
+Tensor layer_scale_residual(const Tensor& x, const Tensor& h, const Tensor& bias, const Tensor& gamma,
+                            const Tensor& drop_u = Tensor(), double keep = 1);
 // Squeeze-and-excitation: the pool x [N, H, W, C] -> [N, C] (mean over H, W), and the
 // gate y[n,h,w,c] = x[n,h,w,c] * gate[n,c] with a one-pass fused backward.
 Tensor global_avg_pool(const Tensor& x);

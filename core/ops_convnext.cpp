@@ -117,6 +117,45 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   });
 }
 
+Tensor layer_scale_residual(const Tensor& x, const Tensor& h, const Tensor& bias, const Tensor& gamma, const Tensor& drop_u,
+                            double keep) {
+  const char* op = "layer_scale_residual";
+  check_floating(op, x);
+  for (const Tensor* t : {&h, &bias, &gamma}) check_same(op, x, *t);
+  EMONEXT_CHECK(x.dim() == 4 && h.shape() == x.shape(), op, ": x ", shape_str(x.shape()), " and h ", shape_str(h.shape()),
+                " must be one [N, H, W, C] shape");
+  const int64_t n = x.size(0), hw = x.size(1) * x.size(2), c = x.size(3);
+  for (const Tensor* t : {&bias, &gamma})
+    EMONEXT_CHECK((t->shape() == Shape{c}), op, ": bias and gamma must be [", c, "], got ", t->str());
+  const bool drops = drop_u.defined();
+  if (drops) {
+    EMONEXT_CHECK(drop_u.dtype() == DType::F32 && drop_u.device() == x.device() && (drop_u.shape() == Shape{n}), op,
+                  ": drop_u must be f32 [", n, "] on ", x.device().str(), ", got ", drop_u.str());
+    EMONEXT_CHECK(keep > 0 && keep <= 1, op, ": keep must be in (0, 1], got ", keep);
+  }
+  const kernels::LayerScaleResidual p{x.dtype(), n, hw, c, drops ? keep : 1.0};
+  const Tensor xc = x.contiguous(), hc = h.contiguous(), bc = bias.contiguous(), gc = gamma.contiguous();
+  const Tensor uc = drops ? drop_u.contiguous() : Tensor();
+  const float* u = drops ? static_cast<const float*>(uc.data_ptr()) : nullptr;
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (y.numel() > 0) EMONEXT_KERNEL(x.device(), layer_scale_residual_forward, p, y.data_ptr(), xc.data_ptr(), hc.data_ptr(),
+                                    bc.data_ptr(), gc.data_ptr(), u);
+  return record(y, op, {x, h, bias, gamma}, [=](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    Tensor dh = Tensor::empty(hc.shape(), hc.dtype(), hc.device()), db = Tensor::empty({c}, bc.dtype(), bc.device()),
+           dgamma = Tensor::empty({c}, gc.dtype(), gc.device());
+    const float* uu = uc.defined() ? static_cast<const float*>(uc.data_ptr()) : nullptr;
+    if (dy.numel() > 0) {
+      EMONEXT_KERNEL(dy.device(), layer_scale_residual_backward, p, dh.data_ptr(), db.data_ptr(), dgamma.data_ptr(), dy.data_ptr(),
+                     hc.data_ptr(), bc.data_ptr(), gc.data_ptr(), uu);
+    } else {
+      db.zero_();
+      dgamma.zero_();
+    }
+    return Grads{g, dh, db, dgamma};  // the residual passes g on as it is
+  });
+}
+
 Tensor global_avg_pool(const Tensor& x) {
   EMONEXT_CHECK(x.dim() == 4, "global_avg_pool: input must be channels-last [N, H, W, C], got ", x.str());
   return mean(x, {1, 2});

@@ -52,6 +52,16 @@ struct Pool {
   int64_t n = 0, h = 0, w = 0, c = 0, k = 2, stride = 2, ho = 0, wo = 0;
 };
 
+// The end of a ConvNeXt block, x + drop_path(gamma * (h + b)), in one pass, on
+// contiguous [n, hw, c] maps: y = x + (h + b[c]) * gamma[c] * m, where m is image i's
+// drop-path scale (kernels/ops.h, drop_path_scale: 1 / keep when its uniform draw
+// u[i] < keep, else 0; 1 for every image when u is null).
+struct LayerScaleResidual {
+  DType dtype = DType::F32;
+  int64_t n = 0, hw = 0, c = 0;
+  double keep = 1;
+};
+
 // Multi-tensor kernels take a list of tensors and do them all in as few launches as
 // they can (a few for a whole model's parameters, where one per tensor took ~150):
 // each tensor is n contiguous elements of the list's one dtype.
@@ -125,6 +135,14 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
                       Stream s);                                                                   \
   void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s); \
   void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream s);\
+  /* residual.{cpp,cu}: the block's end (dx is g itself: no kernel). Backward: dh = g m gamma, */ \
+  /* db = the column sums of dh, dgamma = the column sums of g m (h + b). Fixed order */           \
+  void layer_scale_residual_forward(const LayerScaleResidual& p, void* y, const void* x,           \
+                                    const void* h, const void* b, const void* gamma,              \
+                                    const float* u, Stream s);                                    \
+  void layer_scale_residual_backward(const LayerScaleResidual& p, void* dh, void* db,             \
+                                     void* dgamma, const void* g, const void* h, const void* b,   \
+                                     const void* gamma, const float* u, Stream s);                \
   /* se.{cpp,cu}: gate y = x * g[n, c] on x [n, hw, c]; backward in one pass over dy and x: */     \
   /* dx = dy * g, dg[n, c] = sum over hw of dy * x */                                              \
   void se_gate_backward(void* dx, void* dg, const void* dy, const void* x, const void* g,         \

@@ -98,6 +98,14 @@ EMONEXT_HD bool compare_apply(CompareOp op, A a, A b) {
   return false;
 }
 
+// Drop path's scale for one image (timm's drop_path, scale_by_keep): 1 / keep when the
+// image's uniform draw u is below keep, else 0; 1 when there are no draws (eval, rate 0).
+template <class A>
+EMONEXT_HD A drop_path_scale(const float* u, int64_t image, double keep) {
+  if (u == nullptr) return A(1);
+  return u[image] < float(keep) ? A(1.0 / keep) : A(0);
+}
+
 // One AdamW step on one element, in place, in PyTorch 1.13's order and rounding
 // (torch/optim/adamw.py, _single_tensor_adamw); the step's scalars are computed
 // once on the host (kernels::AdamWStep) and given here in the accumulation type.

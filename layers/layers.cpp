@@ -69,18 +69,24 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   return batch_norm(x, weight, bias, running_mean, running_var, training(), momentum, eps);
 }
 
-Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen) {
-  if (!training || p <= 0.0) return x;
+Tensor drop_path_draws(int64_t n, double p, bool training, Generator& gen, Device device) {
+  if (!training || p <= 0.0) return Tensor();
   EMONEXT_CHECK(p < 1.0, "drop_path: rate must be below 1, got ", p);
+  NoGradGuard no_grad;
+  return rand({n}, gen, 0.0, 1.0, DType::F32, device);
+}
+
+Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen) {
+  const Tensor u = drop_path_draws(x.size(0), p, training, gen, x.device());
+  if (!u.defined()) return x;
   const double keep = 1.0 - p;
   Shape mask_shape(size_t(x.dim()), 1);
   mask_shape[0] = x.size(0);
-  // floor(keep + u) is 1 with probability keep, as in timm; the mask is a constant.
+  // u < keep has probability keep, as timm's floor(keep + u); the mask is a constant.
   Tensor mask;
   {
     NoGradGuard no_grad;
-    const Tensor u = rand(mask_shape, gen, 0.0, 1.0, DType::F32, x.device());
-    mask = lt(u, Tensor::full({}, keep, DType::F32, x.device())).to(x.dtype()) * (1.0 / keep);
+    mask = lt(u, Tensor::full({}, keep, DType::F32, x.device())).to(x.dtype()).reshape(mask_shape) * (1.0 / keep);
   }
   return x * mask;
 }
@@ -156,8 +162,10 @@ ConvNeXtBlock::ConvNeXtBlock(int64_t c, double rate, Generator* gen_, double lay
 Tensor ConvNeXtBlock::forward(const Tensor& x) const {
   Tensor h = norm.forward(dwconv.forward(x));
   h = bias_gelu(linear(h, pwconv1.weight), pwconv1.bias);  // pwconv1's bias fused into the GELU
-  h = pwconv2.forward(h) * gamma;
-  return x + drop_path(h, drop_path_rate, training(), *gen);
+  // x + drop_path(gamma * pwconv2(h)): pwconv2's bias, the layer scale, drop path and the
+  // residual add in one op.
+  const Tensor draws = drop_path_draws(x.size(0), drop_path_rate, training(), *gen, x.device());
+  return layer_scale_residual(x, linear(h, pwconv2.weight), pwconv2.bias, gamma, draws, 1.0 - drop_path_rate);
 }
 
 }  // namespace emonext

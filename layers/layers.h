@@ -62,6 +62,9 @@ class BatchNorm2d : public Module {
 // branch is zeroed with probability p and the others scaled by 1 / (1 - p), drawing
 // one uniform per sample from gen (timm's drop_path). Identity otherwise.
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
+// The draws drop_path makes for n samples: f32 uniforms [n] on `device` (sample i is
+// kept when its draw is below 1 - p), or undefined when it would be the identity.
+Tensor drop_path_draws(int64_t n, double p, bool training, Generator& gen, Device device);
 
 // Squeeze-and-excitation: pool -> fc.0 (C -> C/r, no bias) -> ReLU -> fc.2 (C/r -> C,
 // no bias) -> sigmoid -> gate the map.

@@ -55,6 +55,11 @@ const std::vector<OpCase>& op_cases() {
       {"dwconv3_no_bias", [](V x) { return depthwise_conv2d(x[0], x[1]); }},
       {"global_avg_pool", [](V x) { return global_avg_pool(x[0]); }},
       {"se_gate", [](V x) { return se_gate(x[0], x[1]); }},
+      {"layer_scale_residual", [](V x) { return layer_scale_residual(x[0], x[1], x[2], x[3]); }},
+      {"layer_scale_residual_drop", [](V x) {  // make_op_fixtures.py's DROP_U: images 0 and 2 kept, 1 dropped
+         const Tensor u = Tensor::from_vector({0.1, 0.95, 0.5}, {3}, DType::F32, x[0].device());
+         return layer_scale_residual(x[0], x[1], x[2], x[3], u, 0.8);
+       }},
       {"conv2d_stn", [](V x) { return conv2d(x[0], x[1], x[2], 1, 0); }},
       {"conv2d_stride_pad", [](V x) { return conv2d(x[0], x[1], x[2], 2, 1); }},
       {"conv2d_patchify", [](V x) { return conv2d(x[0], x[1], Tensor(), 4, 0); }},

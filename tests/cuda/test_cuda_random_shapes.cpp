@@ -127,6 +127,14 @@ const std::vector<ShapeCase>& shape_cases() {
       {"se_stage4", {{{2, 7, 7, 768}}, {{2, 768}}}, [](V x) { return se_gate(x[0], sigmoid(x[1])); }},
       {"se_pool_and_gate_3x3", {{{3, 3, 3, 41}}}, [](V x) { return se_gate(x[0], sigmoid(global_avg_pool(x[0]))); }},
       {"se_map_1x1", {{{1, 1, 1, 41}}, {{1, 41}}}, [](V x) { return se_gate(x[0], x[1]); }},
+      {"layer_scale_residual_stage1", {{{2, 56, 56, 96}}, {{2, 56, 56, 96}}, {{96}}, {{96}}},
+       [](V x) { return layer_scale_residual(x[0], x[1], x[2], x[3]); }},
+      {"layer_scale_residual_stage4_drop", {{{3, 7, 7, 768}}, {{3, 7, 7, 768}}, {{768}}, {{768}}}, [](V x) {
+         const Tensor u = Tensor::from_vector({0.3, 0.9, 0.6}, {3}, DType::F32, x[0].device());  // the second image dropped
+         return layer_scale_residual(x[0], x[1], x[2], x[3], u, 0.75);
+       }},
+      {"layer_scale_residual_c41", {{{2, 3, 3, 41}}, {{2, 3, 3, 41}}, {{41}}, {{41}}},
+       [](V x) { return layer_scale_residual(x[0], x[1], x[2], x[3]); }},
       {"global_avg_pool_stage4", {{{2, 7, 7, 768}}}, [](V x) { return global_avg_pool(x[0]); }},
       {"global_avg_pool_stage1", {{{1, 56, 56, 96}}}, [](V x) { return global_avg_pool(x[0]); }},
       {"global_avg_pool_c41", {{{2, 12, 12, 41}}}, [](V x) { return global_avg_pool(x[0]); }},
@@ -210,8 +218,10 @@ TEST(CudaKernels, ParameterGradientsAreBitwiseReproducible) {
   const Tensor gate = rand({2, 96}, gen, 0, 1, DType::F32, kGpu), dy = randn({2, 14, 14, 96}, gen, 0, 1, DType::F32, kGpu);
   auto grads = [&] {
     std::vector<Tensor> leaves{w.detach().clone().set_requires_grad(), lw.detach().clone().set_requires_grad(),
-                               lb.detach().clone().set_requires_grad(), gate.detach().clone().set_requires_grad()};
-    const Tensor y = se_gate(layer_norm(depthwise_conv2d(x, leaves[0]), leaves[1], leaves[2], 1e-6), leaves[3]);
+                               lb.detach().clone().set_requires_grad(), gate.detach().clone().set_requires_grad(),
+                               lb.detach().clone().set_requires_grad(), lw.detach().clone().set_requires_grad()};  // bias, gamma
+    const Tensor y = layer_scale_residual(x, se_gate(layer_norm(depthwise_conv2d(x, leaves[0]), leaves[1], leaves[2], 1e-6), leaves[3]),
+                                          leaves[4], leaves[5]);
     y.backward(dy);
     std::vector<std::vector<double>> out;
     for (const Tensor& l : leaves) out.push_back(l.grad().to_vector());

@@ -47,6 +47,15 @@ def nhwc(x):
     return x.permute(0, 2, 3, 1)
 
 
+# Drop path's draws for the layer_scale_residual_drop case (tests/op_cases.cpp uses the
+# same): an image is kept, scaled by 1 / keep, when its draw is below keep (compared in f32).
+DROP_U = torch.tensor([0.1, 0.95, 0.5], dtype=torch.float32)
+
+
+def drop_scale(u, keep):
+    return (u < keep).to(F) / keep
+
+
 # Running statistics of the eval-mode batch norm case; tests/op_cases.cpp builds the same.
 BN_MEAN = torch.arange(6, dtype=F) * 0.1 - 0.2
 BN_VAR = torch.arange(6, dtype=F) * 0.25 + 0.5
@@ -121,6 +130,11 @@ CASES = {
     "dwconv3_no_bias": ([randn(2, 5, 6, 3), randn(3, 1, 3, 3)], lambda x, w: dwconv(x, w, None)),
     "global_avg_pool": ([randn(2, 3, 4, 6)], lambda x: x.mean((1, 2))),
     "se_gate": ([randn(2, 3, 4, 6), randn(2, 6)], lambda x, g: x * g[:, None, None, :]),
+    # x + drop_path(gamma * (h + b)): the end of a ConvNeXt block, without and with drop path.
+    "layer_scale_residual": ([randn(2, 3, 4, 12), randn(2, 3, 4, 12), randn(12), randn(12)],
+                             lambda x, h, b, g: x + (h + b) * g),
+    "layer_scale_residual_drop": ([randn(3, 2, 5, 6), randn(3, 2, 5, 6), randn(6), randn(6)],
+                                  lambda x, h, b, g: x + (h + b) * g * drop_scale(DROP_U, 0.8)[:, None, None, None]),
     "affine_grid": ([randn(2, 2, 3)], lambda t: torch.nn.functional.affine_grid(t, (2, 1, 5, 7), align_corners=True)),
     "affine_grid_no_align": ([randn(2, 2, 3)], lambda t: torch.nn.functional.affine_grid(t, (2, 1, 4, 3), align_corners=False)),
     "grid_sample": ([randn(2, 5, 6, 3), uniform(2, 4, 7, 2, low=-1.2, high=1.2)], lambda x, g: grid_sample(x, g, True)),
