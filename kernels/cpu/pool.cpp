@@ -30,6 +30,20 @@ void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* a
     using A = acc_t<T>;
     const T* pdy = static_cast<const T*>(dy);
     T* pdx = static_cast<T*>(dx);
+    if (p.stride == p.k) {
+      // Windows that do not overlap (the spatial transformer's 2x2 pools): each input
+      // position is in one window at most, so each window's dy goes to its maximum and
+      // every other position is 0. The same values as the gather below, a fraction of
+      // its index arithmetic.
+#pragma omp parallel for schedule(static) if (p.n * p.h * p.w * p.c > (1 << 14))
+      for (int64_t n = 0; n < p.n; ++n) {
+        T* dxn = pdx + n * p.h * p.w * p.c;
+        for (int64_t i = 0; i < p.h * p.w * p.c; ++i) dxn[i] = store<T>(A(0));
+        for (int64_t o = n * p.ho * p.wo * p.c; o < (n + 1) * p.ho * p.wo * p.c; ++o)
+          dxn[argmax[o] * p.c + o % p.c] = pdy[o];
+      }
+      return;
+    }
     auto load_dy = [pdy](int64_t i) { return load(pdy[i]); };
 #pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * p.c > (1 << 14))
     for (int64_t n = 0; n < p.n; ++n)
