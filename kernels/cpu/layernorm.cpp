@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
+#include "kernels/cpu/partials.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -78,15 +79,8 @@ void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const voi
         }
       }
     }
-    for (int64_t c = 0; c < cols; ++c) {
-      double sw = 0, sb = 0;
-      for (int64_t ch = 0; ch < chunks; ++ch) {
-        sw += part_w[size_t(ch * cols + c)];
-        sb += part_b[size_t(ch * cols + c)];
-      }
-      static_cast<T*>(dw)[c] = store<T>(A(sw));
-      static_cast<T*>(db)[c] = store<T>(A(sb));
-    }
+    sum_partials(static_cast<T*>(dw), part_w.data(), 1, chunks, cols);
+    sum_partials(static_cast<T*>(db), part_b.data(), 1, chunks, cols);
   });
 }
 

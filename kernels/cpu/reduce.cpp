@@ -12,6 +12,7 @@
 
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/cpu/multi_tensor.h"
+#include "kernels/cpu/partials.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -23,7 +24,6 @@ constexpr int64_t kRowsPerChunk = 128;
 
 template <class T>
 void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner) {
-  using A = acc_t<T>;
   const int64_t chunks = (r + kRowsPerChunk - 1) / kRowsPerChunk;
   std::vector<double> partial(size_t(outer * chunks * inner), 0.0);
 #pragma omp parallel for collapse(2) schedule(static) if (outer * r * inner > (1 << 15))
@@ -37,15 +37,7 @@ void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner) {
       }
     }
   }
-#pragma omp parallel for schedule(static) if (outer * chunks * inner > (1 << 15))
-  for (int64_t o = 0; o < outer; ++o) {
-    const double* first = partial.data() + o * chunks * inner;
-    for (int64_t i = 0; i < inner; ++i) {
-      double acc = 0;
-      for (int64_t c = 0; c < chunks; ++c) acc += first[c * inner + i];
-      y[o * inner + i] = store<T>(A(acc));
-    }
-  }
+  sum_partials(y, partial.data(), outer, chunks, inner);
 }
 
 }  // namespace

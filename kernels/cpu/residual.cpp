@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
+#include "kernels/cpu/partials.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -65,15 +66,8 @@ void layer_scale_residual_backward(const LayerScaleResidual& p, void* dh, void* 
         }
       }
     }
-    for (int64_t k = 0; k < c; ++k) {
-      double sb = 0, sgamma = 0;
-      for (int64_t ch = 0; ch < chunks; ++ch) {
-        sb += part_b[size_t(ch * c + k)];
-        sgamma += part_gamma[size_t(ch * c + k)];
-      }
-      static_cast<T*>(db)[k] = store<T>(A(sb));
-      static_cast<T*>(dgamma)[k] = store<T>(A(sgamma));
-    }
+    sum_partials(static_cast<T*>(db), part_b.data(), 1, chunks, c);
+    sum_partials(static_cast<T*>(dgamma), part_gamma.data(), 1, chunks, c);
   });
 }
 
