@@ -200,6 +200,44 @@ Case adamw_model_case(Device dev, Buffers& keep) {
           }};
 }
 
+// The end of a ConvNeXt block, x + drop_path(gamma * (h + b)) at x's shape, drop path on
+// (every fourth image dropped): the fused kernels beside the ops they replaced, op by op
+// (forward: the bias add, the layer scale, the mask, the residual add; backward: the two
+// products, the two column sums and the product they reduce). Either backend.
+std::vector<Case> layer_scale_residual_cases(const Data& d, Buffers& keep) {
+  const Device dev = d.x.device();
+  const DType t = d.x.dtype();
+  const int64_t n_img = d.x.size(0), c = d.C;
+  const double keep_p = 0.75, s = double(dtype_size(t)), n = double(d.x.numel());
+  std::vector<double> draws;
+  for (int64_t i = 0; i < n_img; ++i) draws.push_back(i % 4 == 3 ? 0.9 : 0.1);
+  const Tensor* u = buffer(keep, Tensor::from_vector(draws, {n_img}, DType::F32, dev));
+  std::vector<double> scale;
+  for (double v : draws) scale.push_back(v < keep_p ? 1 / keep_p : 0);
+  const Tensor* mask = buffer(keep, Tensor::from_vector(scale, {n_img, 1, 1, 1}, t, dev));
+  const Tensor *h = &d.dy, *b = &d.bias, *gamma = &d.ln_w, *g = &d.x;  // h, and the incoming gradient g
+  const Tensor* hb = buffer(keep, add(*h, *b));                          // what the op-by-op forward kept
+  const kernels::LayerScaleResidual p{t, n_img, d.x.size(1) * d.x.size(2), c, keep_p};
+  const auto* uf = static_cast<const float*>(u->data_ptr());
+  Tensor *y = buffer(keep, like(d.x)), *yb = buffer(keep, like(d.x)), *dh = buffer(keep, like(d.x)), *dhb = buffer(keep, like(d.x)),
+         *db = buffer(keep, like(*b)), *dbb = buffer(keep, like(*b)), *dgm = buffer(keep, like(*b)), *dgmb = buffer(keep, like(*b));
+  return {
+      {"layer_scale_res", "forward", "op by op", 3 * n * s, 4 * n,
+       [=, &d] { EMONEXT_KERNEL(dev, layer_scale_residual_forward, p, y->data_ptr(), d.x.data_ptr(), h->data_ptr(), b->data_ptr(), gamma->data_ptr(), uf); },
+       [=, &d] { *yb = d.x + (*h + *b) * *gamma * *mask; },
+       [=] { return max_error(*y, *yb); }},
+      {"layer_scale_res", "backward", "op by op", 3 * n * s, 6 * n,
+       [=] { EMONEXT_KERNEL(dev, layer_scale_residual_backward, p, dh->data_ptr(), db->data_ptr(), dgm->data_ptr(), g->data_ptr(), h->data_ptr(), b->data_ptr(), gamma->data_ptr(), uf); },
+       [=] {
+         const Tensor gm = *g * *mask;
+         *dhb = gm * *gamma;
+         *dbb = sum(*dhb, {0, 1, 2});
+         *dgmb = sum(gm * *hb, {0, 1, 2});
+       },
+       [=] { return std::max({max_error(*dh, *dhb), max_error(*db, *dbb), max_error(*dgm, *dgmb)}); }},
+  };
+}
+
 // The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
 std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
@@ -265,6 +303,7 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
       adamw_case(d, keep),
       adamw_model_case(d.x.device(), keep),
   };
+  for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }
 
@@ -364,6 +403,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
       adamw_case(d, keep),
       adamw_model_case(d.x.device(), keep),
   };
+  for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }
 #endif
@@ -408,7 +448,7 @@ int run(int argc, char** argv) {
     cases = cpu_cases(host, keep);
   }
   std::printf("measured copy bandwidth: %.1f GB/s (read + write)\n\n", bandwidth);
-  std::printf("%-12s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
+  std::printf("%-15s %-16s %10s %9s %7s %9s  %-12s %10s %8s %9s %9s\n", "kernel", "direction", "ms", "GB/s", "%copy", "GFLOP/s",
               "baseline", "base ms", "speedup", "max err", "base err");
   std::vector<Result> results;
   bool ok = true;
@@ -432,7 +472,7 @@ int run(int argc, char** argv) {
     const double gbs = c.bytes / (r.ms * 1e6);
     char base_err[16] = "        -";
     if (r.baseline_err >= 0) std::snprintf(base_err, sizeof base_err, "%9.1e", r.baseline_err);
-    std::printf("%-12s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e %s%s\n", c.kernel.c_str(), c.direction.c_str(),
+    std::printf("%-15s %-16s %10.3f %9.1f %6.0f%% %9.1f  %-12s %10.3f %7.2fx %9.1e %s%s\n", c.kernel.c_str(), c.direction.c_str(),
                 r.ms, gbs, 100 * gbs / bandwidth, c.flops / (r.ms * 1e6), c.baseline.c_str(), r.baseline_ms, r.baseline_ms / r.ms,
                 r.err, base_err, valid ? "" : "  FAILED CHECK");
     results.push_back(r);
