@@ -71,9 +71,17 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   const auto op = approx == GeluApprox::Tanh ? kernels::BinaryOp::AddGeluTanh : kernels::BinaryOp::AddGeluErf;
   EMONEXT_KERNEL(y.device(), binary, op, view_of(y), view_of(x), view_as(bias, x.shape()));
+  const Tensor xc = x.contiguous(), bc = bias.contiguous();
   return record(y, "bias_gelu", {x, bias}, [=](const Tensor& g) {
-    const Tensor dx = gelu_backward(g, add(x, bias), approx);
-    return Grads{dx, sum_to(dx, bias.shape())};
+    // One pass: dx and the bias's gradient (dx's column sums) together.
+    const Tensor dy = g.contiguous();
+    Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device()), db = Tensor::empty(bc.shape(), bc.dtype(), bc.device());
+    if (dy.numel() > 0)
+      EMONEXT_KERNEL(dy.device(), bias_gelu_backward, xc.dtype(), approx == GeluApprox::Tanh, dx.data_ptr(), db.data_ptr(),
+                     dy.data_ptr(), xc.data_ptr(), bc.data_ptr(), xc.numel() / bc.numel(), bc.numel());
+    else
+      db.zero_();
+    return Grads{dx, db};
   });
 }
 

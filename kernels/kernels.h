@@ -135,6 +135,10 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
                       Stream s);                                                                   \
   void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s); \
   void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream s);\
+  /* gelu.{cpp,cu}: bias_gelu's backward on contiguous [rows, c]: dx = g * gelu'(x + b), and */    \
+  /* db = the column sums of dx, in one pass over g and x. Fixed order */                          \
+  void bias_gelu_backward(DType dtype, bool tanh, void* dx, void* db, const void* g, const void* x,\
+                          const void* b, int64_t rows, int64_t c, Stream s);                      \
   /* residual.{cpp,cu}: the block's end (dx is g itself: no kernel). Backward: dh = g m gamma, */ \
   /* db = the column sums of dh, dgamma = the column sums of g m (h + b). Fixed order */           \
   void layer_scale_residual_forward(const LayerScaleResidual& p, void* y, const void* x,           \

@@ -50,6 +50,7 @@ const std::vector<OpCase>& op_cases() {
       {"gelu", [](V x) { return gelu(x[0]); }},
       {"gelu_tanh", [](V x) { return gelu(x[0], GeluApprox::Tanh); }},
       {"bias_gelu", [](V x) { return bias_gelu(x[0], x[1]); }},
+      {"bias_gelu_tanh", [](V x) { return bias_gelu(x[0], x[1], GeluApprox::Tanh); }},
       {"dwconv7", [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
       {"dwconv7_small_map", [](V x) { return depthwise_conv2d(x[0], x[1], x[2]); }},
       {"dwconv3_no_bias", [](V x) { return depthwise_conv2d(x[0], x[1]); }},

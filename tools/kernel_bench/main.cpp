@@ -238,6 +238,26 @@ std::vector<Case> layer_scale_residual_cases(const Data& d, Buffers& keep) {
   };
 }
 
+// bias_gelu's backward on the block's hidden activations: dx and the bias's gradient in
+// one pass, beside the same op by op (x + b into a new tensor, gelu' times g, the column
+// sums reading dx again), as bias_gelu's backward was before. Either backend.
+Case bias_gelu_backward_case(const Data& d, Buffers& keep) {
+  const Device dev = d.x4.device();
+  const DType t = d.x4.dtype();
+  const double s = double(dtype_size(t)), n4 = double(d.x4.numel());
+  const int64_t rows = d.x4.numel() / d.C4;
+  Tensor *dx = buffer(keep, like(d.x4)), *dxb = buffer(keep, like(d.x4)), *db = buffer(keep, like(d.b4)),
+         *dbb = buffer(keep, like(d.b4));
+  return {"bias_gelu", "backward", "op by op", 3 * n4 * s, 26 * n4,
+          [=, &d] { EMONEXT_KERNEL(dev, bias_gelu_backward, t, false, dx->data_ptr(), db->data_ptr(), d.dy4.data_ptr(), d.x4.data_ptr(), d.b4.data_ptr(), rows, d.C4); },
+          [=, &d] {
+            const Tensor pre = d.x4 + d.b4;
+            EMONEXT_KERNEL(dev, binary, kernels::BinaryOp::GeluErfBackward, view_of(*dxb), view_of(d.dy4), view_of(pre));
+            *dbb = sum(*dxb, {0, 1, 2});
+          },
+          [=] { return std::max(max_error(*dx, *dxb), max_error(*db, *dbb)); }};
+}
+
 // The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
 std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
@@ -303,6 +323,7 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
       adamw_case(d, keep),
       adamw_model_case(d.x.device(), keep),
   };
+  cases.push_back(bias_gelu_backward_case(d, keep));
   for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }
@@ -403,6 +424,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
       adamw_case(d, keep),
       adamw_model_case(d.x.device(), keep),
   };
+  cases.push_back(bias_gelu_backward_case(d, keep));
   for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }

@@ -125,6 +125,7 @@ CASES = {
     "gelu": ([randn(3, 7) * 2], lambda a: torch.nn.functional.gelu(a)),
     "gelu_tanh": ([randn(3, 7) * 2], lambda a: torch.nn.functional.gelu(a, approximate="tanh")),
     "bias_gelu": ([randn(2, 5, 9), randn(9)], lambda x, b: torch.nn.functional.gelu(x + b)),
+    "bias_gelu_tanh": ([randn(3, 2, 16), randn(16)], lambda x, b: torch.nn.functional.gelu(x + b, approximate="tanh")),
     "dwconv7": ([randn(2, 9, 8, 5), randn(5, 1, 7, 7) * 0.2, randn(5)], lambda x, w, b: dwconv(x, w, b)),
     "dwconv7_small_map": ([randn(1, 3, 2, 4), randn(4, 1, 7, 7) * 0.2, randn(4)], lambda x, w, b: dwconv(x, w, b)),
     "dwconv3_no_bias": ([randn(2, 5, 6, 3), randn(3, 1, 3, 3)], lambda x, w: dwconv(x, w, None)),
