@@ -64,6 +64,18 @@ TEST(Errors, ConvolutionShapes) {
   EXPECT_NE(layout.find("channels-last"), std::string::npos) << layout;
 }
 
+TEST(Errors, BlockEndShapesAndDrawsAreChecked) {
+  const Tensor x = Tensor::zeros({2, 3, 3, 4}), c4 = Tensor::zeros({4});
+  const std::string h = error_of([&] { layer_scale_residual(x, Tensor::zeros({2, 3, 3, 5}), c4, c4); });
+  EXPECT_NE(h.find("layer_scale_residual: x [2, 3, 3, 4] and h [2, 3, 3, 5]"), std::string::npos) << h;
+  const std::string g = error_of([&] { layer_scale_residual(x, x, c4, Tensor::zeros({5})); });
+  EXPECT_NE(g.find("bias and gamma must be [4]"), std::string::npos) << g;
+  const std::string u = error_of([&] { layer_scale_residual(x, x, c4, c4, Tensor::zeros({2}, DType::F64), 0.9); });
+  EXPECT_NE(u.find("drop_u must be f32 [2]"), std::string::npos) << u;
+  const std::string k = error_of([&] { layer_scale_residual(x, x, c4, c4, Tensor::zeros({2}), 0.0); });
+  EXPECT_NE(k.find("keep must be in (0, 1]"), std::string::npos) << k;
+}
+
 TEST(Errors, NaNPropagatesRatherThanHiding) {
   // Bad values are not bad input: they flow through as in PyTorch, so a NaN loss is visible to the caller.
   const Tensor x = Tensor::from_vector({-1.0, 4.0}, {2});
