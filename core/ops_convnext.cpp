@@ -71,10 +71,9 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx) {
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   const auto op = approx == GeluApprox::Tanh ? kernels::BinaryOp::AddGeluTanh : kernels::BinaryOp::AddGeluErf;
   EMONEXT_KERNEL(y.device(), binary, op, view_of(y), view_of(x), view_as(bias, x.shape()));
-  const Tensor xc = x.contiguous(), bc = bias.contiguous();
   return record(y, "bias_gelu", {x, bias}, [=](const Tensor& g) {
     // One pass: dx and the bias's gradient (dx's column sums) together.
-    const Tensor dy = g.contiguous();
+    const Tensor dy = g.contiguous(), xc = x.contiguous(), bc = bias.contiguous();
     Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device()), db = Tensor::empty(bc.shape(), bc.dtype(), bc.device());
     if (dy.numel() > 0)
       EMONEXT_KERNEL(dy.device(), bias_gelu_backward, xc.dtype(), approx == GeluApprox::Tanh, dx.data_ptr(), db.data_ptr(),
@@ -152,6 +151,8 @@ Tensor layer_scale_residual(const Tensor& x, const Tensor& h, const Tensor& bias
     const Tensor dy = g.contiguous();
     Tensor dh = Tensor::empty(hc.shape(), hc.dtype(), hc.device()), db = Tensor::empty({c}, bc.dtype(), bc.device()),
            dgamma = Tensor::empty({c}, gc.dtype(), gc.device());
+    // The draws' pointer is taken from uc here, not captured from the forward: naming uc
+    // is what makes the closure keep the draws alive (the caller's tensor is long gone).
     const float* uu = uc.defined() ? static_cast<const float*>(uc.data_ptr()) : nullptr;
     if (dy.numel() > 0) {
       EMONEXT_KERNEL(dy.device(), layer_scale_residual_backward, p, dh.data_ptr(), db.data_ptr(), dgamma.data_ptr(), dy.data_ptr(),

@@ -1,5 +1,6 @@
 // sum, mean and max over dims. A reduction over several dims runs as one
-// kernel call per dim (innermost first) on a contiguous [outer, r, inner] block.
+// kernel call per run of adjacent dims (innermost first) on a contiguous
+// [outer, r, inner] block.
 // sum_squares: one pass over each tensor of a list, a few launches for the list,
 // for gradient norms.
 #include <algorithm>

@@ -121,18 +121,17 @@ void sum_squares(void* out, const std::vector<TensorSpan>& in, DType dtype, Stre
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     int64_t max_chunks = 1;
-    bool packs = true;
+    bool packs = true, any_empty = false;
     for (const TensorSpan& x : in) {
       max_chunks = std::max(max_chunks, (x.n + kSquaresPerBlock - 1) / kSquaresPerBlock);
       packs = packs && aligned16({x.data});
+      any_empty = any_empty || x.n == 0;
     }
     const int64_t count = int64_t(in.size());
     // One chunk per tensor at most: the chunk sums are the results.
     Workspace part(max_chunks > 1 ? size_t(count * max_chunks) * sizeof(A) : 0);
     A* slots = max_chunks > 1 ? part.as<A>() : static_cast<A*>(out);
     // An empty tensor has no block to write its slots: start from zeros then.
-    bool any_empty = false;
-    for (const TensorSpan& x : in) any_empty = any_empty || x.n == 0;
     if (any_empty)
       EMONEXT_CUDA_CHECK(cudaMemsetAsync(slots, 0, size_t(count * max_chunks) * sizeof(A), static_cast<cudaStream_t>(s)));
     auto fill = [&](SquaresChunks& c, int slot, size_t i) {

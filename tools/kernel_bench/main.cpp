@@ -258,6 +258,14 @@ Case bias_gelu_backward_case(const Data& d, Buffers& keep) {
           [=] { return std::max(max_error(*dx, *dxb), max_error(*db, *dbb)); }};
 }
 
+// The cases written with the engine's ops and kernel dispatch, the same on either
+// device: each fused kernel beside the work it replaced.
+std::vector<Case> either_device_cases(const Data& d, Buffers& keep) {
+  std::vector<Case> cases = {adamw_case(d, keep), adamw_model_case(d.x.device(), keep), bias_gelu_backward_case(d, keep)};
+  for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
+  return cases;
+}
+
 // The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
 std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
@@ -320,11 +328,8 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
        [=, &d] { kernels::cpu::grid_sample_backward(d.sample, img_out->data_ptr(), dgrid->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), false, nullptr); },
        [=, &d] { naive_cpu::grid_sample_backward(d.sample, f(*img_outr), f(*dgridr), f(d.dimg), f(d.img), f(d.grid)); },
        [=] { return std::max(max_error(*img_out, *img_outr), max_error(*dgrid, *dgridr)); }},
-      adamw_case(d, keep),
-      adamw_model_case(d.x.device(), keep),
   };
-  cases.push_back(bias_gelu_backward_case(d, keep));
-  for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
+  for (Case& c : either_device_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }
 
@@ -421,11 +426,8 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
        [=, &d] { kernels::cuda::grid_sample_backward(d.sample, img_out->data_ptr(), dgrid->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr(), false, st); },
        [=, &d] { naive_gpu::grid_sample_backward(d.sample, dimg_f32->data<float>(), dgridb->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr()); },
        [=] { return std::max(max_error(*img_out, dimg_f32->to(img_out->dtype())), max_error(*dgrid, *dgridb)); }},
-      adamw_case(d, keep),
-      adamw_model_case(d.x.device(), keep),
   };
-  cases.push_back(bias_gelu_backward_case(d, keep));
-  for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
+  for (Case& c : either_device_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }
 #endif
