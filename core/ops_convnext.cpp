@@ -98,28 +98,30 @@ Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bia
     check_same("depthwise_conv2d", x, bias);
     EMONEXT_CHECK((bias.shape() == Shape{C}), "depthwise_conv2d: bias ", shape_str(bias.shape()), " (expected [", C, "])");
   }
-  // The kernels read the weight as [K, K, C]: one permute here, tracked by autograd.
-  const Tensor wk = weight.reshape({C, K * K}).transpose(0, 1).contiguous();
+  // The kernels read the weight in PyTorch's layout, [C, 1, K, K] as [C, K*K]: no copy.
+  const Tensor wc = weight.contiguous();
   const Tensor xc = x.contiguous(), bc = bias.defined() ? bias.contiguous() : Tensor();
   const kernels::DwConv p{x.dtype(), x.size(0), x.size(1), x.size(2), C, K};
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   if (y.numel() > 0)
-    EMONEXT_KERNEL(x.device(), dwconv_forward, p, y.data_ptr(), xc.data_ptr(), wk.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr);
-  std::vector<Tensor> inputs{x, wk};
+    EMONEXT_KERNEL(x.device(), dwconv_forward, p, y.data_ptr(), xc.data_ptr(), wc.data_ptr(), bc.defined() ? bc.data_ptr() : nullptr);
+  std::vector<Tensor> inputs{x, weight};
   if (bias.defined()) inputs.push_back(bias);
   return record(y, "depthwise_conv2d", inputs, [=, has_bias = bias.defined()](const Tensor& g) {
     const Tensor dy = g.contiguous();
     Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
-    Tensor dw = Tensor::empty(wk.shape(), wk.dtype(), wk.device());
+    Tensor dw = Tensor::empty(wc.shape(), wc.dtype(), wc.device());
+    Tensor db = has_bias ? Tensor::empty({C}, wc.dtype(), wc.device()) : Tensor();
     if (dy.numel() > 0) {
-      EMONEXT_KERNEL(dy.device(), dwconv_backward_input, p, dx.data_ptr(), dy.data_ptr(), wk.data_ptr());
-      EMONEXT_KERNEL(dy.device(), dwconv_backward_weight, p, dw.data_ptr(), dy.data_ptr(), xc.data_ptr());
+      EMONEXT_KERNEL(dy.device(), dwconv_backward_input, p, dx.data_ptr(), dy.data_ptr(), wc.data_ptr());
+      EMONEXT_KERNEL(dy.device(), dwconv_backward_weight, p, dw.data_ptr(), has_bias ? db.data_ptr() : nullptr, dy.data_ptr(),
+                     xc.data_ptr());
     } else {
-      dx.zero_();
-      dw.zero_();
+      for (Tensor* t : {&dx, &dw, &db})
+        if (t->defined()) t->zero_();
     }
     Grads grads{dx, dw};
-    if (has_bias) grads.push_back(sum(dy, {0, 1, 2}));
+    if (has_bias) grads.push_back(db);
     return grads;
   });
 }

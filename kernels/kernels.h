@@ -25,7 +25,8 @@ struct Gemm {
 };
 
 // Depthwise KxK convolution, stride 1, padding K/2, on channels-last x [n, h, w, c]
-// with weight [k, k, c] (the engine's layout; PyTorch's [c, 1, k, k] is permuted by core/).
+// with weight [c, k*k]: PyTorch's [c, 1, k, k] as it is stored, so neither the weight
+// nor its gradient is copied on the way in or out (the kernels rearrange it themselves).
 struct DwConv {
   DType dtype = DType::F32;
   int64_t n = 0, h = 0, w = 0, c = 0, k = 7;
@@ -130,11 +131,13 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const void* x,           \
                            const void* mean, const void* rstd, const void* w, DType dtype,        \
                            int64_t rows, int64_t cols, Stream s);                                  \
-  /* dwconv.{cpp,cu}; b may be null; dw is written, not accumulated */                            \
+  /* dwconv.{cpp,cu}; b and db may be null; dw [c, k*k] and db [c] (the column sums of dy, */     \
+  /* taken in the same pass) are written, not accumulated. Fixed order */                          \
   void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b,      \
                       Stream s);                                                                   \
   void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s); \
-  void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream s);\
+  void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy, const void* x, \
+                              Stream s);                                                           \
   /* gelu.{cpp,cu}: bias_gelu's backward on contiguous [rows, c]: dx = g * gelu'(x + b), and */    \
   /* db = the column sums of dx, in one pass over g and x. Fixed order */                          \
   void bias_gelu_backward(DType dtype, bool tanh, void* dx, void* db, const void* g, const void* x,\

@@ -1,9 +1,12 @@
-// Depthwise KxK convolution, stride 1, padding K/2, channels-last (CPU):
-//   y[n,h,w,c]  = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[i,j,c]        (p = K/2, zero outside)
-//   dx[n,h,w,c] = sum_{i,j} dy[n, h-i+p, w-j+p, c] * wt[i,j,c]
-//   dw[i,j,c]   = sum_{n,h,w} dy[n,h,w,c] * x[n, h+i-p, w+j-p, c]
-// The innermost loop runs over channels: contiguous in x, y and wt. dw sums in
-// double per image, then over images in order: the same bits for any thread count.
+// Depthwise KxK convolution, stride 1, padding K/2, channels-last (CPU), with the
+// weight in PyTorch's layout w[c, t] (t = i*K + j):
+//   y[n,h,w,c]  = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * w[c, i*K+j]       (p = K/2, zero outside)
+//   dx[n,h,w,c] = sum_{i,j} dy[n, h-i+p, w-j+p, c] * w[c, i*K+j]
+//   dw[c, i*K+j] = sum_{n,h,w} dy[n,h,w,c] * x[n, h+i-p, w+j-p, c];   db[c] = sum_{n,h,w} dy[n,h,w,c]
+// The innermost loops run over channels, contiguous in x and y; the weight is first
+// laid out tap-major ([K*K, C]) in a small buffer so that its channels are contiguous
+// too. dw and db sum in double per image, then over images in order: the same bits
+// for any thread count.
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
@@ -14,16 +17,20 @@ namespace emonext::kernels::cpu {
 
 namespace {
 
-// y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[tap(i,j), c], with tap(i,j) = (i,j),
-// or (K-1-i, K-1-j) when flip: the input gradient is this correlation of dy with the
+// y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * w[c, tap(i,j)], with tap(i,j) = i*K + j,
+// or (K-1-i)*K + (K-1-j) when flip: the input gradient is this correlation of dy with the
 // flipped kernel, since h - i + p = h + (K-1-i) - p when K - 1 = 2p.
 void correlate(const DwConv& p, void* y, const void* x, const void* w, const void* b, bool flip) {
   dispatch_floating<Types>(p.dtype, "dwconv", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const T *px = static_cast<const T*>(x), *pw = static_cast<const T*>(w), *pb = static_cast<const T*>(b);
+    const T *px = static_cast<const T*>(x), *pb = static_cast<const T*>(b);
     T* py = static_cast<T*>(y);
-    const int64_t pad = p.k / 2, C = p.c;
+    const int64_t pad = p.k / 2, C = p.c, taps = p.k * p.k;
+    std::vector<A> wt(size_t(taps * C));  // wt[t, c] = w[c, t], or w[c, K*K-1-t] when flipped
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t t = 0; t < taps; ++t) wt[size_t(t * C + c)] = load(static_cast<const T*>(w)[c * taps + (flip ? taps - 1 - t : t)]);
+    const A* __restrict pw = wt.data();
 #pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * C > (1 << 14))
     for (int64_t n = 0; n < p.n; ++n)
       for (int64_t h = 0; h < p.h; ++h) {
@@ -37,8 +44,8 @@ void correlate(const DwConv& p, void* y, const void* x, const void* w, const voi
               const int64_t wi = wo + j - pad;
               if (wi < 0 || wi >= p.w) continue;
               const T* xr = px + ((n * p.h + hi) * p.w + wi) * C;
-              const T* wr = pw + (flip ? (p.k - 1 - i) * p.k + (p.k - 1 - j) : i * p.k + j) * C;
-              for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += load(xr[c]) * load(wr[c]);
+              const A* wr = pw + (i * p.k + j) * C;
+              for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += load(xr[c]) * wr[c];
             }
           }
           T* yr = py + ((n * p.h + h) * p.w + wo) * C;
@@ -58,19 +65,24 @@ void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void
   correlate(p, dx, dy, w, nullptr, true);
 }
 
-void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream) {
+void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy, const void* x, Stream) {
   dispatch_floating<Types>(p.dtype, "dwconv_backward_weight", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const T *pdy = static_cast<const T*>(dy), *px = static_cast<const T*>(x);
     const int64_t pad = p.k / 2, C = p.c, taps = p.k * p.k;
-    std::vector<double> part(size_t(p.n * taps * C), 0.0);  // per image
+    // Per image: [taps, C] sums of dy * x, then C sums of dy.
+    const int64_t per_image = (taps + 1) * C;
+    std::vector<double> part(size_t(p.n * per_image), 0.0);
 #pragma omp parallel for schedule(static) if (p.n > 1 && p.h * p.w * C > (1 << 12))
     for (int64_t n = 0; n < p.n; ++n) {
-      double* acc = part.data() + n * taps * C;
+      double* acc = part.data() + n * per_image;
+      double* bias = acc + taps * C;
       for (int64_t h = 0; h < p.h; ++h)
         for (int64_t wo = 0; wo < p.w; ++wo) {
           const T* gr = pdy + ((n * p.h + h) * p.w + wo) * C;
+          if (db)
+            for (int64_t c = 0; c < C; ++c) bias[c] += double(load(gr[c]));
           for (int64_t i = 0; i < p.k; ++i) {
             const int64_t hi = h + i - pad;
             if (hi < 0 || hi >= p.h) continue;
@@ -84,11 +96,14 @@ void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const voi
           }
         }
     }
-    T* pdw = static_cast<T*>(dw);
-    for (int64_t t = 0; t < taps * C; ++t) {
-      double s = 0;
-      for (int64_t n = 0; n < p.n; ++n) s += part[size_t(n * taps * C + t)];
-      pdw[t] = store<T>(A(s));
+    // Over the images in order (the same bits for any thread count), then out in [C, taps] order.
+    std::vector<double> total(size_t(per_image), 0.0);
+    for (int64_t n = 0; n < p.n; ++n)
+      for (int64_t q = 0; q < per_image; ++q) total[size_t(q)] += part[size_t(n * per_image + q)];
+    T *pdw = static_cast<T*>(dw), *pdb = static_cast<T*>(db);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t t = 0; t < taps; ++t) pdw[c * taps + t] = store<T>(A(total[size_t(t * C + c)]));
+      if (pdb) pdb[c] = store<T>(A(total[size_t(taps * C + c)]));
     }
   });
 }

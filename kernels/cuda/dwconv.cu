@@ -1,6 +1,7 @@
-// Depthwise KxK convolution, stride 1, padding K/2, channels-last (CUDA);
-// formulas as in kernels/cpu/dwconv.cpp. The forward and the input gradient are
-// one correlation (the latter with the kernel flipped).
+// Depthwise KxK convolution, stride 1, padding K/2, channels-last (CUDA), with the
+// weight in PyTorch's layout [C, K*K]; formulas as in kernels/cpu/dwconv.cpp. The
+// forward and the input gradient are one correlation (the latter with the kernel
+// flipped).
 //
 // For K = 3, 5, 7 the correlation is tiled: a block of 32 channels x 8 rows of
 // threads computes an 8 x 8 tile of outputs for 32 channels. It first stages the
@@ -8,10 +9,12 @@
 // once per tile, a warp reading 32 consecutive channels), then each thread keeps
 // its channel's K*K taps in registers and produces one output row of 8 with a
 // sliding window of 8 + K - 1 values. The weight gradient is tiled the same way
-// (dwconv_weight_tiled_kernel). Other K, and f64, use the simple kernels: one
+// (dwconv_weight_tiled_kernel), and takes the bias gradient (the sums of dy) from
+// the dy tile it has staged anyway. Other K, and f64, use the simple kernels: one
 // thread per output element, and one per (row chunk, tap, channel) for the weight
-// gradient. Every weight gradient sums fixed chunks and then adds the chunks in a
-// fixed order: the same bits run after run.
+// gradient, whose centre tap, which sees every dy, sums the bias gradient. Every
+// weight and bias gradient sums fixed chunks and then adds the chunks in a fixed
+// order: the same bits run after run.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_types.cuh"
@@ -44,7 +47,7 @@ __device__ void stage_input_tile(acc_t<T>* tile, const T* x, const DwConv& p, in
   }
 }
 
-// y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * wt[tap(i,j), c]; with flip the
+// y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * w[c, i*K+j]; with flip the
 // taps run (K-1-i, K-1-j). Grid: (tiles of H x W, channel groups, N); block (32, 8).
 template <class T, int K>
 __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T* y, const T* x, const T* w, const T* b, bool flip) {
@@ -61,7 +64,7 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
   // Fully unrolled, so that taps, window and acc live in registers, not local memory.
   A taps[K * K];
 #pragma unroll
-  for (int t = 0; t < K * K; ++t) taps[t] = load(w[int64_t(flip ? K * K - 1 - t : t) * p.c + c]);
+  for (int t = 0; t < K * K; ++t) taps[t] = load(w[c * (K * K) + (flip ? K * K - 1 - t : t)]);
   A acc[kTile];
   const A bias = b ? load(b[c]) : A(0);
 #pragma unroll
@@ -84,11 +87,13 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
 // Weight gradient, tiled: block (32 channels, 8 rows) for channel group blockIdx.y walks
 // output tiles [first, first + tiles_per_block) of the flattened (n, tile) space. Each
 // thread sums dy[row][col] * x[row + i][col + j] for its channel over its tile row into
-// K*K registers; at the end the 8 rows are added in a fixed order and the block writes
-// one partial [K*K, 32] for the fixed-order chunk sum.
+// K*K registers, and dy[row][col] into one more for the bias; at the end the 8 rows are
+// added in a fixed order and the block writes its partials, part_w [C, K*K] (through
+// shared memory, so that the writes are coalesced) and part_b [C] when wanted, for the
+// fixed-order chunk sums.
 template <class T, int K>
-__global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_t<T>* part, const T* dy, const T* x,
-                                                                  int64_t tiles_per_block) {
+__global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_t<T>* part_w, acc_t<T>* part_b, const T* dy,
+                                                                  const T* x, int64_t tiles_per_block) {
   using A = acc_t<T>;
   constexpr int kIn = kTile + K - 1;
   __shared__ A xs[kIn * kIn * kTileChannels];
@@ -97,9 +102,9 @@ __global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_
   const int64_t c = int64_t(blockIdx.y) * kTileChannels + lane;
   const int64_t tiles_w = (p.w + kTile - 1) / kTile, tiles_h = (p.h + kTile - 1) / kTile;
   const int64_t total = p.n * tiles_h * tiles_w, first = int64_t(blockIdx.x) * tiles_per_block;
-  A acc[K * K];
+  A acc[K * K + 1];  // the taps, then the bias
 #pragma unroll
-  for (int t = 0; t < K * K; ++t) acc[t] = 0;
+  for (int t = 0; t <= K * K; ++t) acc[t] = 0;
   for (int64_t tile = first; tile < first + tiles_per_block && tile < total; ++tile) {
     const int64_t n = tile / (tiles_h * tiles_w), h0 = (tile / tiles_w) % tiles_h * kTile, w0 = tile % tiles_w * kTile;
     __syncthreads();  // the previous tile's reads are done
@@ -122,19 +127,28 @@ __global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_
         for (int j = 0; j < K; ++j) acc[i * K + j] += g * window[col + j];
       }
     }
+#pragma unroll
+    for (int col = 0; col < kTile; ++col) acc[K * K] += gs[(row * kTile + col) * kTileChannels + lane];
   }
-  // Add the 8 rows' sums in a fixed order, one tap at a time through shared memory.
-  const int64_t taps_c = int64_t(K * K) * p.c;
-  for (int t = 0; t < K * K; ++t) {
+  // Add the 8 rows' sums in a fixed order, one tap at a time through gs; row 0 keeps the
+  // taps' sums in xs as [32 channels, K*K] (the input tile is no longer needed).
+  for (int t = 0; t <= K * K; ++t) {
     __syncthreads();
     gs[row * kTileChannels + lane] = acc[t];
     __syncthreads();
-    if (row == 0 && c < p.c) {
+    if (row == 0) {
       A sum = 0;
       for (int r = 0; r < kTile; ++r) sum += gs[r * kTileChannels + lane];
-      part[int64_t(blockIdx.x) * taps_c + t * p.c + c] = sum;
+      if (t < K * K) xs[lane * (K * K) + t] = sum;
+      else if (part_b && c < p.c) part_b[int64_t(blockIdx.x) * p.c + c] = sum;
     }
   }
+  __syncthreads();
+  // The group's channels are consecutive rows of [C, K*K]: one contiguous run of part_w.
+  const int64_t c0 = int64_t(blockIdx.y) * kTileChannels;
+  const int64_t run = (std::min<int64_t>(p.c - c0, kTileChannels)) * (K * K);
+  A* out = part_w + int64_t(blockIdx.x) * p.c * (K * K) + c0 * (K * K);
+  for (int64_t q = row * kTileChannels + lane; q < run; q += kTileChannels * kTile) out[q] = xs[q];
 }
 
 // The same correlation, one thread per output element, for any K.
@@ -152,33 +166,40 @@ __global__ void dwconv_correlate_kernel(DwConv p, T* y, const T* x, const T* w, 
         const int64_t wi = wo + j - pad;
         if (wi < 0 || wi >= p.w) continue;
         const int64_t tap = flip ? (p.k - 1 - i) * p.k + (p.k - 1 - j) : i * p.k + j;
-        acc += load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) * load(w[tap * p.c + c]);
+        acc += load(x[((n * p.h + hi) * p.w + wi) * p.c + c]) * load(w[c * p.k * p.k + tap]);
       }
     }
     y[t] = store<T>(acc);
   }
 }
 
-// Thread (tap, c) of chunk blockIdx.y sums dy * x over the image rows (n, h) of that chunk.
+// Thread (tap, c) of chunk blockIdx.y sums dy * x over the image rows (n, h) of that chunk
+// into part_w [chunks, C, K*K]; the centre tap's threads, whose window never leaves the
+// image, also sum dy into part_b [chunks, C] when it is wanted.
 template <class T>
-__global__ void dwconv_weight_partial_kernel(DwConv p, acc_t<T>* part, const T* dy, const T* x, int64_t rows_per_chunk) {
+__global__ void dwconv_weight_partial_kernel(DwConv p, acc_t<T>* part_w, acc_t<T>* part_b, const T* dy, const T* x,
+                                             int64_t rows_per_chunk) {
   using A = acc_t<T>;
-  const int64_t taps_c = p.k * p.k * p.c, pad = p.k / 2;
+  const int64_t taps = p.k * p.k, pad = p.k / 2;
   const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= taps_c) return;
+  if (t >= taps * p.c) return;
   const int64_t c = t % p.c, tap = t / p.c, i = tap / p.k, j = tap % p.k;
+  const bool centre = i == pad && j == pad && part_b;
   const int64_t first = int64_t(blockIdx.y) * rows_per_chunk, last = std::min(first + rows_per_chunk, p.n * p.h);
-  A acc = 0;
+  A acc = 0, bias = 0;
   for (int64_t row = first; row < last; ++row) {
     const int64_t n = row / p.h, h = row % p.h, hi = h + i - pad;
     if (hi < 0 || hi >= p.h) continue;
     for (int64_t wo = 0; wo < p.w; ++wo) {
       const int64_t wi = wo + j - pad;
       if (wi < 0 || wi >= p.w) continue;
-      acc += load(dy[((n * p.h + h) * p.w + wo) * p.c + c]) * load(x[((n * p.h + hi) * p.w + wi) * p.c + c]);
+      const A g = load(dy[((n * p.h + h) * p.w + wo) * p.c + c]);
+      acc += g * load(x[((n * p.h + hi) * p.w + wi) * p.c + c]);
+      if (centre) bias += g;
     }
   }
-  part[int64_t(blockIdx.y) * taps_c + t] = acc;
+  part_w[int64_t(blockIdx.y) * taps * p.c + c * taps + tap] = acc;
+  if (centre) part_b[int64_t(blockIdx.y) * p.c + c] = bias;
 }
 
 
@@ -213,33 +234,39 @@ void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void
   correlate(p, dx, dy, w, nullptr, true, s);
 }
 
-void dwconv_backward_weight(const DwConv& p, void* dw, const void* dy, const void* x, Stream s) {
+void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy, const void* x, Stream s) {
   dispatch_floating<Types>(p.dtype, "dwconv_backward_weight", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const int64_t taps_c = p.k * p.k * p.c;
+    const T *g = static_cast<const T*>(dy), *in = static_cast<const T*>(x);
+    // Partials per chunk, then the fixed-order sums over the chunks.
+    auto sum_chunks = [&](const Workspace& part_w, const Workspace& part_b, int64_t chunks) {
+      sum_partials<T>(static_cast<T*>(dw), part_w.as<A>(), 1, chunks, taps_c, s);
+      if (db) sum_partials<T>(static_cast<T*>(db), part_b.as<A>(), 1, chunks, p.c, s);
+    };
     if constexpr (!std::is_same_v<T, double>) {
       const int64_t tiles = p.n * ((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile);
       const int64_t tiles_per_block = 16, blocks = (tiles + tiles_per_block - 1) / tiles_per_block;
       const unsigned groups = unsigned((p.c + kTileChannels - 1) / kTileChannels);
       if ((p.k == 3 || p.k == 5 || p.k == 7) && groups <= 65535 && blocks <= 2147483647) {
-        Workspace part(size_t(blocks * taps_c) * sizeof(A));
+        Workspace part_w(size_t(blocks * taps_c) * sizeof(A)), part_b(db ? size_t(blocks * p.c) * sizeof(A) : 0);
+        A *pw = part_w.as<A>(), *pb = db ? part_b.as<A>() : nullptr;
         const dim3 grid(unsigned(blocks), groups), block(kTileChannels, kTile);
-        const T *g = static_cast<const T*>(dy), *in = static_cast<const T*>(x);
-        if (p.k == 7) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 7>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
-        else if (p.k == 5) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 5>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
-        else EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 3>), grid, block, 0, s, p, part.as<A>(), g, in, tiles_per_block);
-        sum_partials<T>(static_cast<T*>(dw), part.as<A>(), 1, blocks, taps_c, s);
+        if (p.k == 7) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 7>), grid, block, 0, s, p, pw, pb, g, in, tiles_per_block);
+        else if (p.k == 5) EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 5>), grid, block, 0, s, p, pw, pb, g, in, tiles_per_block);
+        else EMONEXT_LAUNCH((dwconv_weight_tiled_kernel<T, 3>), grid, block, 0, s, p, pw, pb, g, in, tiles_per_block);
+        sum_chunks(part_w, part_b, blocks);
         return;
       }
     }
     const int64_t rows = p.n * p.h;
     const int64_t rows_per_chunk = std::max<int64_t>(4, (rows + 65534) / 65535);
     const int64_t chunks = std::max<int64_t>(1, (rows + rows_per_chunk - 1) / rows_per_chunk);
-    Workspace part(size_t(chunks * taps_c) * sizeof(A));
+    Workspace part_w(size_t(chunks * taps_c) * sizeof(A)), part_b(db ? size_t(chunks * p.c) * sizeof(A) : 0);
     EMONEXT_LAUNCH(dwconv_weight_partial_kernel<T>, dim3(unsigned((taps_c + kThreads - 1) / kThreads), unsigned(chunks)),
-                   kThreads, 0, s, p, part.as<A>(), static_cast<const T*>(dy), static_cast<const T*>(x), rows_per_chunk);
-    sum_partials<T>(static_cast<T*>(dw), part.as<A>(), 1, chunks, taps_c, s);
+                   kThreads, 0, s, p, part_w.as<A>(), db ? part_b.as<A>() : nullptr, g, in, rows_per_chunk);
+    sum_chunks(part_w, part_b, chunks);
   });
 }
 

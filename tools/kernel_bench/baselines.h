@@ -12,9 +12,9 @@ namespace emonext::bench {
 
 // ---- CPU: plain single-threaded loops, written for clarity, not speed ----
 namespace naive_cpu {
-void dwconv_forward(const kernels::DwConv& p, float* y, const float* x, const float* w_kkc, const float* b);
-void dwconv_backward_input(const kernels::DwConv& p, float* dx, const float* dy, const float* w_kkc);
-void dwconv_backward_weight(const kernels::DwConv& p, float* dw_kkc, const float* dy, const float* x);
+void dwconv_forward(const kernels::DwConv& p, float* y, const float* x, const float* w, const float* b);
+void dwconv_backward_input(const kernels::DwConv& p, float* dx, const float* dy, const float* w);
+void dwconv_backward_weight(const kernels::DwConv& p, float* dw, const float* dy, const float* x);
 void layer_norm_forward(float* y, const float* x, const float* w, const float* b, int64_t rows, int64_t cols, double eps);
 void layer_norm_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t rows,
                          int64_t cols, double eps);

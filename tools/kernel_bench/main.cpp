@@ -113,7 +113,7 @@ struct Data {
   kernels::DwConv conv;
   int64_t rows, C, C4;
   kernels::GridSample sample;
-  Tensor x, dy, w_kkc, bias, ln_w, ln_b, x4, dy4, b4, gate, img, grid, dimg;
+  Tensor x, dy, w, bias, ln_w, ln_b, x4, dy4, b4, gate, img, grid, dimg;
   Data(const Shape& s, DType t, Device d) {
     Generator gen(1);
     conv = {t, s[0], s[1], s[2], s[3], 7};
@@ -122,7 +122,7 @@ struct Data {
     rows = s[0] * s[1] * s[2];
     x = randn(s, gen, 0, 1, t, d);
     dy = randn(s, gen, 0, 1, t, d);
-    w_kkc = randn({49 * C}, gen, 0, 0.1, t, d);
+    w = randn({C, 1, 7, 7}, gen, 0, 0.1, t, d);  // PyTorch's layout, which the kernels and cuDNN read
     bias = randn({C}, gen, 0, 1, t, d);
     ln_w = randn({C}, gen, 1, 0.1, t, d);
     ln_b = randn({C}, gen, 0, 0.1, t, d);
@@ -269,8 +269,8 @@ std::vector<Case> either_device_cases(const Data& d, Buffers& keep) {
 // The CPU cases: the engine's CPU kernels, checked against (and timed beside) naive loops.
 std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const double s = double(dtype_size(d.x.dtype())), n = double(d.x.numel()), n4 = double(d.x4.numel());
-  Tensor *y = buffer(keep, like(d.x)), *yr = buffer(keep, like(d.x)), *dw = buffer(keep, like(d.w_kkc)),
-         *dwr = buffer(keep, like(d.w_kkc)), *y4 = buffer(keep, like(d.x4)), *y4r = buffer(keep, like(d.x4)),
+  Tensor *y = buffer(keep, like(d.x)), *yr = buffer(keep, like(d.x)), *dw = buffer(keep, like(d.w)),
+         *dwr = buffer(keep, like(d.w)), *y4 = buffer(keep, like(d.x4)), *y4r = buffer(keep, like(d.x4)),
          *m = buffer(keep, Tensor::empty({d.rows})), *r = buffer(keep, Tensor::empty({d.rows})), *lw = buffer(keep, like(d.ln_w)),
          *lb = buffer(keep, like(d.ln_b)), *lwr = buffer(keep, like(d.ln_w)), *lbr = buffer(keep, like(d.ln_b)),
          *dg = buffer(keep, like(d.gate)), *dgr = buffer(keep, like(d.gate)), *pool = buffer(keep, like(d.gate)),
@@ -281,15 +281,15 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
   const int64_t hw = d.conv.h * d.conv.w;
   std::vector<Case> cases = {
       {"dwconv7x7", "forward", "naive loops", 2 * n * s, 2 * 49 * n,
-       [=, &d] { kernels::cpu::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w_kkc.data_ptr(), d.bias.data_ptr(), nullptr); },
-       [=, &d] { naive_cpu::dwconv_forward(d.conv, f(*yr), f(d.x), f(d.w_kkc), f(d.bias)); },
+       [=, &d] { kernels::cpu::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w.data_ptr(), d.bias.data_ptr(), nullptr); },
+       [=, &d] { naive_cpu::dwconv_forward(d.conv, f(*yr), f(d.x), f(d.w), f(d.bias)); },
        [=] { return max_error(*y, *yr); }},
       {"dwconv7x7", "backward input", "naive loops", 2 * n * s, 2 * 49 * n,
-       [=, &d] { kernels::cpu::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w_kkc.data_ptr(), nullptr); },
-       [=, &d] { naive_cpu::dwconv_backward_input(d.conv, f(*yr), f(d.dy), f(d.w_kkc)); },
+       [=, &d] { kernels::cpu::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), nullptr); },
+       [=, &d] { naive_cpu::dwconv_backward_input(d.conv, f(*yr), f(d.dy), f(d.w)); },
        [=] { return max_error(*y, *yr); }},
       {"dwconv7x7", "backward weight", "naive loops", 2 * n * s, 2 * 49 * n,
-       [=, &d] { kernels::cpu::dwconv_backward_weight(d.conv, dw->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), nullptr); },
+       [=, &d] { kernels::cpu::dwconv_backward_weight(d.conv, dw->data_ptr(), nullptr, d.dy.data_ptr(), d.x.data_ptr(), nullptr); },
        [=, &d] { naive_cpu::dwconv_backward_weight(d.conv, f(*dwr), f(d.dy), f(d.x)); },
        [=] { return max_error(*dw, *dwr); }},
       {"layer_norm", "forward", "naive loops", 2 * n * s, 8 * n,
@@ -341,7 +341,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
   const DType t = d.x.dtype();
   const double s = double(dtype_size(t)), n = double(d.x.numel()), n4 = double(d.x4.numel());
   kernels::Stream st = kernels::cuda::stream(dev.index);
-  Tensor *y = buffer(keep, like(d.x)), *yb = buffer(keep, like(d.x)), *dw = buffer(keep, like(d.w_kkc)),
+  Tensor *y = buffer(keep, like(d.x)), *yb = buffer(keep, like(d.x)), *dw = buffer(keep, like(d.w)),
          *y4 = buffer(keep, like(d.x4)), *y4b = buffer(keep, like(d.x4)),
          *m = buffer(keep, Tensor::empty({d.rows}, DType::F32, dev)), *r = buffer(keep, Tensor::empty({d.rows}, DType::F32, dev)),
          *lw = buffer(keep, like(d.ln_w)), *lb = buffer(keep, like(d.ln_b)), *lwb = buffer(keep, like(d.ln_w)),
@@ -350,9 +350,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
          *img_outb = buffer(keep, like(d.img)), *dgrid = buffer(keep, like(d.grid)), *dgridb = buffer(keep, like(d.grid)),
          *dimg_f32 = buffer(keep, Tensor::empty(d.img.shape(), DType::F32, dev));
   const double ni = double(d.img.numel()), npx = double(d.grid.numel() / 2);
-  // cuDNN reads its filter as [C, K, K]: the engine's [K, K, C] transposed, made once.
-  Tensor* w_ckk = buffer(keep, d.w_kkc.reshape({49, d.C}).transpose(0, 1).contiguous());
-  Tensor* dw_ckk = buffer(keep, like(*w_ckk));
+  Tensor* dwb = buffer(keep, like(d.w));  // cuDNN's filter gradient, in the same [C, K, K] layout
   Tensor* want = buffer(keep, Tensor());  // the CPU backend's result that both dwconv runs are checked against
   // cuDNN's grouped convolution, one group per channel, its first choice of algorithm
   // (deterministic or not, as PyTorch picks by default).
@@ -364,32 +362,32 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
   const int64_t hw = d.conv.h * d.conv.w;
   std::vector<Case> cases = {
       {"dwconv7x7", "forward", "cuDNN", 2 * n * s, 2 * 49 * n,
-       [=, &d] { kernels::cuda::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w_kkc.data_ptr(), d.bias.data_ptr(), st); },
-       [=, &d] { kc::cudnn_conv_forward(cp, yb->data_ptr(), d.x.data_ptr(), w_ckk->data_ptr(), d.bias.data_ptr(), st); },
+       [=, &d] { kernels::cuda::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w.data_ptr(), d.bias.data_ptr(), st); },
+       [=, &d] { kc::cudnn_conv_forward(cp, yb->data_ptr(), d.x.data_ptr(), d.w.data_ptr(), d.bias.data_ptr(), st); },
        [=, &host] {
          *want = like(host.x);
-         kernels::cpu::dwconv_forward(host.conv, want->data_ptr(), host.x.data_ptr(), host.w_kkc.data_ptr(), host.bias.data_ptr(), nullptr);
+         kernels::cpu::dwconv_forward(host.conv, want->data_ptr(), host.x.data_ptr(), host.w.data_ptr(), host.bias.data_ptr(), nullptr);
          return max_error(*y, *want);
        },
        [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward input", "cuDNN", 2 * n * s, 2 * 49 * n,
-       [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w_kkc.data_ptr(), st); },
-       [=, &d] { kc::cudnn_conv_backward_data(cp, yb->data_ptr(), d.dy.data_ptr(), w_ckk->data_ptr(), st); },
+       [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st); },
+       [=, &d] { kc::cudnn_conv_backward_data(cp, yb->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st); },
        [=, &host] {
          *want = like(host.x);
-         kernels::cpu::dwconv_backward_input(host.conv, want->data_ptr(), host.dy.data_ptr(), host.w_kkc.data_ptr(), nullptr);
+         kernels::cpu::dwconv_backward_input(host.conv, want->data_ptr(), host.dy.data_ptr(), host.w.data_ptr(), nullptr);
          return max_error(*y, *want);
        },
        [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward weight", "cuDNN", 2 * n * s, 2 * 49 * n,
-       [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
-       [=, &d] { kc::cudnn_conv_backward_filter(cp, dw_ckk->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
+       [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), nullptr, d.dy.data_ptr(), d.x.data_ptr(), st); },
+       [=, &d] { kc::cudnn_conv_backward_filter(cp, dwb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
        [=, &host] {
-         *want = like(host.w_kkc);
-         kernels::cpu::dwconv_backward_weight(host.conv, want->data_ptr(), host.dy.data_ptr(), host.x.data_ptr(), nullptr);
+         *want = like(host.w);
+         kernels::cpu::dwconv_backward_weight(host.conv, want->data_ptr(), nullptr, host.dy.data_ptr(), host.x.data_ptr(), nullptr);
          return max_error(*dw, *want);
        },
-       [=] { return max_error(dw_ckk->reshape({host.C, 49}).transpose(0, 1).contiguous().reshape({-1}), *want); }},
+       [=] { return max_error(*dwb, *want); }},
       {"layer_norm", "forward", "naive", 2 * n * s, 8 * n,
        [=, &d] { kernels::cuda::layer_norm_forward(y->data_ptr(), m->data_ptr(), r->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), t, d.rows, d.C, 1e-6, st); },
        [=, &d] { naive_gpu::layer_norm_forward(t, yb->data_ptr(), d.x.data_ptr(), d.ln_w.data_ptr(), d.ln_b.data_ptr(), d.rows, d.C, 1e-6); },
@@ -458,7 +456,7 @@ int run(int argc, char** argv) {
     bandwidth = gpu_copy_bandwidth_gbs(0);
     device = std::make_unique<Data>(shape, o.dtype, Device::cuda(0));
     // The CPU check runs in f32 on the device's values.
-    for (Tensor* t : {&host.x, &host.dy, &host.w_kkc, &host.bias, &host.ln_w, &host.ln_b, &host.x4, &host.dy4, &host.b4, &host.gate})
+    for (Tensor* t : {&host.x, &host.dy, &host.w, &host.bias, &host.ln_w, &host.ln_b, &host.x4, &host.dy4, &host.b4, &host.gate})
       *t = t->to(DType::F32);
     host.conv.dtype = DType::F32;
     cases = gpu_cases(*device, host, keep);

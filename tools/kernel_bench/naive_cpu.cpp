@@ -18,7 +18,7 @@ void dwconv_forward(const kernels::DwConv& p, float* y, const float* x, const fl
             for (int64_t j = 0; j < p.k; ++j) {
               const int64_t hi = h + i - pad, wi = wo + j - pad;
               if (hi >= 0 && hi < p.h && wi >= 0 && wi < p.w)
-                acc += x[((n * p.h + hi) * p.w + wi) * p.c + c] * w[(i * p.k + j) * p.c + c];
+                acc += x[((n * p.h + hi) * p.w + wi) * p.c + c] * w[(c * p.k + i) * p.k + j];
             }
           y[((n * p.h + h) * p.w + wo) * p.c + c] = acc;
         }
@@ -35,7 +35,7 @@ void dwconv_backward_input(const kernels::DwConv& p, float* dx, const float* dy,
             for (int64_t j = 0; j < p.k; ++j) {
               const int64_t ho = h - i + pad, wo = wi - j + pad;
               if (ho >= 0 && ho < p.h && wo >= 0 && wo < p.w)
-                acc += dy[((n * p.h + ho) * p.w + wo) * p.c + c] * w[(i * p.k + j) * p.c + c];
+                acc += dy[((n * p.h + ho) * p.w + wo) * p.c + c] * w[(c * p.k + i) * p.k + j];
             }
           dx[((n * p.h + h) * p.w + wi) * p.c + c] = acc;
         }
@@ -54,7 +54,7 @@ void dwconv_backward_weight(const kernels::DwConv& p, float* dw, const float* dy
               if (hi >= 0 && hi < p.h && wi >= 0 && wi < p.w)
                 acc += double(dy[((n * p.h + h) * p.w + wo) * p.c + c]) * x[((n * p.h + hi) * p.w + wi) * p.c + c];
             }
-        dw[(i * p.k + j) * p.c + c] = float(acc);
+        dw[(c * p.k + i) * p.k + j] = float(acc);
       }
 }
 
