@@ -242,8 +242,8 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
     const T *g = static_cast<const T*>(dy), *in = static_cast<const T*>(x);
     // Partials per chunk, then the fixed-order sums over the chunks.
     auto sum_chunks = [&](const Workspace& part_w, const Workspace& part_b, int64_t chunks) {
-      sum_partials<T>(static_cast<T*>(dw), part_w.as<A>(), 1, chunks, taps_c, s);
-      if (db) sum_partials<T>(static_cast<T*>(db), part_b.as<A>(), 1, chunks, p.c, s);
+      if (db) sum_partials<T>(static_cast<T*>(dw), part_w.as<A>(), taps_c, static_cast<T*>(db), part_b.as<A>(), p.c, chunks, s);
+      else sum_partials<T>(static_cast<T*>(dw), part_w.as<A>(), 1, chunks, taps_c, s);
     };
     if constexpr (!std::is_same_v<T, double>) {
       const int64_t tiles = p.n * ((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile);

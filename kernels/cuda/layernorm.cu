@@ -326,8 +326,7 @@ void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const voi
                        static_cast<T*>(dx), part_w, part_b, static_cast<const T*>(dy), static_cast<const T*>(x), m, r,
                        static_cast<const T*>(w), rows, cols, tpr, rows_per_block);
       });
-      sum_partials<T>(static_cast<T*>(dw), part_w, 1, blocks, cols, s);
-      sum_partials<T>(static_cast<T*>(db), part_b, 1, blocks, cols, s);
+      sum_partials<T>(static_cast<T*>(dw), part_w, cols, static_cast<T*>(db), part_b, cols, blocks, s);
       return;
     }
     EMONEXT_LAUNCH(layer_norm_backward_input_kernel<T>, unsigned((rows + kRowsPerBlock - 1) / kRowsPerBlock),
@@ -340,8 +339,7 @@ void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const voi
     A* part_b = part_w + chunks * cols;
     EMONEXT_LAUNCH(layer_norm_backward_params_kernel<T>, dim3(unsigned((cols + 31) / 32), unsigned(chunks)), dim3(32, 8), 0, s,
                    part_w, part_b, static_cast<const T*>(dy), static_cast<const T*>(x), m, r, rows, cols, chunk);
-    sum_partials<T>(static_cast<T*>(dw), part_w, 1, chunks, cols, s);
-    sum_partials<T>(static_cast<T*>(db), part_b, 1, chunks, cols, s);
+    sum_partials<T>(static_cast<T*>(dw), part_w, cols, static_cast<T*>(db), part_b, cols, chunks, s);
   });
 }
 

@@ -8,6 +8,10 @@
 // A block of 32 x 32 threads takes 32 consecutive j (coalesced reads); its 32 rows
 // of threads each walk every 32nd chunk, and the 32 row sums are added in row order
 // through shared memory. The tree's shape depends only on the sizes.
+//
+// A kernel with two gradients to finish (a weight's and a bias's) hands both to one
+// launch: the grid's first blocks take the first sum, the rest the second, each with
+// the same tree as a call of its own, so the bits do not change.
 #pragma once
 #include <cmath>
 
@@ -18,25 +22,36 @@ namespace emonext::kernels::cuda {
 
 namespace partials_detail {
 
+// One sum to finish: part [outer, chunks, n] in the accumulation type -> out [outer, n].
+template <class T>
+struct Partials {
+  T* out;
+  const acc_t<T>* part;
+  int64_t n;
+};
+
 template <class A, bool kMax>
 __device__ __forceinline__ A combine(A acc, A v) {
   if constexpr (kMax) return (acc != acc || acc > v) ? acc : v;  // NaN propagates
   else return acc + v;
 }
 
+// Blocks [0, blocks_a) of the grid's x take sum a, the others sum b.
 template <class T, bool kMax>
-__global__ void __launch_bounds__(1024) sum_partials_kernel(T* out, const acc_t<T>* part, int64_t chunks, int64_t n) {
+__global__ void __launch_bounds__(1024) sum_partials_kernel(Partials<T> a, Partials<T> b, unsigned blocks_a, int64_t chunks) {
   using A = acc_t<T>;
   __shared__ A rows[32][33];
-  const int64_t j = int64_t(blockIdx.x) * 32 + threadIdx.x, o = blockIdx.y;
+  const bool second = blockIdx.x >= blocks_a;
+  const Partials<T> p = second ? b : a;
+  const int64_t j = int64_t(blockIdx.x - (second ? blocks_a : 0u)) * 32 + threadIdx.x, o = blockIdx.y;
   A acc = kMax ? A(-INFINITY) : A(0);
-  if (j < n)
-    for (int64_t k = threadIdx.y; k < chunks; k += 32) acc = combine<A, kMax>(acc, part[(o * chunks + k) * n + j]);
+  if (j < p.n)
+    for (int64_t k = threadIdx.y; k < chunks; k += 32) acc = combine<A, kMax>(acc, p.part[(o * chunks + k) * p.n + j]);
   rows[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
-  if (threadIdx.y == 0 && j < n) {
+  if (threadIdx.y == 0 && j < p.n) {
     for (int r = 1; r < 32; ++r) acc = combine<A, kMax>(acc, rows[r][threadIdx.x]);
-    out[o * n + j] = store<T>(acc);
+    p.out[o * p.n + j] = store<T>(acc);
   }
 }
 
@@ -45,8 +60,20 @@ __global__ void __launch_bounds__(1024) sum_partials_kernel(T* out, const acc_t<
 // part: [outer, chunks, n] in acc_t<T>; out: [outer, n] in T. outer <= 65535.
 template <class T, bool kMax = false>
 void sum_partials(T* out, const acc_t<T>* part, int64_t outer, int64_t chunks, int64_t n, Stream s) {
-  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, kMax>), dim3(unsigned((n + 31) / 32), unsigned(outer)), dim3(32, 32), 0,
-                 s, out, part, chunks, n);
+  const unsigned blocks = unsigned((n + 31) / 32);
+  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, kMax>), dim3(blocks, unsigned(outer)), dim3(32, 32), 0, s,
+                 partials_detail::Partials<T>{out, part, n}, partials_detail::Partials<T>{nullptr, nullptr, 0}, blocks, chunks);
+}
+
+// Two sums over the same number of chunks in one launch: part_a [chunks, n_a] -> out_a
+// [n_a] and part_b [chunks, n_b] -> out_b [n_b]. The same bits as two calls.
+template <class T>
+void sum_partials(T* out_a, const acc_t<T>* part_a, int64_t n_a, T* out_b, const acc_t<T>* part_b, int64_t n_b, int64_t chunks,
+                  Stream s) {
+  const unsigned blocks_a = unsigned((n_a + 31) / 32), blocks_b = unsigned((n_b + 31) / 32);
+  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, false>), dim3(blocks_a + blocks_b, 1u), dim3(32, 32), 0, s,
+                 partials_detail::Partials<T>{out_a, part_a, n_a}, partials_detail::Partials<T>{out_b, part_b, n_b}, blocks_a,
+                 chunks);
 }
 
 }  // namespace emonext::kernels::cuda

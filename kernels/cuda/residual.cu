@@ -114,8 +114,7 @@ void layer_scale_residual_backward(const LayerScaleResidual& p, void* dh, void* 
     else
       EMONEXT_LAUNCH((layer_scale_residual_backward_kernel<T, 1>), blocks_for(chunks * p.c, kThreads), kThreads, 0, s, p, pdh, part_b,
                      part_gamma, pg, ph, pb, pgamma, u, chunks);
-    sum_partials<T>(static_cast<T*>(db), part_b, 1, chunks, p.c, s);
-    sum_partials<T>(static_cast<T*>(dgamma), part_gamma, 1, chunks, p.c, s);
+    sum_partials<T>(static_cast<T*>(db), part_b, p.c, static_cast<T*>(dgamma), part_gamma, p.c, chunks, s);
   });
 }
 
