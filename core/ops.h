@@ -129,7 +129,8 @@ bool cudnn_convolutions();
 Tensor max_pool2d(const Tensor& x, int64_t k, int64_t stride = 0);
 // BatchNorm over N, H, W of channels-last x [N, H, W, C], as F.batch_norm. Training: batch
 // statistics (biased variance to normalise), and running_mean/var (buffers, [C]) move by
-// momentum toward the batch mean and the unbiased variance. Eval: the running statistics.
+// momentum toward the batch mean and the unbiased variance (kernels/*/batchnorm; the running
+// statistics must be contiguous). Eval: the running statistics.
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean, Tensor& running_var,
                   bool training, double momentum = 0.1, double eps = 1e-5);
 

@@ -2,7 +2,7 @@
 // downsampling layers. Convolution is patches and a matrix product (the one new
 // differentiable primitive is unfold, im2col channels-last, whose backward is fold; the
 // GEMM and the bias come from linear), or cuDNN on CUDA for the spatial transformer's; max
-// pooling; batch normalisation composed of existing ops.
+// pooling; batch normalisation (training: one kernel each way; evaluation: element-wise ops).
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -138,19 +138,31 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
     EMONEXT_CHECK((t->shape() == Shape{c}), "batch_norm: parameter or buffer ", shape_str(t->shape()), " does not fit ", c,
                   " channels");
   }
-  Tensor mean_c, var_c;
   if (training) {
-    const int64_t count = x.numel() / c;
-    EMONEXT_CHECK(count > 1, "batch_norm: training needs more than one value per channel, got input ", shape_str(x.shape()));
-    mean_c = mean(x, {0, 1, 2});
-    var_c = mean(pow(sub(x, mean_c), 2.0), {0, 1, 2});
-    NoGradGuard no_grad;  // the running statistics are buffers, not part of the graph
-    running_mean.copy_(add(mul(running_mean, 1.0 - momentum), mul(mean_c.detach(), momentum)));
-    running_var.copy_(add(mul(running_var, 1.0 - momentum), mul(var_c.detach(), momentum * double(count) / double(count - 1))));
-  } else {
-    mean_c = running_mean;
-    var_c = running_var;
+    // One op each way (kernels/*/batchnorm): the statistics, the normalisation and the
+    // running statistics' update forward, the parameter sums and dx backward.
+    const int64_t rows = x.numel() / c;
+    EMONEXT_CHECK(rows > 1, "batch_norm: training needs more than one value per channel, got input ", shape_str(x.shape()));
+    EMONEXT_CHECK(running_mean.is_contiguous() && running_var.is_contiguous(),
+                  "batch_norm: the running statistics must be contiguous (they are updated in place)");
+    const DType stat = x.dtype() == DType::F64 ? DType::F64 : DType::F32;
+    const Tensor xc = x.contiguous(), wc = weight.contiguous(), bc = bias.contiguous();
+    const Tensor mean_c = Tensor::empty({c}, stat, x.device()), rstd_c = Tensor::empty({c}, stat, x.device());
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    EMONEXT_KERNEL(x.device(), batch_norm_forward, y.data_ptr(), mean_c.data_ptr(), rstd_c.data_ptr(), running_mean.data_ptr(),
+                   running_var.data_ptr(), xc.data_ptr(), wc.data_ptr(), bc.data_ptr(), x.dtype(), rows, c, eps, momentum);
+    return record(y, "batch_norm", {x, weight, bias}, [=](const Tensor& g) {
+      const Tensor dy = g.contiguous();
+      Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+      Tensor dw = Tensor::empty({c}, xc.dtype(), xc.device()), db = Tensor::empty({c}, xc.dtype(), xc.device());
+      EMONEXT_KERNEL(dy.device(), batch_norm_backward, dx.data_ptr(), dw.data_ptr(), db.data_ptr(), dy.data_ptr(), xc.data_ptr(),
+                     mean_c.data_ptr(), rstd_c.data_ptr(), wc.data_ptr(), xc.dtype(), rows, c);
+      return std::vector<Tensor>{dx, dw, db};
+    });
   }
+  // Evaluation: the running statistics, composed of element-wise ops.
+  const Tensor& mean_c = running_mean;
+  const Tensor& var_c = running_var;
   return add(mul(div(sub(x, mean_c), sqrt(add(var_c, eps))), weight), bias);
 }
 

@@ -131,6 +131,16 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const void* x,           \
                            const void* mean, const void* rstd, const void* w, DType dtype,        \
                            int64_t rows, int64_t cols, Stream s);                                  \
+  /* batchnorm.{cpp,cu}: training-mode BatchNorm over the rows of contiguous x [rows, c]: */      \
+  /* y, and the batch mean and rstd = 1/sqrt(var + eps) (biased var) saved as [c] of the */        \
+  /* accumulation type; running_mean/var (T, may both be null) move by momentum with the */        \
+  /* unbiased var. backward: dx, dw = sum dy * xhat, db = sum dy (written). Fixed order */          \
+  void batch_norm_forward(void* y, void* mean, void* rstd, void* running_mean, void* running_var, \
+                          const void* x, const void* w, const void* b, DType dtype, int64_t rows,  \
+                          int64_t c, double eps, double momentum, Stream s);                       \
+  void batch_norm_backward(void* dx, void* dw, void* db, const void* dy, const void* x,            \
+                           const void* mean, const void* rstd, const void* w, DType dtype,        \
+                           int64_t rows, int64_t c, Stream s);                                     \
   /* dwconv.{cpp,cu}; b and db may be null; dw [c, k*k] and db [c] (the column sums of dy, */     \
   /* taken in the same pass) are written, not accumulated. Fixed order */                          \
   void dwconv_forward(const DwConv& p, void* y, const void* x, const void* w, const void* b,      \

@@ -260,6 +260,35 @@ TEST(Cuda, AnOptimiserStepIsAFewLaunchesForTheWholeModel) {
             << " for the AdamW step\n";
 }
 
+// Training-mode BatchNorm is one op each way on CUDA (3 launches forward, 3 backward) and
+// moves the running statistics as the CPU does, in every dtype; the spatial transformer's
+// shape, an offset mean (|mean| = 40 std) where unshifted sums of squares would cancel,
+// and 6 values per channel, where the running variance's unbiasing (x 6/5) shows.
+TEST(Cuda, BatchNormTrainingMatchesTheCpuInFewLaunches) {
+  REQUIRE_GPU();
+  Generator gen(12);
+  for (const Shape& s : {Shape{2, 42, 42, 8}, Shape{3, 5, 7, 41}, Shape{2, 3, 1, 5}})
+    for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+      const int64_t c = s[3];
+      const Tensor x = add(mul(randn(s, gen, 0, 1, t), 0.25), 10.0).to(DType::F64).to(t);
+      const Tensor w = randn({c}, gen, 1, 0.2, t), b = randn({c}, gen, 0, 0.2, t);
+      Tensor rm = randn({c}, gen, 0, 1, t), rv = rand({c}, gen, 0.5, 1.5, t);
+      Tensor rm_gpu = rm.to(kGpu), rv_gpu = rv.to(kGpu);
+      Tensor rm_cpu = rm.to(DType::F64), rv_cpu = rv.to(DType::F64);
+      const Tensor xg = x.to(kGpu).detach().set_requires_grad();
+      const uint64_t start = gpu_launches();
+      const Tensor y = batch_norm(xg, w.to(kGpu), b.to(kGpu), rm_gpu, rv_gpu, true, 0.1, 1e-5);
+      const uint64_t forward = gpu_launches() - start;
+      const Tensor want = batch_norm(x.to(DType::F64), w.to(DType::F64), b.to(DType::F64), rm_cpu, rv_cpu, true, 0.1, 1e-5);
+      const double tol = t == DType::F32 ? 1e-4 : 2e-2;
+      const std::string what = shape_str(s) + " " + dtype_name(t);
+      expect_close(y, want, tol, "y " + what);
+      expect_close(rm_gpu, rm_cpu, tol, "running mean " + what);
+      expect_close(rv_gpu, rv_cpu, tol, "running var " + what);
+      EXPECT_EQ(forward, 3u) << what;
+    }
+}
+
 TEST(Cuda, RandomMatchesCpu) {
   REQUIRE_GPU();
   for (DType t : {DType::F32, DType::BF16}) {

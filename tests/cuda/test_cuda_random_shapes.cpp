@@ -152,6 +152,16 @@ const std::vector<ShapeCase>& shape_cases() {
          const Tensor h = relu(max_pool2d(batch_norm(conv2d(x[0], mul(x[1], 0.1)), x[2], x[3], rm, rv, true), 2));
          return relu(max_pool2d(conv2d(h, mul(x[4], 0.1)), 2));
        }},
+      // Training-mode BatchNorm at the localisation's first shape, and at odd C with an
+      // offset mean (|mean| = 40 std: sums of squares without a shift would cancel).
+      {"batch_norm_stn_42x42", {{{2, 42, 42, 8}}, {{8}}, {{8}}}, [](V x) {
+         Tensor rm = Tensor::zeros({8}, x[0].dtype(), x[0].device()), rv = Tensor::ones({8}, x[0].dtype(), x[0].device());
+         return batch_norm(x[0], x[1], x[2], rm, rv, true);
+       }},
+      {"batch_norm_offset_c41", {{{3, 5, 7, 41}}, {{41}}, {{41}}}, [](V x) {
+         Tensor rm = Tensor::zeros({41}, x[0].dtype(), x[0].device()), rv = Tensor::ones({41}, x[0].dtype(), x[0].device());
+         return batch_norm(add(mul(x[0], 0.25), 10.0), x[1], x[2], rm, rv, true);
+       }},
       // The spatial transformer: 3-channel images, theta near the identity (smooth in theta away from pixel edges).
       {"stn_48x48", {{{2, 48, 48, 3}, Domain::SmoothImage}, {{2, 2, 3}}}, [](V x) {
          const Tensor base = Tensor::from_vector(kStnBase, {1, 2, 3}, x[1].dtype(), x[1].device());
