@@ -1,7 +1,9 @@
 // im2col for channels-last images (CPU), and its adjoint:
 //   cols[n, oy, ox, i, j, c] = x[n, oy*s - pad + i, ox*s - pad + j, c]   (0 outside)
 //   dx[n, y, x, c] = sum over (oy, i), (ox, j) with oy*s - pad + i = y, ox*s - pad + j = x of dcols[...]
-// fold gathers: each dx element sums its own contributions in a fixed order.
+// fold gathers: each dx element sums its own contributions in a fixed order. Both move
+// whole window rows (kw * c consecutive values) where they can: unfold always, fold for
+// the patchify convolutions, whose windows do not overlap.
 #include <algorithm>
 #include <vector>
 
@@ -16,21 +18,27 @@ void unfold(const Unfold& p, void* cols, const void* x, Stream) {
     using T = typename decltype(tag)::type;
     const T* px = static_cast<const T*>(x);
     T* pc = static_cast<T*>(cols);
+    const T zero = store<T>(acc_t<T>(0));
 #pragma omp parallel for collapse(2) schedule(static) if (p.n * p.ho * p.wo * p.kh * p.kw * p.c > (1 << 15))
     for (int64_t n = 0; n < p.n; ++n)
       for (int64_t oy = 0; oy < p.ho; ++oy)
-        for (int64_t ox = 0; ox < p.wo; ++ox)
-          for (int64_t i = 0; i < p.kh; ++i)
-            for (int64_t j = 0; j < p.kw; ++j) {
-              const int64_t y = oy * p.stride - p.pad + i, xx = ox * p.stride - p.pad + j;
-              T* dst = pc + ((((n * p.ho + oy) * p.wo + ox) * p.kh + i) * p.kw + j) * p.c;
-              if (y >= 0 && y < p.h && xx >= 0 && xx < p.w) {
-                const T* src = px + ((n * p.h + y) * p.w + xx) * p.c;
-                for (int64_t c = 0; c < p.c; ++c) dst[c] = src[c];
-              } else {
-                for (int64_t c = 0; c < p.c; ++c) dst[c] = store<T>(acc_t<T>(0));
-              }
+        for (int64_t ox = 0; ox < p.wo; ++ox) {
+          // A window row (i, every j) reads kw consecutive pixels of x: one run of kw * c
+          // values, cut where it leaves the image.
+          const int64_t x0 = ox * p.stride - p.pad;
+          const int64_t j0 = std::clamp<int64_t>(-x0, 0, p.kw), j1 = std::clamp<int64_t>(p.w - x0, j0, p.kw);
+          for (int64_t i = 0; i < p.kh; ++i) {
+            const int64_t y = oy * p.stride - p.pad + i;
+            T* dst = pc + (((n * p.ho + oy) * p.wo + ox) * p.kh + i) * p.kw * p.c;
+            if (y < 0 || y >= p.h) {
+              std::fill(dst, dst + p.kw * p.c, zero);
+              continue;
             }
+            std::fill(dst, dst + j0 * p.c, zero);
+            std::copy_n(px + ((n * p.h + y) * p.w + x0 + j0) * p.c, (j1 - j0) * p.c, dst + j0 * p.c);
+            std::fill(dst + j1 * p.c, dst + p.kw * p.c, zero);
+          }
+        }
   });
 }
 
@@ -40,6 +48,26 @@ void fold(const Unfold& p, void* dx, const void* dcols, Stream) {
     using A = acc_t<T>;
     const T* pc = static_cast<const T*>(dcols);
     T* pd = static_cast<T*>(dx);
+    if (p.stride == p.kh && p.stride == p.kw && p.pad == 0) {
+      // Patchify (the stem, the downsampling layers): windows tile the image without
+      // overlap, so every dx pixel has at most one window, and a window row is kw * c
+      // consecutive values on both sides: copies, and zeros where no window reaches.
+      const T zero = store<T>(A(0));
+#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * p.c > (1 << 15))
+      for (int64_t n = 0; n < p.n; ++n)
+        for (int64_t y = 0; y < p.h; ++y) {
+          T* row = pd + (n * p.h + y) * p.w * p.c;
+          const int64_t oy = y / p.kh, i = y % p.kh;
+          if (oy >= p.ho) {
+            std::fill(row, row + p.w * p.c, zero);
+            continue;
+          }
+          for (int64_t ox = 0; ox < p.wo; ++ox)
+            std::copy_n(pc + (((n * p.ho + oy) * p.wo + ox) * p.kh + i) * p.kw * p.c, p.kw * p.c, row + ox * p.kw * p.c);
+          std::fill(row + p.wo * p.kw * p.c, row + p.w * p.c, zero);
+        }
+      return;
+    }
 #pragma omp parallel if (p.n * p.h * p.w * p.c > (1 << 15))
     {
       std::vector<A> acc(size_t(p.c));  // one pixel's channels, summed over the windows that cover it

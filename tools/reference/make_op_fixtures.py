@@ -155,6 +155,8 @@ CASES = {
     "stn_sample": ([randn(2, 6, 6, 3), torch.tensor([[[0.913, 0.0717, 0.0531], [-0.1173, 0.8469, -0.0937]],
                                                      [[1.0871, -0.1933, 0.0119], [0.1517, 0.9461, 0.1083]]], dtype=F)],
                    lambda x, t: grid_sample(x, torch.nn.functional.affine_grid(t, (2, 3, 6, 6), align_corners=True), True)),
+    # A patchify convolution whose windows leave the last rows and column uncovered (10 x 9 by 4).
+    "conv2d_patchify_ragged": ([randn(2, 10, 9, 3), randn(6, 3, 4, 4) * 0.2, randn(6)], lambda x, w, b: conv2d(x, w, b, 4, 0)),
 }
 
 def main():
