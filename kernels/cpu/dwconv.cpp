@@ -5,8 +5,8 @@
 //   dw[c, i*K+j] = sum_{n,h,w} dy[n,h,w,c] * x[n, h+i-p, w+j-p, c];   db[c] = sum_{n,h,w} dy[n,h,w,c]
 // The innermost loops run over channels, contiguous in x and y; the weight is first
 // laid out tap-major ([K*K, C]) in a small buffer so that its channels are contiguous
-// too. dw and db sum in double per image, then over images in order: the same bits
-// for any thread count.
+// too. dw and db sum each output row in the accumulation type, the rows in double per
+// image, then the images in order: the same bits for any thread count.
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
@@ -71,30 +71,39 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
     using A = acc_t<T>;
     const T *pdy = static_cast<const T*>(dy), *px = static_cast<const T*>(x);
     const int64_t pad = p.k / 2, C = p.c, taps = p.k * p.k;
-    // Per image: [taps, C] sums of dy * x, then C sums of dy.
+    // Per image: [taps, C] sums of dy * x, then C sums of dy, in double. Each output row's
+    // products are first summed in the accumulation type (f32 for f32: twice the SIMD
+    // width of double, and no conversions in the inner loop), then added in.
     const int64_t per_image = (taps + 1) * C;
     std::vector<double> part(size_t(p.n * per_image), 0.0);
-#pragma omp parallel for schedule(static) if (p.n > 1 && p.h * p.w * C > (1 << 12))
-    for (int64_t n = 0; n < p.n; ++n) {
-      double* acc = part.data() + n * per_image;
-      double* bias = acc + taps * C;
-      for (int64_t h = 0; h < p.h; ++h)
-        for (int64_t wo = 0; wo < p.w; ++wo) {
-          const T* gr = pdy + ((n * p.h + h) * p.w + wo) * C;
-          if (db)
-            for (int64_t c = 0; c < C; ++c) bias[c] += double(load(gr[c]));
-          for (int64_t i = 0; i < p.k; ++i) {
-            const int64_t hi = h + i - pad;
-            if (hi < 0 || hi >= p.h) continue;
-            for (int64_t j = 0; j < p.k; ++j) {
-              const int64_t wi = wo + j - pad;
-              if (wi < 0 || wi >= p.w) continue;
-              const T* xr = px + ((n * p.h + hi) * p.w + wi) * C;
-              double* a = acc + (i * p.k + j) * C;
-              for (int64_t c = 0; c < C; ++c) a[c] += double(load(gr[c])) * double(load(xr[c]));
+#pragma omp parallel if (p.n > 1 && p.h * p.w * C > (1 << 12))
+    {
+      std::vector<A> row(static_cast<size_t>(per_image));
+#pragma omp for schedule(static)
+      for (int64_t n = 0; n < p.n; ++n) {
+        double* acc = part.data() + n * per_image;
+        for (int64_t h = 0; h < p.h; ++h) {
+          std::fill(row.begin(), row.end(), A(0));
+          A* bias = row.data() + taps * C;
+          for (int64_t wo = 0; wo < p.w; ++wo) {
+            const T* gr = pdy + ((n * p.h + h) * p.w + wo) * C;
+            if (db)
+              for (int64_t c = 0; c < C; ++c) bias[c] += load(gr[c]);
+            for (int64_t i = 0; i < p.k; ++i) {
+              const int64_t hi = h + i - pad;
+              if (hi < 0 || hi >= p.h) continue;
+              for (int64_t j = 0; j < p.k; ++j) {
+                const int64_t wi = wo + j - pad;
+                if (wi < 0 || wi >= p.w) continue;
+                const T* xr = px + ((n * p.h + hi) * p.w + wi) * C;
+                A* a = row.data() + (i * p.k + j) * C;
+                for (int64_t c = 0; c < C; ++c) a[c] += load(gr[c]) * load(xr[c]);
+              }
             }
           }
+          for (int64_t q = 0; q < per_image; ++q) acc[q] += double(row[size_t(q)]);
         }
+      }
     }
     // Over the images in order (the same bits for any thread count), then out in [C, taps] order.
     std::vector<double> total(size_t(per_image), 0.0);
