@@ -4,6 +4,7 @@
 // sum_squares: one pass over each tensor of a list, a few launches for the list,
 // for gradient norms.
 #include <algorithm>
+#include <cmath>
 
 #include "core/autograd.h"
 #include "core/backend.h"
@@ -51,8 +52,8 @@ Tensor reduce_keepdim(kernels::ReduceOp op, const char* name, const Tensor& a, c
     for (int i = first; i <= last; ++i) out_shape[size_t(i)] = 1;
     Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
     if (r == 0) {
-      EMONEXT_CHECK(op == kernels::ReduceOp::Sum, name, ": cannot take the max over an empty dim ", first, " of ", a.str());
-      out.zero_();
+      EMONEXT_CHECK(op != kernels::ReduceOp::Max, name, ": cannot take the max over an empty dim ", first, " of ", a.str());
+      out.fill_(op == kernels::ReduceOp::Mean ? std::nan("") : 0.0);  // as torch: the mean of nothing is NaN
     } else {
       EMONEXT_KERNEL(out.device(), reduce, op, out.data_ptr(), cur.data_ptr(), a.dtype(), outer, r, inner);
     }
@@ -82,11 +83,18 @@ Tensor sum(const Tensor& a, std::vector<int> dims, bool keepdim) {
   return record(out, "sum", {a}, [=](const Tensor& g) { return std::vector<Tensor>{g.reshape(kept).expand(in_shape)}; });
 }
 
+// The kernels divide the sum before rounding it to a's dtype: an f16 sum can overflow
+// where the mean does not (the SE pool over 56 x 56 positions under --amp fp16).
 Tensor mean(const Tensor& a, std::vector<int> dims, bool keepdim) {
   dims = normalise_dims("mean", a, dims);
   int64_t count = 1;
   for (int d : dims) count *= a.shape()[size_t(d)];
-  return mul(sum(a, dims, keepdim), 1.0 / double(count));
+  Tensor out = reduce_keepdim(kernels::ReduceOp::Mean, "mean", a, dims);
+  const Shape kept = out.shape(), in_shape = a.shape();
+  if (!keepdim) out = make_view(out, dropped_shape(kept, dims), contiguous_strides(dropped_shape(kept, dims)), 0);
+  return record(out, "mean", {a}, [=](const Tensor& g) {
+    return std::vector<Tensor>{mul(g.reshape(kept), 1.0 / double(count)).expand(in_shape)};
+  });
 }
 
 Tensor max(const Tensor& a, std::vector<int> dims, bool keepdim) {

@@ -103,7 +103,7 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream s);               \
   void compare(CompareOp op, const View& out_u8, const View& a, const View& b, Stream s);          \
   void where(const View& out, const View& cond_u8, const View& a, const View& b, Stream s);        \
-  /* reduce.{cpp,cu}: contiguous [outer, r, inner] -> [outer, inner] */                            \
+  /* reduce.{cpp,cu}: contiguous [outer, r, inner] -> [outer, inner]; sum, max or mean */        \
   void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, int64_t r,      \
               int64_t inner, Stream s);                                                            \
   /* out[i] = the sum of squares of tensor i of the list, in the accumulation type (f32 for */     \

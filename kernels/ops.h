@@ -13,7 +13,9 @@ enum class UnaryOp : int { Neg, Exp, Log, Sqrt, Relu, Sigmoid, AddScalar, MulSca
 // AddGelu*: gelu(a + b) in one pass (the ConvNeXt block's bias + GELU).
 enum class BinaryOp : int { Add, Sub, Mul, Div, Pow, Maximum, ReluBackward, GeluErfBackward, GeluTanhBackward, AddGeluErf, AddGeluTanh };
 enum class CompareOp : int { Eq, Ne, Gt, Ge, Lt, Le };
-enum class ReduceOp : int { Sum, Max };
+// Mean: the sum times 1 / r, taken in the accumulation type before the result is rounded
+// to the tensor's dtype (an f16 sum of 3,136 values of 30 would overflow; their mean does not).
+enum class ReduceOp : int { Sum, Max, Mean };
 enum class RandomKind : int { Uniform, Normal };
 
 // Global-namespace math (::), so that emonext::exp(Tensor) and friends never hide it.

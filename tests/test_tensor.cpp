@@ -138,6 +138,20 @@ TEST(Tensor, ColumnSumsMatchALoopWhateverTheThreads) {
   EXPECT_EQ(s[1], INFINITY);
 }
 
+// A 16-bit mean divides before it rounds: an f16 sum of 3,136 values of 30 (94,080) or of
+// 64 values of 2,000 is past f16's largest finite value (65,504), its mean is not. Each
+// path of the reduction: along rows, down long columns (the SE pool), down short ones.
+// The mean of nothing is NaN, as torch's.
+TEST(Tensor, SixteenBitMeansDoNotOverflowWhereTheirSumsWould) {
+  for (DType t : {DType::F16, DType::BF16}) {
+    const std::string name = dtype_name(t);
+    EXPECT_EQ(mean(Tensor::full({2, 3136}, 30.0, t), {1}).to_vector(), (std::vector<double>{30, 30})) << name;
+    EXPECT_EQ(global_avg_pool(Tensor::full({1, 56, 56, 4}, 30.0, t)).to_vector(), std::vector<double>(4, 30.0)) << name;
+    EXPECT_EQ(mean(Tensor::full({1, 64, 3}, 2000.0, t), {1}).to_vector(), std::vector<double>(3, 2000.0)) << name;
+  }
+  EXPECT_TRUE(std::isnan(mean(Tensor::zeros({0, 3}), {0}).to_vector()[0]));
+}
+
 TEST(Tensor, SumSquaresMatchesALoopWhateverTheThreads) {
   Generator gen(8);
   // Lengths around the CPU's block of 2^14 and the CUDA kernel's 8192, and an empty one.

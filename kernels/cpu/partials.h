@@ -11,14 +11,15 @@
 
 namespace emonext::kernels::cpu {
 
+// scale: 1, or a mean's 1 / count (applied in double, before the rounding to T).
 template <class T>
-void sum_partials(T* out, const double* part, int64_t outer, int64_t chunks, int64_t n) {
+void sum_partials(T* out, const double* part, int64_t outer, int64_t chunks, int64_t n, double scale = 1.0) {
 #pragma omp parallel for schedule(static) if (outer * chunks * n > (1 << 15))
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t j = 0; j < n; ++j) {
       double acc = 0;
       for (int64_t k = 0; k < chunks; ++k) acc += part[(o * chunks + k) * n + j];
-      out[o * n + j] = store<T>(acc_t<T>(acc));
+      out[o * n + j] = store<T>(acc_t<T>(acc * scale));
     }
 }
 

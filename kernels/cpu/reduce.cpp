@@ -1,5 +1,6 @@
-// Sum and max over the middle dimension of a contiguous [outer, r, inner]
-// block (CPU). Sums accumulate in double; max propagates NaN as torch.amax.
+// Sum, mean and max over the middle dimension of a contiguous [outer, r, inner]
+// block (CPU). Sums accumulate in double (a mean is scaled there too, before the
+// rounding to the tensor's dtype); max propagates NaN as torch.amax.
 // Column sums (inner > 1: the bias gradients, BatchNorm's statistics) read the
 // block row by row, in fixed chunks of rows whose partial sums are then added in
 // chunk order: every read is sequential, and the bits do not depend on the
@@ -23,7 +24,7 @@ namespace {
 constexpr int64_t kRowsPerChunk = 128;
 
 template <class T>
-void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner) {
+void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner, double scale) {
   const int64_t chunks = (r + kRowsPerChunk - 1) / kRowsPerChunk;
   std::vector<double> partial(size_t(outer * chunks * inner), 0.0);
 #pragma omp parallel for collapse(2) schedule(static) if (outer * r * inner > (1 << 15))
@@ -37,7 +38,7 @@ void column_sum(T* y, const T* x, int64_t outer, int64_t r, int64_t inner) {
       }
     }
   }
-  sum_partials(y, partial.data(), outer, chunks, inner);
+  sum_partials(y, partial.data(), outer, chunks, inner, scale);
 }
 
 }  // namespace
@@ -78,18 +79,19 @@ void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, 
     using A = acc_t<T>;
     const T* x = static_cast<const T*>(in);
     T* y = static_cast<T*>(out);
-    if (op == ReduceOp::Sum && inner > 1) {
-      column_sum(y, x, outer, r, inner);
+    const double scale = op == ReduceOp::Mean ? 1.0 / double(r) : 1.0;  // a mean divides in double, before rounding
+    if (op != ReduceOp::Max && inner > 1) {
+      column_sum(y, x, outer, r, inner, scale);
       return;
     }
 #pragma omp parallel for collapse(2) schedule(static) if (outer * r * inner > (1 << 15))
     for (int64_t o = 0; o < outer; ++o) {
       for (int64_t i = 0; i < inner; ++i) {
         const T* p = x + o * r * inner + i;
-        if (op == ReduceOp::Sum) {
+        if (op != ReduceOp::Max) {
           double acc = 0;
           for (int64_t j = 0; j < r; ++j) acc += double(load(p[j * inner]));
-          y[o * inner + i] = store<T>(A(acc));
+          y[o * inner + i] = store<T>(A(acc * scale));
         } else {
           A m = -std::numeric_limits<A>::infinity();
           for (int64_t j = 0; j < r; ++j) {

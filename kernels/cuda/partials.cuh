@@ -22,12 +22,14 @@ namespace emonext::kernels::cuda {
 
 namespace partials_detail {
 
-// One sum to finish: part [outer, chunks, n] in the accumulation type -> out [outer, n].
+// One sum to finish: part [outer, chunks, n] in the accumulation type -> out [outer, n],
+// times scale (1 but for means) before the rounding to T.
 template <class T>
 struct Partials {
   T* out;
   const acc_t<T>* part;
   int64_t n;
+  acc_t<T> scale;
 };
 
 template <class A, bool kMax>
@@ -51,18 +53,21 @@ __global__ void __launch_bounds__(1024) sum_partials_kernel(Partials<T> a, Parti
   __syncthreads();
   if (threadIdx.y == 0 && j < p.n) {
     for (int r = 1; r < 32; ++r) acc = combine<A, kMax>(acc, rows[r][threadIdx.x]);
-    p.out[o * p.n + j] = store<T>(acc);
+    p.out[o * p.n + j] = store<T>(kMax ? acc : acc * p.scale);
   }
 }
 
 }  // namespace partials_detail
 
-// part: [outer, chunks, n] in acc_t<T>; out: [outer, n] in T. outer <= 65535.
+// part: [outer, chunks, n] in acc_t<T>; out: [outer, n] in T, the sums times scale (a
+// mean's 1 / count: multiplied before the rounding to T). outer <= 65535.
 template <class T, bool kMax = false>
-void sum_partials(T* out, const acc_t<T>* part, int64_t outer, int64_t chunks, int64_t n, Stream s) {
+void sum_partials(T* out, const acc_t<T>* part, int64_t outer, int64_t chunks, int64_t n, Stream s,
+                  acc_t<T> scale = acc_t<T>(1)) {
   const unsigned blocks = unsigned((n + 31) / 32);
   EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, kMax>), dim3(blocks, unsigned(outer)), dim3(32, 32), 0, s,
-                 partials_detail::Partials<T>{out, part, n}, partials_detail::Partials<T>{nullptr, nullptr, 0}, blocks, chunks);
+                 partials_detail::Partials<T>{out, part, n, scale}, partials_detail::Partials<T>{nullptr, nullptr, 0, acc_t<T>(1)},
+                 blocks, chunks);
 }
 
 // Two sums over the same number of chunks in one launch: part_a [chunks, n_a] -> out_a
@@ -72,8 +77,8 @@ void sum_partials(T* out_a, const acc_t<T>* part_a, int64_t n_a, T* out_b, const
                   Stream s) {
   const unsigned blocks_a = unsigned((n_a + 31) / 32), blocks_b = unsigned((n_b + 31) / 32);
   EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, false>), dim3(blocks_a + blocks_b, 1u), dim3(32, 32), 0, s,
-                 partials_detail::Partials<T>{out_a, part_a, n_a}, partials_detail::Partials<T>{out_b, part_b, n_b}, blocks_a,
-                 chunks);
+                 partials_detail::Partials<T>{out_a, part_a, n_a, acc_t<T>(1)},
+                 partials_detail::Partials<T>{out_b, part_b, n_b, acc_t<T>(1)}, blocks_a, chunks);
 }
 
 }  // namespace emonext::kernels::cuda

@@ -26,12 +26,18 @@ namespace {
 constexpr unsigned kThreads = 256;
 
 template <class A>
-__device__ A reduce_init(ReduceOp op) { return op == ReduceOp::Sum ? A(0) : -INFINITY; }
+__device__ A reduce_init(ReduceOp op) { return op == ReduceOp::Max ? A(-INFINITY) : A(0); }
 
 template <class A>
 __device__ A reduce_step(ReduceOp op, A acc, A v) {
-  if (op == ReduceOp::Sum) return acc + v;
+  if (op != ReduceOp::Max) return acc + v;
   return (acc != acc || acc > v) ? acc : v;
+}
+
+// The reduction of r values as stored: a mean divides its sum first (ReduceOp::Mean).
+template <class T>
+__device__ T reduce_result(ReduceOp op, acc_t<T> acc, int64_t r) {
+  return store<T>(op == ReduceOp::Mean ? acc / acc_t<T>(r) : acc);
 }
 
 template <class T>
@@ -41,8 +47,8 @@ __global__ void reduce_rows_kernel(ReduceOp op, T* out, const T* in, int64_t r) 
   const T* row = in + int64_t(blockIdx.x) * r;
   A acc = reduce_init<A>(op);
   for (int64_t j = threadIdx.x; j < r; j += blockDim.x) acc = reduce_step(op, acc, load(row[j]));
-  acc = op == ReduceOp::Sum ? block_reduce<A, false>(acc, shared) : block_reduce<A, true>(acc, shared);
-  if (threadIdx.x == 0) out[blockIdx.x] = store<T>(acc);
+  acc = op == ReduceOp::Max ? block_reduce<A, true>(acc, shared) : block_reduce<A, false>(acc, shared);
+  if (threadIdx.x == 0) out[blockIdx.x] = reduce_result<T>(op, acc, r);
 }
 
 template <class T>
@@ -53,7 +59,7 @@ __global__ void reduce_columns_kernel(ReduceOp op, T* out, const T* in, int64_t 
     const T* p = in + o * r * inner + i;
     A acc = reduce_init<A>(op);
     for (int64_t j = 0; j < r; ++j) acc = reduce_step(op, acc, load(p[j * inner]));
-    out[t] = store<T>(acc);
+    out[t] = reduce_result<T>(op, acc, r);
   }
 }
 
@@ -169,8 +175,9 @@ void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, 
                        part.as<A>(), x, outer, r, inner, chunks);
       for (int64_t first = 0; first < outer; first += 65535) {  // grid.y: at most 65535 per launch
         const int64_t m = std::min<int64_t>(outer - first, 65535);
-        if (op == ReduceOp::Sum) sum_partials<T, false>(y + first * inner, part.as<A>() + first * chunks * inner, m, chunks, inner, s);
-        else sum_partials<T, true>(y + first * inner, part.as<A>() + first * chunks * inner, m, chunks, inner, s);
+        if (op == ReduceOp::Max) sum_partials<T, true>(y + first * inner, part.as<A>() + first * chunks * inner, m, chunks, inner, s);
+        else sum_partials<T, false>(y + first * inner, part.as<A>() + first * chunks * inner, m, chunks, inner, s,
+                                    op == ReduceOp::Mean ? A(1) / A(r) : A(1));
       }
     } else {
       EMONEXT_LAUNCH(reduce_columns_kernel<T>, blocks_for(outer * inner, kThreads), kThreads, 0, s, op, y, x, outer, r, inner);

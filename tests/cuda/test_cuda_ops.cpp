@@ -289,6 +289,17 @@ TEST(Cuda, BatchNormTrainingMatchesTheCpuInFewLaunches) {
     }
 }
 
+// As Tensor.SixteenBitMeansDoNotOverflowWhereTheirSumsWould, on each CUDA reduction path.
+TEST(Cuda, SixteenBitMeansDoNotOverflowWhereTheirSumsWould) {
+  REQUIRE_GPU();
+  for (DType t : {DType::F16, DType::BF16}) {
+    const std::string name = dtype_name(t);
+    EXPECT_EQ(mean(Tensor::full({2, 3136}, 30.0, t, kGpu), {1}).to_vector(), (std::vector<double>{30, 30})) << name;
+    EXPECT_EQ(global_avg_pool(Tensor::full({1, 56, 56, 4}, 30.0, t, kGpu)).to_vector(), std::vector<double>(4, 30.0)) << name;
+    EXPECT_EQ(mean(Tensor::full({1, 64, 3}, 2000.0, t, kGpu), {1}).to_vector(), std::vector<double>(3, 2000.0)) << name;
+  }
+}
+
 TEST(Cuda, RandomMatchesCpu) {
   REQUIRE_GPU();
   for (DType t : {DType::F32, DType::BF16}) {
