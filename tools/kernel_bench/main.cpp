@@ -258,11 +258,72 @@ Case bias_gelu_backward_case(const Data& d, Buffers& keep) {
           [=] { return std::max(max_error(*dx, *dxb), max_error(*db, *dbb)); }};
 }
 
+// Training-mode BatchNorm over the stage-1 activations as [N*H*W, C] rows (the model's
+// are the spatial transformer's maps; the kernel is the same): the batchnorm kernels
+// beside the same work op by op in the same dtype (forward: the mean, the variance, the
+// running statistics, the normalisation, as batch_norm was composed before; backward:
+// the column sums and dx from the saved statistics). Both are checked against the
+// formulas op by op in f32: in 16-bit the op-by-op products are rounded one by one, and
+// a sum of 200,704 of them can be far from the fused kernels' f32 sums. Either backend.
+std::vector<Case> batch_norm_cases(const Data& d, Buffers& keep) {
+  const Device dev = d.x.device();
+  const DType t = d.x.dtype(), f32 = DType::F32;
+  const int64_t c = d.C;
+  const double s = double(dtype_size(t)), n = double(d.x.numel()), m = double(d.rows);
+  const Tensor *x = &d.x, *g = &d.dy, *w = &d.ln_w, *b = &d.ln_b;
+  Tensor *y = buffer(keep, like(d.x)), *yb = buffer(keep, like(d.x)), *dx = buffer(keep, like(d.x)), *dxb = buffer(keep, like(d.x)),
+         *dw = buffer(keep, like(*w)), *dwb = buffer(keep, like(*w)), *db = buffer(keep, like(*w)), *dbb = buffer(keep, like(*w)),
+         *rm = buffer(keep, Tensor::zeros({c}, t, dev)), *rv = buffer(keep, Tensor::ones({c}, t, dev)),
+         *rmb = buffer(keep, Tensor::zeros({c}, t, dev)), *rvb = buffer(keep, Tensor::ones({c}, t, dev)),
+         *mean = buffer(keep, Tensor::empty({c}, f32, dev)), *rstd = buffer(keep, Tensor::empty({c}, f32, dev)),
+         *want = buffer(keep, Tensor()), *want_dw = buffer(keep, Tensor()), *want_db = buffer(keep, Tensor());
+  // The f32 check, made once both have run: y, or dx (with dw and db).
+  auto check_forward = [=] {
+    const Tensor x32 = x->to(f32), mu = emonext::mean(x32, {0, 1, 2}), var = emonext::mean(pow(x32 - mu, 2.0), {0, 1, 2});
+    *want = (x32 - mu) / sqrt(var + 1e-5) * w->to(f32) + b->to(f32);
+  };
+  auto check_backward = [=] {
+    const Tensor g32 = g->to(f32), xhat = (x->to(f32) - *mean) * *rstd;
+    *want_db = sum(g32, {0, 1, 2});
+    *want_dw = sum(g32 * xhat, {0, 1, 2});
+    *want = w->to(f32) * *rstd * (g32 - *want_db / m - xhat * *want_dw / m);
+  };
+  return {
+      {"batch_norm", "forward", "op by op", 2 * n * s, 8 * n,
+       [=] { EMONEXT_KERNEL(dev, batch_norm_forward, y->data_ptr(), mean->data_ptr(), rstd->data_ptr(), rm->data_ptr(), rv->data_ptr(), x->data_ptr(), w->data_ptr(), b->data_ptr(), t, d.rows, c, 1e-5, 0.1); },
+       [=] {
+         const Tensor mu = emonext::mean(*x, {0, 1, 2}), var = emonext::mean(pow(*x - mu, 2.0), {0, 1, 2});
+         rmb->copy_(*rmb * 0.9 + mu * 0.1);
+         rvb->copy_(*rvb * 0.9 + var * (0.1 * m / (m - 1)));
+         *yb = (*x - mu) / sqrt(var + 1e-5) * *w + *b;
+       },
+       [=] {
+         check_forward();
+         return max_error(*y, *want);
+       },
+       [=] { return max_error(*yb, *want); }},
+      {"batch_norm", "backward", "op by op", 3 * n * s, 10 * n,
+       [=] { EMONEXT_KERNEL(dev, batch_norm_backward, dx->data_ptr(), dw->data_ptr(), db->data_ptr(), g->data_ptr(), x->data_ptr(), mean->data_ptr(), rstd->data_ptr(), w->data_ptr(), t, d.rows, c); },
+       [=] {
+         const Tensor mu = mean->to(t), rs = rstd->to(t), xhat = (*x - mu) * rs;
+         *dbb = sum(*g, {0, 1, 2});
+         *dwb = sum(*g * xhat, {0, 1, 2});
+         *dxb = *w * rs * (*g - *dbb / m - xhat * *dwb / m);
+       },
+       [=] {
+         check_backward();
+         return std::max({max_error(*dx, *want), max_error(*dw, *want_dw), max_error(*db, *want_db)});
+       },
+       [=] { return std::max({max_error(*dxb, *want), max_error(*dwb, *want_dw), max_error(*dbb, *want_db)}); }},
+  };
+}
+
 // The cases written with the engine's ops and kernel dispatch, the same on either
 // device: each fused kernel beside the work it replaced.
 std::vector<Case> either_device_cases(const Data& d, Buffers& keep) {
   std::vector<Case> cases = {adamw_case(d, keep), adamw_model_case(d.x.device(), keep), bias_gelu_backward_case(d, keep)};
   for (Case& c : layer_scale_residual_cases(d, keep)) cases.push_back(std::move(c));
+  for (Case& c : batch_norm_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
 }
 
