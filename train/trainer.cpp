@@ -217,6 +217,12 @@ struct RunState {
 // step whose gradients hold inf or NaN is skipped and the scale halved; 2000 good
 // steps in a row double it (PyTorch's GradScaler defaults).
 struct LossScaler {
+  // A scale below 1 means some gradients exceed f16's range unscaled, and shrinking them
+  // all flushes the small ones to zero. It happens: LayerNorm over a constant region
+  // (black image corners, the transformer's zero padding) multiplies its input gradient
+  // by 1/sqrt(eps) = 1000 per block, which f32 and bf16 hold and f16 does not (EmoNeXt-tiny
+  // at 224 settles near 1/512). Below kFloor, 2^-24 (f16's smallest value), nothing fits.
+  static constexpr double kFloor = 1.0 / 16777216;
   bool on = false;
   double scale = 65536;
   int64_t good = 0;
@@ -388,6 +394,7 @@ int run_training(const TrainConfig& c) {
       std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
     }
     LossScaler scaler;
+    bool warned_small_scale = false;
     scaler.on = c.amp == "fp16";
     if (c.loss_scale > 0) scaler.scale = c.loss_scale;
     Generator& dp_gen = low ? low->generator() : model.generator();  // drop path draws from the model that runs the blocks
@@ -499,6 +506,14 @@ int run_training(const TrainConfig& c) {
           std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st.step + 1,
                       scaler.scale, scaler.scale / 2);
           scaler.update(true);
+          if (scaler.scale < 1 && !warned_small_scale) {
+            warned_small_scale = true;
+            std::printf("warning: the fp16 loss scale is below 1: some gradients are past f16's range even unscaled, and "
+                        "small ones now round to zero. --amp bf16 has f32's range\n");
+          }
+          if (scaler.scale < LossScaler::kFloor)
+            return stop_non_finite("fp16 gradients overflow at every loss scale down to " + fmt("%g", scaler.scale * 2) +
+                                   "; train with --amp bf16 (f32's range) or --amp off");
         } else {
           // AdamW unscales and clips the gradients as it reads them
           opt.step(lr, (c.clip > 0 ? clip_factor(norm, c.clip) : 1.0) / loss_scale);
