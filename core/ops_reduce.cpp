@@ -63,6 +63,29 @@ Tensor reduce_keepdim(kernels::ReduceOp op, const char* name, const Tensor& a, c
   return cur;
 }
 
+// keepdim's result as returned: itself, or a view without the reduced dims.
+Tensor unkept(const Tensor& kept_out, const std::vector<int>& dims, bool keepdim) {
+  if (keepdim) return kept_out;
+  const Shape s = dropped_shape(kept_out.shape(), dims);
+  return make_view(kept_out, s, contiguous_strides(s), 0);
+}
+
+// sum and mean: the backward spreads g over the reduced dims, divided by their count for
+// a mean. The kernels divide a mean's sum before rounding it to a's dtype: an f16 sum can
+// overflow where the mean does not (the SE pool over 56 x 56 positions under --amp fp16).
+Tensor sum_or_mean(kernels::ReduceOp op, const char* name, const Tensor& a, std::vector<int> dims, bool keepdim) {
+  dims = normalise_dims(name, a, dims);
+  const Tensor out = reduce_keepdim(op, name, a, dims);
+  const Shape kept = out.shape(), in_shape = a.shape();
+  int64_t count = 1;
+  for (int d : dims) count *= in_shape[size_t(d)];
+  const double scale = op == kernels::ReduceOp::Mean ? 1.0 / double(count) : 1.0;
+  return record(unkept(out, dims, keepdim), name, {a}, [=](const Tensor& g) {
+    const Tensor gk = g.reshape(kept);
+    return std::vector<Tensor>{(scale == 1.0 ? gk : mul(gk, scale)).expand(in_shape)};
+  });
+}
+
 }  // namespace
 
 Tensor sum_to(const Tensor& g, const Shape& shape) {
@@ -76,34 +99,18 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 }
 
 Tensor sum(const Tensor& a, std::vector<int> dims, bool keepdim) {
-  dims = normalise_dims("sum", a, dims);
-  Tensor out = reduce_keepdim(kernels::ReduceOp::Sum, "sum", a, dims);
-  const Shape kept = out.shape(), in_shape = a.shape();
-  if (!keepdim) out = make_view(out, dropped_shape(kept, dims), contiguous_strides(dropped_shape(kept, dims)), 0);
-  return record(out, "sum", {a}, [=](const Tensor& g) { return std::vector<Tensor>{g.reshape(kept).expand(in_shape)}; });
+  return sum_or_mean(kernels::ReduceOp::Sum, "sum", a, std::move(dims), keepdim);
 }
 
-// The kernels divide the sum before rounding it to a's dtype: an f16 sum can overflow
-// where the mean does not (the SE pool over 56 x 56 positions under --amp fp16).
 Tensor mean(const Tensor& a, std::vector<int> dims, bool keepdim) {
-  dims = normalise_dims("mean", a, dims);
-  int64_t count = 1;
-  for (int d : dims) count *= a.shape()[size_t(d)];
-  Tensor out = reduce_keepdim(kernels::ReduceOp::Mean, "mean", a, dims);
-  const Shape kept = out.shape(), in_shape = a.shape();
-  if (!keepdim) out = make_view(out, dropped_shape(kept, dims), contiguous_strides(dropped_shape(kept, dims)), 0);
-  return record(out, "mean", {a}, [=](const Tensor& g) {
-    return std::vector<Tensor>{mul(g.reshape(kept), 1.0 / double(count)).expand(in_shape)};
-  });
+  return sum_or_mean(kernels::ReduceOp::Mean, "mean", a, std::move(dims), keepdim);
 }
 
 Tensor max(const Tensor& a, std::vector<int> dims, bool keepdim) {
   dims = normalise_dims("max", a, dims);
-  Tensor out = reduce_keepdim(kernels::ReduceOp::Max, "max", a, dims);
-  const Tensor kept_out = out;
-  const Shape kept = out.shape();
-  if (!keepdim) out = make_view(out, dropped_shape(kept, dims), contiguous_strides(dropped_shape(kept, dims)), 0);
-  return record(out, "max", {a}, [=](const Tensor& g) {
+  const Tensor kept_out = reduce_keepdim(kernels::ReduceOp::Max, "max", a, dims);
+  const Shape kept = kept_out.shape();
+  return record(unkept(kept_out, dims, keepdim), "max", {a}, [=](const Tensor& g) {
     // Ties share the gradient equally (torch.amax).
     const Tensor mask = eq(a, kept_out);
     const Tensor count = sum(mask.to(g.dtype()), dims, true);
