@@ -221,7 +221,7 @@ struct LossScaler {
   // all flushes the small ones to zero. It happens: LayerNorm over a constant region
   // (black image corners, the transformer's zero padding) multiplies its input gradient
   // by 1/sqrt(eps) = 1000 per block, which f32 and bf16 hold and f16 does not (EmoNeXt-tiny
-  // at 224 settles near 1/512). Below kFloor, 2^-24 (f16's smallest value), nothing fits.
+  // at 224 settles near 1/256). Below kFloor, 2^-24 (f16's smallest value), nothing fits.
   static constexpr double kFloor = 1.0 / 16777216;
   bool on = false;
   double scale = 65536;
