@@ -218,10 +218,12 @@ struct RunState {
 // steps in a row double it (PyTorch's GradScaler defaults).
 struct LossScaler {
   // A scale below 1 means some gradients exceed f16's range unscaled, and shrinking them
-  // all flushes the small ones to zero. It happens: LayerNorm over a constant region
-  // (black image corners, the transformer's zero padding) multiplies its input gradient
-  // by 1/sqrt(eps) = 1000 per block, which f32 and bf16 hold and f16 does not (EmoNeXt-tiny
-  // at 224 settles near 1/256). Below kFloor, 2^-24 (f16's smallest value), nothing fits.
+  // all flushes the small ones to zero. It happens at the start of training: with zero
+  // biases a one-colour patch (black rotation corners, FER2013's blank images) is 0 in
+  // every channel after the stem, the LayerNorm's variance is 0 and its input gradient is
+  // multiplied by 1/sqrt(eps) = 1000 per LayerNorm, past f16's range (PyTorch's autocast
+  // too: the stem's output is f16 there). EmoNeXt-tiny at 224 settles near 1/256 (see
+  // tools/reference/fp16_range.py). Below kFloor, 2^-24 (f16's smallest value), nothing fits.
   static constexpr double kFloor = 1.0 / 16777216;
   bool on = false;
   double scale = 65536;
@@ -392,6 +394,9 @@ int run_training(const TrainConfig& c) {
       low->to(amp_dtype);
       low->train();
       std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
+      if (dev.is_cpu())
+        std::printf("note: the CPU converts 16-bit values in software, so --amp trains about 5x slower than f32 here; "
+                    "it is meant for GPUs\n");
     }
     LossScaler scaler;
     bool warned_small_scale = false;
