@@ -76,8 +76,17 @@ Tensor ConvNeXt::forward_features(const Tensor& x) const {
   return norm.forward(global_avg_pool(h));
 }
 
+namespace {
+int64_t checked_image_size(int64_t s) {
+  EMONEXT_CHECK(s >= EmoNeXt::kMinImageSize, "EmoNeXt: image size ", s, " is below ", EmoNeXt::kMinImageSize,
+                ", where the stem and three downsamplings leave one pixel");
+  return s;
+}
+}  // namespace
+
 EmoNeXt::EmoNeXt(const ConvNeXtSize& size_, int64_t classes, int64_t image_size_, double drop_path)
-    : ConvNeXt(size_, classes, drop_path, true), image_size(image_size_), stn(image_size_), attention(size_.dims[3]) {
+    : ConvNeXt(size_, classes, drop_path, true), image_size(checked_image_size(image_size_)), stn(image_size_),
+      attention(size_.dims[3]) {
   // Flat names, as the reference: localization.* and fc_loc.* at the top level.
   register_module("localization", &stn.localization);
   register_module("fc_loc", &stn.fc_loc);

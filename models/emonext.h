@@ -59,6 +59,9 @@ struct EmoNeXtOutput {
 
 class EmoNeXt : public ConvNeXt {
  public:
+  // The smallest image the model runs on: the stem (/4) and three downsamplings (/2)
+  // leave one pixel at 32. Smaller sizes are refused here, not at the first forward.
+  static constexpr int64_t kMinImageSize = 32;
   EmoNeXt(const ConvNeXtSize& size, int64_t classes, int64_t image_size, double drop_path = 0.1);
   EmoNeXtOutput forward(const Tensor& images);
   int64_t image_size;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/safetensors.h"
@@ -139,6 +140,12 @@ TEST(Import, TheToolWritesNothingWhenItRefuses) {
   const std::string cmd = std::string(EMONEXT_CONVNEXT_IMPORT) + " --in " + pretrained_dir() + "/mismatch.pth --out " + out +
                           " --img-size 48 >/dev/null 2>&1";
   EXPECT_NE(std::system(cmd.c_str()), 0);
+  EXPECT_FALSE(std::filesystem::exists(out));
+  // A model too small to run (ConvNeXt needs 32 pixels): a usage error, before the file is read.
+  const std::string small = std::string(EMONEXT_CONVNEXT_IMPORT) + " --in " + pretrained_dir() + "/model.safetensors --out " +
+                            out + " --img-size 24 --model atto >/dev/null 2>&1";
+  const int status = std::system(small.c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
   EXPECT_FALSE(std::filesystem::exists(out));
   const std::string ok = std::string(EMONEXT_CONVNEXT_IMPORT) + " --in " + pretrained_dir() + "/model.safetensors --out " + out +
                          " --img-size 48 --model atto >/dev/null 2>&1";

@@ -178,6 +178,14 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
       {"--synthetic 32 --bogus", 2, "unknown argument --bogus"},
       {"--synthetic 32 --batch 0", 2, "--batch and --epochs must be positive"},
       {"--synthetic 32 --model huge", 1, "unknown ConvNeXt size 'huge'; known sizes: atto"},
+      {"--synthetic 32 --img-size 24", 2, "--img-size must be at least 32"},
+      {"--synthetic 32 --lr 0", 2, "--lr must be positive"},
+      {"--synthetic 32 --cycle 0", 2, "--cycle must be longer than --warmup"},
+      {"--synthetic 32 --drop-path 1", 2, "--drop-path must be in [0, 1)"},
+      {"--synthetic 32 --rotate -10", 2, "--rotate must be in [0, 180] degrees"},
+      {"--synthetic 32 --amp fp16 --loss-scale 0", 2, "--loss-scale must be positive"},
+      {"--synthetic 32 --patience 0", 2, "--patience must be at least 1"},
+      {"--benchmark 3", 2, "--benchmark times the steps after the first 3: give it at least 4"},
   };
   for (const auto& [args, code, says] : cases) {
     std::string out;
@@ -186,6 +194,11 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
     EXPECT_FALSE(fs::exists(dir + "/run/last.safetensors")) << args;
     EXPECT_EQ(out.find("emonext_train: EmoNeXt-"), std::string::npos) << args << ": refused before it starts\n" << out;
   }
+  // Fewer classes than the data has labels: refused once the data is read, before a step.
+  std::string out;
+  EXPECT_EQ(run("--synthetic 32 --classes 3 --device cpu --out " + dir + "/run", &out), 1) << out;
+  EXPECT_NE(out.find("--classes 3 is fewer than the data's labels (0 to 6)"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir + "/run/last.safetensors"));
 }
 
 TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
@@ -299,6 +312,11 @@ TEST(Train, BenchmarkReportsSpeedDataWaitAndMemory) {
   EXPECT_NE(out.find("images/s"), std::string::npos);
   EXPECT_NE(out.find("data wait"), std::string::npos);
   EXPECT_NE(out.find("peak tensor memory on cpu"), std::string::npos);
+  // More steps than the synthetic set's 64 batches: further passes over it, whatever
+  // --epochs and --max-steps say.
+  ASSERT_EQ(run(" --benchmark 66 --epochs 1 --max-steps 3 --model atto --img-size 32 --batch 2 --device cpu --workers 1 --out " + d,
+                &out), 0) << out;
+  EXPECT_NE(out.find("benchmark: 66 steps of batch 2 at 32 x 32 on cpu: "), std::string::npos) << out;
 }
 
 TEST(Train, CtrlCSavesALoadableCheckpoint) {

@@ -12,6 +12,7 @@
 
 #include "core/base/error.h"
 #include "models/checkpoint.h"
+#include "models/emonext.h"
 #include "models/pretrained.h"
 #include "tools/cli.h"
 
@@ -53,6 +54,9 @@ int main(int argc, char** argv) {
   }
   if (in.empty() || out.empty()) usage("--in and --out are required");
   if (classes < 1) usage("--classes must be at least 1");
+  if (image_size < emonext::EmoNeXt::kMinImageSize)
+    usage("--img-size must be at least " + std::to_string(emonext::EmoNeXt::kMinImageSize) +
+          " (the stem and three downsamplings leave one pixel there)");
   try {
     emonext::ImportReport r;
     auto model = emonext::import_pretrained(in, emonext::weight_source_from_name(source), size, classes, image_size, seed, r);

@@ -6,6 +6,7 @@
 
 #include "core/storage.h"
 #include "tools/cli.h"
+#include "models/emonext.h"
 #include "train/trainer.h"
 
 namespace {
@@ -34,12 +35,38 @@ training
   --seed N (0)  --out DIR (runs/emonext)  --resume DIR  --log-every N (50)
 modes
   --overfit-batch FILE --steps K --dump-state OUT   K steps on one batch (images [N,3,H,W], labels [N])
-  --benchmark STEPS     synthetic data: steady-state images/s, time per step, data wait
+  --benchmark STEPS     synthetic data: steady-state images/s and time per step (the steps after the
+                        first 3), data wait, peak memory; STEPS at least 4
 )";
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "emonext_train: " << why << "\n" << kUsage;
   std::exit(2);
+}
+
+// Every number an option takes, checked before anything is read or trained: a value
+// out of range is a usage error naming the option, not a crash or a silent default.
+void check_ranges(const emonext::TrainConfig& c, bool loss_scale_given) {
+  const auto need = [](bool ok, const std::string& why) {
+    if (!ok) usage(why);
+  };
+  need(c.batch >= 1 && c.epochs >= 1, "--batch and --epochs must be positive");
+  need(c.image_size >= emonext::EmoNeXt::kMinImageSize,
+       "--img-size must be at least " + std::to_string(emonext::EmoNeXt::kMinImageSize) +
+           " (the stem and three downsamplings leave one pixel there)");
+  need(c.classes >= 1, "--classes must be at least 1");
+  need(c.synthetic >= 0 && c.workers >= 0 && c.max_steps >= 0 && c.steps >= 0,
+       "--synthetic, --workers, --max-steps and --steps cannot be negative");
+  need(c.lr > 0, "--lr must be positive");
+  need(c.weight_decay >= 0 && c.clip >= 0, "--wd and --clip cannot be negative (--clip 0 turns clipping off)");
+  need(c.drop_path >= 0 && c.drop_path < 1, "--drop-path must be in [0, 1)");
+  need(c.label_smoothing >= 0 && c.label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
+  need(c.augment.rotate_degrees >= 0 && c.augment.rotate_degrees <= 180, "--rotate must be in [0, 180] degrees");
+  need(c.patience >= 1, "--patience must be at least 1 (epochs without a better validation accuracy)");
+  need(c.warmup >= 0, "--warmup cannot be negative");
+  need(c.schedule != "restarts" || c.cycle > c.warmup, "--cycle must be longer than --warmup (the warm-up is part of each cycle)");
+  need(!loss_scale_given || c.loss_scale > 0, "--loss-scale must be positive");
+  need(c.benchmark == 0 || c.benchmark > 3, "--benchmark times the steps after the first 3: give it at least 4");
 }
 
 }  // namespace
@@ -48,6 +75,7 @@ int main(int argc, char** argv) {
   emonext::keep_freed_host_memory();
   emonext::TrainConfig c;
   emonext::cli::Args args(argc, argv, usage);
+  bool loss_scale_given = false;
   for (std::string a; args.next(a);) {
     if (a == "--data") c.data_dir = args.value();
     else if (a == "--csv") c.csv = args.value();
@@ -78,7 +106,10 @@ int main(int argc, char** argv) {
     else if (a == "--patience") c.patience = args.integer();
     else if (a == "--max-steps") c.max_steps = args.integer();
     else if (a == "--amp") c.amp = args.value();
-    else if (a == "--loss-scale") c.loss_scale = args.real();
+    else if (a == "--loss-scale") {
+      c.loss_scale = args.real();
+      loss_scale_given = true;
+    }
     else if (a == "--seed") c.seed = args.unsigned_integer();
     else if (a == "--out") c.out = args.value();
     else if (a == "--resume") c.resume = args.value();
@@ -92,7 +123,7 @@ int main(int argc, char** argv) {
       return 0;
     } else usage("unknown argument " + a);
   }
-  if (c.batch < 1 || c.epochs < 1 || c.image_size < 18) usage("--batch and --epochs must be positive, --img-size at least 18");
+  check_ranges(c, loss_scale_given);
   if (!c.resume.empty() && c.out == "runs/emonext") c.out = c.resume;  // continue in the same folder
   return emonext::run_training(c);
 }

@@ -365,6 +365,10 @@ int run_training(const TrainConfig& c) {
       }
     }
     if (!overfit) {
+      int64_t top = 0;  // the largest label: the model needs an output for each
+      for (const Dataset* d : {&train, &val, &test})
+        for (const Sample& s : d->samples) top = std::max(top, s.label);
+      EMONEXT_CHECK(top < c.classes, "--classes ", c.classes, " is fewer than the data's labels (0 to ", top, ")");
       print_counts(train);
       print_counts(val);
       if (have_test) print_counts(test);
@@ -473,7 +477,11 @@ int run_training(const TrainConfig& c) {
     };
     const int64_t steps_per_epoch = int64_t(train.samples.size()) / c.batch;
     EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", train.samples.size(), " images) is smaller than one batch (", c.batch, ")");
-    const int64_t total_steps = c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch) : c.epochs * steps_per_epoch;
+    // --benchmark STEPS runs that many steps over as many passes of its synthetic set as
+    // they take, whatever --epochs and --max-steps say.
+    const int64_t total_steps = c.benchmark > 0   ? c.benchmark
+                                : c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch)
+                                                  : c.epochs * steps_per_epoch;
     int64_t unreadable = 0;
     bool stop = false;
     const auto t_start = Clock::now();
@@ -481,7 +489,7 @@ int run_training(const TrainConfig& c) {
     int64_t bench_images = 0;
     uint64_t bench_launches = 0;  // GPU launches so far when the steady state begins
 
-    for (; st.epoch < c.epochs && !stop; ++st.epoch) {
+    for (; (st.epoch < c.epochs || c.benchmark > 0) && !stop; ++st.epoch) {
       Loader loader(train, c.batch, c.image_size, true, c.augment, c.seed, st.epoch, workers, st.batch_in_epoch);
       double loss_sum = 0;
       int64_t seen = 0, correct = 0;
@@ -556,14 +564,17 @@ int run_training(const TrainConfig& c) {
           std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st.step, last.c_str(), c.out.c_str());
           return 130;
         }
-        if ((c.max_steps > 0 && st.step >= c.max_steps) || (c.benchmark > 0 && st.step >= c.benchmark)) {
+        if (c.benchmark > 0 ? st.step >= c.benchmark : c.max_steps > 0 && st.step >= c.max_steps) {
           stop = true;
           break;
         }
       }
       progress.end_line();
-      bench_wait = loader.wait_seconds();
-      if (c.benchmark > 0) break;
+      bench_wait += loader.wait_seconds();
+      if (c.benchmark > 0) {  // no evaluation: the next pass, until the steps are done
+        st.batch_in_epoch = 0;
+        continue;
+      }
       // A run that stops on the epoch's last batch has finished the epoch: "last" then
       // resumes at the next one, not at an empty remainder of this one.
       if (!stop || st.batch_in_epoch >= loader.batches()) st.batch_in_epoch = 0;
