@@ -69,8 +69,15 @@ Options parse(int argc, char** argv) {
   cli::Args args(argc, argv, usage);
   for (std::string a; args.next(a);) {
     if (a == "--device") o.device = args.value();
-    else if (a == "--dtype") o.dtype = dtype_from_name(args.value());
-    else if (a == "--iters") o.iters = int(std::max<int64_t>(1, args.integer()));
+    else if (a == "--dtype") {
+      const std::string name = args.value();
+      if (name != "f32" && name != "bf16" && name != "f16") usage("--dtype is f32, bf16 or f16, got '" + name + "'");
+      o.dtype = dtype_from_name(name);
+    } else if (a == "--iters") {
+      const int64_t k = args.integer();
+      if (k < 1 || k > 100000) usage("--iters takes a count from 1 to 100000");
+      o.iters = int(k);
+    }
     else if (a == "--csv") o.csv = args.value();
     else if (a == "--shape") {
       std::stringstream ss(args.value());
@@ -503,6 +510,14 @@ int run(int argc, char** argv) {
   if (gpu) usage("this build has no GPU mode (CUDA backend not built, or the emulation build: it has no timing)");
 #endif
   if (!gpu && o.dtype != DType::F32) usage("the CPU mode runs f32 (its naive baselines are f32)");
+  // The CSV file is opened before the run, so a path that cannot be written stops it
+  // now rather than after every kernel has been timed.
+  std::ofstream csv;
+  if (!o.csv.empty()) {
+    csv.open(o.csv);
+    if (!csv) usage("--csv " + o.csv + ": cannot open the file for writing");
+  }
+
   const Shape shape = !o.shape.empty() ? o.shape : Shape{gpu ? 64 : 4, 56, 56, 96};
   std::printf("kernel_bench: device %s, dtype %s, shape [N,H,W,C] = %s (GELU on C*4), %d timed runs each, median\n",
               gpu ? "cuda:0" : "cpu", dtype_name(o.dtype), shape_str(shape).c_str(), o.iters);
@@ -560,8 +575,7 @@ int run(int argc, char** argv) {
                 r.err, base_err, valid ? "" : "  FAILED CHECK");
     results.push_back(r);
   }
-  if (!o.csv.empty()) {
-    std::ofstream csv(o.csv);
+  if (csv.is_open()) {
     csv << "kernel,direction,device,dtype,shape,ms,bytes,gb_per_s,fraction_of_copy,gflop_per_s,baseline,baseline_ms,speedup,max_err,baseline_max_err\n";
     for (const Result& r : results) {
       const double gbs = r.c.bytes / (r.ms * 1e6);
@@ -569,6 +583,11 @@ int run(int argc, char** argv) {
           << shape_str(shape) << "\"," << r.ms << ',' << r.c.bytes << ',' << gbs << ',' << gbs / bandwidth << ','
           << r.c.flops / (r.ms * 1e6) << ',' << r.c.baseline << ',' << r.baseline_ms << ',' << r.baseline_ms / r.ms << ','
           << r.err << ',' << (r.baseline_err >= 0 ? std::to_string(r.baseline_err) : "") << '\n';
+    }
+    csv.close();
+    if (!csv) {
+      std::fprintf(stderr, "kernel_bench: writing %s failed\n", o.csv.c_str());
+      return 1;
     }
     std::printf("\nwrote %s\n", o.csv.c_str());
   }
