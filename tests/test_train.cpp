@@ -150,6 +150,29 @@ TEST(Train, ResumingGivesTheSameLossesBitForBit) {
   EXPECT_EQ(straight, resumed);
 }
 
+// fp16's loss scale and its count of good steps are part of the training state: a run
+// stopped while the scale is still falling resumes with the same skips and losses.
+TEST(Train, ResumingFp16KeepsTheLossScale) {
+  const ScratchDir a("fp16_straight"), b("fp16_resumed");
+  const std::string flags = kSmall + " --amp fp16";  // this toy overflows f16 at the first scales, and later
+  const auto skips_after_4 = [](const std::string& log) {  // the "step N skipped: ... at loss scale S" lines, N > 4
+    std::vector<std::string> lines;
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);)
+      if (line.starts_with("step ") && line.find(" skipped: ") != std::string::npos && std::stoll(line.substr(5)) > 4)
+        lines.push_back(line);
+    return lines;
+  };
+  std::string out, resumed_out;
+  ASSERT_EQ(run(flags + " --max-steps 8 --out " + a, &out), 0) << out;
+  ASSERT_FALSE(skips_after_4(out).empty()) << "no step after the resume point overflows: the test shows nothing\n" << out;
+  ASSERT_EQ(run(flags + " --max-steps 4 --out " + b, &resumed_out), 0) << resumed_out;
+  ASSERT_NE(resumed_out.find("skipped"), std::string::npos) << "the scale should have fallen before step 4\n" << resumed_out;
+  ASSERT_EQ(run(flags + " --max-steps 8 --resume " + b, &resumed_out), 0) << resumed_out;
+  EXPECT_EQ(loss_column(a + "/steps.csv"), loss_column(b + "/steps.csv"));
+  EXPECT_EQ(skips_after_4(resumed_out), skips_after_4(out)) << "the resumed run skipped other steps, or at other scales";
+}
+
 // The first column of metrics.csv: the epochs evaluated, in order.
 std::vector<std::string> epoch_column(const std::string& metrics_csv) { return leading_fields(metrics_csv, 1); }
 
