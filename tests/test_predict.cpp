@@ -2,6 +2,7 @@
 // FER2013 images (../shared/fer2013, skipped with the reason when absent).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -111,6 +112,78 @@ TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   EXPECT_NE(rc, 0);
   EXPECT_NE(mixed.find("broken.jpg: cannot decode the image"), std::string::npos) << mixed;
   EXPECT_NE(mixed.find(files[0] + ": "), std::string::npos) << mixed;
+}
+
+// --evaluate DIR: accuracy and the confusion matrix over labelled folders, checked
+// against the per-image mode's predictions on the same files (another code path), in
+// both views; an unreadable image is named, left out and makes the exit code 1.
+TEST(Predict, EvaluatesALabelledFolderAsItsPerImagePredictionsSay) {
+  REQUIRE_FER2013();
+  const ScratchDir dir("predict_eval");
+  EmoNeXt model(convnext_size("atto"), 7, 48);
+  Generator gen(5);
+  init_weights(model, gen);
+  save_checkpoint(dir + "/m.safetensors", model, fer2013_labels());
+  const std::vector<std::string>& labels = fer2013_labels();
+  for (const std::string& l : labels) {
+    std::filesystem::create_directories(dir + "/val/" + l);
+    std::vector<std::filesystem::path> all;
+    for (const auto& e : std::filesystem::directory_iterator(fer2013_dir() + "/val/" + l)) all.push_back(e.path());
+    std::sort(all.begin(), all.end());
+    for (size_t k = 0; k < 3; ++k) std::filesystem::copy_file(all[k], dir + "/val/" + l + "/" + all[k].filename().string());
+  }
+  std::ofstream(dir + "/val/sad/broken.jpg") << "not a jpeg";
+  const std::string predict = std::string(EMONEXT_PREDICT) + " --device cpu --weights " + dir + "/m.safetensors";
+  for (const std::string view : {"", " --tencrop"}) {
+    // Per image: the confusion matrix from the predicted labels and the folder names.
+    int rc = 0;
+    const std::string lines = run_command(predict + view + " --json " + dir + "/val 2>/dev/null", &rc);
+    EXPECT_EQ(rc, 1) << "the broken image";
+    std::vector<std::vector<int64_t>> expected(7, std::vector<int64_t>(7, 0));
+    int64_t images = 0, correct = 0;
+    std::istringstream in(lines);
+    for (std::string line; std::getline(in, line);) {
+      const std::string path = line.substr(11, line.find('"', 11) - 11);  // {"image": "<path>"
+      const size_t at = line.find("\"label\": \"") + 10;
+      const std::string predicted = line.substr(at, line.find('"', at) - at);
+      const std::string truth = std::filesystem::path(path).parent_path().filename().string();
+      const size_t t = size_t(std::find(labels.begin(), labels.end(), truth) - labels.begin());
+      const size_t p = size_t(std::find(labels.begin(), labels.end(), predicted) - labels.begin());
+      ASSERT_LT(t, 7u) << line;
+      ASSERT_LT(p, 7u) << line;
+      ++expected[t][p];
+      ++images;
+      correct += t == p;
+    }
+    ASSERT_EQ(images, 21);
+    // The evaluation mode on the folder.
+    const std::string out = run_command(predict + view + " --evaluate " + dir + "/val/ --confusion " + dir + "/cm.csv 2>&1", &rc);
+    EXPECT_EQ(rc, 1) << out;
+    const std::string broken = std::filesystem::path(dir + "/val/sad/broken.jpg").lexically_normal().string();
+    EXPECT_NE(out.find("skipped " + broken + ": cannot decode the image"), std::string::npos) << out;
+    char figures[64];
+    std::snprintf(figures, sizeof figures, "21 images, accuracy %.4f", double(correct) / 21.0);
+    EXPECT_NE(out.find(figures), std::string::npos) << figures << "\n" << out;
+    EXPECT_NE(out.find(view.empty() ? "(centre crop)" : "(ten-crop)"), std::string::npos) << out;
+    std::ifstream cm(dir + "/cm.csv");
+    std::string row;
+    std::getline(cm, row);
+    EXPECT_EQ(row, "true\\predicted,angry,disgust,fear,happy,neutral,sad,surprise,accuracy");
+    for (size_t t = 0; t < 7; ++t) {
+      ASSERT_TRUE(std::getline(cm, row));
+      std::string want = labels[t];
+      for (int64_t v : expected[t]) want.append(",").append(std::to_string(v));
+      EXPECT_EQ(row.substr(0, row.rfind(',')), want) << view;
+    }
+  }
+  // Arguments: the modes are exclusive; a folder that is not labelled is refused by name.
+  int rc = 0;
+  EXPECT_NE(run_command(predict + " --evaluate " + dir + "/val " + dir + "/val/sad 2>&1", &rc).find("give images or folders"),
+            std::string::npos);
+  EXPECT_EQ(rc, 2);
+  const std::string unlabelled = run_command(predict + " --evaluate " + dir + "/val/sad 2>&1", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(unlabelled.find("missing emotion folder"), std::string::npos) << unlabelled;
 }
 
 }  // namespace

@@ -303,11 +303,19 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
       }
     }
   std::ofstream(d + "/train/happy/broken.jpg") << "not a jpeg";
+  std::ofstream(d + "/val/sad/broken.png") << "not a png";
+  std::ofstream(d + "/test/fear/broken.jpg") << "";
   std::string out;
-  ASSERT_EQ(run("--data " + d + " --model atto --img-size 32 --batch 2 --epochs 1 --device cpu --workers 2 --out " + d + "/run", &out), 0)
+  ASSERT_EQ(run("--data " + d + " --model atto --img-size 32 --batch 2 --epochs 2 --device cpu --workers 2 --out " + d + "/run", &out), 0)
       << out;
-  EXPECT_NE(out.find("skipped unreadable image " + d + "/train/happy/broken.jpg: cannot decode the image"), std::string::npos) << out;
-  EXPECT_NE(out.find("1 unreadable image(s) were skipped"), std::string::npos) << out;
+  // Each named once, though training and validation meet theirs in both epochs.
+  for (const std::string f : {"/train/happy/broken.jpg", "/val/sad/broken.png", "/test/fear/broken.jpg"}) {
+    const std::string line = "skipped unreadable image " + d + f + ": cannot decode the image";
+    const size_t at = out.find(line);
+    EXPECT_NE(at, std::string::npos) << line << "\n" << out;
+    EXPECT_EQ(out.find(line, at + 1), std::string::npos) << "named twice: " << line;
+  }
+  EXPECT_NE(out.find("3 unreadable image(s) were skipped"), std::string::npos) << out;
   EXPECT_NE(out.find("train         22 images"), std::string::npos) << out;  // counts printed at start (21 + the broken one)
   // test/ exists: the ten-crop test evaluation with per-class accuracy and the confusion matrix.
   EXPECT_NE(out.find("test (ten-crop, EMA): accuracy"), std::string::npos) << out;

@@ -6,6 +6,9 @@
 //       resize, centre crop (or the ten crops, logits averaged), gray in 3 channels.
 //   emonext_predict --weights CKPT --input-tensors IN.safetensors --output OUT.safetensors
 //       `images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] f32, eval mode.
+//   emonext_predict --weights CKPT --evaluate DIR [--tencrop] [--confusion FILE.csv]
+//       DIR holds one folder per emotion (as FER2013's val/ or test/): accuracy, loss,
+//       per-class accuracy and the confusion matrix, as emonext_train's test pass.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -22,6 +25,8 @@
 #include "core/storage.h"
 #include "models/checkpoint.h"
 #include "tools/cli.h"
+#include "train/data.h"
+#include "train/evaluate.h"
 #include "train/image.h"
 
 namespace fs = std::filesystem;
@@ -32,7 +37,9 @@ namespace {
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "emonext_predict: " << why << "\n"
             << "usage: emonext_predict --weights CKPT [--device auto|cpu|cuda] [--tencrop] [--json] IMAGE_OR_DIR...\n"
-            << "       emonext_predict --weights CKPT [--device ...] --input-tensors IN.safetensors --output OUT.safetensors\n";
+            << "       emonext_predict --weights CKPT [--device ...] --input-tensors IN.safetensors --output OUT.safetensors\n"
+            << "       emonext_predict --weights CKPT [--device ...] --evaluate DIR [--tencrop] [--confusion FILE.csv]\n"
+            << "         (DIR: one folder per emotion, as FER2013's val/ or test/)\n";
   std::exit(2);
 }
 
@@ -65,11 +72,37 @@ Tensor run(EmoNeXt& model, const Tensor& images, Device device) {
   return model.forward(images.to(device)).logits.to(Device::cpu());
 }
 
+// --evaluate: the labelled folders of DIR through the model; 1 when an image could
+// not be read (the figures then leave it out).
+int evaluate_folder(EmoNeXt& model, const CheckpointInfo& info, const std::string& dir, Device device, bool tencrop,
+                    const std::string& confusion) {
+  EMONEXT_CHECK(info.labels == fer2013_labels(), "--evaluate: the checkpoint's classes are not FER2013's seven emotions in the ",
+                "engine's order, so the folders cannot be matched to its outputs");
+  fs::path root = fs::path(dir).lexically_normal();
+  if (root.filename().empty()) root = root.parent_path();  // "val/" -> "val"
+  const Dataset data = read_image_folders(root.parent_path().string(), root.filename().string());
+  const auto t0 = std::chrono::steady_clock::now();
+  const Evaluation e = evaluate(model, data, 64, device, {.tencrop = tencrop});
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s (%s): %lld images, accuracy %.4f, loss %.4f; %.1f images/s on %s\n", root.string().c_str(),
+              tencrop ? "ten-crop" : "centre crop", (long long)e.images, e.accuracy, e.loss, double(e.images) / s,
+              device.str().c_str());
+  print_confusion(e, info.labels);
+  if (!confusion.empty()) {
+    write_confusion_csv(confusion, e, info.labels);
+    std::printf("wrote %s\n", confusion.c_str());
+  }
+  for (const std::string& why : e.unreadable) std::fprintf(stderr, "emonext_predict: skipped %s\n", why.c_str());
+  const int64_t unread = int64_t(e.unreadable.size());
+  if (unread) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)unread, data.samples.size());
+  return unread ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   keep_freed_host_memory();
-  std::string weights, device_name = "auto", input_tensors, output;
+  std::string weights, device_name = "auto", input_tensors, output, evaluate_dir, confusion;
   bool tencrop = false, json = false;
   std::vector<std::string> inputs;
   cli::Args args(argc, argv, usage);
@@ -80,12 +113,16 @@ int main(int argc, char** argv) {
     else if (a == "--json") json = true;
     else if (a == "--input-tensors") input_tensors = args.value();
     else if (a == "--output") output = args.value();
+    else if (a == "--evaluate") evaluate_dir = args.value();
+    else if (a == "--confusion") confusion = args.value();
     else if (a == "--help" || a == "-h") usage("help");
     else if (a.starts_with("--")) usage("unknown option " + a);
     else inputs.push_back(a);
   }
   if (weights.empty()) usage("--weights is required");
-  if (input_tensors.empty() == inputs.empty()) usage("give images or folders, or --input-tensors with --output");
+  if (int(!inputs.empty()) + int(!input_tensors.empty()) + int(!evaluate_dir.empty()) != 1)
+    usage("give images or folders, --input-tensors with --output, or --evaluate DIR");
+  if (!confusion.empty() && evaluate_dir.empty()) usage("--confusion goes with --evaluate");
   if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
   try {
     Device device = Device::cpu();
@@ -109,6 +146,8 @@ int main(int argc, char** argv) {
                    (long long)logits.size(1), output.c_str(), s, double(logits.size(0)) / s, device.str().c_str());
       return 0;
     }
+
+    if (!evaluate_dir.empty()) return evaluate_folder(*model, info, evaluate_dir, device, tencrop, confusion);
 
     std::vector<std::string> files;
     for (const std::string& in : inputs) {

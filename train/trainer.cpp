@@ -13,6 +13,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <unordered_set>
 
 #include "core/autograd.h"
 #include "core/base/error.h"
@@ -20,6 +21,7 @@
 #include "core/safetensors.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
+#include "train/evaluate.h"
 #include "train/optim.h"
 
 namespace emonext {
@@ -97,62 +99,6 @@ Device pick_device(const std::string& name) {
   }
   EMONEXT_CHECK(name == "auto", "--device is auto, cpu or cuda, got '", name, "'");
   return cuda_available() ? Device::cuda(0) : Device::cpu();
-}
-
-struct Eval {
-  double accuracy = 0, loss = 0;
-  std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
-};
-
-// Accuracy and mean cross-entropy (no smoothing) of the model on a dataset; views
-// per image: 1 (centre or random crop) or 10 (ten-crop, logits averaged).
-Eval evaluate(EmoNeXt& model, const Dataset& data, const TrainConfig& c, Device dev, bool tencrop, int64_t epoch) {
-  NoGradGuard no_grad;
-  const bool was_training = model.training();
-  model.eval();
-  Eval e;
-  e.confusion.assign(size_t(c.classes), std::vector<int64_t>(size_t(c.classes), 0));
-  int64_t n = 0, correct = 0;
-  double loss_sum = 0;
-  const int64_t views = tencrop ? 10 : 1, per_batch = std::max<int64_t>(1, c.batch / views);
-  for (size_t first = 0; first < data.samples.size(); first += size_t(per_batch)) {
-    std::vector<GrayImage> crops;
-    std::vector<int64_t> labels;
-    for (size_t i = first; i < data.samples.size() && i < first + size_t(per_batch); ++i) {
-      GrayImage img;
-      try {
-        img = data.image(i);
-      } catch (const Error&) {
-        continue;  // reported when the data was read
-      }
-      if (tencrop) {
-        for (GrayImage& v : ten_crop(img, c.image_size)) crops.push_back(std::move(v));
-      } else if (c.val_random_crop) {
-        SampleRng rng(c.seed ^ 0xe7a1ULL, uint64_t(epoch), i);
-        Augment crop_only{false, false, 0, true};
-        crops.push_back(train_view(img, c.image_size, crop_only, rng));
-      } else {
-        crops.push_back(eval_view(img, c.image_size));
-      }
-      labels.push_back(data.samples[i].label);
-    }
-    if (labels.empty()) continue;
-    const Tensor logits = mean(model.forward(to_batch(crops).to(dev)).logits.reshape({int64_t(labels.size()), views, c.classes}), {1});
-    const Tensor y = Tensor::from_ints(labels, {int64_t(labels.size())});
-    loss_sum += cross_entropy(logits, y.to(dev)).item() * double(labels.size());
-    const std::vector<double> l = logits.to_vector();
-    for (size_t k = 0; k < labels.size(); ++k) {
-      const double* row = l.data() + k * size_t(c.classes);
-      const int64_t pred = int64_t(std::max_element(row, row + c.classes) - row);
-      ++e.confusion[size_t(labels[k])][size_t(pred)];
-      correct += pred == labels[k];
-    }
-    n += int64_t(labels.size());
-  }
-  e.accuracy = n ? double(correct) / double(n) : 0;
-  e.loss = n ? loss_sum / double(n) : 0;
-  model.train(was_training);
-  return e;
 }
 
 void print_counts(const Dataset& d) {
@@ -482,7 +428,13 @@ int run_training(const TrainConfig& c) {
     const int64_t total_steps = c.benchmark > 0   ? c.benchmark
                                 : c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch)
                                                   : c.epochs * steps_per_epoch;
-    int64_t unreadable = 0;
+    // Images that cannot be decoded: named once each (training meets them every epoch,
+    // evaluation too) and counted at the end.
+    std::unordered_set<std::string> unreadable;
+    const auto report_unreadable = [&](const std::vector<std::string>& whys) {
+      for (const std::string& why : whys)
+        if (unreadable.insert(why).second) std::fprintf(stderr, "skipped unreadable image %s\n", why.c_str());
+    };
     bool stop = false;
     const auto t_start = Clock::now();
     double bench_time = 0, bench_wait = 0;
@@ -496,8 +448,7 @@ int run_training(const TrainConfig& c) {
       const auto t_epoch = Clock::now();
       int64_t epoch_images = 0;
       for (Batch b = loader.next(); b.index >= 0; b = loader.next()) {
-        for (const std::string& why : b.unreadable) std::fprintf(stderr, "skipped unreadable image %s\n", why.c_str());
-        unreadable += int64_t(b.unreadable.size());
+        report_unreadable(b.unreadable);
         if (b.labels.numel() == 0) continue;
         const auto t_step = Clock::now();
         const double lr = learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps);
@@ -580,7 +531,8 @@ int run_training(const TrainConfig& c) {
       if (!stop || st.batch_in_epoch >= loader.batches()) st.batch_in_epoch = 0;
       // ---- evaluation ----
       if (ema) ema->swap(model);
-      const Eval ev = evaluate(model, val, c, dev, false, st.epoch);
+      const Evaluation ev = evaluate(model, val, c.batch, dev, {false, c.val_random_crop, c.seed, st.epoch});
+      report_unreadable(ev.unreadable);
       if (ema) ema->swap(model);
       const double ips = double(epoch_images) / std::max(1e-9, seconds_since(t_epoch));
       std::printf("epoch %lld step %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f img/s, data wait %.1f s\n",
@@ -613,7 +565,6 @@ int run_training(const TrainConfig& c) {
       st.epoch = keep;
     }
     sigint.reset();  // Ctrl-C stops the final test evaluation the usual way
-    if (unreadable) std::printf("%lld unreadable image(s) were skipped\n", (long long)unreadable);
 
     if (c.benchmark > 0) {
       const double ips = double(bench_images) / std::max(1e-9, bench_time);
@@ -631,28 +582,15 @@ int run_training(const TrainConfig& c) {
     }
     if (have_test) {
       if (ema) ema->swap(model);
-      const Eval ev = evaluate(model, test, c, dev, true, 0);
+      const Evaluation ev = evaluate(model, test, c.batch, dev, {.tencrop = true});
+      report_unreadable(ev.unreadable);
       if (ema) ema->swap(model);
       std::printf("test (ten-crop%s): accuracy %.4f, loss %.4f\n", ema ? ", EMA" : "", ev.accuracy, ev.loss);
-      std::ofstream cm(c.out + "/confusion.csv");
-      cm << "true\\predicted";
-      for (const std::string& l : fer2013_labels()) cm << ',' << l;
-      cm << ",accuracy\n";
-      for (size_t t = 0; t < ev.confusion.size(); ++t) {
-        int64_t row = 0;
-        for (int64_t v : ev.confusion[t]) row += v;
-        const double acc = row ? double(ev.confusion[t][t]) / double(row) : 0.0;
-        std::printf("  %-9s %.4f  ", fer2013_labels()[t].c_str(), acc);
-        cm << fer2013_labels()[t];
-        for (int64_t v : ev.confusion[t]) {
-          std::printf(" %5lld", (long long)v);
-          cm << ',' << v;
-        }
-        cm << ',' << acc << '\n';
-        std::printf("\n");
-      }
+      print_confusion(ev, fer2013_labels());
+      write_confusion_csv(c.out + "/confusion.csv", ev, fer2013_labels());
       std::printf("wrote %s/confusion.csv\n", c.out.c_str());
     }
+    if (!unreadable.empty()) std::printf("%zu unreadable image(s) were skipped\n", unreadable.size());
     std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints in %s\n", (long long)st.step,
                 duration(seconds_since(t_start)).c_str(), st.best_accuracy, c.out.c_str());
     return 0;
