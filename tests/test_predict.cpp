@@ -56,13 +56,18 @@ TEST(Image, CropsFlipsAndRotations) {
   EXPECT_NE(ten[0].px, ten[3].px);  // corners differ: resized to 51 first
 }
 
+// A checkpoint of EmoNeXt-atto at 48 with the reference's initialisation from `seed`.
+void save_random_atto(const std::string& path, uint64_t seed) {
+  EmoNeXt model(convnext_size("atto"), 7, 48);
+  Generator gen(seed);
+  init_weights(model, gen);
+  save_checkpoint(path, model, fer2013_labels());
+}
+
 TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
   REQUIRE_FER2013();
   const ScratchDir dir("predict");
-  EmoNeXt model(convnext_size("atto"), 7, 48);
-  Generator gen(4);
-  init_weights(model, gen);
-  save_checkpoint(dir + "/m.safetensors", model, fer2013_labels());
+  save_random_atto(dir + "/m.safetensors", 4);
   // Three images of two classes, as files and as a folder.
   std::vector<std::string> files;
   for (const char* cls : {"happy", "surprise"}) {
@@ -120,10 +125,7 @@ TEST(Predict, RunsOnRealFer2013ImagesAndMatchesTheTensorMode) {
 TEST(Predict, EvaluatesALabelledFolderAsItsPerImagePredictionsSay) {
   REQUIRE_FER2013();
   const ScratchDir dir("predict_eval");
-  EmoNeXt model(convnext_size("atto"), 7, 48);
-  Generator gen(5);
-  init_weights(model, gen);
-  save_checkpoint(dir + "/m.safetensors", model, fer2013_labels());
+  save_random_atto(dir + "/m.safetensors", 5);
   const std::vector<std::string>& labels = fer2013_labels();
   for (const std::string& l : labels) {
     std::filesystem::create_directories(dir + "/val/" + l);
