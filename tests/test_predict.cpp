@@ -186,6 +186,15 @@ TEST(Predict, EvaluatesALabelledFolderAsItsPerImagePredictionsSay) {
   const std::string unlabelled = run_command(predict + " --evaluate " + dir + "/val/sad 2>&1", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(unlabelled.find("missing emotion folder"), std::string::npos) << unlabelled;
+  // The original CSV: the rows of one Usage (the sample has no PrivateTest rows, the default).
+  const std::string csv = fer2013_dir() + "/fer2013_sample.csv";
+  const std::string public_test = run_command(predict + " --evaluate " + csv + " --usage PublicTest 2>&1", &rc);
+  EXPECT_EQ(rc, 0) << public_test;
+  EXPECT_NE(public_test.find("PublicTest rows (centre crop): 105 images, accuracy "), std::string::npos) << public_test;
+  EXPECT_NE(run_command(predict + " --evaluate " + csv + " 2>&1", &rc).find("no rows with Usage PrivateTest"), std::string::npos);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(run_command(predict + " --evaluate " + dir + "/val --usage PublicTest 2>&1", &rc).find("is not one"), std::string::npos);
+  EXPECT_EQ(rc, 2);
 }
 
 }  // namespace

@@ -6,8 +6,9 @@
 //       resize, centre crop (or the ten crops, logits averaged), gray in 3 channels.
 //   emonext_predict --weights CKPT --input-tensors IN.safetensors --output OUT.safetensors
 //       `images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] f32, eval mode.
-//   emonext_predict --weights CKPT --evaluate DIR [--tencrop] [--confusion FILE.csv]
-//       DIR holds one folder per emotion (as FER2013's val/ or test/): accuracy, loss,
+//   emonext_predict --weights CKPT --evaluate DIR|fer2013.csv [--usage U] [--tencrop] [--confusion FILE.csv]
+//       DIR holds one folder per emotion (as FER2013's val/ or test/); from the CSV,
+//       the rows of Usage U (PrivateTest, the test set, by default): accuracy, loss,
 //       per-class accuracy and the confusion matrix, as emonext_train's test pass.
 #include <algorithm>
 #include <chrono>
@@ -38,8 +39,9 @@ namespace {
   std::cerr << "emonext_predict: " << why << "\n"
             << "usage: emonext_predict --weights CKPT [--device auto|cpu|cuda] [--tencrop] [--json] IMAGE_OR_DIR...\n"
             << "       emonext_predict --weights CKPT [--device ...] --input-tensors IN.safetensors --output OUT.safetensors\n"
-            << "       emonext_predict --weights CKPT [--device ...] --evaluate DIR [--tencrop] [--confusion FILE.csv]\n"
-            << "         (DIR: one folder per emotion, as FER2013's val/ or test/)\n";
+            << "       emonext_predict --weights CKPT [--device ...] --evaluate DIR|fer2013.csv [--usage U] [--tencrop]\n"
+            << "                       [--confusion FILE.csv]\n"
+            << "         (DIR: one folder per emotion, as FER2013's val/ or test/; U: the CSV rows, PrivateTest by default)\n";
   std::exit(2);
 }
 
@@ -72,19 +74,24 @@ Tensor run(EmoNeXt& model, const Tensor& images, Device device) {
   return model.forward(images.to(device)).logits.to(Device::cpu());
 }
 
-// --evaluate: the labelled folders of DIR through the model; 1 when an image could
-// not be read (the figures then leave it out).
-int evaluate_folder(EmoNeXt& model, const CheckpointInfo& info, const std::string& dir, Device device, bool tencrop,
-                    const std::string& confusion) {
+// --evaluate: the labelled folders of DIR, or the CSV's rows of one Usage, through the
+// model; 1 when an image could not be read (the figures then leave it out).
+int evaluate_labelled(EmoNeXt& model, const CheckpointInfo& info, const std::string& path, const std::string& csv_usage,
+                      Device device, bool tencrop, const std::string& confusion) {
   EMONEXT_CHECK(info.labels == fer2013_labels(), "--evaluate: the checkpoint's classes are not FER2013's seven emotions in the ",
-                "engine's order, so the folders cannot be matched to its outputs");
-  fs::path root = fs::path(dir).lexically_normal();
+                "engine's order, so the labels cannot be matched to its outputs");
+  fs::path root = fs::path(path).lexically_normal();
   if (root.filename().empty()) root = root.parent_path();  // "val/" -> "val"
-  const Dataset data = read_image_folders(root.parent_path().string(), root.filename().string());
+  const bool csv = fs::is_regular_file(root);
+  if (!csv && !csv_usage.empty()) usage("--usage picks rows of a CSV file; " + path + " is not one");
+  const std::string rows = csv_usage.empty() ? "PrivateTest" : csv_usage;
+  const Dataset data = csv ? read_fer2013_csv(root.string(), rows)
+                           : read_image_folders(root.parent_path().string(), root.filename().string());
   const auto t0 = std::chrono::steady_clock::now();
   const Evaluation e = evaluate(model, data, 64, device, {.tencrop = tencrop});
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("%s (%s): %lld images, accuracy %.4f, loss %.4f; %.1f images/s on %s\n", root.string().c_str(),
+  std::printf("%s%s (%s): %lld images, accuracy %.4f, loss %.4f; %.1f images/s on %s\n", root.string().c_str(),
+              csv ? (", " + rows + " rows").c_str() : "",
               tencrop ? "ten-crop" : "centre crop", (long long)e.images, e.accuracy, e.loss, double(e.images) / s,
               device.str().c_str());
   print_confusion(e, info.labels);
@@ -102,7 +109,7 @@ int evaluate_folder(EmoNeXt& model, const CheckpointInfo& info, const std::strin
 
 int main(int argc, char** argv) {
   keep_freed_host_memory();
-  std::string weights, device_name = "auto", input_tensors, output, evaluate_dir, confusion;
+  std::string weights, device_name = "auto", input_tensors, output, evaluate_dir, confusion, csv_usage;
   bool tencrop = false, json = false;
   std::vector<std::string> inputs;
   cli::Args args(argc, argv, usage);
@@ -115,6 +122,7 @@ int main(int argc, char** argv) {
     else if (a == "--output") output = args.value();
     else if (a == "--evaluate") evaluate_dir = args.value();
     else if (a == "--confusion") confusion = args.value();
+    else if (a == "--usage") csv_usage = args.value();
     else if (a == "--help" || a == "-h") usage("help");
     else if (a.starts_with("--")) usage("unknown option " + a);
     else inputs.push_back(a);
@@ -122,7 +130,7 @@ int main(int argc, char** argv) {
   if (weights.empty()) usage("--weights is required");
   if (int(!inputs.empty()) + int(!input_tensors.empty()) + int(!evaluate_dir.empty()) != 1)
     usage("give images or folders, --input-tensors with --output, or --evaluate DIR");
-  if (!confusion.empty() && evaluate_dir.empty()) usage("--confusion goes with --evaluate");
+  if ((!confusion.empty() || !csv_usage.empty()) && evaluate_dir.empty()) usage("--confusion and --usage go with --evaluate");
   if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
   try {
     Device device = Device::cpu();
@@ -147,7 +155,7 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    if (!evaluate_dir.empty()) return evaluate_folder(*model, info, evaluate_dir, device, tencrop, confusion);
+    if (!evaluate_dir.empty()) return evaluate_labelled(*model, info, evaluate_dir, csv_usage, device, tencrop, confusion);
 
     std::vector<std::string> files;
     for (const std::string& in : inputs) {
