@@ -183,6 +183,8 @@ TEST(Predict, EvaluatesALabelledFolderAsItsPerImagePredictionsSay) {
   EXPECT_NE(run_command(predict + " --evaluate " + dir + "/val " + dir + "/val/sad 2>&1", &rc).find("give images or folders"),
             std::string::npos);
   EXPECT_EQ(rc, 2);
+  EXPECT_NE(run_command(predict + " --json --evaluate " + dir + "/val 2>&1", &rc).find("--json goes with images"), std::string::npos);
+  EXPECT_EQ(rc, 2);
   const std::string unlabelled = run_command(predict + " --evaluate " + dir + "/val/sad 2>&1", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(unlabelled.find("missing emotion folder"), std::string::npos) << unlabelled;

@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
   if (int(!inputs.empty()) + int(!input_tensors.empty()) + int(!evaluate_dir.empty()) != 1)
     usage("give images or folders, --input-tensors with --output, or --evaluate DIR");
   if ((!confusion.empty() || !csv_usage.empty()) && evaluate_dir.empty()) usage("--confusion and --usage go with --evaluate");
+  if (json && inputs.empty()) usage("--json goes with images or folders");
   if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
   try {
     Device device = Device::cpu();
