@@ -152,16 +152,14 @@ void batch_norm_forward(void* y, void* mean, void* rstd, void* running_mean, voi
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     Workspace sums(size_t(2 * c) * sizeof(A));
-    auto run = [&](auto v) {
+    with_pack_width<T>(c, {y, x, w, b}, [&](auto v) {
       constexpr int V = decltype(v)::value;
       column_sum_pairs<T, V, false>(sums.as<A>(), static_cast<const T*>(x), nullptr, nullptr, nullptr, rows, c, s);
       EMONEXT_LAUNCH((batch_norm_forward_kernel<T, V>), blocks_for(rows * (c / V), kThreads), kThreads, 0, s, static_cast<T*>(y),
                      static_cast<A*>(mean), static_cast<A*>(rstd), static_cast<T*>(running_mean), static_cast<T*>(running_var),
                      static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), sums.as<A>(), rows, c, eps,
                      momentum);
-    };
-    if (c % kPackSize<T> == 0 && aligned16({y, x, w, b})) run(std::integral_constant<int, kPackSize<T>>{});
-    else run(std::integral_constant<int, 1>{});
+    });
   });
 }
 
@@ -171,16 +169,14 @@ void batch_norm_backward(void* dx, void* dw, void* db, const void* dy, const voi
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     Workspace sums(size_t(2 * c) * sizeof(A));
-    auto run = [&](auto v) {
+    with_pack_width<T>(c, {dx, dy, x, w}, [&](auto v) {
       constexpr int V = decltype(v)::value;
       column_sum_pairs<T, V, true>(sums.as<A>(), static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<const A*>(mean),
                                    static_cast<const A*>(rstd), rows, c, s);
       EMONEXT_LAUNCH((batch_norm_backward_kernel<T, V>), blocks_for(rows * (c / V), kThreads), kThreads, 0, s, static_cast<T*>(dx),
                      static_cast<T*>(dw), static_cast<T*>(db), static_cast<const T*>(dy), static_cast<const T*>(x),
                      static_cast<const A*>(mean), static_cast<const A*>(rstd), static_cast<const T*>(w), sums.as<A>(), rows, c);
-    };
-    if (c % kPackSize<T> == 0 && aligned16({dx, dy, x, w})) run(std::integral_constant<int, kPackSize<T>>{});
-    else run(std::integral_constant<int, 1>{});
+    });
   });
 }
 

@@ -60,13 +60,11 @@ void bias_gelu_backward(DType dtype, bool tanh, void* dx, void* db, const void* 
     Workspace part(size_t(chunks * c) * sizeof(A));
     auto* pdx = static_cast<T*>(dx);
     const auto *pg = static_cast<const T*>(g), *px = static_cast<const T*>(x), *pb = static_cast<const T*>(b);
-    constexpr int V = kPackSize<T>;
-    if (c % V == 0 && aligned16({dx, g, x, b}))
+    with_pack_width<T>(c, {dx, g, x, b}, [&](auto v) {
+      constexpr int V = decltype(v)::value;
       EMONEXT_LAUNCH((bias_gelu_backward_kernel<T, V>), blocks_for(chunks * (c / V), kThreads), kThreads, 0, s, tanh, pdx,
                      part.as<A>(), pg, px, pb, rows, c, chunks);
-    else
-      EMONEXT_LAUNCH((bias_gelu_backward_kernel<T, 1>), blocks_for(chunks * c, kThreads), kThreads, 0, s, tanh, pdx, part.as<A>(), pg,
-                     px, pb, rows, c, chunks);
+    });
     sum_partials<T>(static_cast<T*>(db), part.as<A>(), 1, chunks, c, s);
   });
 }

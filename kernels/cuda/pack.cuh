@@ -6,6 +6,7 @@
 #pragma once
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_types.cuh"
 
@@ -24,6 +25,15 @@ inline bool aligned16(std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)
     if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
   return true;
+}
+
+// Calls f(std::integral_constant<int, V>{}) with V = kPackSize<T> when rows of c elements
+// at every pointer can be moved as packs (c a multiple of V, 16-byte aligned pointers),
+// else with V = 1: a launch is written once for both widths.
+template <class T, class F>
+void with_pack_width(int64_t c, std::initializer_list<const void*> ptrs, F&& f) {
+  if (c % kPackSize<T> == 0 && aligned16(ptrs)) f(std::integral_constant<int, kPackSize<T>>{});
+  else f(std::integral_constant<int, 1>{});
 }
 
 template <int V, class T> __device__ __forceinline__ Pack<T, V> load_pack(const T* p) {

@@ -85,14 +85,12 @@ void layer_scale_residual_forward(const LayerScaleResidual& p, void* y, const vo
     auto* py = static_cast<T*>(y);
     const auto *px = static_cast<const T*>(x), *ph = static_cast<const T*>(h), *pb = static_cast<const T*>(b),
                *pgamma = static_cast<const T*>(gamma);
-    constexpr int V = kPackSize<T>;
     const int64_t n = p.n * p.hw * p.c;
-    if (p.c % V == 0 && aligned16({y, x, h, b, gamma}))
+    with_pack_width<T>(p.c, {y, x, h, b, gamma}, [&](auto v) {
+      constexpr int V = decltype(v)::value;
       EMONEXT_LAUNCH((layer_scale_residual_forward_kernel<T, V>), blocks_for(n / V, kThreads), kThreads, 0, s, p, py, px, ph, pb,
                      pgamma, u);
-    else
-      EMONEXT_LAUNCH((layer_scale_residual_forward_kernel<T, 1>), blocks_for(n, kThreads), kThreads, 0, s, p, py, px, ph, pb, pgamma,
-                     u);
+    });
   });
 }
 
@@ -107,13 +105,11 @@ void layer_scale_residual_backward(const LayerScaleResidual& p, void* dh, void* 
     auto* pdh = static_cast<T*>(dh);
     const auto *pg = static_cast<const T*>(g), *ph = static_cast<const T*>(h), *pb = static_cast<const T*>(b),
                *pgamma = static_cast<const T*>(gamma);
-    constexpr int V = kPackSize<T>;
-    if (p.c % V == 0 && aligned16({dh, g, h, b, gamma}))
+    with_pack_width<T>(p.c, {dh, g, h, b, gamma}, [&](auto v) {
+      constexpr int V = decltype(v)::value;
       EMONEXT_LAUNCH((layer_scale_residual_backward_kernel<T, V>), blocks_for(chunks * (p.c / V), kThreads), kThreads, 0, s, p, pdh,
                      part_b, part_gamma, pg, ph, pb, pgamma, u, chunks);
-    else
-      EMONEXT_LAUNCH((layer_scale_residual_backward_kernel<T, 1>), blocks_for(chunks * p.c, kThreads), kThreads, 0, s, p, pdh, part_b,
-                     part_gamma, pg, ph, pb, pgamma, u, chunks);
+    });
     sum_partials<T>(static_cast<T*>(db), part_b, p.c, static_cast<T*>(dgamma), part_gamma, p.c, chunks, s);
   });
 }

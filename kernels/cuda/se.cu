@@ -59,13 +59,11 @@ void se_gate_backward(void* dx, void* dg, const void* dy, const void* x, const v
     Workspace partial(size_t(n * chunks * c) * sizeof(A));
     auto* out = static_cast<T*>(dx);
     const auto *pdy = static_cast<const T*>(dy), *px = static_cast<const T*>(x), *pg = static_cast<const T*>(g);
-    constexpr int V = kPackSize<T>;
-    if (c % V == 0 && aligned16({dx, dy, x, g}))
+    with_pack_width<T>(c, {dx, dy, x, g}, [&](auto v) {
+      constexpr int V = decltype(v)::value;
       EMONEXT_LAUNCH((se_gate_backward_kernel<T, V>), blocks_for(n * chunks * (c / V), 256), 256, 0, s, out, partial.as<A>(), pdy,
                      px, pg, n, hw, c, chunks);
-    else
-      EMONEXT_LAUNCH((se_gate_backward_kernel<T, 1>), blocks_for(n * chunks * c, 256), 256, 0, s, out, partial.as<A>(), pdy, px,
-                     pg, n, hw, c, chunks);
+    });
     for (int64_t first = 0; first < n; first += 65535)  // grid.y: at most 65535 images per launch
       sum_partials<T>(static_cast<T*>(dg) + first * c, partial.as<A>() + first * chunks * c, std::min<int64_t>(n - first, 65535),
                       chunks, c, s);
