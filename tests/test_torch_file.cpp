@@ -13,11 +13,6 @@
 namespace emonext::test {
 namespace {
 
-std::vector<char> read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
-
 std::string write_file(const ScratchDir& dir, const std::string& name, const std::vector<char>& bytes) {
   const std::string path = dir + "/" + name;
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));

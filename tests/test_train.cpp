@@ -191,6 +191,37 @@ TEST(Train, ResumingAtAnEpochsEndEvaluatesThatEpochOnce) {
   EXPECT_EQ(loss_column(a + "/steps.csv"), loss_column(b + "/steps.csv"));
 }
 
+// A folder that holds a run's checkpoints is not trained over by accident (the main
+// job's command run twice would lose the first run): refused with the way out named,
+// nothing touched. --overwrite replaces the run's own files and leaves the others.
+TEST(Train, AFolderHoldingARunIsNotWrittenOver) {
+  const ScratchDir d("out_taken");
+  std::string out;
+  ASSERT_EQ(run(kSmall + " --max-steps 2 --out " + d, &out), 0) << out;
+  const std::vector<char> last = read_all(d + "/last.safetensors"), metrics = read_all(d + "/metrics.csv");
+  ASSERT_FALSE(last.empty());
+
+  EXPECT_EQ(run(kSmall + " --max-steps 3 --out " + d, &out), 1) << out;
+  EXPECT_NE(out.find("--out " + d + " already holds a run (last.safetensors, best.safetensors); continue it with --resume " + d +
+                     ", choose another --out, or replace it with --overwrite"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("emonext_train: EmoNeXt-"), std::string::npos) << "refused before it starts\n" << out;
+  EXPECT_EQ(read_all(d + "/last.safetensors"), last);
+  EXPECT_EQ(read_all(d + "/metrics.csv"), metrics);
+
+  EXPECT_EQ(run(kSmall + " --max-steps 3 --resume " + d + " --overwrite", &out), 1) << out;
+  EXPECT_NE(out.find("--overwrite would delete the run that --resume " + d + " continues"), std::string::npos) << out;
+  EXPECT_EQ(read_all(d + "/last.safetensors"), last);
+
+  std::ofstream(d + "/confusion.csv") << "an old run's\n";  // written by a run with test/; this one has none
+  std::ofstream(d + "/notes.txt") << "the user's\n";
+  ASSERT_EQ(run(kSmall + " --max-steps 3 --out " + d + " --overwrite", &out), 0) << out;
+  EXPECT_EQ(loss_column(d + "/steps.csv").size(), 3u) << "a new run of 3 steps, not the old one's 2 continued";
+  EXPECT_FALSE(fs::exists(d + "/confusion.csv")) << "the old run's files are removed, so none passes for the new run's";
+  EXPECT_TRUE(fs::exists(d + "/notes.txt")) << "--overwrite removes the run's files only";
+}
+
 // Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with
 // an unknown value) an error naming the choices; nothing is trained either way.
 TEST(Train, BadCommandLinesSayWhatIsWrong) {

@@ -33,6 +33,7 @@ training
   --amp off|bf16|fp16   mixed precision: the backbone in bf16/f16, f32 master weights; fp16 with a
                         dynamic loss scale (--loss-scale S, 65536) that skips steps with inf/NaN gradients
   --seed N (0)  --out DIR (runs/emonext)  --resume DIR  --log-every N (50)
+  --overwrite           replace the run already in --out (without it, a folder holding a run is refused)
 modes
   --overfit-batch FILE --steps K --dump-state OUT   K steps on one batch (images [N,3,H,W], labels [N])
   --benchmark STEPS     synthetic data: steady-state images/s and time per step (the steps after the
@@ -113,6 +114,7 @@ int main(int argc, char** argv) {
     else if (a == "--seed") c.seed = args.unsigned_integer();
     else if (a == "--out") c.out = args.value();
     else if (a == "--resume") c.resume = args.value();
+    else if (a == "--overwrite") c.overwrite = true;
     else if (a == "--log-every") c.log_every = std::max<int64_t>(1, args.integer());
     else if (a == "--overfit-batch") c.overfit_batch = args.value();
     else if (a == "--steps") c.steps = args.integer();

@@ -268,16 +268,41 @@ int64_t peak_rss_mb() {
   return int64_t(u.ru_maxrss / 1024);
 }
 
+// What a run writes in its --out folder (--overwrite removes these, and nothing else).
+const char* const kRunFiles[] = {"config.json",      "metrics.csv",           "steps.csv",
+                                 "last.safetensors", "last.state.safetensors", "best.safetensors",
+                                 "best.state.safetensors", "confusion.csv"};
+
+bool resumes_in_place(const TrainConfig& c) {
+  std::error_code ec;  // false when either folder does not exist
+  return !c.resume.empty() && fs::equivalent(c.resume, c.out, ec);
+}
+
+// A folder that holds a run's checkpoints is not written over by a new run: a repeated
+// command would lose hours of training. --resume continues it in place; --overwrite
+// replaces it. Checked before the data is read.
+void check_out_folder(const TrainConfig& c) {
+  EMONEXT_CHECK(!(c.overwrite && resumes_in_place(c)), "--overwrite would delete the run that --resume ", c.resume,
+                " continues; leave it out, or give another --out");
+  if (c.overwrite || resumes_in_place(c)) return;
+  std::string found;
+  for (const char* f : {"last.safetensors", "best.safetensors"})
+    if (fs::exists(fs::path(c.out) / f)) found += (found.empty() ? "" : ", ") + std::string(f);
+  EMONEXT_CHECK(found.empty(), "--out ", c.out, " already holds a run (", found, "); continue it with --resume ", c.out,
+                ", choose another --out, or replace it with --overwrite");
+}
+
 }  // namespace
 
 int run_training(const TrainConfig& c) {
   try {
+    const bool overfit = !c.overfit_batch.empty();
     EMONEXT_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp is off, bf16 or fp16, got '", c.amp, "'");
     EMONEXT_CHECK(c.amp == "off" || c.overfit_batch.empty(), "--overfit-batch runs in f32 (leave --amp off)");
     convnext_size(c.model);  // an unknown size stops here, before the data is read
+    if (!overfit) check_out_folder(c);
     const Device dev = pick_device(c.device);
     const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
-    const bool overfit = !c.overfit_batch.empty();
     std::printf("emonext_train: EmoNeXt-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n", c.model.c_str(),
                 (long long)c.image_size, (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
 
@@ -385,6 +410,8 @@ int run_training(const TrainConfig& c) {
 
     // ---- output folder, resume ----
     fs::create_directories(c.out);
+    if (c.overwrite)  // the old run's files go now, so none of them is mistaken for the new run's
+      for (const char* f : kRunFiles) fs::remove(fs::path(c.out) / f);
     const std::string last = c.out + "/last.safetensors", last_state = c.out + "/last.state.safetensors",
                       best = c.out + "/best.safetensors";
     RunState st;

@@ -18,6 +18,7 @@ struct TrainConfig {
   int64_t classes = 7, image_size = 224;
   std::string init;    // a checkpoint to start from (e.g. convnext_import's)
   std::string resume;  // a run folder to continue
+  bool overwrite = false;  // replace a run already in out (refused otherwise)
   int64_t epochs = 300, batch = 64, patience = 12, max_steps = 0;  // max_steps 0: no limit
   double lr = 1e-3, weight_decay = 0.01, drop_path = 0.1, clip = 1.0, label_smoothing = 0.2;
   bool exempt_norms = false;  // no weight decay on norms, biases and layer scales
