@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/autograd.h"
+#include "core/base/json.h"
 
 namespace emonext {
 
@@ -87,7 +88,11 @@ class JsonParser {
       if (s_[i_] == '\\') {
         if (++i_ >= s_.size()) break;
         const char e = s_[i_];
-        out += e == 'n' ? '\n' : e == 't' ? '\t' : e;  // \" \\ \/ and the two common controls
+        if (e == 'u') {
+          append_utf8(out, code_point());
+          continue;
+        }
+        out += e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;  // and \" \\ \/
       } else {
         out += s_[i_];
       }
@@ -97,20 +102,49 @@ class JsonParser {
     ++i_;
     return out;
   }
+  // After "\u" (s_[i_] is the 'u'): four hex digits, and a second \uXXXX when they are a
+  // high surrogate; leaves i_ after the last digit.
+  uint32_t code_point() {
+    const auto hex4 = [&]() {
+      if (i_ + 4 >= s_.size()) error("truncated \\u escape");
+      uint32_t v = 0;
+      for (int k = 1; k <= 4; ++k) {
+        const char h = s_[i_ + size_t(k)];
+        if (!std::isxdigit(static_cast<unsigned char>(h))) error("bad \\u escape");
+        v = v * 16 + uint32_t(std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : std::tolower(h) - 'a' + 10);
+      }
+      i_ += 5;
+      return v;
+    };
+    const uint32_t hi = hex4();
+    if (hi < 0xD800 || hi > 0xDBFF) return hi;
+    if (s_.compare(i_, 2, "\\u") != 0) error("lone surrogate in \\u escape");
+    ++i_;
+    const uint32_t lo = hex4();
+    if (lo < 0xDC00 || lo > 0xDFFF) error("bad surrogate pair in \\u escape");
+    return 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+  }
+  static void append_utf8(std::string& out, uint32_t cp) {
+    if (cp < 0x80) {
+      out += char(cp);
+    } else if (cp < 0x800) {
+      out += char(0xC0 | (cp >> 6));
+      out += char(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += char(0xE0 | (cp >> 12));
+      out += char(0x80 | ((cp >> 6) & 0x3F));
+      out += char(0x80 | (cp & 0x3F));
+    } else {
+      out += char(0xF0 | (cp >> 18));
+      out += char(0x80 | ((cp >> 12) & 0x3F));
+      out += char(0x80 | ((cp >> 6) & 0x3F));
+      out += char(0x80 | (cp & 0x3F));
+    }
+  }
   const std::string& s_;
   const std::string& file_;
   size_t i_ = 0;
 };
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') { out += "\\n"; continue; }
-    out += c;
-  }
-  return out;
-}
 
 const char* st_dtype(DType t) {
   switch (t) {

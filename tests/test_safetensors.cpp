@@ -39,6 +39,31 @@ TEST(SafeTensors, RoundTripsEveryDtypeAndMetadata) {
   EXPECT_THROW(st.at("missing"), Error);
 }
 
+// Strings in the header as JSON writes them: control characters round-trip (written as
+// \u00XX), and a header from another writer may spell any character \uXXXX (Python's
+// json.dumps does for every non-ASCII one), surrogate pairs included.
+TEST(SafeTensors, HeaderStringsReadEveryJsonEscape) {
+  const test::ScratchDir dir("safetensors_escapes");
+  const std::string path = dir + "/e.safetensors";
+  const std::string odd = "tab\there, line\nbreak, cr\r, bell\x07, caf\xc3\xa9";
+  save_safetensors(path, {{"w", Tensor::ones({1})}}, {{"note", odd}});
+  EXPECT_EQ(load_safetensors(path).metadata.at("note"), odd);
+
+  const auto write_header = [&](const std::string& header) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    const uint64_t len = header.size();
+    out.write(reinterpret_cast<const char*>(&len), 8);
+    out << header;
+  };
+  write_header(R"({"__metadata__":{"k":"caf\u00e9 \u00E9\/\"\\ \ud83d\ude00 \u0041\b\f"}})");
+  EXPECT_EQ(load_safetensors(path).metadata.at("k"), "caf\xc3\xa9 \xc3\xa9/\"\\ \xf0\x9f\x98\x80 A\b\f");
+  for (const char* bad : {R"({"__metadata__":{"k":"\u00g0"}})", R"({"__metadata__":{"k":"\ud83d x"}})",
+                          R"({"__metadata__":{"k":"\u00)"}) {
+    write_header(bad);
+    EXPECT_THROW(load_safetensors(path), Error) << bad;
+  }
+}
+
 TEST(SafeTensors, RefusesTruncatedAndCorruptFiles) {
   const test::ScratchDir dir("safetensors_bad");
   const std::string path = dir + "/bad.safetensors";

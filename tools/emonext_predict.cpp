@@ -21,6 +21,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/json.h"
 #include "core/device.h"
 #include "core/safetensors.h"
 #include "core/storage.h"
@@ -51,21 +52,6 @@ bool is_image(const fs::path& p) {
   for (const char* x : {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", ".pgm", ".ppm", ".psd", ".hdr"})
     if (e == x) return true;
   return false;
-}
-
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-      continue;
-    }
-    out += c;
-  }
-  return out;
 }
 
 // Logits for a batch of NHWC images, on the model's device, back on the CPU.
