@@ -138,16 +138,45 @@ double loss_of(const std::string& row) { return std::stod(row.substr(row.find(',
 
 const std::string kSmall = " --synthetic 96 --model atto --img-size 32 --batch 16 --device cpu --workers 2 --drop-path 0.1 --log-every 100";
 
+// --resume DIR takes the run's settings from its state: only what changes is given
+// (here the step limit; the device and loader threads are the machine's, not the run's).
 TEST(Train, ResumingGivesTheSameLossesBitForBit) {
   const ScratchDir a("straight"), b("resumed");
   std::string out;
   ASSERT_EQ(run(kSmall + " --max-steps 8 --out " + a, &out), 0) << out;
   ASSERT_EQ(run(kSmall + " --max-steps 5 --out " + b, &out), 0) << out;  // stops mid-epoch 0 (6 steps per epoch)
-  ASSERT_EQ(run(kSmall + " --max-steps 8 --resume " + b, &out), 0) << out;
+  ASSERT_EQ(run("--resume " + b + " --max-steps 8 --device cpu --workers 2", &out), 0) << out;
   EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+  EXPECT_NE(out.find("EmoNeXt-atto, 32 x 32 images, batch 16"), std::string::npos) << "the run's settings\n" << out;
+  EXPECT_NE(out.find("resuming with settings other than the run's: max_steps 8 (the run: 5)\n"), std::string::npos) << out;
   const std::vector<std::string> straight = loss_column(a + "/steps.csv"), resumed = loss_column(b + "/steps.csv");
   ASSERT_EQ(straight.size(), 8u);
   EXPECT_EQ(straight, resumed);
+}
+
+// A setting given beside --resume overrides the run's and is named; a state written
+// before settings were saved takes the options as given, and one without an EMA says
+// how to continue it instead of naming a missing tensor.
+TEST(Train, ResumingNamesTheSettingsThatDifferFromTheRuns) {
+  const ScratchDir d("resume_settings");
+  std::string out;
+  ASSERT_EQ(run(kSmall + " --max-steps 2 --no-ema --out " + d, &out), 0) << out;
+  ASSERT_EQ(run("--resume " + d + " --max-steps 3 --lr 0.002 --device cpu --workers 2", &out), 0) << out;
+  EXPECT_NE(out.find("resuming with settings other than the run's: max_steps 3 (the run: 2), lr 0.002 (the run: 0.001)\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(loss_column(d + "/steps.csv").size(), 3u);
+
+  SafeTensors state = load_safetensors(d + "/last.state.safetensors");  // as an older engine wrote it
+  std::erase_if(state.metadata, [](const auto& kv) { return kv.first.starts_with("setting."); });
+  save_safetensors(d + "/last.state.safetensors", state.tensors, state.metadata);
+  EXPECT_EQ(run("--resume " + d + kSmall + " --max-steps 4", &out), 1) << out;
+  EXPECT_NE(out.find("predates saved settings"), std::string::npos) << out;
+  EXPECT_NE(out.find("the run kept no EMA of the weights (it was trained with --no-ema); give --no-ema to continue it"),
+            std::string::npos)
+      << out;
+  ASSERT_EQ(run("--resume " + d + kSmall + " --no-ema --max-steps 4", &out), 0) << out;
+  EXPECT_EQ(loss_column(d + "/steps.csv").size(), 4u);
 }
 
 // fp16's loss scale and its count of good steps are part of the training state: a run
@@ -230,6 +259,7 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
       {"--synthetic 32 --batch abc", 2, "--batch takes a number, got 'abc'"},
       {"--synthetic 32 --batch", 2, "--batch needs a value"},
       {"--synthetic 32 --bogus", 2, "unknown argument --bogus"},
+      {"--synthetic 32 --csv fer2013.csv", 2, "give one of --data, --csv and --synthetic"},
       {"--synthetic 32 --batch 0", 2, "--batch and --epochs must be positive"},
       {"--synthetic 32 --model huge", 1, "unknown ConvNeXt size 'huge'; known sizes: atto"},
       {"--synthetic 32 --img-size 24", 2, "--img-size must be at least 32"},

@@ -2,8 +2,10 @@
 // Run with --help for the options; README.md has the main job's command.
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 
+#include "core/base/error.h"
 #include "core/storage.h"
 #include "tools/cli.h"
 #include "models/emonext.h"
@@ -32,7 +34,8 @@ training
   --clip C (1.0; 0 off)  --label-smoothing E (0.2)  --no-ema  --patience N (12)  --max-steps N
   --amp off|bf16|fp16   mixed precision: the backbone in bf16/f16, f32 master weights; fp16 with a
                         dynamic loss scale (--loss-scale S, 65536) that skips steps with inf/NaN gradients
-  --seed N (0)  --out DIR (runs/emonext)  --resume DIR  --log-every N (50)
+  --seed N (0)  --out DIR (runs/emonext)  --log-every N (50)
+  --resume DIR          continue the run in DIR exactly, with its settings (options given override them)
   --overwrite           replace the run already in --out (without it, a folder holding a run is refused)
 modes
   --overfit-batch FILE --steps K --dump-state OUT   K steps on one batch (images [N,3,H,W], labels [N])
@@ -70,17 +73,51 @@ void check_ranges(const emonext::TrainConfig& c, bool loss_scale_given) {
   need(c.benchmark == 0 || c.benchmark > 3, "--benchmark times the steps after the first 3: give it at least 4");
 }
 
+// --resume DIR's folder, if the command line has one (read before the other options:
+// they apply on top of the run's own settings).
+std::string resume_folder(int argc, char** argv) {
+  std::string dir;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--resume") dir = argv[i + 1];
+  return dir;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   emonext::keep_freed_host_memory();
   emonext::TrainConfig c;
+  // --resume DIR continues the run with its own settings; options given beside it
+  // override them (the trainer prints each one that differs).
+  if (const std::string dir = resume_folder(argc, argv); !dir.empty()) {
+    try {
+      if (const std::optional<emonext::TrainConfig> saved = emonext::saved_config(dir)) c = *saved;
+      else std::printf("note: %s/last.state.safetensors predates saved settings; the options given are used as they are\n", dir.c_str());
+    } catch (const emonext::Error& e) {
+      std::fprintf(stderr, "emonext_train: --resume %s: %s\n", dir.c_str(), e.what());
+      return 1;
+    }
+  }
   emonext::cli::Args args(argc, argv, usage);
   bool loss_scale_given = false;
+  int data_sources = 0;  // --data, --csv, --synthetic: one, which replaces a resumed run's
+  const auto data_source = [&]() {
+    if (++data_sources > 1) usage("give one of --data, --csv and --synthetic");
+    c.data_dir.clear();
+    c.csv.clear();
+    c.synthetic = 0;
+  };
   for (std::string a; args.next(a);) {
-    if (a == "--data") c.data_dir = args.value();
-    else if (a == "--csv") c.csv = args.value();
-    else if (a == "--synthetic") c.synthetic = args.integer();
+    if (a == "--data") {
+      data_source();
+      c.data_dir = args.value();
+    } else if (a == "--csv") {
+      data_source();
+      c.csv = args.value();
+    } else if (a == "--synthetic") {
+      data_source();
+      c.synthetic = args.integer();
+    }
     else if (a == "--workers") c.workers = int(args.integer());
     else if (a == "--no-hflip") c.augment.hflip = false;
     else if (a == "--no-vflip") c.augment.vflip = false;

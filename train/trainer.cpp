@@ -4,19 +4,23 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/json.h"
 #include "core/device.h"
 #include "core/safetensors.h"
 #include "core/storage.h"
@@ -108,47 +112,123 @@ void print_counts(const Dataset& d) {
   std::printf("\n");
 }
 
+// ---- a run's settings ----
+// One row per setting that defines a run: its name in config.json and in the training
+// state's metadata ("setting.<key>"), and whether --resume restores it from there (the
+// device, the loader threads and --init belong to the machine or the start, not to the
+// run). A value as text: strings as they are, bools true/false, numbers in their
+// shortest round-trip form.
+template <class T>
+std::string setting_text(const T& v) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return v ? "true" : "false";
+  } else {
+    char b[40];
+    const auto r = std::to_chars(b, b + sizeof b, v);
+    return std::string(b, r.ptr);
+  }
+}
+
+template <class T>
+void parse_setting(const std::string& text, T& v) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    v = text;
+  } else if constexpr (std::is_same_v<T, bool>) {
+    EMONEXT_CHECK(text == "true" || text == "false", "not true or false: '", text, "'");
+    v = text == "true";
+  } else {
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
+    EMONEXT_CHECK(r.ec == std::errc() && r.ptr == text.data() + text.size(), "not a number: '", text, "'");
+  }
+}
+
+struct Setting {
+  const char* key;
+  bool restored;  // by --resume
+  bool quoted;    // a string in config.json
+  std::string (*get)(const TrainConfig&);
+  void (*set)(TrainConfig&, const std::string&);
+};
+
+#define EMONEXT_SETTING(key, restored, field)                                                                        \
+  Setting {                                                                                                          \
+    key, restored, std::is_same_v<decltype(TrainConfig::field), std::string>,                                        \
+        [](const TrainConfig& c) { return setting_text(c.field); },                                                  \
+        [](TrainConfig& c, const std::string& t) { parse_setting(t, c.field); }                                      \
+  }
+
+const Setting kSettings[] = {
+    EMONEXT_SETTING("data_dir", true, data_dir),
+    EMONEXT_SETTING("csv", true, csv),
+    EMONEXT_SETTING("synthetic", true, synthetic),
+    EMONEXT_SETTING("model", true, model),
+    EMONEXT_SETTING("classes", true, classes),
+    EMONEXT_SETTING("image_size", true, image_size),
+    EMONEXT_SETTING("init", false, init),
+    EMONEXT_SETTING("epochs", true, epochs),
+    EMONEXT_SETTING("batch", true, batch),
+    EMONEXT_SETTING("patience", true, patience),
+    EMONEXT_SETTING("max_steps", true, max_steps),
+    EMONEXT_SETTING("lr", true, lr),
+    EMONEXT_SETTING("weight_decay", true, weight_decay),
+    EMONEXT_SETTING("exempt_norms", true, exempt_norms),
+    EMONEXT_SETTING("drop_path", true, drop_path),
+    EMONEXT_SETTING("clip", true, clip),
+    EMONEXT_SETTING("label_smoothing", true, label_smoothing),
+    EMONEXT_SETTING("schedule", true, schedule),
+    EMONEXT_SETTING("warmup", true, warmup),
+    EMONEXT_SETTING("cycle", true, cycle),
+    EMONEXT_SETTING("ema", true, ema),
+    EMONEXT_SETTING("ema_every", true, ema_every),
+    EMONEXT_SETTING("amp", true, amp),
+    EMONEXT_SETTING("loss_scale", true, loss_scale),
+    EMONEXT_SETTING("seed", true, seed),
+    EMONEXT_SETTING("workers", false, workers),
+    EMONEXT_SETTING("hflip", true, augment.hflip),
+    EMONEXT_SETTING("vflip", true, augment.vflip),
+    EMONEXT_SETTING("rotate", true, augment.rotate_degrees),
+    EMONEXT_SETTING("random_crop", true, augment.random_crop),
+    EMONEXT_SETTING("val_random_crop", true, val_random_crop),
+    EMONEXT_SETTING("log_every", true, log_every),
+};
+#undef EMONEXT_SETTING
+
 std::string json_config(const TrainConfig& c, const std::string& device) {
   std::ostringstream j;
-  auto s = [&](const char* k, const std::string& v, bool last = false) { j << "  \"" << k << "\": \"" << v << "\"" << (last ? "\n" : ",\n"); };
-  auto n = [&](const char* k, double v) { j << "  \"" << k << "\": " << v << ",\n"; };
+  const auto str = [&](const char* k, const std::string& v) { j << "  \"" << k << "\": \"" << json_escape(v) << "\",\n"; };
   j << "{\n";
-  s("engine", "emonext-engine 0.1.0");
-  s("device", device);
-  s("data_dir", c.data_dir);
-  s("csv", c.csv);
-  n("synthetic", double(c.synthetic));
-  s("model", c.model);
-  n("classes", double(c.classes));
-  n("image_size", double(c.image_size));
-  s("init", c.init);
-  s("resume", c.resume);
-  n("epochs", double(c.epochs));
-  n("batch", double(c.batch));
-  n("patience", double(c.patience));
-  n("max_steps", double(c.max_steps));
-  n("lr", c.lr);
-  n("weight_decay", c.weight_decay);
-  n("exempt_norms", c.exempt_norms);
-  n("drop_path", c.drop_path);
-  n("clip", c.clip);
-  n("label_smoothing", c.label_smoothing);
-  s("schedule", c.schedule);
-  n("warmup", double(c.warmup));
-  n("cycle", double(c.cycle));
-  n("ema", c.ema);
-  n("ema_every", double(c.ema_every));
-  s("amp", c.amp);
-  n("seed", double(c.seed));
-  n("workers", c.workers);
-  n("hflip", c.augment.hflip);
-  n("vflip", c.augment.vflip);
-  n("rotate", c.augment.rotate_degrees);
-  n("random_crop", c.augment.random_crop);
-  n("val_random_crop", c.val_random_crop);
-  s("labels", "angry,disgust,fear,happy,neutral,sad,surprise", true);
-  j << "}\n";
+  str("engine", "emonext-engine 0.1.0");
+  str("device", device);
+  str("resume", c.resume);
+  for (const Setting& s : kSettings) {
+    if (s.quoted) str(s.key, s.get(c));
+    else j << "  \"" << s.key << "\": " << s.get(c) << ",\n";
+  }
+  std::string labels;
+  for (const std::string& l : fer2013_labels()) labels += (labels.empty() ? "" : ",") + l;
+  j << "  \"labels\": \"" << json_escape(labels) << "\"\n}\n";
   return j.str();
+}
+
+// The settings as the training state's metadata.
+std::map<std::string, std::string> setting_metadata(const TrainConfig& c) {
+  std::map<std::string, std::string> m;
+  for (const Setting& s : kSettings) m["setting." + std::string(s.key)] = s.get(c);
+  return m;
+}
+
+// The restored settings of `c` that differ from those in a state's metadata, as
+// "key NEW (the run: OLD)"; a state from before settings were saved has none to compare.
+std::string changed_settings(const TrainConfig& c, const std::map<std::string, std::string>& metadata) {
+  std::string changed;
+  for (const Setting& s : kSettings) {
+    const auto it = metadata.find("setting." + std::string(s.key));
+    if (!s.restored || it == metadata.end() || it->second == s.get(c)) continue;
+    changed += (changed.empty() ? "" : ", ") + std::string(s.key) + " " + s.get(c) + " (the run: " + it->second + ")";
+  }
+  return changed;
 }
 
 // The training state beside a weights file: optimizer moments, EMA, counters.
@@ -185,24 +265,33 @@ struct LossScaler {
   }
 };
 
-void save_run_state(const std::string& path, AdamW& opt, Ema* ema, const RunState& s, const LossScaler& scaler) {
+void save_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, const RunState& s,
+                    const LossScaler& scaler) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [name, t] : opt.state()) tensors.emplace_back(name, t->to(Device::cpu()));
   if (ema)
     for (auto& [name, t] : ema->state()) tensors.emplace_back(name, t->to(Device::cpu()));
-  save_safetensors(path, tensors,
-                   {{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
-                    {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
-                    {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
-                    {"adam_steps", std::to_string(opt.steps())}, {"loss_scale", fmt("%.17g", scaler.scale)},
-                    {"loss_scale_good_steps", std::to_string(scaler.good)}});
+  std::map<std::string, std::string> metadata = setting_metadata(c);
+  metadata.insert({{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
+                   {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
+                   {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
+                   {"adam_steps", std::to_string(opt.steps())}, {"loss_scale", fmt("%.17g", scaler.scale)},
+                   {"loss_scale_good_steps", std::to_string(scaler.good)}});
+  save_safetensors(path, tensors, metadata);
 }
 
-RunState load_run_state(const std::string& path, AdamW& opt, Ema* ema, LossScaler& scaler) {
+// The state into the optimizer, the EMA and the scaler; the settings that differ from
+// the run's are printed, since the run then does not continue as it would have.
+RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, LossScaler& scaler) {
   const SafeTensors f = load_safetensors(path);
   for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
-  if (ema)
+  if (ema) {
+    EMONEXT_CHECK(f.contains(ema->state().front().first), path,
+                  ": the run kept no EMA of the weights (it was trained with --no-ema); give --no-ema to continue it");
     for (auto& [name, t] : ema->state()) t->copy_(f.at(name));
+  }
+  const std::string changed = changed_settings(c, f.metadata);
+  if (!changed.empty()) std::printf("resuming with settings other than the run's: %s\n", changed.c_str());
   RunState s;
   auto get = [&](const char* k) -> const std::string& {
     const auto it = f.metadata.find(k);
@@ -293,6 +382,22 @@ void check_out_folder(const TrainConfig& c) {
 }
 
 }  // namespace
+
+std::optional<TrainConfig> saved_config(const std::string& run_dir) {
+  const SafeTensors f = load_safetensors(run_dir + "/last.state.safetensors");
+  if (!f.metadata.contains("setting.model")) return std::nullopt;  // written before settings were saved
+  TrainConfig c;
+  for (const Setting& s : kSettings) {
+    const auto it = f.metadata.find("setting." + std::string(s.key));
+    if (!s.restored || it == f.metadata.end()) continue;
+    try {
+      s.set(c, it->second);
+    } catch (const Error& e) {
+      fail(detail::concat(run_dir, "/last.state.safetensors: setting ", s.key, ": ", e.what()));
+    }
+  }
+  return c;
+}
 
 int run_training(const TrainConfig& c) {
   try {
@@ -417,7 +522,7 @@ int run_training(const TrainConfig& c) {
     RunState st;
     if (!c.resume.empty()) {
       load_weights(model, c.resume + "/last.safetensors", c);
-      st = load_run_state(c.resume + "/last.state.safetensors", opt, ema.get(), scaler);
+      st = load_run_state(c.resume + "/last.state.safetensors", c, opt, ema.get(), scaler);
       dp_gen.set_state(c.seed + 1, st.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c.resume.c_str(), (long long)st.step,
                   (long long)st.epoch, (long long)st.batch_in_epoch);
@@ -433,7 +538,7 @@ int run_training(const TrainConfig& c) {
 
     auto save_state = [&](const std::string& path) {
       st.drop_path_counter = dp_gen.counter();
-      save_run_state(path, opt, ema.get(), st, scaler);
+      save_run_state(path, c, opt, ema.get(), st, scaler);
     };
     auto save_last = [&]() {
       save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});

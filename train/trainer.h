@@ -2,6 +2,7 @@
 // schedule, EMA, evaluation, checkpoints, resume), as emonext_train runs it.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "train/data.h"
@@ -38,6 +39,11 @@ struct TrainConfig {
   int64_t steps = 0;      // --overfit-batch steps
   int64_t benchmark = 0;  // --benchmark STEPS
 };
+
+// The settings a run was started with, as its last training state records them:
+// --resume DIR starts from these, and the options given beside it override them. Throws
+// when DIR has no readable state; nullopt for a state written before settings were saved.
+std::optional<TrainConfig> saved_config(const std::string& run_dir);
 
 // Runs the configured job; returns the process exit code (0 done, 1 error reported,
 // 130 interrupted with a checkpoint saved).
