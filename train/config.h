@@ -1,0 +1,56 @@
+// What a training run is: its settings (TrainConfig), and the one list of them
+// (train/config.cpp) that writes config.json and the training state's metadata and
+// reads them back for --resume.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "train/data.h"
+
+namespace emonext {
+
+struct TrainConfig {
+  // data: one of data_dir (train/ val/ [test/] folders), csv (fer2013.csv), synthetic > 0
+  std::string data_dir, csv;
+  int64_t synthetic = 0;
+  std::string out = "runs/emonext";
+  std::string device = "auto";  // auto, cpu, cuda
+  std::string model = "tiny";
+  int64_t classes = 7, image_size = 224;
+  std::string init;    // a checkpoint to start from (e.g. convnext_import's)
+  std::string resume;  // a run folder to continue
+  bool overwrite = false;  // replace a run already in out (refused otherwise)
+  int64_t epochs = 300, batch = 64, patience = 12, max_steps = 0;  // max_steps 0: no limit
+  double lr = 1e-3, weight_decay = 0.01, drop_path = 0.1, clip = 1.0, label_smoothing = 0.2;
+  bool exempt_norms = false;  // no weight decay on norms, biases and layer scales
+  std::string schedule = "restarts";
+  int64_t warmup = 128, cycle = 1024;
+  bool ema = true;
+  int64_t ema_every = 16;
+  std::string amp = "off";  // off, bf16, fp16 (with a dynamic loss scale)
+  double loss_scale = 0;    // fp16's initial scale; 0: 65536
+  uint64_t seed = 0;
+  int workers = 0;  // loader threads; 0: the machine's cores
+  Augment augment;
+  bool val_random_crop = false;  // the reference's validation view (a random crop); default: centre
+  int64_t log_every = 50;        // plain-output progress lines
+  // Modes.
+  std::string overfit_batch, dump_state;
+  int64_t steps = 0;      // --overfit-batch steps
+  int64_t benchmark = 0;  // --benchmark STEPS
+};
+
+// config.json: the engine, the device the run chose, and every setting.
+std::string json_config(const TrainConfig& c, const std::string& device);
+// The settings as metadata for a training state ("setting.<key>" -> value).
+std::map<std::string, std::string> setting_metadata(const TrainConfig& c);
+// The settings --resume restores from such metadata onto the defaults; nullopt when it
+// has none (a state written before settings were saved). `where` names the file in errors.
+std::optional<TrainConfig> config_from_metadata(const std::map<std::string, std::string>& metadata, const std::string& where);
+// The restored settings of c that differ from those in the metadata, as
+// "key NEW (the run: OLD), ..."; empty when none do or the metadata has none.
+std::string changed_settings(const TrainConfig& c, const std::map<std::string, std::string>& metadata);
+
+}  // namespace emonext
