@@ -276,6 +276,11 @@ int run_training(const TrainConfig& c) {
     const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
     std::printf("emonext_train: EmoNeXt-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n", c.model.c_str(),
                 (long long)c.image_size, (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
+    if (c.device == "auto" && dev.is_cpu())  // say why: a GPU whose driver fails would otherwise look like none
+      std::printf("note: on the CPU because no CUDA device answers (%s)%s\n", cuda_unavailable_reason().c_str(),
+                  c.image_size > 64 ? "; at this image size a step takes seconds here: README has a CPU-sized run (--model atto "
+                                      "--img-size 48)"
+                                    : "");
 
     // ---- data ----
     Dataset train, val, test;
