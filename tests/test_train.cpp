@@ -251,6 +251,22 @@ TEST(Train, AFolderHoldingARunIsNotWrittenOver) {
   EXPECT_TRUE(fs::exists(d + "/notes.txt")) << "--overwrite removes the run's files only";
 }
 
+// An --out that cannot be a folder, or cannot be written (/proc/self, even for root), is
+// refused before the data is read; it used to abort (an uncaught filesystem_error) after.
+TEST(Train, AnOutFolderThatCannotBeWrittenIsRefusedFirst) {
+  const ScratchDir d("out_bad");
+  std::ofstream(d + "/a_file") << "x";
+  for (const auto& [where, says] : std::vector<std::pair<std::string, std::string>>{
+           {d + "/a_file", "cannot make that folder (Not a directory)"},
+           {d + "/a_file/run", "cannot make that folder"},
+           {"/proc/self", "cannot write files there"}}) {
+    std::string out;
+    EXPECT_EQ(run(kSmall + " --max-steps 1 --out " + where, &out), 1) << out;
+    EXPECT_NE(out.find("--out " + where + ": " + says), std::string::npos) << out;
+    EXPECT_EQ(out.find("emonext_train: EmoNeXt-"), std::string::npos) << "refused before it starts\n" << out;
+  }
+}
+
 // Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with
 // an unknown value) an error naming the choices; nothing is trained either way.
 TEST(Train, BadCommandLinesSayWhatIsWrong) {

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
                              {{"imported_from", in}, {"source", emonext::weight_source_name(r.source)}, {"seed", std::to_string(seed)}});
     std::printf("wrote %s\n", out.c_str());
     return 0;
-  } catch (const emonext::Error& e) {
+  } catch (const std::exception& e) {  // emonext::Error, and the standard library's (a filesystem error)
     std::fprintf(stderr, "convnext_import: %s\nnothing was written\n", e.what());
     return 1;
   }

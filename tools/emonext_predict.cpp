@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
     }
     if (failed) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)failed, files.size());
     return failed ? 1 : 0;
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // emonext::Error, and the standard library's (an unreadable folder)
     std::fprintf(stderr, "emonext_predict: %s\n", e.what());
     return 1;
   }

@@ -247,15 +247,26 @@ bool resumes_in_place(const TrainConfig& c) {
 // A folder that holds a run's checkpoints is not written over by a new run: a repeated
 // command would lose hours of training. --resume continues it in place; --overwrite
 // replaces it. Checked before the data is read.
+// The folder is also made here, and a file written into it, so that a path that cannot
+// be a folder or cannot be written is said now, not after the data and the model.
 void check_out_folder(const TrainConfig& c) {
   EMONEXT_CHECK(!(c.overwrite && resumes_in_place(c)), "--overwrite would delete the run that --resume ", c.resume,
                 " continues; leave it out, or give another --out");
-  if (c.overwrite || resumes_in_place(c)) return;
-  std::string found;
-  for (const char* f : {"last.safetensors", "best.safetensors"})
-    if (fs::exists(fs::path(c.out) / f)) found += (found.empty() ? "" : ", ") + std::string(f);
-  EMONEXT_CHECK(found.empty(), "--out ", c.out, " already holds a run (", found, "); continue it with --resume ", c.out,
-                ", choose another --out, or replace it with --overwrite");
+  if (!c.overwrite && !resumes_in_place(c)) {
+    std::string found;
+    for (const char* f : {"last.safetensors", "best.safetensors"})
+      if (fs::exists(fs::path(c.out) / f)) found += (found.empty() ? "" : ", ") + std::string(f);
+    EMONEXT_CHECK(found.empty(), "--out ", c.out, " already holds a run (", found, "); continue it with --resume ", c.out,
+                  ", choose another --out, or replace it with --overwrite");
+  }
+  std::error_code ec;
+  fs::create_directories(c.out, ec);
+  EMONEXT_CHECK(!ec && fs::is_directory(c.out), "--out ", c.out, ": cannot make that folder (",
+                ec ? ec.message() : "a file has that name", ")");
+  const fs::path probe = fs::path(c.out) / ".emonext_write_test";
+  const bool writable = static_cast<bool>(std::ofstream(probe) << "ok\n");
+  fs::remove(probe, ec);
+  EMONEXT_CHECK(writable, "--out ", c.out, ": cannot write files there");
 }
 
 }  // namespace
@@ -384,8 +395,7 @@ int run_training(const TrainConfig& c) {
       return 0;
     }
 
-    // ---- output folder, resume ----
-    fs::create_directories(c.out);
+    // ---- output folder (made by check_out_folder), resume ----
     if (c.overwrite)  // the old run's files go now, so none of them is mistaken for the new run's
       for (const char* f : kRunFiles) fs::remove(fs::path(c.out) / f);
     const std::string last = c.out + "/last.safetensors", last_state = c.out + "/last.state.safetensors",
@@ -398,9 +408,7 @@ int run_training(const TrainConfig& c) {
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c.resume.c_str(), (long long)st.step,
                   (long long)st.epoch, (long long)st.batch_in_epoch);
     }
-    {
-      std::ofstream(c.out + "/config.json") << json_config(c, dev.str());
-    }
+    EMONEXT_CHECK(std::ofstream(c.out + "/config.json") << json_config(c, dev.str()), c.out, "/config.json: write failed");
     const bool append = !c.resume.empty() && fs::exists(c.out + "/metrics.csv");
     std::ofstream metrics(c.out + "/metrics.csv", append ? std::ios::app : std::ios::trunc);
     if (!append) metrics << "epoch,step,train_loss,train_accuracy,val_loss,val_accuracy,lr,images_per_s,data_wait_s\n";
@@ -546,6 +554,7 @@ int run_training(const TrainConfig& c) {
               << (seen ? double(correct) / double(seen) : 0.0) << ',' << ev.loss << ',' << ev.accuracy << ','
               << learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps) << ',' << ips << ',' << loader.wait_seconds()
               << std::endl;
+      EMONEXT_CHECK(metrics && steps_log, c.out, ": writing metrics.csv or steps.csv failed (disk full?)");
       if (ev.accuracy > st.best_accuracy) {
         st.best_accuracy = ev.accuracy;
         st.bad_epochs = 0;
@@ -597,7 +606,7 @@ int run_training(const TrainConfig& c) {
     std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints in %s\n", (long long)st.step,
                 duration(seconds_since(t_start)).c_str(), st.best_accuracy, c.out.c_str());
     return 0;
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // emonext::Error, and the standard library's (a filesystem error): said, not an abort
     std::fprintf(stderr, "emonext_train: %s\n", e.what());
     return 1;
   }

@@ -599,7 +599,7 @@ int run(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     return emonext::bench::run(argc, argv);
-  } catch (const emonext::Error& e) {
+  } catch (const std::exception& e) {  // emonext::Error, and the standard library's
     std::fprintf(stderr, "kernel_bench: %s\n", e.what());
     return 1;
   }
