@@ -366,6 +366,23 @@ TEST(Train, TheCudaRunGivesTheCpuRunsLosses) {
   EXPECT_EQ(loss_column(amp + "/steps.csv").size(), 3u);
 }
 
+// Every CUDA kernel on the training path sums in a fixed order (no float atomics), so a
+// CUDA run, stopped and resumed in another process, repeats the straight run's losses
+// bit for bit, as on the CPU (under emulation, in whichever thread order CI picks).
+TEST(Train, TheCudaRunResumesBitForBit) {
+  REQUIRE_GPU();
+  const ScratchDir a("cuda_straight"), b("cuda_resumed");
+  const std::string common = " --synthetic 32 --model atto --img-size 32 --batch 8 --workers 2 --log-every 100 --drop-path 0.1";
+  std::string out;
+  ASSERT_EQ(run(common + " --device cuda --max-steps 4 --out " + a, &out), 0) << out;
+  ASSERT_EQ(run(common + " --device cuda --max-steps 2 --out " + b, &out), 0) << out;  // mid-epoch (4 steps per epoch)
+  ASSERT_EQ(run("--resume " + b + " --device cuda --max-steps 4", &out), 0) << out;
+  EXPECT_NE(out.find("device cuda:0"), std::string::npos) << out;
+  const std::vector<std::string> straight = loss_column(a + "/steps.csv");
+  ASSERT_EQ(straight.size(), 4u);
+  EXPECT_EQ(loss_column(b + "/steps.csv"), straight);
+}
+
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
   REQUIRE_FER2013();
   const ScratchDir d("corrupt");
