@@ -3,6 +3,7 @@
 // overfit-batch mode against the PyTorch twin, and a short real FER2013 run).
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -467,6 +468,37 @@ TEST(Train, CtrlCSavesALoadableCheckpoint) {
   EXPECT_EQ(info.model, "atto");
   EXPECT_TRUE(fs::exists(d + "/run/last.state.safetensors"));
   EXPECT_FALSE(fs::exists(d + "/run/last.safetensors.tmp"));
+}
+
+// The first Ctrl-C finishes the step and saves; a second, during that step, quits at
+// once without saving (a step of a large model on a CPU takes seconds).
+TEST(Train, ASecondCtrlCQuitsAtOnce) {
+  const ScratchDir d("interrupt_twice");
+  const std::string log = d + "/stderr.txt", out = d + "/run";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, STDERR_FILENO);
+    execl(EMONEXT_TRAIN, EMONEXT_TRAIN, "--synthetic", "64", "--model", "tiny", "--img-size", "96", "--batch", "16", "--device",
+          "cpu", "--workers", "1", "--epochs", "1000", "--out", out.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto stderr_says = [&](const std::string& what) {
+    std::ifstream f(log);
+    return std::string(std::istreambuf_iterator<char>(f), {}).find(what) != std::string::npos;
+  };
+  for (int i = 0; i < 1200 && loss_column(out + "/steps.csv").empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const bool trained = !loss_column(out + "/steps.csv").empty();
+  kill(pid, trained ? SIGINT : SIGKILL);
+  ASSERT_TRUE(trained) << "the run wrote no step in 60 s";
+  for (int i = 0; i < 400 && !stderr_says("Ctrl-C: saving after this step"); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_TRUE(stderr_says("second Ctrl-C: quitting without saving")) << "the step (tiny at 96, batch 16) ended before the second";
+  EXPECT_FALSE(fs::exists(out + "/last.safetensors")) << "nothing saved: the run stopped in its second step";
 }
 
 TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
