@@ -165,6 +165,33 @@ DType parse_st_dtype(const std::string& s, const std::string& file, const std::s
   fail(detail::concat(file, ": tensor '", name, "' has dtype ", s, ", which emonext does not read (F32, F64, BF16, F16, I64, U8, BOOL)"));
 }
 
+// Opens a safetensors file and reads its 8-byte length and JSON header, leaving `in` at
+// the first data byte; *file_size is the file's size.
+std::string read_header(std::ifstream& in, const std::string& path, uint64_t* file_size) {
+  EMONEXT_CHECK(in, path, ": cannot open for reading");
+  in.seekg(0, std::ios::end);
+  *file_size = uint64_t(in.tellg());
+  in.seekg(0);
+  EMONEXT_CHECK(*file_size >= 8, path, ": truncated safetensors file (", *file_size, " bytes)");
+  unsigned char len_bytes[8];
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  EMONEXT_CHECK(header_len <= *file_size - 8, path, ": header length ", header_len, " exceeds the file (", *file_size,
+                " bytes): truncated or not a safetensors file");
+  std::string header(header_len, '\0');
+  in.read(header.data(), std::streamsize(header_len));
+  EMONEXT_CHECK(in, path, ": read error");
+  return header;
+}
+
+std::map<std::string, std::string> metadata_of(const Json& root) {
+  std::map<std::string, std::string> out;
+  if (const Json* m = root.get("__metadata__"))
+    for (const auto& [k, v] : m->fields) out[k] = v.text;
+  return out;
+}
+
 }  // namespace
 
 const Tensor& SafeTensors::at(const std::string& name) const {
@@ -182,22 +209,19 @@ bool SafeTensors::contains(const std::string& name) const {
   return false;
 }
 
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  uint64_t file_size = 0;
+  const Json root = JsonParser(read_header(in, path, &file_size), path).parse();
+  EMONEXT_CHECK(root.kind == Json::Object, path, ": header is not a JSON object");
+  return metadata_of(root);
+}
+
 SafeTensors load_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  EMONEXT_CHECK(in, path, ": cannot open for reading");
-  in.seekg(0, std::ios::end);
-  const uint64_t file_size = uint64_t(in.tellg());
-  in.seekg(0);
-  EMONEXT_CHECK(file_size >= 8, path, ": truncated safetensors file (", file_size, " bytes)");
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  EMONEXT_CHECK(header_len <= file_size - 8, path, ": header length ", header_len, " exceeds the file (", file_size,
-                " bytes): truncated or not a safetensors file");
-  std::string header(header_len, '\0');
-  in.read(header.data(), std::streamsize(header_len));
-  const uint64_t data_size = file_size - 8 - header_len;
+  uint64_t file_size = 0;
+  const std::string header = read_header(in, path, &file_size);
+  const uint64_t data_size = file_size - 8 - header.size();
   std::vector<char> data(data_size);
   in.read(data.data(), std::streamsize(data_size));
   EMONEXT_CHECK(in, path, ": read error");
@@ -205,11 +229,9 @@ SafeTensors load_safetensors(const std::string& path) {
   const Json root = JsonParser(header, path).parse();
   EMONEXT_CHECK(root.kind == Json::Object, path, ": header is not a JSON object");
   SafeTensors out;
+  out.metadata = metadata_of(root);
   for (const auto& [name, entry] : root.fields) {
-    if (name == "__metadata__") {
-      for (const auto& [k, v] : entry.fields) out.metadata[k] = v.text;
-      continue;
-    }
+    if (name == "__metadata__") continue;
     const Json* dtype = entry.get("dtype");
     const Json* shape = entry.get("shape");
     const Json* offsets = entry.get("data_offsets");

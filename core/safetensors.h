@@ -22,6 +22,9 @@ struct SafeTensors {
 // Throws emonext::Error naming the file and what is wrong with it (missing,
 // truncated, bad header, offsets outside the data, unknown dtype).
 SafeTensors load_safetensors(const std::string& path);
+// The file's __metadata__, from its header alone (a checkpoint's description without
+// reading its tensors); the same errors as load_safetensors for a damaged header.
+std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
 // Writes path.tmp and renames it over path: a reader never sees half a file.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});

@@ -50,9 +50,13 @@ void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<
 }
 
 CheckpointInfo read_checkpoint_info(const SafeTensors& file, const std::string& path) {
+  return read_checkpoint_info(file.metadata, path);
+}
+
+CheckpointInfo read_checkpoint_info(const std::map<std::string, std::string>& metadata, const std::string& path) {
   auto need = [&](const char* key) -> const std::string& {
-    const auto it = file.metadata.find(key);
-    EMONEXT_CHECK(it != file.metadata.end(), path, ": not an EmoNeXt checkpoint of this engine (its __metadata__ has no '", key,
+    const auto it = metadata.find(key);
+    EMONEXT_CHECK(it != metadata.end(), path, ": not an EmoNeXt checkpoint of this engine (its __metadata__ has no '", key,
                   "'); convert pretrained weights with convnext_import");
     return it->second;
   };
@@ -61,7 +65,7 @@ CheckpointInfo read_checkpoint_info(const SafeTensors& file, const std::string& 
   info.classes = std::stoll(need("classes"));
   info.image_size = std::stoll(need("image_size"));
   info.labels = split(need("labels"));
-  info.metadata = file.metadata;
+  info.metadata = metadata;
   EMONEXT_CHECK(int64_t(info.labels.size()) == info.classes, path, ": ", info.labels.size(), " labels for ", info.classes,
                 " classes in its metadata");
   return info;

@@ -31,6 +31,9 @@ struct CheckpointInfo {
 void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<std::string>& labels,
                      std::map<std::string, std::string> extra = {});
 
+// What a checkpoint's metadata says it holds; throws naming the file when it is not an
+// EmoNeXt checkpoint. load_safetensors_metadata gives the metadata without the tensors.
+CheckpointInfo read_checkpoint_info(const std::map<std::string, std::string>& metadata, const std::string& path);
 CheckpointInfo read_checkpoint_info(const SafeTensors& file, const std::string& path);
 
 // Copies the named tensors into the model, converting dtype and device to the model's.

@@ -35,6 +35,7 @@ TEST(SafeTensors, RoundTripsEveryDtypeAndMetadata) {
   EXPECT_EQ(st.at("d").to_vector(), std::vector<double>(4, 9.0));
   EXPECT_EQ(st.metadata.at("model"), "atto");
   EXPECT_EQ(st.metadata.at("note"), "quote \" and \\");
+  EXPECT_EQ(load_safetensors_metadata(path), st.metadata);
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   EXPECT_THROW(st.at("missing"), Error);
 }
@@ -70,6 +71,7 @@ TEST(SafeTensors, RefusesTruncatedAndCorruptFiles) {
   save_safetensors(path, {{"w", Tensor::ones({100})}});
   const auto size = std::filesystem::file_size(path);
   std::filesystem::resize_file(path, size - 10);
+  EXPECT_NO_THROW(load_safetensors_metadata(path)) << "the header alone is whole";
   try {
     load_safetensors(path);
     ADD_FAILURE() << "a truncated file loaded";
@@ -83,6 +85,7 @@ TEST(SafeTensors, RefusesTruncatedAndCorruptFiles) {
     out << "{\"w\": {dtyp";
   }
   EXPECT_THROW(load_safetensors(path), Error);
+  EXPECT_THROW(load_safetensors_metadata(path), Error);
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out << "xx";

@@ -268,6 +268,29 @@ TEST(Train, AnOutFolderThatCannotBeWrittenIsRefusedFirst) {
   }
 }
 
+// --init CKPT builds the model the checkpoint holds: its size, classes and image size
+// need not be repeated, and when given they must agree with it.
+TEST(Train, InitTakesTheModelFromTheCheckpoint) {
+  const ScratchDir d("init");
+  EmoNeXt model(convnext_size("atto"), 7, 32);
+  Generator gen(3);
+  init_weights(model, gen);
+  save_checkpoint(d + "/atto32.safetensors", model, fer2013_labels());
+  save_safetensors(d + "/plain.safetensors", {{"w", Tensor::ones({2})}});
+  const std::string data = " --synthetic 32 --batch 16 --max-steps 1 --device cpu --workers 1";
+  std::string out;
+  ASSERT_EQ(run("--init " + d + "/atto32.safetensors" + data + " --out " + d + "/run", &out), 0) << out;
+  EXPECT_NE(out.find("EmoNeXt-atto, 32 x 32 images"), std::string::npos) << out;
+  EXPECT_NE(out.find("initialised from " + d + "/atto32.safetensors"), std::string::npos) << out;
+  EXPECT_EQ(run("--init " + d + "/atto32.safetensors --img-size 48" + data + " --out " + d + "/run48", &out), 1) << out;
+  EXPECT_NE(out.find("holds EmoNeXt-atto for 7 classes at 32, not atto / 7 / 48 (--model, --classes and --img-size must be "
+                     "the checkpoint's)"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(run("--init " + d + "/plain.safetensors" + data + " --out " + d + "/run_plain", &out), 1) << out;
+  EXPECT_NE(out.find("--init: " + d + "/plain.safetensors: not an EmoNeXt checkpoint of this engine"), std::string::npos) << out;
+}
+
 // Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with
 // an unknown value) an error naming the choices; nothing is trained either way.
 TEST(Train, BadCommandLinesSayWhatIsWrong) {

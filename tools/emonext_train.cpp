@@ -7,8 +7,9 @@
 
 #include "core/base/error.h"
 #include "core/storage.h"
-#include "tools/cli.h"
+#include "models/checkpoint.h"
 #include "models/emonext.h"
+#include "tools/cli.h"
 #include "train/trainer.h"
 
 namespace {
@@ -25,7 +26,8 @@ model
   --model SIZE          atto femto pico nano tiny (default) small base large xlarge
   --img-size S          224 (the reference); smaller for CPU runs, e.g. 48
   --classes N           7
-  --init CKPT           start from a checkpoint (e.g. convnext_import's output)
+  --init CKPT           start from a checkpoint (e.g. convnext_import's output); its size, classes
+                        and image size are the defaults of the three options above
   --drop-path P         0.1 (the rate of the last block)
 training
   --device auto|cpu|cuda   (auto: the GPU when one answers)
@@ -73,13 +75,13 @@ void check_ranges(const emonext::TrainConfig& c, bool loss_scale_given) {
   need(c.benchmark == 0 || c.benchmark > 3, "--benchmark times the steps after the first 3: give it at least 4");
 }
 
-// --resume DIR's folder, if the command line has one (read before the other options:
-// they apply on top of the run's own settings).
-std::string resume_folder(int argc, char** argv) {
-  std::string dir;
+// The value given to `flag` on the command line (the last, when repeated), or "". For
+// --resume and --init, which are read before the other options: those apply on top.
+std::string flag_value(int argc, char** argv, const std::string& flag) {
+  std::string value;
   for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--resume") dir = argv[i + 1];
-  return dir;
+    if (argv[i] == flag) value = argv[i + 1];
+  return value;
 }
 
 }  // namespace
@@ -87,16 +89,23 @@ std::string resume_folder(int argc, char** argv) {
 int main(int argc, char** argv) {
   emonext::keep_freed_host_memory();
   emonext::TrainConfig c;
-  // --resume DIR continues the run with its own settings; options given beside it
-  // override them (the trainer prints each one that differs).
-  if (const std::string dir = resume_folder(argc, argv); !dir.empty()) {
-    try {
-      if (const std::optional<emonext::TrainConfig> saved = emonext::saved_config(dir)) c = *saved;
-      else std::printf("note: %s/last.state.safetensors predates saved settings; the options given are used as they are\n", dir.c_str());
-    } catch (const emonext::Error& e) {
-      std::fprintf(stderr, "emonext_train: --resume %s: %s\n", dir.c_str(), e.what());
-      return 1;
+  // --resume DIR continues the run with its own settings, and --init CKPT makes the
+  // model the checkpoint holds (size, classes, image size); options given beside either
+  // override them (the trainer prints each resumed setting that differs).
+  const std::string resume = flag_value(argc, argv, "--resume"), init = flag_value(argc, argv, "--init");
+  try {
+    if (!resume.empty()) {
+      if (const std::optional<emonext::TrainConfig> saved = emonext::saved_config(resume)) c = *saved;
+      else std::printf("note: %s/last.state.safetensors predates saved settings; the options given are used as they are\n", resume.c_str());
+    } else if (!init.empty()) {
+      const emonext::CheckpointInfo info = emonext::read_checkpoint_info(emonext::load_safetensors_metadata(init), init);
+      c.model = info.model;
+      c.classes = info.classes;
+      c.image_size = info.image_size;
     }
+  } catch (const emonext::Error& e) {
+    std::fprintf(stderr, "emonext_train: %s: %s\n", resume.empty() ? "--init" : "--resume", e.what());
+    return 1;
   }
   emonext::cli::Args args(argc, argv, usage);
   bool loss_scale_given = false;

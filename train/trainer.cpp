@@ -236,7 +236,7 @@ void load_weights(EmoNeXt& model, const std::string& path, const TrainConfig& c)
   const CheckpointInfo info = read_checkpoint_info(f, path);
   EMONEXT_CHECK(info.model == c.model && info.classes == c.classes && info.image_size == c.image_size, path, ": holds EmoNeXt-",
                 info.model, " for ", info.classes, " classes at ", info.image_size, ", not ", c.model, " / ", c.classes, " / ",
-                c.image_size, " (set --model, --classes, --img-size to match)");
+                c.image_size, " (--model, --classes and --img-size must be the checkpoint's)");
   load_state(model, f.tensors, path);
 }
 
@@ -285,7 +285,7 @@ void check_out_folder(const TrainConfig& c) {
 
 std::optional<TrainConfig> saved_config(const std::string& run_dir) {
   const std::string path = run_dir + "/last.state.safetensors";
-  return config_from_metadata(load_safetensors(path).metadata, path);
+  return config_from_metadata(load_safetensors_metadata(path), path);
 }
 
 int run_training(const TrainConfig& c) {
