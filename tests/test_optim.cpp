@@ -1,6 +1,6 @@
 // The optimiser's pieces (train/optim.h and core's fused AdamW update): the update
 // against torch.optim.AdamW's formula written out in double, the weight-decay
-// exemption, gradient clipping, the learning-rate schedules, and bad arguments.
+// exemption, gradient clipping, the learning-rate schedules, the EMA, and bad arguments.
 // (The overfit-batch test in test_train.cpp holds three whole training steps
 // against PyTorch's own AdamW.)
 #include <gtest/gtest.h>
@@ -214,6 +214,46 @@ TEST(Optim, LearningRateSchedules) {
   EXPECT_EQ(learning_rate(Schedule::Constant, peak, 7, 128, 1024, 900), peak);
   EXPECT_EQ(schedule_from_name("cosine"), Schedule::Cosine);
   EXPECT_NE(error_of([] { schedule_from_name("step"); }).find("restarts, cosine or constant"), std::string::npos);
+}
+
+// The reference's EMA, written out for one value: every 16th optimiser step s (1-based)
+// a plain copy while s <= 100, else e = d e + (1 - d) x with d = min(0.99, 1 - (1 + s -
+// 100)^(-2/3)); nothing in between. Weights and BatchNorm buffers alike; the i64 batch
+// counter is copied. swap() exchanges the EMA with the model's values, twice restores.
+TEST(Optim, EmaFollowsTheReferencesDecayEverySixteenSteps) {
+  BatchNorm2d bn(3);
+  const auto set_all = [&](double v) {
+    NoGradGuard no_grad;
+    for (const Module::Named& t : bn.named_tensors()) t.tensor->fill_(v);
+  };
+  set_all(0);
+  Ema ema(bn, 16);
+  ASSERT_EQ(ema.state().size(), 5u);
+  EXPECT_EQ(ema.state()[0].first, "ema.weight");
+  EXPECT_EQ(ema.state()[4].first, "ema.num_batches_tracked");
+  double expected = 0;  // the EMA of the value x_s = 0.5 s, as the reference's formula gives it
+  for (int64_t s = 1; s <= 300; ++s) {
+    const double x = 0.5 * double(s);
+    set_all(x);
+    ema.update(bn, s);
+    if (s % 16 == 0) {
+      const double d = s <= 100 ? 0.0 : std::min(0.99, 1 - std::pow(double(1 + s - 100), -2.0 / 3.0));
+      expected = d * expected + (1 - d) * x;
+    }
+    if (s == 15 || s == 96 || s == 112 || s == 300) {
+      ema.swap(bn);
+      for (const Module::Named& t : bn.named_tensors()) {
+        const double want = t.name == "num_batches_tracked" ? 0.5 * double(s - s % 16) : expected;
+        for (double v : t.tensor->to_vector())
+          EXPECT_NEAR(v, t.name == "num_batches_tracked" ? std::floor(want) : want, 1e-4 * std::max(1.0, want))
+              << t.name << " at step " << s;
+      }
+      ema.swap(bn);
+      for (const Module::Named& t : bn.named_tensors())
+        for (double v : t.tensor->to_vector()) EXPECT_EQ(v, t.name == "num_batches_tracked" ? std::floor(x) : x) << "swapped back";
+    }
+  }
+  EXPECT_GT(std::fabs(expected - 150.0), 1.0) << "at step 300 the average lags the value: the decay was applied";
 }
 
 }  // namespace
