@@ -291,6 +291,27 @@ TEST(Train, InitTakesTheModelFromTheCheckpoint) {
   EXPECT_NE(out.find("--init: " + d + "/plain.safetensors: not an EmoNeXt checkpoint of this engine"), std::string::npos) << out;
 }
 
+// Validation picks "best" and stops the run after --patience epochs without a better
+// accuracy. Here the EMA (first updated at step 16) holds the initial weights for the
+// whole run, so every epoch scores the same: best is epoch 0's, and the run stops after
+// epochs 1 and 2 of its 10.
+TEST(Train, EarlyStoppingKeepsTheBestEpochsCheckpoint) {
+  const ScratchDir d("early_stop");
+  std::string out;
+  ASSERT_EQ(run(" --synthetic 32 --model atto --img-size 32 --batch 16 --device cpu --workers 2 --epochs 10 --patience 2 --out " + d,
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("early stop: no better validation accuracy for 2 epochs"), std::string::npos) << out;
+  EXPECT_EQ(epoch_column(d + "/metrics.csv"), (std::vector<std::string>{"0", "1", "2"}));
+  CheckpointInfo best, last;
+  load_emonext(d + "/best.safetensors", &best);
+  load_emonext(d + "/last.safetensors", &last);
+  EXPECT_EQ(best.metadata.at("epoch"), "0");
+  EXPECT_EQ(best.metadata.at("ema"), "1");
+  EXPECT_EQ(last.metadata.at("step"), "6") << "3 epochs of 2 steps";
+}
+
 // Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with
 // an unknown value) an error naming the choices; nothing is trained either way.
 TEST(Train, BadCommandLinesSayWhatIsWrong) {
