@@ -2,8 +2,9 @@
 //   y = (x - mean) * rstd * w + b,  rstd = 1 / sqrt(var + eps), var biased.
 // Backward, with xhat = (x - mean) * rstd and g = dy * w:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw = sum_rows dy * xhat,  db = sum_rows dy.
-// Row statistics and sums accumulate in double. dw and db are summed per fixed
-// chunk of rows, then over chunks in order: the same bits for any thread count.
+// Row statistics and sums accumulate in double, each row's in lane_sum's fixed order. dw
+// and db are summed per fixed chunk of rows, then over chunks in order: the same bits
+// for any thread count.
 #include <cmath>
 #include <vector>
 
@@ -29,14 +30,13 @@ void layer_norm_forward(void* y, void* mean, void* rstd, const void* x, const vo
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 15))
     for (int64_t r = 0; r < rows; ++r) {
       const T* xr = px + r * cols;
-      double s = 0, s2 = 0;
-      for (int64_t c = 0; c < cols; ++c) s += double(load(xr[c]));
-      const double mu = s / double(cols);
-      for (int64_t c = 0; c < cols; ++c) {
-        const double d = double(load(xr[c])) - mu;
-        s2 += d * d;
-      }
-      const double rs = 1.0 / std::sqrt(s2 / double(cols) + eps);
+      const double mu = lane_sum(cols, [&](int64_t c) { return double(load(xr[c])); }) / double(cols);
+      const double var = lane_sum(cols, [&](int64_t c) {
+                           const double d = double(load(xr[c])) - mu;
+                           return d * d;
+                         }) /
+                         double(cols);
+      const double rs = 1.0 / std::sqrt(var + eps);
       static_cast<stat_t<T>*>(mean)[r] = stat_t<T>(mu);
       static_cast<stat_t<T>*>(rstd)[r] = stat_t<T>(rs);
       for (int64_t c = 0; c < cols; ++c)
@@ -63,20 +63,15 @@ void layer_norm_backward(void* dx, void* dw, void* db, const void* dy, const voi
       for (int64_t r = ch * kRowsPerChunk; r < std::min(rows, (ch + 1) * kRowsPerChunk); ++r) {
         const T *dyr = pdy + r * cols, *xr = px + r * cols;
         const double mu = pm[r], rs = pr[r];
-        double sg = 0, sgx = 0;
+        const auto xhat_at = [&](int64_t c) { return (double(load(xr[c])) - mu) * rs; };
+        const auto g_at = [&](int64_t c) { return double(load(dyr[c])) * double(load(pw[c])); };
+        const double sg = lane_sum(cols, g_at) / double(cols);
+        const double sgx = lane_sum(cols, [&](int64_t c) { return g_at(c) * xhat_at(c); }) / double(cols);
         for (int64_t c = 0; c < cols; ++c) {
-          const double xhat = (double(load(xr[c])) - mu) * rs, g = double(load(dyr[c])) * double(load(pw[c]));
-          sg += g;
-          sgx += g * xhat;
-          accw[c] += double(load(dyr[c])) * xhat;
+          accw[c] += double(load(dyr[c])) * xhat_at(c);
           accb[c] += double(load(dyr[c]));
         }
-        sg /= double(cols);
-        sgx /= double(cols);
-        for (int64_t c = 0; c < cols; ++c) {
-          const double xhat = (double(load(xr[c])) - mu) * rs, g = double(load(dyr[c])) * double(load(pw[c]));
-          pdx[r * cols + c] = store<T>(A(rs * (g - sg - xhat * sgx)));
-        }
+        for (int64_t c = 0; c < cols; ++c) pdx[r * cols + c] = store<T>(A(rs * (g_at(c) - sg - xhat_at(c) * sgx)));
       }
     }
     sum_partials(static_cast<T*>(dw), part_w.data(), 1, chunks, cols);

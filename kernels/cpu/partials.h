@@ -1,9 +1,15 @@
-// The second half of the CPU backend's deterministic column sums, as partials.cuh is
+// The CPU backend's fixed-order sums, whose bits do not depend on the thread count.
+//
+// sum_partials is the second half of the deterministic column sums, as partials.cuh is
 // on CUDA: a first loop writes per-chunk partial sums in double, and this adds them in
 // chunk order, so the result does not depend on how the chunks were shared out over
 // the threads.
 //
 //   out[o, j] = sum_{k < chunks} part[(o * chunks + k) * n + j],   o < outer, j < n
+//
+// lane_sum adds n terms in double in kLanes running sums (term i into lane i mod kLanes),
+// then the lanes pairwise: one running sum is a chain of dependent adds the compiler may
+// not reorder, kLanes of them vectorise, and the order is still fixed.
 #pragma once
 #include <cstdint>
 
@@ -21,6 +27,18 @@ void sum_partials(T* out, const double* part, int64_t outer, int64_t chunks, int
       for (int64_t k = 0; k < chunks; ++k) acc += part[(o * chunks + k) * n + j];
       out[o * n + j] = store<T>(acc_t<T>(acc * scale));
     }
+}
+
+constexpr int kLanes = 8;
+
+template <class Term>
+inline double lane_sum(int64_t n, Term term) {
+  double lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) lane[k] += term(i + k);
+  for (int k = 0; i < n; ++i, ++k) lane[k] += term(i);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
 }  // namespace emonext::kernels::cpu

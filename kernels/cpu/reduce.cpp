@@ -55,17 +55,11 @@ void sum_squares(void* out, const std::vector<TensorSpan>& in, DType dtype, Stre
     std::vector<double> part(blocks.size(), 0.0);
 #pragma omp parallel for schedule(static) if (blocks.size() > 1)
     for (size_t b = 0; b < blocks.size(); ++b) {
-      const T* x = static_cast<const T*>(in[blocks[b].tensor].data);
-      const int64_t last = blocks[b].last;
-      double acc[4] = {0, 0, 0, 0};
-      int64_t i = blocks[b].first;
-      for (; i + 4 <= last; i += 4)
-        for (int k = 0; k < 4; ++k) {
-          const double v = double(load(x[i + k]));
-          acc[k] += v * v;
-        }
-      for (; i < last; ++i) acc[0] += double(load(x[i])) * double(load(x[i]));
-      part[b] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      const T* x = static_cast<const T*>(in[blocks[b].tensor].data) + blocks[b].first;
+      part[b] = lane_sum(blocks[b].last - blocks[b].first, [&](int64_t i) {
+        const double v = double(load(x[i]));
+        return v * v;
+      });
     }
     std::vector<double> total(in.size(), 0.0);
     for (size_t b = 0; b < blocks.size(); ++b) total[blocks[b].tensor] += part[b];
