@@ -4,8 +4,8 @@
 // Column sums (inner > 1: the bias gradients, BatchNorm's statistics) read the
 // block row by row, in fixed chunks of rows whose partial sums are then added in
 // chunk order: every read is sequential, and the bits do not depend on the
-// number of threads. sum_squares (the gradient norm) works the same way on blocks
-// of each tensor of a list.
+// number of threads. Row sums (inner = 1) go through lane_sum's fixed lanes.
+// sum_squares (the gradient norm) works the same way on blocks of each tensor of a list.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -82,10 +82,8 @@ void reduce(ReduceOp op, void* out, const void* in, DType dtype, int64_t outer, 
     for (int64_t o = 0; o < outer; ++o) {
       for (int64_t i = 0; i < inner; ++i) {
         const T* p = x + o * r * inner + i;
-        if (op != ReduceOp::Max) {
-          double acc = 0;
-          for (int64_t j = 0; j < r; ++j) acc += double(load(p[j * inner]));
-          y[o * inner + i] = store<T>(A(acc * scale));
+        if (op != ReduceOp::Max) {  // a row (inner is 1 here: column sums went above)
+          y[o * inner + i] = store<T>(A(lane_sum(r, [&](int64_t j) { return double(load(p[j])); }) * scale));
         } else {
           A m = -std::numeric_limits<A>::infinity();
           for (int64_t j = 0; j < r; ++j) {
