@@ -153,6 +153,12 @@ TEST(Train, ResumingGivesTheSameLossesBitForBit) {
   const std::vector<std::string> straight = loss_column(a + "/steps.csv"), resumed = loss_column(b + "/steps.csv");
   ASSERT_EQ(straight.size(), 8u);
   EXPECT_EQ(straight, resumed);
+  // Resumed again at its limit: nothing to do, said (it used to train one step past it).
+  ASSERT_EQ(run("--resume " + b + " --device cpu --workers 2", &out), 0) << out;
+  EXPECT_NE(out.find("is complete (8 steps; --epochs 300, --max-steps 8): give a larger --epochs or --max-steps"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(loss_column(b + "/steps.csv").size(), 8u);
 }
 
 // A setting given beside --resume overrides the run's and is named; a state written
@@ -310,6 +316,13 @@ TEST(Train, EarlyStoppingKeepsTheBestEpochsCheckpoint) {
   EXPECT_EQ(best.metadata.at("epoch"), "0");
   EXPECT_EQ(best.metadata.at("ema"), "1");
   EXPECT_EQ(last.metadata.at("step"), "6") << "3 epochs of 2 steps";
+  // Resumed: stopped it stays, unless the patience grows (then one more epoch, no better).
+  ASSERT_EQ(run("--resume " + d + " --device cpu --workers 2", &out), 0) << out;
+  EXPECT_NE(out.find("stopped early (no better validation accuracy for 2 epochs): give a larger --patience"), std::string::npos)
+      << out;
+  EXPECT_EQ(epoch_column(d + "/metrics.csv").size(), 3u);
+  ASSERT_EQ(run("--resume " + d + " --device cpu --workers 2 --patience 3", &out), 0) << out;
+  EXPECT_EQ(epoch_column(d + "/metrics.csv"), (std::vector<std::string>{"0", "1", "2", "3"}));
 }
 
 // Bad command lines: a usage error (exit 2) that names the flag, or (a valid flag with

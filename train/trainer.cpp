@@ -247,20 +247,21 @@ int64_t peak_rss_mb() {
 }
 
 // What a run writes in its --out folder (--overwrite removes these, and nothing else).
-const char* const kRunFiles[] = {"config.json",      "metrics.csv",           "steps.csv",
-                                 "last.safetensors", "last.state.safetensors", "best.safetensors",
-                                 "best.state.safetensors", "confusion.csv"};
+const char* const kRunFiles[] = {"config.json",           "metrics.csv",      "steps.csv",
+                                 "last.safetensors",      "last.state.safetensors",
+                                 "best.safetensors",      "best.state.safetensors",
+                                 "confusion.csv"};
 
 bool resumes_in_place(const TrainConfig& c) {
   std::error_code ec;  // false when either folder does not exist
   return !c.resume.empty() && fs::equivalent(c.resume, c.out, ec);
 }
 
-// A folder that holds a run's checkpoints is not written over by a new run: a repeated
-// command would lose hours of training. --resume continues it in place; --overwrite
-// replaces it. Checked before the data is read.
-// The folder is also made here, and a file written into it, so that a path that cannot
-// be a folder or cannot be written is said now, not after the data and the model.
+// Before the data is read: a folder that holds a run's checkpoints is not written over
+// by a new run (a repeated command would lose hours of training; --resume continues it
+// in place, --overwrite replaces it), and the folder is made and a file written into
+// it, so that a path that cannot be a folder or cannot be written is said now, not
+// after the data and the model.
 void check_out_folder(const TrainConfig& c) {
   EMONEXT_CHECK(!(c.overwrite && resumes_in_place(c)), "--overwrite would delete the run that --resume ", c.resume,
                 " continues; leave it out, or give another --out");
@@ -451,6 +452,21 @@ int run_training(const TrainConfig& c) {
     const int64_t total_steps = c.benchmark > 0   ? c.benchmark
                                 : c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch)
                                                   : c.epochs * steps_per_epoch;
+    // A resumed run that has done what its limits allow: said, nothing trained, exit 0
+    // (the step limit is checked after each step, so the loop would have run one more).
+    if (!c.resume.empty() && c.benchmark == 0) {
+      if (st.step >= total_steps) {
+        std::printf("the run in %s is complete (%lld steps; --epochs %lld%s): give a larger --epochs or --max-steps to train on\n",
+                    c.resume.c_str(), (long long)st.step, (long long)c.epochs,
+                    c.max_steps > 0 ? (", --max-steps " + std::to_string(c.max_steps)).c_str() : "");
+        return 0;
+      }
+      if (st.bad_epochs >= c.patience) {
+        std::printf("the run in %s stopped early (no better validation accuracy for %lld epochs): give a larger --patience to "
+                    "train on\n", c.resume.c_str(), (long long)st.bad_epochs);
+        return 0;
+      }
+    }
     // Images that cannot be decoded: named once each (training meets them every epoch,
     // evaluation too) and counted at the end.
     std::unordered_set<std::string> unreadable;
