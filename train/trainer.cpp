@@ -282,6 +282,452 @@ void check_out_folder(const TrainConfig& c) {
   EMONEXT_CHECK(writable, "--out ", c.out, ": cannot write files there");
 }
 
+// The data a run reads: FER2013's splits (image folders or the CSV) or a synthetic set.
+// The labels are checked against --classes and the class counts printed.
+struct Splits {
+  Dataset train, val, test;
+  bool have_test = false;
+};
+
+Splits read_splits(const TrainConfig& c) {
+  Splits s;
+  if (c.benchmark > 0 || c.synthetic > 0) {
+    s.train = synthetic_dataset(c.benchmark > 0 ? c.batch * std::min<int64_t>(c.benchmark, 64) : c.synthetic, c.seed);
+    s.val = synthetic_dataset(std::max<int64_t>(c.batch, 64), c.seed + 1);
+    s.val.name = "val";
+  } else if (!c.csv.empty()) {
+    s.train = read_fer2013_csv(c.csv, "Training");
+    s.train.name = "train";
+    s.val = read_fer2013_csv(c.csv, "PublicTest");
+    s.val.name = "val";
+    try {
+      s.test = read_fer2013_csv(c.csv, "PrivateTest");
+      s.test.name = "test";
+      s.have_test = true;
+    } catch (const Error&) {
+    }
+  } else {
+    EMONEXT_CHECK(!c.data_dir.empty(), "no data: give --data DIR (train/ val/ [test/] folders), --csv FILE or --synthetic N");
+    s.train = read_image_folders(c.data_dir, "train");
+    s.val = read_image_folders(c.data_dir, "val");
+    if (fs::is_directory(fs::path(c.data_dir) / "test")) {
+      s.test = read_image_folders(c.data_dir, "test");
+      s.have_test = true;
+    }
+  }
+  int64_t top = 0;  // the largest label: the model needs an output for each
+  for (const Dataset* d : {&s.train, &s.val, &s.test})
+    for (const Sample& x : d->samples) top = std::max(top, x.label);
+  EMONEXT_CHECK(top < c.classes, "--classes ", c.classes, " is fewer than the data's labels (0 to ", top, ")");
+  print_counts(s.train);
+  print_counts(s.val);
+  if (s.have_test) print_counts(s.test);
+  return s;
+}
+
+// The model ready to train: weights initialised as the reference does, or read from
+// --init; on the device; in training mode.
+std::unique_ptr<EmoNeXt> make_model(const TrainConfig& c, Device dev) {
+  auto model = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
+  Generator init_gen(c.seed);
+  init_weights(*model, init_gen);
+  if (!c.init.empty()) {
+    load_weights(*model, c.init, c);
+    std::printf("initialised from %s\n", c.init.c_str());
+  }
+  model->to(dev);
+  model->train();
+  return model;
+}
+
+// --amp's copy of the model in bf16 or f16, which runs the backbone (amp_forward);
+// nullptr with --amp off.
+std::unique_ptr<EmoNeXt> make_low_copy(const TrainConfig& c, Device dev, DType dtype) {
+  if (c.amp == "off") return nullptr;
+  auto low = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
+  low->to(dev);
+  low->to(dtype);
+  low->train();
+  std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
+  if (dev.is_cpu())
+    std::printf("note: the CPU converts 16-bit values in software, so --amp trains about 5x slower than f32 here; "
+                "it is meant for GPUs\n");
+  return low;
+}
+
+AdamW::Options adamw_options(const TrainConfig& c) {
+  AdamW::Options o;
+  o.weight_decay = c.weight_decay;
+  o.decay_norms_and_biases = !c.exempt_norms;
+  return o;
+}
+
+// What one optimiser step did. `failure` is why the run must stop (a non-finite loss or
+// gradients), empty when it goes on.
+struct StepResult {
+  double loss = 0, grad_norm = 0;
+  int64_t correct = 0;  // the batch's images the model classified right, before the step
+  std::string failure;
+};
+
+// An epoch's running figures: mean loss, accuracy and images/s of the training batches.
+struct EpochTally {
+  Clock::time_point start = Clock::now();
+  double loss_sum = 0;
+  int64_t seen = 0, correct = 0;
+  void add(const StepResult& r, int64_t images) {
+    loss_sum += r.loss * double(images);
+    correct += r.correct;
+    seen += images;
+  }
+  double loss() const { return seen ? loss_sum / double(seen) : 0.0; }
+  double accuracy() const { return seen ? double(correct) / double(seen) : 0.0; }
+  double images_per_second() const { return double(seen) / std::max(1e-9, seconds_since(start)); }
+};
+
+// --benchmark's figures: the steady state starts after the first kSkip steps (allocation,
+// cuBLAS and cuDNN plans).
+struct BenchmarkTally {
+  static constexpr int64_t kSkip = 3;
+  double step_seconds = 0, wait_seconds = 0;
+  int64_t images = 0;
+  uint64_t launches_at_start = 0;  // GPU launches so far when the steady state begins
+};
+
+// One training run: the model and what trains it (AdamW, the EMA, the fp16 loss scaler,
+// the 16-bit copy under --amp), the run's counters and its output files. train() is the
+// epoch loop; step() is one batch's forward, backward and update; end_epoch() the
+// validation and checkpoints that close an epoch.
+class Run {
+ public:
+  Run(const TrainConfig& c, Device dev)
+      : c_(c),
+        dev_(dev),
+        amp_dtype_(c.amp == "bf16" ? DType::BF16 : c.amp == "fp16" ? DType::F16 : DType::F32),
+        model_(make_model(c, dev)),
+        low_(make_low_copy(c, dev, amp_dtype_)),
+        opt_(*model_, adamw_options(c)),
+        ema_(c.ema ? std::make_unique<Ema>(*model_, c.ema_every) : nullptr),
+        schedule_(schedule_from_name(c.schedule)),
+        dp_gen_(low_ ? low_->generator() : model_->generator()),  // drop path draws from the model that runs the blocks
+        progress_(c.log_every),
+        last_(c.out + "/last.safetensors"),
+        last_state_(c.out + "/last.state.safetensors"),
+        best_(c.out + "/best.safetensors") {
+    scaler_.on = c.amp == "fp16";
+    if (c.loss_scale > 0) scaler_.scale = c.loss_scale;
+    dp_gen_.set_state(c.seed + 1, 0);
+  }
+
+  // --overfit-batch FILE --steps K --dump-state OUT: K steps on one fixed batch, then the
+  // losses, the first step's logits and its gradients into OUT.
+  int overfit_batch() {
+    EMONEXT_CHECK(c_.steps > 0 && !c_.dump_state.empty(), "--overfit-batch needs --steps K and --dump-state OUT");
+    const SafeTensors b = load_safetensors(c_.overfit_batch);
+    const Tensor x = b.at("images").to(DType::F32).permute({0, 2, 3, 1}).contiguous().to(dev_), y = b.at("labels").to(dev_);
+    std::vector<double> losses;
+    std::vector<std::pair<std::string, Tensor>> dump;
+    for (int64_t s = 0; s < c_.steps; ++s) {
+      const EmoNeXtOutput out = model_->forward(x);
+      const Tensor loss = emonext_loss(out, y, c_.label_smoothing);
+      loss.backward();
+      losses.push_back(loss.item());
+      if (s == 0) {
+        dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
+        for (const Module::Named& p : model_->named_parameters())
+          if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
+      }
+      const double clip = c_.clip > 0 ? clip_factor(grad_norm(*model_), c_.clip) : 1.0;
+      opt_.step(learning_rate(schedule_, c_.lr, s, c_.warmup, c_.cycle, c_.steps), clip);
+      model_->zero_grad();
+      std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
+    }
+    dump.emplace_back("loss", Tensor::from_vector(losses, {int64_t(losses.size())}));
+    save_safetensors(c_.dump_state, dump);
+    std::printf("wrote %s\n", c_.dump_state.c_str());
+    return 0;
+  }
+
+  int train(const Splits& data, int workers) {
+    open_outputs();
+    const int64_t steps_per_epoch = int64_t(data.train.samples.size()) / c_.batch;
+    EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", data.train.samples.size(), " images) is smaller than one batch (",
+                  c_.batch, ")");
+    // --benchmark STEPS runs that many steps over as many passes of its synthetic set as
+    // they take, whatever --epochs and --max-steps say.
+    const int64_t total_steps = c_.benchmark > 0   ? c_.benchmark
+                                : c_.max_steps > 0 ? std::min(c_.max_steps, c_.epochs * steps_per_epoch)
+                                                   : c_.epochs * steps_per_epoch;
+    if (!c_.resume.empty() && c_.benchmark == 0 && resumed_run_is_over(total_steps)) return 0;
+    std::optional<SigintToFlag> sigint(std::in_place);
+    const auto t_start = Clock::now();
+    BenchmarkTally bench;
+    bool stop = false;
+
+    for (; (st_.epoch < c_.epochs || c_.benchmark > 0) && !stop; ++st_.epoch) {
+      Loader loader(data.train, c_.batch, c_.image_size, true, c_.augment, c_.seed, st_.epoch, workers, st_.batch_in_epoch);
+      EpochTally tally;
+      for (Batch b = loader.next(); b.index >= 0; b = loader.next()) {
+        report_unreadable(b.unreadable);
+        if (b.labels.numel() == 0) continue;
+        const auto t_step = Clock::now();
+        const double lr = learning_rate(schedule_, c_.lr, st_.step, c_.warmup, c_.cycle, total_steps);
+        const StepResult r = step(b, lr);
+        if (!r.failure.empty()) return stop_non_finite(r.failure);
+        st_.batch_in_epoch = b.index + 1;
+        tally.add(r, b.labels.numel());
+        steps_log_ << st_.step << ',' << fmt("%.17g", r.loss) << ',' << fmt("%.6g", lr) << ',' << fmt("%.6g", r.grad_norm)
+                   << std::endl;
+        if (c_.benchmark > 0 && st_.step > BenchmarkTally::kSkip) {
+          bench.step_seconds += seconds_since(t_step);
+          bench.images += b.labels.numel();
+        }
+        if (c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip) bench.launches_at_start = gpu_launches();
+        const double eta = seconds_since(t_start) / double(std::max<int64_t>(1, st_.step)) *
+                           double(std::max<int64_t>(0, total_steps - st_.step));
+        progress_.step(st_.epoch, b.index + 1, loader.batches(), r.loss, lr, tally.images_per_second(), eta, st_.step);
+        if (g_interrupted) {
+          progress_.end_line();
+          save_last();
+          std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st_.step, last_.c_str(),
+                      c_.out.c_str());
+          return 130;
+        }
+        if (c_.benchmark > 0 ? st_.step >= c_.benchmark : c_.max_steps > 0 && st_.step >= c_.max_steps) {
+          stop = true;
+          break;
+        }
+      }
+      progress_.end_line();
+      bench.wait_seconds += loader.wait_seconds();
+      if (c_.benchmark > 0) {  // no evaluation: the next pass, until the steps are done
+        st_.batch_in_epoch = 0;
+        continue;
+      }
+      // A run that stops on the epoch's last batch has finished the epoch: "last" then
+      // resumes at the next one, not at an empty remainder of this one.
+      if (!stop || st_.batch_in_epoch >= loader.batches()) st_.batch_in_epoch = 0;
+      if (end_epoch(data.val, tally, loader.wait_seconds(), total_steps)) stop = true;
+      if (stop && st_.batch_in_epoch > 0) {
+        save_last();  // mid-epoch: resume continues this epoch
+        break;
+      }
+      const int64_t keep = st_.epoch;
+      ++st_.epoch;  // "last" resumes at the next epoch
+      save_last();
+      st_.epoch = keep;
+    }
+    sigint.reset();  // Ctrl-C stops the final test evaluation the usual way
+
+    if (c_.benchmark > 0) {
+      report_benchmark(bench);
+      return 0;
+    }
+    if (data.have_test) test(data.test);
+    if (!unreadable_.empty()) std::printf("%zu unreadable image(s) were skipped\n", unreadable_.size());
+    std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints in %s\n", (long long)st_.step,
+                duration(seconds_since(t_start)).c_str(), st_.best_accuracy, c_.out.c_str());
+    return 0;
+  }
+
+ private:
+  // The output folder (made by check_out_folder): --overwrite's removal of the old run,
+  // --resume's state, config.json, and metrics.csv and steps.csv opened (appended to when
+  // resuming).
+  void open_outputs() {
+    if (c_.overwrite)  // the old run's files go now, so none of them is mistaken for the new run's
+      for (const char* f : kRunFiles) fs::remove(fs::path(c_.out) / f);
+    if (!c_.resume.empty()) {
+      load_weights(*model_, c_.resume + "/last.safetensors", c_);
+      st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), scaler_);
+      dp_gen_.set_state(c_.seed + 1, st_.drop_path_counter);
+      std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,
+                  (long long)st_.epoch, (long long)st_.batch_in_epoch);
+    }
+    EMONEXT_CHECK(std::ofstream(c_.out + "/config.json") << json_config(c_, dev_.str()), c_.out, "/config.json: write failed");
+    const bool append = !c_.resume.empty() && fs::exists(c_.out + "/metrics.csv");
+    metrics_.open(c_.out + "/metrics.csv", append ? std::ios::app : std::ios::trunc);
+    if (!append) metrics_ << "epoch,step,train_loss,train_accuracy,val_loss,val_accuracy,lr,images_per_s,data_wait_s\n";
+    steps_log_.open(c_.out + "/steps.csv", append ? std::ios::app : std::ios::trunc);
+    if (!append) steps_log_ << "step,loss,lr,grad_norm\n";
+  }
+
+  // A resumed run that has done what its limits allow is said so, and nothing is trained
+  // (the step limit is checked after each step, so the loop would run one more).
+  bool resumed_run_is_over(int64_t total_steps) const {
+    if (st_.step >= total_steps) {
+      std::printf("the run in %s is complete (%lld steps; --epochs %lld%s): give a larger --epochs or --max-steps to train on\n",
+                  c_.resume.c_str(), (long long)st_.step, (long long)c_.epochs,
+                  c_.max_steps > 0 ? (", --max-steps " + std::to_string(c_.max_steps)).c_str() : "");
+      return true;
+    }
+    if (st_.bad_epochs >= c_.patience) {
+      std::printf("the run in %s stopped early (no better validation accuracy for %lld epochs): give a larger --patience to "
+                  "train on\n",
+                  c_.resume.c_str(), (long long)st_.bad_epochs);
+      return true;
+    }
+    return false;
+  }
+
+  // Forward, loss, backward, gradient norm, AdamW. Under fp16 a step whose gradients
+  // overflow is skipped and the loss scale halved; it still counts as a step.
+  StepResult step(const Batch& b, double lr) {
+    StepResult r;
+    if (low_) copy_to_low(*model_, *low_);
+    const Tensor x = b.images.to(dev_);
+    const EmoNeXtOutput out = low_ ? amp_forward(*model_, *low_, x, amp_dtype_) : model_->forward(x);
+    const Tensor loss = emonext_loss(out, b.labels.to(dev_), c_.label_smoothing);
+    r.loss = loss.item();
+    if (!std::isfinite(r.loss)) {
+      r.failure = fmt("the loss is %f", r.loss);
+      return r;
+    }
+    const double loss_scale = scaler_.on ? scaler_.scale : 1.0;
+    (scaler_.on ? loss * loss_scale : loss).backward();
+    if (low_) gradients_to_master(*model_, *low_);
+    r.grad_norm = grad_norm(*model_) / loss_scale;
+    if (std::isfinite(r.grad_norm)) {
+      // AdamW unscales and clips the gradients as it reads them
+      opt_.step(lr, (c_.clip > 0 ? clip_factor(r.grad_norm, c_.clip) : 1.0) / loss_scale);
+      model_->zero_grad();
+      scaler_.update(false);
+    } else {
+      model_->zero_grad();
+      if (!scaler_.on) {
+        r.failure = "non-finite gradients";
+        return r;
+      }
+      progress_.end_line();
+      std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st_.step + 1,
+                  scaler_.scale, scaler_.scale / 2);
+      scaler_.update(true);
+      if (scaler_.scale < 1 && !warned_small_scale_) {
+        warned_small_scale_ = true;
+        std::printf("warning: the fp16 loss scale is below 1: some gradients are past f16's range even unscaled, and "
+                    "small ones now round to zero. --amp bf16 has f32's range\n");
+      }
+      if (scaler_.scale < LossScaler::kFloor) {
+        r.failure = "fp16 gradients overflow at every loss scale down to " + fmt("%g", scaler_.scale * 2) +
+                    "; train with --amp bf16 (f32's range) or --amp off";
+        return r;
+      }
+    }
+    ++st_.step;
+    if (ema_) ema_->update(*model_, st_.step);
+    NoGradGuard no_grad;
+    const std::vector<double> logits = out.logits.detach().to_vector();
+    const std::vector<int64_t> labels = b.labels.to_int_vector();
+    for (size_t k = 0; k < labels.size(); ++k) {
+      const double* row = logits.data() + k * size_t(c_.classes);
+      r.correct += int64_t(std::max_element(row, row + c_.classes) - row) == labels[k];
+    }
+    return r;
+  }
+
+  // The close of an epoch: validation (with the EMA's weights when on), its line in the
+  // log and row in metrics.csv, the best checkpoints when it is the best epoch so far,
+  // early stopping's count. Returns true when the patience has run out.
+  bool end_epoch(const Dataset& val, const EpochTally& t, double data_wait, int64_t total_steps) {
+    const Evaluation ev = evaluate_model(val, {false, c_.val_random_crop, c_.seed, st_.epoch});
+    const double ips = t.images_per_second();
+    std::printf("epoch %lld step %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f img/s, data wait %.1f s\n",
+                (long long)st_.epoch, (long long)st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, ema_ ? " (EMA)" : "",
+                ips, data_wait);
+    std::fflush(stdout);
+    metrics_ << st_.epoch << ',' << st_.step << ',' << t.loss() << ',' << t.accuracy() << ',' << ev.loss << ',' << ev.accuracy
+             << ',' << learning_rate(schedule_, c_.lr, st_.step, c_.warmup, c_.cycle, total_steps) << ',' << ips << ','
+             << data_wait << std::endl;
+    EMONEXT_CHECK(metrics_ && steps_log_, c_.out, ": writing metrics.csv or steps.csv failed (disk full?)");
+    if (ev.accuracy > st_.best_accuracy) {
+      st_.best_accuracy = ev.accuracy;
+      st_.bad_epochs = 0;
+      if (ema_) ema_->swap(*model_);
+      save_checkpoint(best_, *model_, fer2013_labels(),
+                      {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
+      if (ema_) ema_->swap(*model_);
+      save_state(c_.out + "/best.state.safetensors");  // the training state at that epoch
+      return false;
+    }
+    if (++st_.bad_epochs < c_.patience) return false;
+    std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c_.patience);
+    return true;
+  }
+
+  // evaluate() with the EMA's weights when the EMA is on; unreadable images reported.
+  Evaluation evaluate_model(const Dataset& data, const EvalView& view) {
+    if (ema_) ema_->swap(*model_);
+    const Evaluation ev = evaluate(*model_, data, c_.batch, dev_, view);
+    if (ema_) ema_->swap(*model_);
+    report_unreadable(ev.unreadable);
+    return ev;
+  }
+
+  // The ten-crop test pass after training: accuracy, loss and the confusion matrix,
+  // printed and written to confusion.csv.
+  void test(const Dataset& data) {
+    const Evaluation ev = evaluate_model(data, {.tencrop = true});
+    std::printf("test (ten-crop%s): accuracy %.4f, loss %.4f\n", ema_ ? ", EMA" : "", ev.accuracy, ev.loss);
+    print_confusion(ev, fer2013_labels());
+    write_confusion_csv(c_.out + "/confusion.csv", ev, fer2013_labels());
+    std::printf("wrote %s/confusion.csv\n", c_.out.c_str());
+  }
+
+  void report_benchmark(const BenchmarkTally& b) const {
+    const double ips = double(b.images) / std::max(1e-9, b.step_seconds);
+    const int64_t steady_steps = std::max<int64_t>(1, st_.step - BenchmarkTally::kSkip);
+    const std::string launches = dev_.is_cuda() ? fmt(", %.0f GPU launches per step (kernels and cuBLAS/cuDNN calls)",
+                                                      double(gpu_launches() - b.launches_at_start) / double(steady_steps))
+                                                : "";
+    std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after %lld "
+                "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s\n",
+                (long long)st_.step, (long long)c_.batch, (long long)c_.image_size, (long long)c_.image_size, dev_.str().c_str(), ips,
+                1000.0 * b.step_seconds / double(steady_steps), (long long)BenchmarkTally::kSkip, b.wait_seconds,
+                dev_.str().c_str(), double(memory_stats(dev_).peak) / 1e6, (long long)peak_rss_mb(), launches.c_str());
+  }
+
+  // A non-finite loss or gradient: said, naming the step and the last good checkpoint.
+  int stop_non_finite(const std::string& what) {
+    progress_.end_line();
+    std::fprintf(stderr, "emonext_train: %s at step %lld; stopping. The last good checkpoint is %s\n", what.c_str(),
+                 (long long)st_.step + 1, fs::exists(last_) ? last_.c_str() : "(none yet)");
+    return 1;
+  }
+
+  // Images that cannot be decoded: named once each (training meets them every epoch,
+  // evaluation too) and counted at the end.
+  void report_unreadable(const std::vector<std::string>& whys) {
+    for (const std::string& why : whys)
+      if (unreadable_.insert(why).second) std::fprintf(stderr, "skipped unreadable image %s\n", why.c_str());
+  }
+
+  void save_state(const std::string& path) {
+    st_.drop_path_counter = dp_gen_.counter();
+    save_run_state(path, c_, opt_, ema_.get(), st_, scaler_);
+  }
+  void save_last() {
+    save_checkpoint(last_, *model_, fer2013_labels(), {{"step", std::to_string(st_.step)}});
+    save_state(last_state_);
+  }
+
+  const TrainConfig& c_;
+  const Device dev_;
+  const DType amp_dtype_;               // the low copy's dtype (F32 when --amp off)
+  std::unique_ptr<EmoNeXt> model_;      // f32: the master weights
+  std::unique_ptr<EmoNeXt> low_;        // --amp: the bf16 or f16 copy that runs the backbone
+  AdamW opt_;
+  std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
+  const Schedule schedule_;
+  Generator& dp_gen_;
+  LossScaler scaler_;
+  bool warned_small_scale_ = false;
+  RunState st_;
+  Progress progress_;
+  const std::string last_, last_state_, best_;
+  std::ofstream metrics_, steps_log_;
+  std::unordered_set<std::string> unreadable_;
+};
+
 }  // namespace
 
 std::optional<TrainConfig> saved_config(const std::string& run_dir) {
@@ -293,7 +739,7 @@ int run_training(const TrainConfig& c) {
   try {
     const bool overfit = !c.overfit_batch.empty();
     EMONEXT_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp is off, bf16 or fp16, got '", c.amp, "'");
-    EMONEXT_CHECK(c.amp == "off" || c.overfit_batch.empty(), "--overfit-batch runs in f32 (leave --amp off)");
+    EMONEXT_CHECK(c.amp == "off" || !overfit, "--overfit-batch runs in f32 (leave --amp off)");
     convnext_size(c.model);  // an unknown size stops here, before the data is read
     if (!overfit) check_out_folder(c);
     const Device dev = pick_device(c.device);
@@ -305,335 +751,9 @@ int run_training(const TrainConfig& c) {
                   c.image_size > 64 ? "; at this image size a step takes seconds here: README has a CPU-sized run (--model atto "
                                       "--img-size 48)"
                                     : "");
-
-    // ---- data ----
-    Dataset train, val, test;
-    bool have_test = false;
-    if (overfit) {
-      // no datasets: one fixed batch
-    } else if (c.benchmark > 0 || c.synthetic > 0) {
-      train = synthetic_dataset(c.benchmark > 0 ? c.batch * std::min<int64_t>(c.benchmark, 64) : c.synthetic, c.seed);
-      val = synthetic_dataset(std::max<int64_t>(c.batch, 64), c.seed + 1);
-      val.name = "val";
-    } else if (!c.csv.empty()) {
-      train = read_fer2013_csv(c.csv, "Training");
-      train.name = "train";
-      val = read_fer2013_csv(c.csv, "PublicTest");
-      val.name = "val";
-      try {
-        test = read_fer2013_csv(c.csv, "PrivateTest");
-        test.name = "test";
-        have_test = true;
-      } catch (const Error&) {
-      }
-    } else {
-      EMONEXT_CHECK(!c.data_dir.empty(), "no data: give --data DIR (train/ val/ [test/] folders), --csv FILE or --synthetic N");
-      train = read_image_folders(c.data_dir, "train");
-      val = read_image_folders(c.data_dir, "val");
-      if (fs::is_directory(fs::path(c.data_dir) / "test")) {
-        test = read_image_folders(c.data_dir, "test");
-        have_test = true;
-      }
-    }
-    if (!overfit) {
-      int64_t top = 0;  // the largest label: the model needs an output for each
-      for (const Dataset* d : {&train, &val, &test})
-        for (const Sample& s : d->samples) top = std::max(top, s.label);
-      EMONEXT_CHECK(top < c.classes, "--classes ", c.classes, " is fewer than the data's labels (0 to ", top, ")");
-      print_counts(train);
-      print_counts(val);
-      if (have_test) print_counts(test);
-    }
-
-    // ---- model, optimizer, EMA ----
-    EmoNeXt model(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
-    Generator init_gen(c.seed);
-    init_weights(model, init_gen);
-    if (!c.init.empty()) {
-      load_weights(model, c.init, c);
-      std::printf("initialised from %s\n", c.init.c_str());
-    }
-    model.to(dev);
-    model.train();
-    AdamW::Options oo;
-    oo.weight_decay = c.weight_decay;
-    oo.decay_norms_and_biases = !c.exempt_norms;
-    AdamW opt(model, oo);
-    std::unique_ptr<Ema> ema = c.ema ? std::make_unique<Ema>(model, c.ema_every) : nullptr;
-    const Schedule schedule = schedule_from_name(c.schedule);
-    const DType amp_dtype = c.amp == "bf16" ? DType::BF16 : c.amp == "fp16" ? DType::F16 : DType::F32;
-    std::unique_ptr<EmoNeXt> low;
-    if (c.amp != "off") {
-      low = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
-      low->to(dev);
-      low->to(amp_dtype);
-      low->train();
-      std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
-      if (dev.is_cpu())
-        std::printf("note: the CPU converts 16-bit values in software, so --amp trains about 5x slower than f32 here; "
-                    "it is meant for GPUs\n");
-    }
-    LossScaler scaler;
-    bool warned_small_scale = false;
-    scaler.on = c.amp == "fp16";
-    if (c.loss_scale > 0) scaler.scale = c.loss_scale;
-    Generator& dp_gen = low ? low->generator() : model.generator();  // drop path draws from the model that runs the blocks
-    dp_gen.set_state(c.seed + 1, 0);
-
-    // ---- overfit-batch mode ----
-    if (overfit) {
-      EMONEXT_CHECK(c.steps > 0 && !c.dump_state.empty(), "--overfit-batch needs --steps K and --dump-state OUT");
-      const SafeTensors b = load_safetensors(c.overfit_batch);
-      const Tensor x = b.at("images").to(DType::F32).permute({0, 2, 3, 1}).contiguous().to(dev), y = b.at("labels").to(dev);
-      std::vector<double> losses;
-      std::vector<std::pair<std::string, Tensor>> dump;
-      for (int64_t s = 0; s < c.steps; ++s) {
-        const EmoNeXtOutput out = model.forward(x);
-        const Tensor loss = emonext_loss(out, y, c.label_smoothing);
-        loss.backward();
-        losses.push_back(loss.item());
-        if (s == 0) {
-          dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
-          for (const Module::Named& p : model.named_parameters())
-            if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
-        }
-        const double clip = c.clip > 0 ? clip_factor(grad_norm(model), c.clip) : 1.0;
-        opt.step(learning_rate(schedule, c.lr, s, c.warmup, c.cycle, c.steps), clip);
-        model.zero_grad();
-        std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
-      }
-      dump.emplace_back("loss", Tensor::from_vector(losses, {int64_t(losses.size())}));
-      save_safetensors(c.dump_state, dump);
-      std::printf("wrote %s\n", c.dump_state.c_str());
-      return 0;
-    }
-
-    // ---- output folder (made by check_out_folder), resume ----
-    if (c.overwrite)  // the old run's files go now, so none of them is mistaken for the new run's
-      for (const char* f : kRunFiles) fs::remove(fs::path(c.out) / f);
-    const std::string last = c.out + "/last.safetensors", last_state = c.out + "/last.state.safetensors",
-                      best = c.out + "/best.safetensors";
-    RunState st;
-    if (!c.resume.empty()) {
-      load_weights(model, c.resume + "/last.safetensors", c);
-      st = load_run_state(c.resume + "/last.state.safetensors", c, opt, ema.get(), scaler);
-      dp_gen.set_state(c.seed + 1, st.drop_path_counter);
-      std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c.resume.c_str(), (long long)st.step,
-                  (long long)st.epoch, (long long)st.batch_in_epoch);
-    }
-    EMONEXT_CHECK(std::ofstream(c.out + "/config.json") << json_config(c, dev.str()), c.out, "/config.json: write failed");
-    const bool append = !c.resume.empty() && fs::exists(c.out + "/metrics.csv");
-    std::ofstream metrics(c.out + "/metrics.csv", append ? std::ios::app : std::ios::trunc);
-    if (!append) metrics << "epoch,step,train_loss,train_accuracy,val_loss,val_accuracy,lr,images_per_s,data_wait_s\n";
-    std::ofstream steps_log(c.out + "/steps.csv", append ? std::ios::app : std::ios::trunc);
-    if (!append) steps_log << "step,loss,lr,grad_norm\n";
-
-    auto save_state = [&](const std::string& path) {
-      st.drop_path_counter = dp_gen.counter();
-      save_run_state(path, c, opt, ema.get(), st, scaler);
-    };
-    auto save_last = [&]() {
-      save_checkpoint(last, model, fer2013_labels(), {{"step", std::to_string(st.step)}});
-      save_state(last_state);
-    };
-    std::optional<SigintToFlag> sigint(std::in_place);
-    Progress progress(c.log_every);
-    // A non-finite loss or gradient: stop, naming the step and the last good checkpoint.
-    auto stop_non_finite = [&](const std::string& what) {
-      progress.end_line();
-      std::fprintf(stderr, "emonext_train: %s at step %lld; stopping. The last good checkpoint is %s\n", what.c_str(),
-                   (long long)st.step + 1, fs::exists(last) ? last.c_str() : "(none yet)");
-      return 1;
-    };
-    const int64_t steps_per_epoch = int64_t(train.samples.size()) / c.batch;
-    EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", train.samples.size(), " images) is smaller than one batch (", c.batch, ")");
-    // --benchmark STEPS runs that many steps over as many passes of its synthetic set as
-    // they take, whatever --epochs and --max-steps say.
-    const int64_t total_steps = c.benchmark > 0   ? c.benchmark
-                                : c.max_steps > 0 ? std::min(c.max_steps, c.epochs * steps_per_epoch)
-                                                  : c.epochs * steps_per_epoch;
-    // A resumed run that has done what its limits allow: said, nothing trained, exit 0
-    // (the step limit is checked after each step, so the loop would have run one more).
-    if (!c.resume.empty() && c.benchmark == 0) {
-      if (st.step >= total_steps) {
-        std::printf("the run in %s is complete (%lld steps; --epochs %lld%s): give a larger --epochs or --max-steps to train on\n",
-                    c.resume.c_str(), (long long)st.step, (long long)c.epochs,
-                    c.max_steps > 0 ? (", --max-steps " + std::to_string(c.max_steps)).c_str() : "");
-        return 0;
-      }
-      if (st.bad_epochs >= c.patience) {
-        std::printf("the run in %s stopped early (no better validation accuracy for %lld epochs): give a larger --patience to "
-                    "train on\n", c.resume.c_str(), (long long)st.bad_epochs);
-        return 0;
-      }
-    }
-    // Images that cannot be decoded: named once each (training meets them every epoch,
-    // evaluation too) and counted at the end.
-    std::unordered_set<std::string> unreadable;
-    const auto report_unreadable = [&](const std::vector<std::string>& whys) {
-      for (const std::string& why : whys)
-        if (unreadable.insert(why).second) std::fprintf(stderr, "skipped unreadable image %s\n", why.c_str());
-    };
-    bool stop = false;
-    const auto t_start = Clock::now();
-    double bench_time = 0, bench_wait = 0;
-    int64_t bench_images = 0;
-    uint64_t bench_launches = 0;  // GPU launches so far when the steady state begins
-
-    for (; (st.epoch < c.epochs || c.benchmark > 0) && !stop; ++st.epoch) {
-      Loader loader(train, c.batch, c.image_size, true, c.augment, c.seed, st.epoch, workers, st.batch_in_epoch);
-      double loss_sum = 0;
-      int64_t seen = 0, correct = 0;
-      const auto t_epoch = Clock::now();
-      int64_t epoch_images = 0;
-      for (Batch b = loader.next(); b.index >= 0; b = loader.next()) {
-        report_unreadable(b.unreadable);
-        if (b.labels.numel() == 0) continue;
-        const auto t_step = Clock::now();
-        const double lr = learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps);
-        if (low) copy_to_low(model, *low);
-        const Tensor x = b.images.to(dev);
-        const EmoNeXtOutput out = low ? amp_forward(model, *low, x, amp_dtype) : model.forward(x);
-        const Tensor y = b.labels.to(dev);
-        const Tensor loss = emonext_loss(out, y, c.label_smoothing);
-        const double l = loss.item();
-        if (!std::isfinite(l)) return stop_non_finite(fmt("the loss is %f", l));
-        const double loss_scale = scaler.on ? scaler.scale : 1.0;
-        (scaler.on ? loss * loss_scale : loss).backward();
-        if (low) gradients_to_master(model, *low);
-        const double norm = grad_norm(model) / loss_scale;
-        if (!std::isfinite(norm)) {
-          model.zero_grad();
-          if (!scaler.on) return stop_non_finite("non-finite gradients");
-          progress.end_line();
-          std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st.step + 1,
-                      scaler.scale, scaler.scale / 2);
-          scaler.update(true);
-          if (scaler.scale < 1 && !warned_small_scale) {
-            warned_small_scale = true;
-            std::printf("warning: the fp16 loss scale is below 1: some gradients are past f16's range even unscaled, and "
-                        "small ones now round to zero. --amp bf16 has f32's range\n");
-          }
-          if (scaler.scale < LossScaler::kFloor)
-            return stop_non_finite("fp16 gradients overflow at every loss scale down to " + fmt("%g", scaler.scale * 2) +
-                                   "; train with --amp bf16 (f32's range) or --amp off");
-        } else {
-          // AdamW unscales and clips the gradients as it reads them
-          opt.step(lr, (c.clip > 0 ? clip_factor(norm, c.clip) : 1.0) / loss_scale);
-          model.zero_grad();
-          scaler.update(false);
-        }
-        ++st.step;
-        st.batch_in_epoch = b.index + 1;
-        if (ema) ema->update(model, st.step);
-        {
-          NoGradGuard no_grad;
-          const std::vector<double> lg = out.logits.detach().to_vector();
-          const std::vector<int64_t> lab = b.labels.to_int_vector();
-          for (size_t k = 0; k < lab.size(); ++k) {
-            const double* row = lg.data() + k * size_t(c.classes);
-            correct += int64_t(std::max_element(row, row + c.classes) - row) == lab[k];
-          }
-        }
-        loss_sum += l * double(b.labels.numel());
-        seen += b.labels.numel();
-        epoch_images += b.labels.numel();
-        steps_log << st.step << ',' << fmt("%.17g", l) << ',' << fmt("%.6g", lr) << ',' << fmt("%.6g", norm) << std::endl;
-        const double elapsed = seconds_since(t_start);
-        if (c.benchmark > 0 && st.step > 3) {  // steady state: after the first steps
-          bench_time += seconds_since(t_step);
-          bench_images += b.labels.numel();
-        }
-        if (c.benchmark > 0 && st.step == 3) bench_launches = gpu_launches();
-        const double ips = double(epoch_images) / std::max(1e-9, seconds_since(t_epoch));
-        const double eta = elapsed / double(std::max<int64_t>(1, st.step)) * double(std::max<int64_t>(0, total_steps - st.step));
-        progress.step(st.epoch, b.index + 1, loader.batches(), l, lr, ips, eta, st.step);
-        if (g_interrupted) {
-          progress.end_line();
-          save_last();
-          std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st.step, last.c_str(), c.out.c_str());
-          return 130;
-        }
-        if (c.benchmark > 0 ? st.step >= c.benchmark : c.max_steps > 0 && st.step >= c.max_steps) {
-          stop = true;
-          break;
-        }
-      }
-      progress.end_line();
-      bench_wait += loader.wait_seconds();
-      if (c.benchmark > 0) {  // no evaluation: the next pass, until the steps are done
-        st.batch_in_epoch = 0;
-        continue;
-      }
-      // A run that stops on the epoch's last batch has finished the epoch: "last" then
-      // resumes at the next one, not at an empty remainder of this one.
-      if (!stop || st.batch_in_epoch >= loader.batches()) st.batch_in_epoch = 0;
-      // ---- evaluation ----
-      if (ema) ema->swap(model);
-      const Evaluation ev = evaluate(model, val, c.batch, dev, {false, c.val_random_crop, c.seed, st.epoch});
-      report_unreadable(ev.unreadable);
-      if (ema) ema->swap(model);
-      const double ips = double(epoch_images) / std::max(1e-9, seconds_since(t_epoch));
-      std::printf("epoch %lld step %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f img/s, data wait %.1f s\n",
-                  (long long)st.epoch, (long long)st.step, seen ? loss_sum / double(seen) : 0.0,
-                  seen ? double(correct) / double(seen) : 0.0, ev.loss, ev.accuracy, ema ? " (EMA)" : "", ips, loader.wait_seconds());
-      std::fflush(stdout);
-      metrics << st.epoch << ',' << st.step << ',' << (seen ? loss_sum / double(seen) : 0.0) << ','
-              << (seen ? double(correct) / double(seen) : 0.0) << ',' << ev.loss << ',' << ev.accuracy << ','
-              << learning_rate(schedule, c.lr, st.step, c.warmup, c.cycle, total_steps) << ',' << ips << ',' << loader.wait_seconds()
-              << std::endl;
-      EMONEXT_CHECK(metrics && steps_log, c.out, ": writing metrics.csv or steps.csv failed (disk full?)");
-      if (ev.accuracy > st.best_accuracy) {
-        st.best_accuracy = ev.accuracy;
-        st.bad_epochs = 0;
-        if (ema) ema->swap(model);
-        save_checkpoint(best, model, fer2013_labels(),
-                        {{"epoch", std::to_string(st.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema ? "1" : "0"}});
-        if (ema) ema->swap(model);
-        save_state(c.out + "/best.state.safetensors");  // the training state at that epoch
-      } else if (++st.bad_epochs >= c.patience) {
-        std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c.patience);
-        stop = true;
-      }
-      if (stop && st.batch_in_epoch > 0) {
-        save_last();  // mid-epoch: resume continues this epoch
-        break;
-      }
-      const int64_t keep = st.epoch;
-      ++st.epoch;  // "last" resumes at the next epoch
-      save_last();
-      st.epoch = keep;
-    }
-    sigint.reset();  // Ctrl-C stops the final test evaluation the usual way
-
-    if (c.benchmark > 0) {
-      const double ips = double(bench_images) / std::max(1e-9, bench_time);
-      const int64_t steady_steps = std::max<int64_t>(1, st.step - 3);
-      const std::string launches =
-          dev.is_cuda() ? fmt(", %.0f GPU launches per step (kernels and cuBLAS/cuDNN calls)",
-                              double(gpu_launches() - bench_launches) / double(steady_steps))
-                        : "";
-      std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after 3 "
-                  "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s\n",
-                  (long long)st.step, (long long)c.batch, (long long)c.image_size, (long long)c.image_size, dev.str().c_str(), ips,
-                  1000.0 * bench_time / double(steady_steps), bench_wait, dev.str().c_str(), double(memory_stats(dev).peak) / 1e6,
-                  (long long)peak_rss_mb(), launches.c_str());
-      return 0;
-    }
-    if (have_test) {
-      if (ema) ema->swap(model);
-      const Evaluation ev = evaluate(model, test, c.batch, dev, {.tencrop = true});
-      report_unreadable(ev.unreadable);
-      if (ema) ema->swap(model);
-      std::printf("test (ten-crop%s): accuracy %.4f, loss %.4f\n", ema ? ", EMA" : "", ev.accuracy, ev.loss);
-      print_confusion(ev, fer2013_labels());
-      write_confusion_csv(c.out + "/confusion.csv", ev, fer2013_labels());
-      std::printf("wrote %s/confusion.csv\n", c.out.c_str());
-    }
-    if (!unreadable.empty()) std::printf("%zu unreadable image(s) were skipped\n", unreadable.size());
-    std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints in %s\n", (long long)st.step,
-                duration(seconds_since(t_start)).c_str(), st.best_accuracy, c.out.c_str());
-    return 0;
+    if (overfit) return Run(c, dev).overfit_batch();  // one fixed batch: no datasets
+    const Splits data = read_splits(c);
+    return Run(c, dev).train(data, workers);
   } catch (const std::exception& e) {  // emonext::Error, and the standard library's (a filesystem error): said, not an abort
     std::fprintf(stderr, "emonext_train: %s\n", e.what());
     return 1;
