@@ -1,7 +1,8 @@
 // The dense layers: the spatial transformer's localisation network, the stem and the
 // downsampling layers. Convolution is patches and a matrix product (the one new
 // differentiable primitive is unfold, im2col channels-last, whose backward is fold; the
-// GEMM and the bias come from linear), or cuDNN on CUDA for the spatial transformer's; max
+// GEMM and the bias come from linear), or for the spatial transformer's, cuDNN on CUDA
+// and on the CPU the banded kernels of kernels/cpu/conv.cpp; max
 // pooling; batch normalisation (training: one kernel each way; evaluation: element-wise ops).
 #include <atomic>
 #include <cstdlib>
@@ -38,6 +39,37 @@ Tensor unfold(const Tensor& x, const kernels::Unfold& p) {
   });
 }
 
+// The stem and the downsampling layers: windows that tile the input (kernel = stride, no
+// padding), whose unfold is a reshuffle of the input, no larger: they stay a GEMM.
+bool patchify(const kernels::Unfold& p) { return p.kh == p.stride && p.kw == p.stride && p.pad == 0; }
+
+// The CPU's convolution for overlapping windows (the spatial transformer's), f32 and f64:
+// kernels/cpu/conv.cpp unfolds bands of rows in cache rather than the batch's patches
+// (for the 7x7 one at 48 x 48, 49 times the input), and saves only x for the backward.
+bool uses_banded_cpu(const Tensor& x, const kernels::Unfold& p) {
+  return x.device().is_cpu() && (x.dtype() == DType::F32 || x.dtype() == DType::F64) && !patchify(p);
+}
+
+// x [N, H, W, Cin] and the weight [Cout, KH, KW, Cin] -> y [N, Ho, Wo, Cout].
+Tensor conv2d_banded_cpu(const Tensor& x, const Tensor& w_khwc, const kernels::Unfold& p, int64_t cout) {
+  const Tensor xc = x.contiguous(), wc = w_khwc.contiguous();
+  Tensor y = Tensor::empty({p.n, p.ho, p.wo, cout}, x.dtype(), x.device());
+  if (y.numel() > 0) kernels::cpu::conv2d_forward(p, cout, y.data_ptr(), xc.data_ptr(), wc.data_ptr());
+  return record(y, "conv2d", {x, w_khwc}, [p, cout, xc, wc, want_dx = x.requires_grad()](const Tensor& g) {
+    const Tensor dy = g.contiguous();
+    if (dy.numel() == 0)  // no outputs (cout or the batch is 0): nothing flows back
+      return std::vector<Tensor>{want_dx ? Tensor::zeros(xc.shape(), xc.dtype(), xc.device()) : Tensor(),
+                                 Tensor::zeros(wc.shape(), wc.dtype(), wc.device())};
+    Tensor dx, dw = Tensor::empty(wc.shape(), wc.dtype(), wc.device());
+    if (want_dx) {
+      dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
+      kernels::cpu::conv2d_backward_input(p, cout, dx.data_ptr(), dy.data_ptr(), wc.data_ptr());
+    }
+    kernels::cpu::conv2d_backward_weight(p, cout, dw.data_ptr(), dy.data_ptr(), xc.data_ptr());
+    return std::vector<Tensor>{dx, dw};
+  });
+}
+
 #if EMONEXT_WITH_CUDA
 // x [N, H, W, Cin] and the weight as cuDNN reads it, [Cout, KH, KW, Cin/groups] -> y [N, Ho, Wo, Cout].
 Tensor conv2d_cudnn(const Tensor& x, const Tensor& w_khwc, const kernels::cuda::CudnnConv& p) {
@@ -63,9 +95,8 @@ Tensor conv2d_cudnn(const Tensor& x, const Tensor& w_khwc, const kernels::cuda::
 // cuDNN for the spatial transformer's convolutions; the patchify ones (the stem and the
 // downsampling layers: kernel = stride, no padding) stay a GEMM on every backend, their
 // unfold being a pure reshuffle of the input.
-bool uses_cudnn(const Tensor& x, const kernels::cuda::CudnnConv& p) {
-  const bool patchify = p.kh == p.stride && p.kw == p.stride && p.pad == 0;
-  if (!x.device().is_cuda() || patchify || !cudnn_switch().load() || p.n * p.h * p.w * p.c == 0 || p.cout == 0)
+bool uses_cudnn(const Tensor& x, const kernels::Unfold& u, const kernels::cuda::CudnnConv& p) {
+  if (!x.device().is_cuda() || patchify(u) || !cudnn_switch().load() || p.n * p.h * p.w * p.c == 0 || p.cout == 0)
     return false;
   kernels::cuda::set_device(x.device().index);
   return kernels::cuda::cudnn_conv_supported(p);
@@ -99,11 +130,15 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   const Tensor w_khwc = weight.permute({0, 2, 3, 1});
 #if EMONEXT_WITH_CUDA
   const kernels::cuda::CudnnConv cp{x.dtype(), p.n, p.h, p.w, p.c, cout, p.kh, p.kw, stride, padding, 1, true};
-  if (uses_cudnn(x, cp)) {
+  if (uses_cudnn(x, p, cp)) {
     const Tensor y = conv2d_cudnn(x, w_khwc, cp);
     return bias.defined() ? add(y, bias) : y;
   }
 #endif
+  if (uses_banded_cpu(x, p)) {
+    const Tensor y = conv2d_banded_cpu(x, w_khwc, p, cout);
+    return bias.defined() ? add(y, bias) : y;
+  }
   return linear(unfold(x, p), w_khwc.reshape({cout, p.kh * p.kw * p.c}), bias).reshape({p.n, p.ho, p.wo, cout});
 }
 

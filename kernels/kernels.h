@@ -182,6 +182,14 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS
+// conv.cpp, CPU only (CUDA runs cuDNN's convolutions): dense convolution of x [n, h, w, c]
+// with w [cout, kh, kw, c] into y [n, ho, wo, cout], no bias, f32 and f64, without the
+// batch's im2col matrix (bands of output rows unfolded in cache). Every result is the
+// same bits whatever the number of threads (the weight gradient sums fixed runs of
+// bands, then the runs in order).
+void conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w);
+void conv2d_backward_input(const Unfold& p, int64_t cout, void* dx, const void* dy, const void* w);
+void conv2d_backward_weight(const Unfold& p, int64_t cout, void* dw, const void* dy, const void* x);
 }
 namespace cuda {
 EMONEXT_KERNEL_DECLARATIONS

@@ -6,6 +6,7 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "tests/test_util.h"
 
 namespace emonext {
 namespace {
@@ -173,6 +174,73 @@ TEST(Tensor, SumSquaresMatchesALoopWhateverTheThreads) {
   }
   EXPECT_THROW(sum_squares({Tensor::zeros({2}), Tensor::zeros({2}, DType::F64)}), Error);
   EXPECT_THROW(sum_squares({}), Error);
+}
+
+// The CPU's dense convolution (kernels/cpu/conv.cpp: bands of output rows unfolded in
+// cache) against direct loops in double, forward and every gradient: shapes of one band
+// and of several with a ragged last band, stride 2 with padding, batch 1, a map the
+// size of the kernel; and the same bits on one thread and on several.
+TEST(Conv, CpuConvolutionMatchesDirectLoopsAcrossBands) {
+  struct Case {
+    int64_t n, h, w, c, cout, k, stride, pad;
+  };
+  // {2, 50, 60, 3, 8, 7}: 54 x 147 patch values per output row, 8 rows a band, 44 rows.
+  const Case cases[] = {{2, 50, 60, 3, 8, 7, 1, 0}, {3, 23, 17, 5, 6, 3, 2, 1}, {1, 40, 300, 4, 5, 5, 2, 2}, {2, 5, 5, 2, 3, 5, 1, 0}};
+  Generator gen(11);
+  for (const Case& k : cases)
+    for (DType t : {DType::F64, DType::F32}) {
+      const std::string what = "n " + std::to_string(k.n) + " " + std::to_string(k.h) + "x" + std::to_string(k.w) + " c " +
+                               std::to_string(k.c) + " k " + std::to_string(k.k) + " stride " + std::to_string(k.stride) +
+                               " pad " + std::to_string(k.pad) + " " + dtype_name(t);
+      const int64_t ho = (k.h + 2 * k.pad - k.k) / k.stride + 1, wo = (k.w + 2 * k.pad - k.k) / k.stride + 1;
+      Tensor x = randn({k.n, k.h, k.w, k.c}, gen, 0, 1, t), w = randn({k.cout, k.c, k.k, k.k}, gen, 0, 0.2, t),
+             b = randn({k.cout}, gen, 0, 1, t);
+      const Tensor dy = randn({k.n, ho, wo, k.cout}, gen, 0, 1, t);
+      x.set_requires_grad(true);
+      w.set_requires_grad(true);
+      b.set_requires_grad(true);
+      const Tensor y = conv2d(x, w, b, k.stride, k.pad);
+      ASSERT_EQ(y.shape(), (Shape{k.n, ho, wo, k.cout})) << what;
+      sum(mul(y, dy)).backward();
+
+      const std::vector<double> xv = x.to_vector(), wv = w.to_vector(), bv = b.to_vector(), dv = dy.to_vector();
+      std::vector<double> ye(size_t(y.numel())), dxe(xv.size(), 0.0), dwe(wv.size(), 0.0), dbe(bv.size(), 0.0);
+      for (int64_t n = 0; n < k.n; ++n)
+        for (int64_t oy = 0; oy < ho; ++oy)
+          for (int64_t ox = 0; ox < wo; ++ox)
+            for (int64_t o = 0; o < k.cout; ++o) {
+              const size_t yi = size_t(((n * ho + oy) * wo + ox) * k.cout + o);
+              double acc = bv[size_t(o)];
+              dbe[size_t(o)] += dv[yi];
+              for (int64_t i = 0; i < k.k; ++i)
+                for (int64_t j = 0; j < k.k; ++j) {
+                  const int64_t iy = oy * k.stride - k.pad + i, ix = ox * k.stride - k.pad + j;
+                  if (iy < 0 || iy >= k.h || ix < 0 || ix >= k.w) continue;
+                  for (int64_t c = 0; c < k.c; ++c) {
+                    const size_t xi = size_t(((n * k.h + iy) * k.w + ix) * k.c + c), wi = size_t(((o * k.c + c) * k.k + i) * k.k + j);
+                    acc += xv[xi] * wv[wi];
+                    dxe[xi] += dv[yi] * wv[wi];
+                    dwe[wi] += dv[yi] * xv[xi];
+                  }
+                }
+              ye[yi] = acc;
+            }
+      const double tol = t == DType::F64 ? 1e-10 : 2e-4;
+      test::expect_close(y, Tensor::from_vector(ye, y.shape(), DType::F64), tol, what + ": y");
+      test::expect_close(x.grad(), Tensor::from_vector(dxe, x.shape(), DType::F64), tol, what + ": dx");
+      test::expect_close(w.grad(), Tensor::from_vector(dwe, w.shape(), DType::F64), tol * 10, what + ": dw");
+      test::expect_close(b.grad(), Tensor::from_vector(dbe, b.shape(), DType::F64), tol * 10, what + ": db");
+      for (int g = 0; g < 2; ++g)  // dx, then dw: each the same bits on one thread and on several
+        expect_same_bits_on_one_and_several_threads(
+            [&] {
+              Tensor xs = x.detach(), ws = w.detach();
+              xs.set_requires_grad(true);
+              ws.set_requires_grad(true);
+              sum(mul(conv2d(xs, ws, b.detach(), k.stride, k.pad), dy)).backward();
+              return g == 0 ? xs.grad() : ws.grad();
+            },
+            (what + (g == 0 ? ": dx" : ": dw")).c_str());
+    }
 }
 
 // The CPU's GELU runs glibc's SIMD erff/expf where the toolchain has them

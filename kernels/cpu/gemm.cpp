@@ -1,17 +1,14 @@
 // Matrix products on the CPU through CBLAS (OpenBLAS). bf16 and f16 operands
 // are widened to f32, multiplied with f32 accumulation, and narrowed back.
 //
-// Threads: BLAS runs single-threaded and the engine's OpenMP threads share the work
-// out (batches, or slices of the larger side of C). OpenBLAS's own thread pool
-// busy-waits between calls and fought the OpenMP threads for the cores: on 2 cores
-// that halved training speed (docs/PERF.md).
-#include <cblas.h>
+// Threads: BLAS runs single-threaded (blas.h) and the engine's OpenMP threads share
+// the work out (batches, or slices of the larger side of C).
 #include <omp.h>
 
 #include <algorithm>
-#include <mutex>
 #include <vector>
 
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
@@ -30,28 +27,13 @@ std::vector<float> widen(const T* p, int64_t n) {
 // Elements spanned by one row-major matrix of `rows` rows with leading dim ld.
 int64_t span(bool trans, int64_t rows, int64_t cols, int64_t ld) { return trans ? (cols - 1) * ld + rows : (rows - 1) * ld + cols; }
 
-// OpenBLAS's switch, where the BLAS linked is OpenBLAS (a weak symbol: null otherwise).
-extern "C" void openblas_set_num_threads(int) __attribute__((weak));
-
-void single_threaded_blas() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    if (openblas_set_num_threads) openblas_set_num_threads(1);
-  });
-}
-
 // One BLAS call on rows [r0, r1) and columns [c0, c1) of C (row-major).
 template <class T>
 void blas_tile(const Gemm& g, const T* a, const T* b, T* c, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  const CBLAS_TRANSPOSE ta = g.trans_a ? CblasTrans : CblasNoTrans, tb = g.trans_b ? CblasTrans : CblasNoTrans;
   a += g.trans_a ? r0 : r0 * g.lda;  // row r of op(A)
   b += g.trans_b ? c0 * g.ldb : c0;  // column c of op(B)
   c += r0 * g.ldc + c0;
-  const int m = int(r1 - r0), n = int(c1 - c0), k = int(g.k);
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, g.alpha, a, int(g.lda), b, int(g.ldb), g.beta, c, int(g.ldc));
-  else
-    cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, g.alpha, a, int(g.lda), b, int(g.ldb), g.beta, c, int(g.ldc));
+  blas_gemm<T>(g.trans_a, g.trans_b, r1 - r0, c1 - c0, g.k, T(g.alpha), a, g.lda, b, g.ldb, T(g.beta), c, g.ldc);
 }
 
 // The batch of products on the OpenMP threads: whole matrices when there are enough of

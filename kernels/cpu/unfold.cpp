@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
+#include "kernels/cpu/unfold.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -18,27 +19,10 @@ void unfold(const Unfold& p, void* cols, const void* x, Stream) {
     using T = typename decltype(tag)::type;
     const T* px = static_cast<const T*>(x);
     T* pc = static_cast<T*>(cols);
-    const T zero = store<T>(acc_t<T>(0));
-#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.ho * p.wo * p.kh * p.kw * p.c > (1 << 15))
+    const int64_t row = p.wo * p.kh * p.kw * p.c;  // one output row's patches
+#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.ho * row > (1 << 15))
     for (int64_t n = 0; n < p.n; ++n)
-      for (int64_t oy = 0; oy < p.ho; ++oy)
-        for (int64_t ox = 0; ox < p.wo; ++ox) {
-          // A window row (i, every j) reads kw consecutive pixels of x: one run of kw * c
-          // values, cut where it leaves the image.
-          const int64_t x0 = ox * p.stride - p.pad;
-          const int64_t j0 = std::clamp<int64_t>(-x0, 0, p.kw), j1 = std::clamp<int64_t>(p.w - x0, j0, p.kw);
-          for (int64_t i = 0; i < p.kh; ++i) {
-            const int64_t y = oy * p.stride - p.pad + i;
-            T* dst = pc + (((n * p.ho + oy) * p.wo + ox) * p.kh + i) * p.kw * p.c;
-            if (y < 0 || y >= p.h) {
-              std::fill(dst, dst + p.kw * p.c, zero);
-              continue;
-            }
-            std::fill(dst, dst + j0 * p.c, zero);
-            std::copy_n(px + ((n * p.h + y) * p.w + x0 + j0) * p.c, (j1 - j0) * p.c, dst + j0 * p.c);
-            std::fill(dst + j1 * p.c, dst + p.kw * p.c, zero);
-          }
-        }
+      for (int64_t oy = 0; oy < p.ho; ++oy) unfold_rows(p, px, n, oy, oy + 1, pc + (n * p.ho + oy) * row);
   });
 }
 
