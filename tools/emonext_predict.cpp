@@ -91,6 +91,87 @@ int evaluate_labelled(EmoNeXt& model, const CheckpointInfo& info, const std::str
   return unread ? 1 : 0;
 }
 
+
+// --input-tensors: `images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] in OUT.
+int predict_tensors(EmoNeXt& model, const std::string& input_tensors, const std::string& output, const std::string& weights,
+                    Device device) {
+  const SafeTensors in = load_safetensors(input_tensors);
+  const Tensor& images = in.at("images");
+  EMONEXT_CHECK(images.dim() == 4 && images.size(1) == 3, input_tensors, ": images must be [N, 3, H, W], got ", images.str());
+  const Tensor x = images.to(DType::F32).permute({0, 2, 3, 1}).contiguous();
+  const auto t0 = std::chrono::steady_clock::now();
+  const Tensor logits = run(model, x, device);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  save_safetensors(output, {{"logits", logits.contiguous()}}, {{"weights", weights}});
+  std::fprintf(stderr, "wrote logits [%lld, %lld] to %s; forward %.3f s, %.1f images/s on %s\n", (long long)logits.size(0),
+               (long long)logits.size(1), output.c_str(), s, double(logits.size(0)) / s, device.str().c_str());
+  return 0;
+}
+
+// The images named on the command line: files as given, folders searched for image
+// files (sorted, so the output's order does not depend on the file system).
+std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
+  std::vector<std::string> files;
+  for (const std::string& in : inputs) {
+    if (fs::is_directory(in)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(in))
+        if (e.is_regular_file() && is_image(e.path())) found.push_back(e.path().string());
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else {
+      files.push_back(in);
+    }
+  }
+  return files;
+}
+
+// Per image: the predicted emotion and each class's probability, a line of text or of
+// JSON; 1 when an image could not be read (it is named, the others are still predicted).
+int predict_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector<std::string>& files, Device device, bool tencrop,
+                   bool json) {
+  const int64_t s = info.image_size, views = tencrop ? 10 : 1, per_batch = std::max<int64_t>(1, 32 / views);
+  int64_t failed = 0;
+  for (size_t first = 0; first < files.size(); first += size_t(per_batch)) {
+    std::vector<std::string> names;
+    std::vector<GrayImage> crops;  // `views` crops per image, image by image
+    for (size_t k = first; k < files.size() && k < first + size_t(per_batch); ++k) {
+      try {
+        const GrayImage img = load_gray_image(files[k]);
+        if (tencrop) {
+          for (GrayImage& v : ten_crop(img, s)) crops.push_back(std::move(v));
+        } else {
+          crops.push_back(eval_view(img, s));
+        }
+        names.push_back(files[k]);
+      } catch (const Error& e) {
+        std::fprintf(stderr, "emonext_predict: skipped %s\n", e.what());
+        ++failed;
+      }
+    }
+    if (names.empty()) continue;
+    const Tensor logits = run(model, to_batch(crops), device).reshape({int64_t(names.size()), views, info.classes});
+    const std::vector<double> probs = softmax(mean(logits, {1})).to_vector();
+    for (size_t k = 0; k < names.size(); ++k) {
+      const double* p = probs.data() + k * size_t(info.classes);
+      const size_t best = size_t(std::max_element(p, p + info.classes) - p);
+      if (json) {
+        std::printf("{\"image\": \"%s\", \"label\": \"%s\", \"probabilities\": {", json_escape(names[k]).c_str(),
+                    info.labels[best].c_str());
+        for (int64_t c = 0; c < info.classes; ++c)
+          std::printf("%s\"%s\": %.6f", c ? ", " : "", info.labels[size_t(c)].c_str(), p[c]);
+        std::printf("}}\n");
+      } else {
+        std::printf("%s: %s (%.3f) ", names[k].c_str(), info.labels[best].c_str(), p[best]);
+        for (int64_t c = 0; c < info.classes; ++c) std::printf(" %s %.3f", info.labels[size_t(c)].c_str(), p[c]);
+        std::printf("\n");
+      }
+    }
+  }
+  if (failed) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)failed, files.size());
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -128,74 +209,9 @@ int main(int argc, char** argv) {
     model->to(device);
     model->eval();
 
-    if (!input_tensors.empty()) {
-      const SafeTensors in = load_safetensors(input_tensors);
-      const Tensor& images = in.at("images");
-      EMONEXT_CHECK(images.dim() == 4 && images.size(1) == 3, input_tensors, ": images must be [N, 3, H, W], got ", images.str());
-      const Tensor x = images.to(DType::F32).permute({0, 2, 3, 1}).contiguous();
-      const auto t0 = std::chrono::steady_clock::now();
-      const Tensor logits = run(*model, x, device);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      save_safetensors(output, {{"logits", logits.contiguous()}}, {{"weights", weights}});
-      std::fprintf(stderr, "wrote logits [%lld, %lld] to %s; forward %.3f s, %.1f images/s on %s\n", (long long)logits.size(0),
-                   (long long)logits.size(1), output.c_str(), s, double(logits.size(0)) / s, device.str().c_str());
-      return 0;
-    }
-
+    if (!input_tensors.empty()) return predict_tensors(*model, input_tensors, output, weights, device);
     if (!evaluate_dir.empty()) return evaluate_labelled(*model, info, evaluate_dir, csv_usage, device, tencrop, confusion);
-
-    std::vector<std::string> files;
-    for (const std::string& in : inputs) {
-      if (fs::is_directory(in)) {
-        std::vector<std::string> found;
-        for (const auto& e : fs::recursive_directory_iterator(in))
-          if (e.is_regular_file() && is_image(e.path())) found.push_back(e.path().string());
-        std::sort(found.begin(), found.end());
-        files.insert(files.end(), found.begin(), found.end());
-      } else {
-        files.push_back(in);
-      }
-    }
-    const int64_t s = info.image_size, views = tencrop ? 10 : 1, per_batch = std::max<int64_t>(1, 32 / views);
-    int64_t failed = 0;
-    for (size_t first = 0; first < files.size(); first += size_t(per_batch)) {
-      std::vector<std::string> names;
-      std::vector<GrayImage> crops;  // `views` crops per image, image by image
-      for (size_t k = first; k < files.size() && k < first + size_t(per_batch); ++k) {
-        try {
-          const GrayImage img = load_gray_image(files[k]);
-          if (tencrop) {
-            for (GrayImage& v : ten_crop(img, s)) crops.push_back(std::move(v));
-          } else {
-            crops.push_back(eval_view(img, s));
-          }
-          names.push_back(files[k]);
-        } catch (const Error& e) {
-          std::fprintf(stderr, "emonext_predict: skipped %s\n", e.what());
-          ++failed;
-        }
-      }
-      if (names.empty()) continue;
-      const Tensor logits = run(*model, to_batch(crops), device).reshape({int64_t(names.size()), views, info.classes});
-      const std::vector<double> probs = softmax(mean(logits, {1})).to_vector();
-      for (size_t k = 0; k < names.size(); ++k) {
-        const double* p = probs.data() + k * size_t(info.classes);
-        const size_t best = size_t(std::max_element(p, p + info.classes) - p);
-        if (json) {
-          std::printf("{\"image\": \"%s\", \"label\": \"%s\", \"probabilities\": {", json_escape(names[k]).c_str(),
-                      info.labels[best].c_str());
-          for (int64_t c = 0; c < info.classes; ++c)
-            std::printf("%s\"%s\": %.6f", c ? ", " : "", info.labels[size_t(c)].c_str(), p[c]);
-          std::printf("}}\n");
-        } else {
-          std::printf("%s: %s (%.3f) ", names[k].c_str(), info.labels[best].c_str(), p[best]);
-          for (int64_t c = 0; c < info.classes; ++c) std::printf(" %s %.3f", info.labels[size_t(c)].c_str(), p[c]);
-          std::printf("\n");
-        }
-      }
-    }
-    if (failed) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)failed, files.size());
-    return failed ? 1 : 0;
+    return predict_images(*model, info, image_files(inputs), device, tencrop, json);
   } catch (const std::exception& e) {  // emonext::Error, and the standard library's (an unreadable folder)
     std::fprintf(stderr, "emonext_predict: %s\n", e.what());
     return 1;
