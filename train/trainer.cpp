@@ -572,21 +572,28 @@ class Run {
 
   // Forward, loss, backward, gradient norm, AdamW. Under fp16 a step whose gradients
   // overflow is skipped and the loss scale halved; it still counts as a step.
+  //
+  // On a GPU the host waits for the device once per step: for the gradient norm, which
+  // clipping and the overflow check need on the host. The loss and the logits (for the
+  // training accuracy), ready by then, are read in the same wait, so the queue is not
+  // drained before the backward pass, and AdamW's and the EMA's launches run while the
+  // host takes the next batch.
   StepResult step(const Batch& b, double lr) {
     StepResult r;
     if (low_) copy_to_low(*model_, *low_);
     const Tensor x = b.images.to(dev_);
     const EmoNeXtOutput out = low_ ? amp_forward(*model_, *low_, x, amp_dtype_) : model_->forward(x);
     const Tensor loss = emonext_loss(out, b.labels.to(dev_), c_.label_smoothing);
+    const double loss_scale = scaler_.on ? scaler_.scale : 1.0;
+    (scaler_.on ? loss * loss_scale : loss).backward();
+    if (low_) gradients_to_master(*model_, *low_);
+    r.grad_norm = grad_norm(*model_) / loss_scale;  // the wait
     r.loss = loss.item();
+    r.correct = count_correct(out.logits, b.labels);
     if (!std::isfinite(r.loss)) {
       r.failure = fmt("the loss is %f", r.loss);
       return r;
     }
-    const double loss_scale = scaler_.on ? scaler_.scale : 1.0;
-    (scaler_.on ? loss * loss_scale : loss).backward();
-    if (low_) gradients_to_master(*model_, *low_);
-    r.grad_norm = grad_norm(*model_) / loss_scale;
     if (std::isfinite(r.grad_norm)) {
       // AdamW unscales and clips the gradients as it reads them
       opt_.step(lr, (c_.clip > 0 ? clip_factor(r.grad_norm, c_.clip) : 1.0) / loss_scale);
@@ -615,14 +622,20 @@ class Run {
     }
     ++st_.step;
     if (ema_) ema_->update(*model_, st_.step);
-    NoGradGuard no_grad;
-    const std::vector<double> logits = out.logits.detach().to_vector();
-    const std::vector<int64_t> labels = b.labels.to_int_vector();
-    for (size_t k = 0; k < labels.size(); ++k) {
-      const double* row = logits.data() + k * size_t(c_.classes);
-      r.correct += int64_t(std::max_element(row, row + c_.classes) - row) == labels[k];
-    }
     return r;
+  }
+
+  // The batch's images whose largest logit is their label's.
+  int64_t count_correct(const Tensor& logits, const Tensor& labels) const {
+    NoGradGuard no_grad;
+    const std::vector<double> l = logits.detach().to_vector();
+    const std::vector<int64_t> y = labels.to_int_vector();
+    int64_t correct = 0;
+    for (size_t k = 0; k < y.size(); ++k) {
+      const double* row = l.data() + k * size_t(c_.classes);
+      correct += int64_t(std::max_element(row, row + c_.classes) - row) == y[k];
+    }
+    return correct;
   }
 
   // The close of an epoch: validation (with the EMA's weights when on), its line in the
