@@ -573,17 +573,18 @@ class Run {
   // Forward, loss, backward, gradient norm, AdamW. Under fp16 a step whose gradients
   // overflow is skipped and the loss scale halved; it still counts as a step.
   //
-  // On a GPU the host waits for the device once per step: for the gradient norm, which
-  // clipping and the overflow check need on the host. The loss and the logits (for the
-  // training accuracy), ready by then, are read in the same wait, so the queue is not
-  // drained before the backward pass, and AdamW's and the EMA's launches run while the
-  // host takes the next batch.
+  // On a GPU the host waits for the device twice a step: when the batch is copied in
+  // (from pageable memory, so the copy waits for the queue: the last step's update), and
+  // for the gradient norm, which clipping and the overflow check need on the host. The
+  // loss and the logits (for the training accuracy) are read in that second wait, so
+  // forward and backward are queued without a pause, and AdamW's and the EMA's launches
+  // run while the host takes the next batch.
   StepResult step(const Batch& b, double lr) {
     StepResult r;
+    const Tensor x = b.images.to(dev_), y = b.labels.to(dev_);
     if (low_) copy_to_low(*model_, *low_);
-    const Tensor x = b.images.to(dev_);
     const EmoNeXtOutput out = low_ ? amp_forward(*model_, *low_, x, amp_dtype_) : model_->forward(x);
-    const Tensor loss = emonext_loss(out, b.labels.to(dev_), c_.label_smoothing);
+    const Tensor loss = emonext_loss(out, y, c_.label_smoothing);
     const double loss_scale = scaler_.on ? scaler_.scale : 1.0;
     (scaler_.on ? loss * loss_scale : loss).backward();
     if (low_) gradients_to_master(*model_, *low_);
