@@ -448,6 +448,8 @@ class Run {
     return 0;
   }
 
+  // The epochs (or --benchmark's steps), then the test pass when there is a test split;
+  // returns the exit code (0, 1 on a non-finite loss, 130 when Ctrl-C saved and stopped).
   int train(const Splits& data, int workers) {
     open_outputs();
     const int64_t steps_per_epoch = int64_t(data.train.samples.size()) / c_.batch;
