@@ -91,7 +91,6 @@ int evaluate_labelled(EmoNeXt& model, const CheckpointInfo& info, const std::str
   return unread ? 1 : 0;
 }
 
-
 // --input-tensors: `images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] in OUT.
 int predict_tensors(EmoNeXt& model, const std::string& input_tensors, const std::string& output, const std::string& weights,
                     Device device) {

@@ -438,7 +438,7 @@ class Run {
           if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
       }
       const double clip = c_.clip > 0 ? clip_factor(grad_norm(*model_), c_.clip) : 1.0;
-      opt_.step(learning_rate(schedule_, c_.lr, s, c_.warmup, c_.cycle, c_.steps), clip);
+      opt_.step(lr_at(s, c_.steps), clip);
       model_->zero_grad();
       std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
     }
@@ -473,7 +473,7 @@ class Run {
         report_unreadable(b.unreadable);
         if (b.labels.numel() == 0) continue;
         const auto t_step = Clock::now();
-        const double lr = learning_rate(schedule_, c_.lr, st_.step, c_.warmup, c_.cycle, total_steps);
+        const double lr = lr_at(st_.step, total_steps);
         const StepResult r = step(b, lr);
         if (!r.failure.empty()) return stop_non_finite(r.failure);
         st_.batch_in_epoch = b.index + 1;
@@ -628,6 +628,9 @@ class Run {
     return r;
   }
 
+  // The schedule's learning rate at optimiser step `step` of `total`.
+  double lr_at(int64_t step, int64_t total) const { return learning_rate(schedule_, c_.lr, step, c_.warmup, c_.cycle, total); }
+
   // The batch's images whose largest logit is their label's.
   int64_t count_correct(const Tensor& logits, const Tensor& labels) const {
     NoGradGuard no_grad;
@@ -652,7 +655,7 @@ class Run {
                 ips, data_wait);
     std::fflush(stdout);
     metrics_ << st_.epoch << ',' << st_.step << ',' << t.loss() << ',' << t.accuracy() << ',' << ev.loss << ',' << ev.accuracy
-             << ',' << learning_rate(schedule_, c_.lr, st_.step, c_.warmup, c_.cycle, total_steps) << ',' << ips << ','
+             << ',' << lr_at(st_.step, total_steps) << ',' << ips << ','
              << data_wait << std::endl;
     EMONEXT_CHECK(metrics_ && steps_log_, c_.out, ": writing metrics.csv or steps.csv failed (disk full?)");
     if (ev.accuracy > st_.best_accuracy) {

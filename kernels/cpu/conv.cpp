@@ -28,15 +28,25 @@ namespace {
 // core's L2.
 constexpr int64_t kBandValues = int64_t(1) << 16;
 
+// Output rows [oy0, oy1) of image n.
+struct Band {
+  int64_t n, oy0, oy1;
+};
+
 struct Bands {
   int64_t k = 0;          // patch length, kh * kw * c
-  int64_t rows = 0;       // output rows per band
+  int64_t ho = 0;         // output rows per image
+  int64_t rows = 0;       // output rows per band (the last of an image may have fewer)
   int64_t per_image = 0;  // bands per image
-  Bands(const Unfold& p) : k(p.kh * p.kw * p.c) {
+  explicit Bands(const Unfold& p) : k(p.kh * p.kw * p.c), ho(p.ho) {
     rows = std::clamp<int64_t>(kBandValues / std::max<int64_t>(1, p.wo * k), 1, std::max<int64_t>(1, p.ho));
     per_image = (p.ho + rows - 1) / rows;
   }
-  int64_t first_row(int64_t band) const { return band * rows; }
+  // Band t of the batch, image by image.
+  Band operator[](int64_t t) const {
+    const int64_t oy0 = t % per_image * rows;
+    return {t / per_image, oy0, std::min(ho, oy0 + rows)};
+  }
 };
 
 // The weight gradient's bands go in this many runs of consecutive bands, each summed
@@ -82,10 +92,10 @@ void conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const
       std::vector<T> cols(size_t(b.rows * p.wo * b.k));
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < tasks; ++t) {
-        const int64_t n = t / b.per_image, oy0 = b.first_row(t % b.per_image), oy1 = std::min(p.ho, oy0 + b.rows);
-        unfold_rows(p, static_cast<const T*>(x), n, oy0, oy1, cols.data());
-        blas_gemm<T>(false, true, (oy1 - oy0) * p.wo, cout, b.k, T(1), cols.data(), b.k, static_cast<const T*>(w), b.k, T(0),
-                     static_cast<T*>(y) + (n * p.ho + oy0) * p.wo * cout, cout);
+        const Band r = b[t];
+        unfold_rows(p, static_cast<const T*>(x), r.n, r.oy0, r.oy1, cols.data());
+        blas_gemm<T>(false, true, (r.oy1 - r.oy0) * p.wo, cout, b.k, T(1), cols.data(), b.k, static_cast<const T*>(w), b.k, T(0),
+                     static_cast<T*>(y) + (r.n * p.ho + r.oy0) * p.wo * cout, cout);
       }
     }
   });
@@ -104,10 +114,10 @@ void conv2d_backward_weight(const Unfold& p, int64_t cout, void* dw, const void*
 #pragma omp for schedule(static)
       for (int64_t g = 0; g < groups; ++g)
         for (int64_t t = g * tasks / groups; t < (g + 1) * tasks / groups; ++t) {
-          const int64_t n = t / b.per_image, oy0 = b.first_row(t % b.per_image), oy1 = std::min(p.ho, oy0 + b.rows);
-          unfold_rows(p, static_cast<const T*>(x), n, oy0, oy1, cols.data());
-          blas_gemm<T>(true, false, cout, b.k, (oy1 - oy0) * p.wo, T(1),
-                       static_cast<const T*>(dy) + (n * p.ho + oy0) * p.wo * cout, cout, cols.data(), b.k, T(1),
+          const Band r = b[t];
+          unfold_rows(p, static_cast<const T*>(x), r.n, r.oy0, r.oy1, cols.data());
+          blas_gemm<T>(true, false, cout, b.k, (r.oy1 - r.oy0) * p.wo, T(1),
+                       static_cast<const T*>(dy) + (r.n * p.ho + r.oy0) * p.wo * cout, cout, cols.data(), b.k, T(1),
                        partial.data() + g * size, b.k);
         }
     }
@@ -130,11 +140,12 @@ void conv2d_backward_input(const Unfold& p, int64_t cout, void* dx, const void* 
       for (int64_t n = 0; n < p.n; ++n) {
         T* image = static_cast<T*>(dx) + n * p.h * p.w * p.c;
         std::fill(image, image + p.h * p.w * p.c, T(0));
-        for (int64_t band = 0; band < b.per_image; ++band) {
-          const int64_t oy0 = b.first_row(band), oy1 = std::min(p.ho, oy0 + b.rows);
-          blas_gemm<T>(false, false, (oy1 - oy0) * p.wo, b.k, cout, T(1), static_cast<const T*>(dy) + (n * p.ho + oy0) * p.wo * cout,
-                       cout, static_cast<const T*>(w), b.k, T(0), dcols.data(), b.k);
-          fold_rows_add(p, dcols.data(), n, oy0, oy1, static_cast<T*>(dx));
+        for (int64_t t = n * b.per_image; t < (n + 1) * b.per_image; ++t) {
+          const Band r = b[t];
+          blas_gemm<T>(false, false, (r.oy1 - r.oy0) * p.wo, b.k, cout, T(1),
+                       static_cast<const T*>(dy) + (r.n * p.ho + r.oy0) * p.wo * cout, cout, static_cast<const T*>(w), b.k, T(0),
+                       dcols.data(), b.k);
+          fold_rows_add(p, dcols.data(), r.n, r.oy0, r.oy1, static_cast<T*>(dx));
         }
       }
     }
