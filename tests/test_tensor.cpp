@@ -243,6 +243,45 @@ TEST(Conv, CpuConvolutionMatchesDirectLoopsAcrossBands) {
     }
 }
 
+// The depthwise convolution's weight and bias gradients sum each image in double, then
+// the images in order, that last sum split over the threads by position: against a plain
+// double loop, and the same bits on one thread as on several (5 images: an uneven split).
+TEST(Conv, DepthwiseWeightGradientIsTheSameOnAnyThreadCount) {
+  const int64_t n = 5, h = 9, w = 11, c = 40, k = 7, p = k / 2;
+  Generator gen(12);
+  for (DType t : {DType::F64, DType::F32}) {
+    const Tensor x = randn({n, h, w, c}, gen, 0, 1, t), wt = randn({c, 1, k, k}, gen, 0, 0.2, t),
+                 b = randn({c}, gen, 0, 1, t), dy = randn({n, h, w, c}, gen, 0, 1, t);
+    const auto grads = [&](int which) {
+      Tensor ws = wt.detach(), bs = b.detach();
+      ws.set_requires_grad(true);
+      bs.set_requires_grad(true);
+      sum(mul(depthwise_conv2d(x, ws, bs), dy)).backward();
+      return which == 0 ? ws.grad() : bs.grad();
+    };
+    const std::vector<double> xv = x.to_vector(), dv = dy.to_vector();
+    std::vector<double> dwe(size_t(c * k * k), 0.0), dbe(size_t(c), 0.0);
+    for (int64_t i = 0; i < n * h * w; ++i)
+      for (int64_t ch = 0; ch < c; ++ch) dbe[size_t(ch)] += dv[size_t(i * c + ch)];
+    for (int64_t im = 0; im < n; ++im)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t z = 0; z < w; ++z)
+          for (int64_t i = 0; i < k; ++i)
+            for (int64_t j = 0; j < k; ++j) {
+              const int64_t yi = y + i - p, zi = z + j - p;
+              if (yi < 0 || yi >= h || zi < 0 || zi >= w) continue;
+              for (int64_t ch = 0; ch < c; ++ch)
+                dwe[size_t((ch * k + i) * k + j)] +=
+                    dv[size_t(((im * h + y) * w + z) * c + ch)] * xv[size_t(((im * h + yi) * w + zi) * c + ch)];
+            }
+    const double tol = t == DType::F64 ? 1e-10 : 2e-4;
+    test::expect_close(grads(0), Tensor::from_vector(dwe, wt.shape(), DType::F64), tol, std::string(dtype_name(t)) + ": dw");
+    test::expect_close(grads(1), Tensor::from_vector(dbe, b.shape(), DType::F64), tol, std::string(dtype_name(t)) + ": db");
+    expect_same_bits_on_one_and_several_threads([&] { return grads(0); }, "depthwise dw");
+    expect_same_bits_on_one_and_several_threads([&] { return grads(1); }, "depthwise db");
+  }
+}
+
 // The CPU's GELU runs glibc's SIMD erff/expf where the toolchain has them
 // (kernels/cpu/vector_math.h): over a dense sweep of inputs, f32 forward, bias+GELU and
 // backward stay within a few f32 ulp of the same formulas in f64. The error is measured
