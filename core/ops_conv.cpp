@@ -128,17 +128,13 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   // [Cout, Cin, KH, KW] -> [Cout, KH, KW, Cin]: cuDNN's channels-last filter, and (flattened)
   // the column order of the patches.
   const Tensor w_khwc = weight.permute({0, 2, 3, 1});
+  Tensor y;  // without the bias: cuDNN or the banded kernels, where they apply
 #if EMONEXT_WITH_CUDA
   const kernels::cuda::CudnnConv cp{x.dtype(), p.n, p.h, p.w, p.c, cout, p.kh, p.kw, stride, padding, 1, true};
-  if (uses_cudnn(x, p, cp)) {
-    const Tensor y = conv2d_cudnn(x, w_khwc, cp);
-    return bias.defined() ? add(y, bias) : y;
-  }
+  if (uses_cudnn(x, p, cp)) y = conv2d_cudnn(x, w_khwc, cp);
 #endif
-  if (uses_banded_cpu(x, p)) {
-    const Tensor y = conv2d_banded_cpu(x, w_khwc, p, cout);
-    return bias.defined() ? add(y, bias) : y;
-  }
+  if (!y.defined() && uses_banded_cpu(x, p)) y = conv2d_banded_cpu(x, w_khwc, p, cout);
+  if (y.defined()) return bias.defined() ? add(y, bias) : y;
   return linear(unfold(x, p), w_khwc.reshape({cout, p.kh * p.kw * p.c}), bias).reshape({p.n, p.ho, p.wo, cout});
 }
 
