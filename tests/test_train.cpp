@@ -316,6 +316,16 @@ TEST(Train, EarlyStoppingKeepsTheBestEpochsCheckpoint) {
   EXPECT_EQ(best.metadata.at("epoch"), "0");
   EXPECT_EQ(best.metadata.at("ema"), "1");
   EXPECT_EQ(last.metadata.at("step"), "6") << "3 epochs of 2 steps";
+  // best holds the EMA's weights (the initial ones) and last the trained model's: the
+  // validations swapped the EMA in and the model's own weights back out.
+  const SafeTensors best_w = load_safetensors(d + "/best.safetensors"), last_w = load_safetensors(d + "/last.safetensors"),
+                    state = load_safetensors(d + "/last.state.safetensors");
+  int64_t moved = 0;
+  for (const auto& [name, t] : best_w.tensors) {
+    EXPECT_EQ(t.to_vector(), state.at("ema." + name).to_vector()) << name;
+    moved += t.to_vector() != last_w.at(name).to_vector();
+  }
+  EXPECT_GT(moved, 100) << "of " << best_w.tensors.size() << " tensors, the trained ones differ from the EMA's";
   // Resumed: stopped it stays, unless the patience grows (then one more epoch, no better).
   ASSERT_EQ(run("--resume " + d + " --device cpu --workers 2", &out), 0) << out;
   EXPECT_NE(out.find("stopped early (no better validation accuracy for 2 epochs): give a larger --patience"), std::string::npos)

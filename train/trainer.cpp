@@ -644,6 +644,21 @@ class Run {
     return correct;
   }
 
+  // Runs f with the EMA's weights in the model when the EMA is on, the model's own put
+  // back afterwards (also when f throws).
+  template <class F>
+  decltype(auto) with_ema_weights(F f) {
+    if (!ema_) return f();
+    struct SwapBack {
+      Ema& ema;
+      EmoNeXt& model;
+      ~SwapBack() { ema.swap(model); }
+    };
+    ema_->swap(*model_);
+    const SwapBack back{*ema_, *model_};
+    return f();
+  }
+
   // The close of an epoch: validation (with the EMA's weights when on), its line in the
   // log and row in metrics.csv, the best checkpoints when it is the best epoch so far,
   // early stopping's count. Returns true when the patience has run out.
@@ -661,10 +676,10 @@ class Run {
     if (ev.accuracy > st_.best_accuracy) {
       st_.best_accuracy = ev.accuracy;
       st_.bad_epochs = 0;
-      if (ema_) ema_->swap(*model_);
-      save_checkpoint(best_, *model_, fer2013_labels(),
-                      {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
-      if (ema_) ema_->swap(*model_);
+      with_ema_weights([&] {
+        save_checkpoint(best_, *model_, fer2013_labels(),
+                        {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
+      });
       save_state(c_.out + "/best.state.safetensors");  // the training state at that epoch
       return false;
     }
@@ -675,9 +690,7 @@ class Run {
 
   // evaluate() with the EMA's weights when the EMA is on; unreadable images reported.
   Evaluation evaluate_model(const Dataset& data, const EvalView& view) {
-    if (ema_) ema_->swap(*model_);
-    const Evaluation ev = evaluate(*model_, data, c_.batch, dev_, view);
-    if (ema_) ema_->swap(*model_);
+    const Evaluation ev = with_ema_weights([&] { return evaluate(*model_, data, c_.batch, dev_, view); });
     report_unreadable(ev.unreadable);
     return ev;
   }
