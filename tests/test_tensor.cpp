@@ -243,9 +243,9 @@ TEST(Conv, CpuConvolutionMatchesDirectLoopsAcrossBands) {
     }
 }
 
-// The depthwise convolution's weight and bias gradients sum each image in double, then
-// the images in order, that last sum split over the threads by position: against a plain
-// double loop, and the same bits on one thread as on several (5 images: an uneven split).
+// The depthwise convolution's weight and bias gradients sum each image in double on the
+// threads, then the images in order: against a plain double loop, and the same bits on
+// one thread as on several (5 images: an uneven split of the images over the threads).
 TEST(Conv, DepthwiseWeightGradientIsTheSameOnAnyThreadCount) {
   const int64_t n = 5, h = 9, w = 11, c = 40, k = 7, p = k / 2;
   Generator gen(12);

@@ -322,8 +322,9 @@ TEST(Train, EarlyStoppingKeepsTheBestEpochsCheckpoint) {
                     state = load_safetensors(d + "/last.state.safetensors");
   int64_t moved = 0;
   for (const auto& [name, t] : best_w.tensors) {
-    EXPECT_EQ(t.to_vector(), state.at("ema." + name).to_vector()) << name;
-    moved += t.to_vector() != last_w.at(name).to_vector();
+    const std::vector<double> v = t.to_vector();
+    EXPECT_EQ(v, state.at("ema." + name).to_vector()) << name;
+    moved += v != last_w.at(name).to_vector();
   }
   EXPECT_GT(moved, 100) << "of " << best_w.tensors.size() << " tensors, the trained ones differ from the EMA's";
   // Resumed: stopped it stays, unless the patience grows (then one more epoch, no better).
