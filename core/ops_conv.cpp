@@ -26,17 +26,35 @@ std::atomic<bool>& cudnn_switch() {
   return on;
 }
 
+// The adjoint of unfold: [N * Ho * Wo, KH * KW * C] patches summed back into [N, H, W, C].
+Tensor fold(const Tensor& cols, const kernels::Unfold& p) {
+  const Tensor dcols = cols.contiguous();
+  Tensor dx = Tensor::empty({p.n, p.h, p.w, p.c}, dcols.dtype(), dcols.device());
+  if (dx.numel() > 0) EMONEXT_KERNEL(dcols.device(), fold, p, dx.data_ptr(), dcols.data_ptr());
+  return dx;
+}
+
 // x [N, H, W, C] -> [N * Ho * Wo, KH * KW * C], rows ordered (n, oy, ox), columns (i, j, c).
 Tensor unfold(const Tensor& x, const kernels::Unfold& p) {
   const Tensor xc = x.contiguous();
   Tensor cols = Tensor::empty({p.n * p.ho * p.wo, p.kh * p.kw * p.c}, x.dtype(), x.device());
   if (cols.numel() > 0) EMONEXT_KERNEL(x.device(), unfold, p, cols.data_ptr(), xc.data_ptr());
-  return record(cols, "unfold", {x}, [p](const Tensor& g) {
-    const Tensor dcols = g.contiguous();
-    Tensor dx = Tensor::empty({p.n, p.h, p.w, p.c}, dcols.dtype(), dcols.device());
-    if (dx.numel() > 0) EMONEXT_KERNEL(dcols.device(), fold, p, dx.data_ptr(), dcols.data_ptr());
-    return std::vector<Tensor>{dx};
-  });
+  return record(cols, "unfold", {x}, [p](const Tensor& g) { return std::vector<Tensor>{fold(g, p)}; });
+}
+
+// The unfold path's forward (without the bias) and gradients, for x [N, H, W, Cin] and
+// the weight [Cout, KH, KW, Cin]: conv2d's path where neither cuDNN nor the banded CPU
+// kernels apply, and the cuDNN path's fallback when a cuDNN call fails as it runs.
+Tensor conv2d_by_unfold(const Tensor& x, const Tensor& w_khwc, const kernels::Unfold& p, const Tensor& bias) {
+  const int64_t cout = w_khwc.size(0);
+  return linear(unfold(x, p), w_khwc.reshape({cout, p.kh * p.kw * p.c}), bias).reshape({p.n, p.ho, p.wo, cout});
+}
+std::vector<Tensor> conv2d_grads_by_unfold(const Tensor& xc, const Tensor& wc, const Tensor& dy, const kernels::Unfold& p,
+                                           bool want_dx) {
+  const int64_t cout = wc.size(0);
+  const Tensor dy2 = dy.reshape({p.n * p.ho * p.wo, cout});
+  const Tensor dw = matmul(dy2.transpose(0, 1), unfold(xc, p)).reshape(wc.shape());
+  return {want_dx ? fold(matmul(dy2, wc.reshape({cout, p.kh * p.kw * p.c})), p) : Tensor(), dw};
 }
 
 // The stem and the downsampling layers: windows that tile the input (kernel = stride, no
@@ -71,23 +89,27 @@ Tensor conv2d_banded_cpu(const Tensor& x, const Tensor& w_khwc, const kernels::U
 }
 
 #if EMONEXT_WITH_CUDA
-// x [N, H, W, Cin] and the weight as cuDNN reads it, [Cout, KH, KW, Cin/groups] -> y [N, Ho, Wo, Cout].
-Tensor conv2d_cudnn(const Tensor& x, const Tensor& w_khwc, const kernels::cuda::CudnnConv& p) {
+// x [N, H, W, Cin] and the weight as cuDNN reads it, [Cout, KH, KW, Cin/groups] -> y [N, Ho, Wo, Cout];
+// undefined when cuDNN's forward call fails as it runs (the caller then takes the unfold
+// path). A backward call that fails has its gradients computed by the unfold path.
+Tensor conv2d_cudnn(const Tensor& x, const Tensor& w_khwc, const kernels::cuda::CudnnConv& p, const kernels::Unfold& u) {
   namespace kc = kernels::cuda;
   const Tensor xc = x.contiguous(), wc = w_khwc.contiguous();
   Tensor y = Tensor::empty({p.n, p.ho(), p.wo(), p.cout}, x.dtype(), x.device());
   const int dev = x.device().index;
   kc::set_device(dev);
-  kc::cudnn_conv_forward(p, y.data_ptr(), xc.data_ptr(), wc.data_ptr(), nullptr, kc::stream(dev));
-  return record(y, "conv2d", {x, w_khwc}, [p, xc, wc, dev, want_dx = x.requires_grad()](const Tensor& g) {
+  if (!kc::cudnn_conv_forward(p, y.data_ptr(), xc.data_ptr(), wc.data_ptr(), nullptr, kc::stream(dev))) return Tensor();
+  return record(y, "conv2d", {x, w_khwc}, [p, u, xc, wc, dev, want_dx = x.requires_grad()](const Tensor& g) {
     const Tensor dy = g.contiguous();
     kc::set_device(dev);
     Tensor dx, dw = Tensor::empty(wc.shape(), wc.dtype(), wc.device());
     if (want_dx) {
       dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
-      kc::cudnn_conv_backward_data(p, dx.data_ptr(), dy.data_ptr(), wc.data_ptr(), kc::stream(dev));
+      if (!kc::cudnn_conv_backward_data(p, dx.data_ptr(), dy.data_ptr(), wc.data_ptr(), kc::stream(dev)))
+        return conv2d_grads_by_unfold(xc, wc, dy, u, want_dx);
     }
-    kc::cudnn_conv_backward_filter(p, dw.data_ptr(), dy.data_ptr(), xc.data_ptr(), kc::stream(dev));
+    if (!kc::cudnn_conv_backward_filter(p, dw.data_ptr(), dy.data_ptr(), xc.data_ptr(), kc::stream(dev)))
+      return std::vector<Tensor>{dx, conv2d_grads_by_unfold(xc, wc, dy, u, false)[1]};
     return std::vector<Tensor>{dx, dw};
   });
 }
@@ -131,11 +153,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
   Tensor y;  // without the bias: cuDNN or the banded kernels, where they apply
 #if EMONEXT_WITH_CUDA
   const kernels::cuda::CudnnConv cp{x.dtype(), p.n, p.h, p.w, p.c, cout, p.kh, p.kw, stride, padding, 1, true};
-  if (uses_cudnn(x, p, cp)) y = conv2d_cudnn(x, w_khwc, cp);
+  if (uses_cudnn(x, p, cp)) y = conv2d_cudnn(x, w_khwc, cp, p);
 #endif
   if (!y.defined() && uses_banded_cpu(x, p)) y = conv2d_banded_cpu(x, w_khwc, p, cout);
   if (y.defined()) return bias.defined() ? add(y, bias) : y;
-  return linear(unfold(x, p), w_khwc.reshape({cout, p.kh * p.kw * p.c}), bias).reshape({p.n, p.ho, p.wo, cout});
+  return conv2d_by_unfold(x, w_khwc, p, bias);
 }
 
 Tensor max_pool2d(const Tensor& x, int64_t k, int64_t stride) {

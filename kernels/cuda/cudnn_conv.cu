@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -27,7 +28,7 @@ namespace {
 constexpr size_t kWorkspaceLimit = size_t(256) << 20;
 
 struct Plan {
-  bool ok = false;
+  std::atomic<bool> ok{false};  // false when it could not be built, or a call of it failed
   cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv_fwd = nullptr, conv_data = nullptr, conv_filter = nullptr;
@@ -128,7 +129,7 @@ void build(Plan& plan, const CudnnConv& p) {
 // Plans by (device, every field of p); built on first use, kept for the process. A
 // plan that cannot be built (cuDNN that does not start, a status error) is kept as
 // not ok, so conv2d falls back to unfold + GEMM; the first such failure is reported.
-const Plan& plan_for(const CudnnConv& p) {
+Plan& plan_for(const CudnnConv& p) {
   static std::mutex mu;
   static std::map<std::array<int64_t, 13>, std::unique_ptr<Plan>> plans;
   const std::array<int64_t, 13> key{current_device(), int64_t(p.dtype), p.n, p.h, p.w, p.c, p.cout, p.kh, p.kw,
@@ -149,10 +150,30 @@ const Plan& plan_for(const CudnnConv& p) {
   return *slot;
 }
 
-const Plan& ready_plan(const CudnnConv& p, const char* what) {
-  const Plan& plan = plan_for(p);
+Plan& ready_plan(const CudnnConv& p, const char* what) {
+  Plan& plan = plan_for(p);
   if (!plan.ok) fail(detail::concat(what, ": cuDNN offers no algorithm for this convolution (ask cudnn_conv_supported first)"));
   return plan;
+}
+
+std::atomic<bool> g_inject_failure{false};
+
+// A call's status: true when it ran. A failure (an algorithm cuDNN chose but cannot run
+// here, a status error) marks the plan unusable, so this shape takes the unfold path from
+// now on, and is said once per process; the caller then takes that path for this call.
+bool ran(Plan& plan, cudnnStatus_t status, const char* what) {
+  if (g_inject_failure.load()) status = CUDNN_STATUS_EXECUTION_FAILED;
+  if (status == CUDNN_STATUS_SUCCESS) {
+    count_launch(what);
+    return true;
+  }
+  plan.ok = false;
+  static std::once_flag warned;
+  std::call_once(warned, [&] {
+    std::fprintf(stderr, "emonext: %s failed (%s); this convolution and any other that fails take the unfold path\n", what,
+                 cudnnGetErrorString(status));
+  });
+  return false;
 }
 
 }  // namespace
@@ -168,37 +189,39 @@ std::string cudnn_conv_algorithms(const CudnnConv& p) {
   return detail::concat("fwd ", int(plan.fwd), ", bwd data ", int(plan.bwd_data), ", bwd filter ", int(plan.bwd_filter));
 }
 
-void cudnn_conv_forward(const CudnnConv& p, void* y, const void* x, const void* w, const void* b, Stream) {
-  const Plan& plan = ready_plan(p, "cudnn_conv_forward");
+bool cudnn_conv_forward(const CudnnConv& p, void* y, const void* x, const void* w, const void* b, Stream) {
+  Plan& plan = ready_plan(p, "cudnn_conv_forward");
   const float one = 1.0f, zero = 0.0f;
   cudnnHandle_t h = cudnn_handle();
   Workspace ws(plan.ws_fwd);
-  EMONEXT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, plan.x, x, plan.w, w, plan.conv_fwd, plan.fwd, ws.as<void>(),
-                                              plan.ws_fwd, &zero, plan.y, y));
-  count_launch();
-  if (b) {
-    EMONEXT_CUDNN_CHECK(cudnnAddTensor(h, &one, plan.bias, b, &one, plan.y, y));
-    count_launch();
-  }
+  if (!ran(plan, cudnnConvolutionForward(h, &one, plan.x, x, plan.w, w, plan.conv_fwd, plan.fwd, ws.as<void>(), plan.ws_fwd,
+                                         &zero, plan.y, y),
+           "cudnnConvolutionForward"))
+    return false;
+  return !b || ran(plan, cudnnAddTensor(h, &one, plan.bias, b, &one, plan.y, y), "cudnnAddTensor");
 }
 
-void cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, const void* w, Stream) {
-  const Plan& plan = ready_plan(p, "cudnn_conv_backward_data");
+bool cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, const void* w, Stream) {
+  Plan& plan = ready_plan(p, "cudnn_conv_backward_data");
   const float one = 1.0f, zero = 0.0f;
   Workspace ws(plan.ws_data);
-  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn_handle(), &one, plan.w, w, plan.y, dy, plan.conv_data, plan.bwd_data,
-                                                   ws.as<void>(), plan.ws_data, &zero, plan.x, dx));
-  count_launch();
+  return ran(plan,
+             cudnnConvolutionBackwardData(cudnn_handle(), &one, plan.w, w, plan.y, dy, plan.conv_data, plan.bwd_data,
+                                          ws.as<void>(), plan.ws_data, &zero, plan.x, dx),
+             "cudnnConvolutionBackwardData");
 }
 
-void cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, const void* x, Stream) {
-  const Plan& plan = ready_plan(p, "cudnn_conv_backward_filter");
+bool cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, const void* x, Stream) {
+  Plan& plan = ready_plan(p, "cudnn_conv_backward_filter");
   const float one = 1.0f, zero = 0.0f;
   Workspace ws(plan.ws_filter);
-  EMONEXT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(cudnn_handle(), &one, plan.x, x, plan.y, dy, plan.conv_filter,
-                                                     plan.bwd_filter, ws.as<void>(), plan.ws_filter, &zero, plan.w, dw));
-  count_launch();
+  return ran(plan,
+             cudnnConvolutionBackwardFilter(cudnn_handle(), &one, plan.x, x, plan.y, dy, plan.conv_filter, plan.bwd_filter,
+                                            ws.as<void>(), plan.ws_filter, &zero, plan.w, dw),
+             "cudnnConvolutionBackwardFilter");
 }
+
+void cudnn_inject_failures(bool on) { g_inject_failure = on; }
 
 }  // namespace emonext::kernels::cuda
 
@@ -222,9 +245,10 @@ namespace {
 
 bool cudnn_conv_supported(const CudnnConv&) { return false; }
 std::string cudnn_conv_algorithms(const CudnnConv&) { no_cudnn("cudnn_conv_algorithms"); }
-void cudnn_conv_forward(const CudnnConv&, void*, const void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_forward"); }
-void cudnn_conv_backward_data(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_data"); }
-void cudnn_conv_backward_filter(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_filter"); }
+bool cudnn_conv_forward(const CudnnConv&, void*, const void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_forward"); }
+bool cudnn_conv_backward_data(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_data"); }
+bool cudnn_conv_backward_filter(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_filter"); }
+void cudnn_inject_failures(bool) {}
 
 }  // namespace emonext::kernels::cuda
 

@@ -30,8 +30,15 @@ bool cudnn_conv_supported(const CudnnConv& p);
 std::string cudnn_conv_algorithms(const CudnnConv& p);
 
 // y = conv(x, w) (+ b[cout] when b is not null); dx and dw are written, not accumulated.
-void cudnn_conv_forward(const CudnnConv& p, void* y, const void* x, const void* w, const void* b, Stream s);
-void cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, const void* w, Stream s);
-void cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, const void* x, Stream s);
+// Each returns false when cuDNN's call fails as it runs (an algorithm its heuristics
+// offered that cannot run here, a status error): the output is then undefined, the
+// failure is printed once per process, and cudnn_conv_supported(p) is false from then
+// on, so the caller computes this convolution another way (conv2d: unfold + GEMM).
+[[nodiscard]] bool cudnn_conv_forward(const CudnnConv& p, void* y, const void* x, const void* w, const void* b, Stream s);
+[[nodiscard]] bool cudnn_conv_backward_data(const CudnnConv& p, void* dx, const void* dy, const void* w, Stream s);
+[[nodiscard]] bool cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, const void* x, Stream s);
+
+// Tests only: while on, every cuDNN call reports a failure (the fallback's test on a GPU).
+void cudnn_inject_failures(bool on);
 
 }  // namespace emonext::kernels::cuda

@@ -29,7 +29,7 @@ void gemm(const Gemm& g, Stream) {
   EMONEXT_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas_handle(), op_b, op_a, int(g.n), int(g.m), int(g.k), alpha, g.b, type,
                                                   int(g.ldb), g.stride_b, g.a, type, int(g.lda), g.stride_a, beta, g.c, type,
                                                   int(g.ldc), g.stride_c, int(g.batch), compute, CUBLAS_GEMM_DEFAULT));
-  count_launch();
+  count_launch("cublasGemmStridedBatchedEx");
 }
 
 }  // namespace emonext::kernels::cuda

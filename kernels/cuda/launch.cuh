@@ -1,6 +1,7 @@
 // The one place a CUDA kernel is launched. Every kernel in kernels/cuda goes
 // through EMONEXT_LAUNCH(kernel, grid, block, shared_bytes, stream, args...),
-// which launches and then checks the launch, naming the kernel on failure.
+// which launches and then checks the launch, naming the kernel on failure (and,
+// with EMONEXT_SYNC_LAUNCHES=1, waits for it and names it if it faulted: runtime.h).
 // Keeping the <<<>>> syntax here alone is what lets the emulation build
 // (kernels/cuda/emulation) run the same kernel code on a CPU: there, this
 // function hands the kernel to the fiber scheduler instead.
@@ -30,10 +31,10 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
   kernel<<<grid, block, shared_bytes, static_cast<cudaStream_t>(stream)>>>(std::forward<Args>(args)...);
   const cudaError_t status = cudaGetLastError();
 #endif
-  count_launch();
   if (status != cudaSuccess)
     fail(detail::concat("CUDA kernel launch failed: ", name, " (grid ", grid.x, "x", grid.y, "x", grid.z, ", block ",
                         block.x, "x", block.y, "x", block.z, ", ", shared_bytes, " B shared): ", cudaGetErrorString(status)));
+  count_launch(name);
 }
 
 // Blocks for a grid-stride loop over n elements.

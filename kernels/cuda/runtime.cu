@@ -1,6 +1,8 @@
 // Devices, streams, the pooled allocator, copies and library handles.
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -178,6 +180,21 @@ cudnnHandle_t cudnn_handle() {
 #endif
 
 uint64_t launches() { return g_launches.load(std::memory_order_relaxed); }
-void count_launch() { g_launches.fetch_add(1, std::memory_order_relaxed); }
+
+bool sync_launches() {
+  static const bool on = [] {
+    const char* v = std::getenv("EMONEXT_SYNC_LAUNCHES");
+    return v && std::strcmp(v, "0") != 0 && *v != '\0';
+  }();
+  return on;
+}
+
+void count_launch(const char* name) {
+  g_launches.fetch_add(1, std::memory_order_relaxed);
+  if (!sync_launches()) return;
+  const cudaError_t status = cudaDeviceSynchronize();
+  if (status != cudaSuccess)
+    fail(detail::concat("CUDA error in ", name, " (found at once: EMONEXT_SYNC_LAUNCHES is set): ", cudaGetErrorString(status)));
+}
 
 }  // namespace emonext::kernels::cuda

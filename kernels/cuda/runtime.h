@@ -36,6 +36,12 @@ MemoryStats memory_stats(int device);
 // one or more kernels of its own). A step made of many small launches is bound by
 // the host's launch rate, not by the GPU; the training benchmark reports the count.
 uint64_t launches();
-void count_launch();
+// Called after each launch (`name`: the kernel or library call). It counts it, and when
+// EMONEXT_SYNC_LAUNCHES=1 is set in the environment (a debugging switch: every launch
+// then waits for the GPU) it waits for the device and fails naming `name` if the GPU
+// reports an error, so that a fault is named at the launch that caused it rather than
+// at the next copy to the host.
+void count_launch(const char* name);
+bool sync_launches();
 
 }  // namespace emonext::kernels::cuda

@@ -125,6 +125,69 @@ TEST(Cuda, DenseConvolutionsThroughCudnnMatchTheUnfoldPath) {
   }
 }
 
+// A cuDNN call that fails as it runs (simulated: every call reports a failure while
+// cudnn_inject_failures is on) does not stop training: the backward's gradients come from
+// the unfold path, the failure is said once, and the shape takes the unfold path from
+// then on, forward included.
+TEST(Cuda, AFailingCudnnCallFallsBackToTheUnfoldPath) {
+  REQUIRE_GPU();
+#if !EMONEXT_WITH_CUDNN || EMONEXT_CUDA_EMULATION
+  GTEST_SKIP() << "this build has no cuDNN (the emulation build never has: cuDNN needs a real GPU)";
+#endif
+  struct Restore {
+    ~Restore() {
+      set_cudnn_convolutions(true);
+      kernels::cuda::cudnn_inject_failures(false);
+    }
+  } restore;
+  const kernels::cuda::CudnnConv cp{DType::F32, 2, 30, 30, 3, 8, 7, 7, 1, 0, 1, true};  // a shape no other test uses
+  ASSERT_TRUE(kernels::cuda::cudnn_conv_supported(cp));
+  Generator gen(3);
+  const Tensor x = randn({2, 30, 30, 3}, gen, 0, 1, DType::F32, kGpu), w = randn({8, 3, 7, 7}, gen, 0, 0.05, DType::F32, kGpu);
+  const Tensor dy = randn({2, 24, 24, 8}, gen, 0, 1, DType::F32, kGpu);
+  auto run = [&](bool use_cudnn, bool fail_backward, bool fail_forward = false) {
+    set_cudnn_convolutions(use_cudnn);
+    const Tensor xi = x.detach().set_requires_grad(), wi = w.detach().set_requires_grad();
+    kernels::cuda::cudnn_inject_failures(fail_forward);
+    const Tensor y = conv2d(xi, wi, Tensor(), 1, 0);
+    kernels::cuda::cudnn_inject_failures(fail_backward);
+    sum(mul(y, dy)).backward();
+    kernels::cuda::cudnn_inject_failures(false);
+    return std::vector<Tensor>{y.detach(), xi.grad(), wi.grad()};
+  };
+  const std::vector<Tensor> want = run(false, false);
+  testing::internal::CaptureStderr();
+  const std::vector<Tensor> got = run(true, true);  // the forward through cuDNN, both backward calls fail
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(said.find("cudnnConvolutionBackward"), said.rfind("cudnnConvolutionBackward")) << said;
+  EXPECT_NE(said.find("take the unfold path"), std::string::npos) << said;
+  EXPECT_FALSE(kernels::cuda::cudnn_conv_supported(cp)) << "the failed plan is not used again";
+  const std::vector<Tensor> after = run(true, false);
+  const char* names[] = {"y", "dx", "dw"};
+  for (size_t i = 0; i < want.size(); ++i) {
+    expect_rel(got[i], want[i], 1e-4, std::string("cuDNN forward, unfold backward: ") + names[i], 1.0);
+    EXPECT_EQ(after[i].to_vector(), want[i].to_vector()) << names[i] << ": after the failure the unfold path runs";
+  }
+  // A forward call that fails: that convolution is the unfold path's, forward and backward.
+  const Tensor x2 = x.slice(1, 0, 28).slice(2, 0, 28).contiguous();
+  const kernels::cuda::CudnnConv cp2{DType::F32, 2, 28, 28, 3, 8, 7, 7, 1, 0, 1, true};
+  ASSERT_TRUE(kernels::cuda::cudnn_conv_supported(cp2));
+  const auto run2 = [&](bool fail) {
+    kernels::cuda::cudnn_inject_failures(fail);
+    const Tensor xi = x2.detach().set_requires_grad(), wi = w.detach().set_requires_grad();
+    const Tensor y = conv2d(xi, wi, Tensor(), 1, 0);
+    kernels::cuda::cudnn_inject_failures(false);
+    sum(y).backward();
+    return std::vector<Tensor>{y.detach(), xi.grad(), wi.grad()};
+  };
+  const std::vector<Tensor> failed = run2(true);
+  EXPECT_FALSE(kernels::cuda::cudnn_conv_supported(cp2));
+  set_cudnn_convolutions(false);
+  const std::vector<Tensor> unfold_path = run2(false);
+  for (size_t i = 0; i < failed.size(); ++i)
+    EXPECT_EQ(failed[i].to_vector(), unfold_path[i].to_vector()) << names[i] << ": a failed forward runs the unfold path";
+}
+
 // The fused AdamW update: three steps on the GPU against the same three on the CPU,
 // in every dtype, at lengths around the 16-byte packs, and from a misaligned start
 // (a view at element offset 1: the scalar path).

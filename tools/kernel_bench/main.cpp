@@ -402,6 +402,9 @@ std::vector<Case> cpu_cases(Data& d, Buffers& keep) {
 }
 
 #if EMONEXT_BENCH_GPU
+// A cuDNN baseline call that failed as it ran (kernels/cuda/cudnn_conv.h) stops the bench.
+void cudnn_ran(bool ok) { EMONEXT_CHECK(ok, "kernel_bench: cuDNN's depthwise convolution failed as it ran (see above)"); }
+
 // The GPU cases: the engine's CUDA kernels timed beside cuDNN or naive kernels; both
 // are checked (the dwconv ones against the CPU backend on the same values).
 std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
@@ -431,7 +434,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
   std::vector<Case> cases = {
       {"dwconv7x7", "forward", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_forward(d.conv, y->data_ptr(), d.x.data_ptr(), d.w.data_ptr(), d.bias.data_ptr(), st); },
-       [=, &d] { kc::cudnn_conv_forward(cp, yb->data_ptr(), d.x.data_ptr(), d.w.data_ptr(), d.bias.data_ptr(), st); },
+       [=, &d] { cudnn_ran(kc::cudnn_conv_forward(cp, yb->data_ptr(), d.x.data_ptr(), d.w.data_ptr(), d.bias.data_ptr(), st)); },
        [=, &host] {
          *want = like(host.x);
          kernels::cpu::dwconv_forward(host.conv, want->data_ptr(), host.x.data_ptr(), host.w.data_ptr(), host.bias.data_ptr(), nullptr);
@@ -440,7 +443,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
        [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward input", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st); },
-       [=, &d] { kc::cudnn_conv_backward_data(cp, yb->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st); },
+       [=, &d] { cudnn_ran(kc::cudnn_conv_backward_data(cp, yb->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st)); },
        [=, &host] {
          *want = like(host.x);
          kernels::cpu::dwconv_backward_input(host.conv, want->data_ptr(), host.dy.data_ptr(), host.w.data_ptr(), nullptr);
@@ -449,7 +452,7 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
        [=] { return max_error(*yb, *want); }},
       {"dwconv7x7", "backward weight", "cuDNN", 2 * n * s, 2 * 49 * n,
        [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), nullptr, d.dy.data_ptr(), d.x.data_ptr(), st); },
-       [=, &d] { kc::cudnn_conv_backward_filter(cp, dwb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st); },
+       [=, &d] { cudnn_ran(kc::cudnn_conv_backward_filter(cp, dwb->data_ptr(), d.dy.data_ptr(), d.x.data_ptr(), st)); },
        [=, &host] {
          *want = like(host.w);
          kernels::cpu::dwconv_backward_weight(host.conv, want->data_ptr(), nullptr, host.dy.data_ptr(), host.x.data_ptr(), nullptr);
