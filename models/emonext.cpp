@@ -84,9 +84,10 @@ int64_t checked_image_size(int64_t s) {
 }
 }  // namespace
 
-EmoNeXt::EmoNeXt(const ConvNeXtSize& size_, int64_t classes, int64_t image_size_, double drop_path)
-    : ConvNeXt(size_, classes, drop_path, true), image_size(checked_image_size(image_size_)), stn(image_size_),
-      attention(size_.dims[3]) {
+EmoNeXt::EmoNeXt(const ConvNeXtSize& size_, int64_t classes, int64_t image_size_, double drop_path, bool bare_)
+    : ConvNeXt(size_, classes, drop_path, !bare_), image_size(checked_image_size(image_size_)), bare(bare_),
+      stn(image_size_), attention(size_.dims[3]) {
+  if (bare) return;
   // Flat names, as the reference: localization.* and fc_loc.* at the top level.
   register_module("localization", &stn.localization);
   register_module("fc_loc", &stn.fc_loc);
@@ -97,6 +98,7 @@ EmoNeXtOutput EmoNeXt::forward(const Tensor& images) {
   EMONEXT_CHECK(images.dim() == 4 && images.size(1) == image_size && images.size(2) == image_size && images.size(3) == 3,
                 "EmoNeXt: expected images [N, ", image_size, ", ", image_size, ", 3] (channels-last, the model's image size), got ",
                 images.str());
+  if (bare) return {head.forward(forward_features(images)), Tensor()};
   const Tensor f = forward_features(stn.forward(images));
   return {head.forward(f), attention.forward(f)};
 }
@@ -120,6 +122,7 @@ void init_weights(ConvNeXt& model, Generator& gen) {
 
 Tensor emonext_loss(const EmoNeXtOutput& out, const Tensor& labels, double label_smoothing) {
   const Tensor ce = cross_entropy(out.logits, labels, label_smoothing);
+  if (!out.attention.defined()) return ce;
   const Tensor d = out.attention - mean(out.attention);
   return ce + mean(d * d);
 }

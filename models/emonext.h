@@ -54,7 +54,7 @@ class ConvNeXt : public Module {
 
 struct EmoNeXtOutput {
   Tensor logits;     // [N, classes]
-  Tensor attention;  // [N, N], rows summing to 1
+  Tensor attention;  // [N, N], rows summing to 1; undefined for a bare model
 };
 
 class EmoNeXt : public ConvNeXt {
@@ -62,9 +62,14 @@ class EmoNeXt : public ConvNeXt {
   // The smallest image the model runs on: the stem (/4) and three downsamplings (/2)
   // leave one pixel at 32. Smaller sizes are refused here, not at the first forward.
   static constexpr int64_t kMinImageSize = 32;
-  EmoNeXt(const ConvNeXtSize& size, int64_t classes, int64_t image_size, double drop_path = 0.1);
+  // bare: ConvNeXt alone, without the spatial transformer, SE and attention (none of
+  // their tensors registered; forward's attention undefined, so emonext_loss is the
+  // cross-entropy alone): what timm's convnext_* trains, for `emonext_train --benchmark
+  // --backbone` beside it. Checkpoints, import and predict know only the full model.
+  EmoNeXt(const ConvNeXtSize& size, int64_t classes, int64_t image_size, double drop_path = 0.1, bool bare = false);
   EmoNeXtOutput forward(const Tensor& images);
   int64_t image_size;
+  bool bare;
   SpatialTransformer stn;  // its tensors are registered flat: localization.*, fc_loc.*
   BatchAttention attention;
 };
@@ -76,7 +81,8 @@ class EmoNeXt : public ConvNeXt {
 void init_weights(ConvNeXt& model, Generator& gen);
 
 // The EmoNeXt loss: cross-entropy with label smoothing plus the attention term
-// mean((w - mean(w))^2) over the N x N matrix (lambda 1).
+// mean((w - mean(w))^2) over the N x N matrix (lambda 1); the cross-entropy alone when
+// the attention is undefined (a bare model).
 Tensor emonext_loss(const EmoNeXtOutput& out, const Tensor& labels, double label_smoothing = 0.2);
 
 }  // namespace emonext

@@ -43,6 +43,8 @@ modes
   --overfit-batch FILE --steps K --dump-state OUT   K steps on one batch (images [N,3,H,W], labels [N])
   --benchmark STEPS     synthetic data: steady-state images/s and time per step (the steps after the
                         first 3), data wait, peak memory; STEPS at least 4
+  --backbone            with --benchmark: the bare ConvNeXt (no spatial transformer, SE or attention;
+                        cross-entropy alone), as timm's convnext_* trains
 )";
 
 [[noreturn]] void usage(const std::string& why) {
@@ -73,6 +75,7 @@ void check_ranges(const emonext::TrainConfig& c, bool loss_scale_given) {
   need(c.schedule != "restarts" || c.cycle > c.warmup, "--cycle must be longer than --warmup (the warm-up is part of each cycle)");
   need(!loss_scale_given || c.loss_scale > 0, "--loss-scale must be positive");
   need(c.benchmark == 0 || c.benchmark > 3, "--benchmark times the steps after the first 3: give it at least 4");
+  need(!c.backbone || c.benchmark > 0, "--backbone is a --benchmark mode (the bare ConvNeXt trains nothing worth keeping)");
 }
 
 // The value given to `flag` on the command line (the last, when repeated), or "". For
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
     else if (a == "--steps") c.steps = args.integer();
     else if (a == "--dump-state") c.dump_state = args.value();
     else if (a == "--benchmark") c.benchmark = args.integer();
+    else if (a == "--backbone") c.backbone = true;
     else if (a == "--help" || a == "-h") {
       std::cout << kUsage;
       return 0;

@@ -40,6 +40,7 @@ struct TrainConfig {
   std::string overfit_batch, dump_state;
   int64_t steps = 0;      // --overfit-batch steps
   int64_t benchmark = 0;  // --benchmark STEPS
+  bool backbone = false;  // --benchmark of the bare ConvNeXt (EmoNeXt's `bare`)
 };
 
 // config.json: the engine, the device the run chose, and every setting.

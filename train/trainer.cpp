@@ -204,8 +204,9 @@ RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& op
 // model in bf16 or f16 runs the backbone, the head and the attention; the logits and
 // attention come back in f32 for the loss, as autocast does for softmax and losses.
 EmoNeXtOutput amp_forward(EmoNeXt& master, EmoNeXt& low, const Tensor& x, DType dtype) {
-  const Tensor f = low.forward_features(cast(master.stn.forward(x), dtype));
-  return {cast(low.head.forward(f), DType::F32), cast(low.attention.forward(f), DType::F32)};
+  const Tensor f = low.forward_features(cast(master.bare ? x : master.stn.forward(x), dtype));
+  const Tensor logits = cast(low.head.forward(f), DType::F32);
+  return {logits, master.bare ? Tensor() : cast(low.attention.forward(f), DType::F32)};
 }
 
 bool is_stn(const std::string& name) { return name.starts_with("localization.") || name.starts_with("fc_loc."); }
@@ -328,7 +329,7 @@ Splits read_splits(const TrainConfig& c) {
 // The model ready to train: weights initialised as the reference does, or read from
 // --init; on the device; in training mode.
 std::unique_ptr<EmoNeXt> make_model(const TrainConfig& c, Device dev) {
-  auto model = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
+  auto model = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path, c.backbone);
   Generator init_gen(c.seed);
   init_weights(*model, init_gen);
   if (!c.init.empty()) {
@@ -344,7 +345,7 @@ std::unique_ptr<EmoNeXt> make_model(const TrainConfig& c, Device dev) {
 // nullptr with --amp off.
 std::unique_ptr<EmoNeXt> make_low_copy(const TrainConfig& c, Device dev, DType dtype) {
   if (c.amp == "off") return nullptr;
-  auto low = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path);
+  auto low = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path, c.backbone);
   low->to(dev);
   low->to(dtype);
   low->train();
@@ -776,8 +777,9 @@ int run_training(const TrainConfig& c) {
     if (!overfit) check_out_folder(c);
     const Device dev = pick_device(c.device);
     const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
-    std::printf("emonext_train: EmoNeXt-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n", c.model.c_str(),
-                (long long)c.image_size, (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
+    std::printf("emonext_train: %s-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n",
+                c.backbone ? "ConvNeXt (EmoNeXt's backbone alone)" : "EmoNeXt", c.model.c_str(), (long long)c.image_size,
+                (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
     if (c.device == "auto" && dev.is_cpu())  // say why: a GPU whose driver fails would otherwise look like none
       std::printf("note: on the CPU because no CUDA device answers (%s)%s\n", cuda_unavailable_reason().c_str(),
                   c.image_size > 64 ? "; at this image size a step takes seconds here: README has a CPU-sized run (--model atto "
