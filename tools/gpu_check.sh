@@ -1,108 +1,287 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: builds the engine with CUDA for that GPU, runs
-# every cuda-labelled test (and the cpu ones, which are quick), reads the compiler's
-# register/spill report, runs kernel_bench in f32, bf16 and f16 (each kernel
-# validated, then timed against cuDNN or a naive kernel; the fused AdamW against the
-# op-by-op update) and short training benchmarks (tiny/224 in f32, bf16 and fp16, and
-# atto/48; images/s and GPU launches per step), and prints a short report. Exits
-# non-zero if anything failed, if kernel_bench found a kernel that disagrees with its
-# check, or if a cuda test skipped because no GPU answered (tests that skip for a
-# stated reason of their own, such as a case with no 16-bit meaning, are listed, not
-# failed). Meant to finish in well under 8 minutes on an H100.
+# The GPU check: one prepared run that answers, on whatever NVIDIA GPU it finds, within a
+# time budget (default 520 s, the build included), in this order:
+#   1. build for that GPU (while PyTorch fills its compile caches in the background);
+#   2. the head-to-head table: training images/s and peak memory of the engine beside the
+#      PyTorch twin (f32, bf16 autocast channels_last, torch.compile) and timm's
+#      convnext_tiny (tools/reference/head_to_head.py);
+#   3. kernel_bench in f32 and bf16 at ConvNeXt-Tiny's stage 1 and stage 3 (% of the copy
+#      bandwidth measured in the same run, ratios to cuDNN or naive kernels);
+#   4. a short real-data run: EmoNeXt-atto at 48, --amp bf16, on the FER2013 subset that
+#      tools/gpu_deps.sh packs (15,000 training images and the validation set);
+#   5. every cuda-labelled test and the CUDA parity and training tests, with
+#      compute-sanitizer's memcheck and racecheck over f32 op-table tests beside them;
+#   6. what time is left: the cost of EMONEXT_SYNC_LAUNCHES=1 (the debugging switch).
+# The timed parts (2, 3, 4, 6) run alone.
+# Each part has a time box and writes what it has before the next starts, so a run cut
+# short still returns the finished parts. The report (gpu_report.md) and the raw files
+# go to $OUT when it is set (the device tool's output folder; at most 8 files come back),
+# else to BUILD/check.
 #
-# Packages the GPU image lacks come from .deps/ (made by tools/gpu_deps.sh and
-# carried along). Logs go to build-gpu/check/; the bench CSVs, the test logs and the
-# build log are also copied to $OUT when it is set (the device tool's output folder).
+#   tools/gpu_check.sh [--budget SECONDS]      on the GPU machine, with .deps carried
+#   tools/gpu_check.sh --smoke BUILD_DIR       here, without a GPU (CI): every part on the
+#                                              CPU at toy sizes, from an existing build
+#
+# Before a GPU session: run tools/gpu_deps.sh here, then on the device machine run this
+# script with carry [".deps"]. Exits non-zero when a part that ran failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+root=$PWD
+
+smoke=0
+budget=520
 build=build-gpu
-out=$build/check  # every log; the few worth keeping are copied to $OUT (when set) at the end
-mkdir -p "$build" "$out"
-t0=$SECONDS
+while (($#)); do
+  case "$1" in
+    --smoke) smoke=1; build=${2:?--smoke needs the build folder}; shift 2 ;;
+    --budget) budget=${2:?}; shift 2 ;;
+    *) echo "usage: tools/gpu_check.sh [--budget SECONDS] | --smoke BUILD_DIR" >&2; exit 2 ;;
+  esac
+done
+out=${OUT:-$build/check}
+mkdir -p "$out" "$build"
+logs=$build/check_logs  # logs not worth bringing back
+mkdir -p "$logs"
+report=$out/gpu_report.md
+deadline=$((SECONDS + budget))
+failures=()
 
-echo "== device =="
-nvidia-smi --query-gpu=name,compute_cap,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi: no GPU visible"
-
-# Dependencies missing from the image: unpack the carried Debian packages into .deps/root.
-cmake_extra=()
-if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/dev/null)" ||
-      ! -f /usr/include/stb/stb_image.h ]]; then
-  if ls .deps/debs/*.deb >/dev/null 2>&1; then
-    for f in .deps/debs/*.deb; do dpkg -x "$f" .deps/root; done
-    lib=$PWD/.deps/root/usr/lib/x86_64-linux-gnu
-    cmake_extra+=("-DCMAKE_LIBRARY_PATH=$lib/openblas-pthread;$lib"
-                  "-DCMAKE_INCLUDE_PATH=$PWD/.deps/root/usr/include/x86_64-linux-gnu/openblas-pthread")
-    export LD_LIBRARY_PATH=$lib/openblas-pthread:$lib:${LD_LIBRARY_PATH:-}
-    echo "using OpenBLAS and stb from .deps"
+# part NAME CAP CMD...: runs CMD with a time box of min(CAP, time left - 10 s), and says in
+# the report how it ended. Returns CMD's status (124 when its time ran out).
+part() {
+  local name=$1 cap=$2; shift 2
+  local left=$((deadline - SECONDS - 10)) box=$cap
+  ((left < box)) && box=$left
+  if ((box < 15)); then
+    echo "- $name: not run, the budget was spent" >>"$report.parts"
+    return 125
+  fi
+  local t=$SECONDS rc
+  echo "== $name (time box ${box} s) =="
+  if declare -F "$1" >/dev/null; then  # a function of this script: timeout runs it in a bash of its own
+    timeout --kill-after=10 "$box" bash -c "$(declare -p build out logs device smoke train data py cmake_extra sanitizer 2>/dev/null)
+$(declare -f "$1"); $(printf '%q ' "$@")"
   else
-    echo "no OpenBLAS on this machine and no .deps/debs: run tools/gpu_deps.sh here and carry .deps" >&2
-    exit 2
+    timeout --kill-after=10 "$box" "$@"
+  fi
+  rc=$?
+  local how="ok"
+  ((rc == 124 || rc == 137)) && how="STOPPED at its time box (${box} s); what it finished is above"
+  ((rc != 0 && rc != 124 && rc != 137)) && how="FAILED (exit $rc)"
+  ((rc != 0)) && failures+=("$name")
+  echo "- $name: $how, $((SECONDS - t)) s" >>"$report.parts"
+  return $rc
+}
+
+if ((smoke)); then
+  py=/usr/bin/python3 device=cpu
+  if ! $py -c "import torch" 2>/dev/null; then
+    echo "smoke: $py has no torch (tools/setup.sh --tests installs Debian's python3-torch); skipped"
+    exit 77
+  fi
+else
+  py=python3 device=cuda
+fi
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)")
+{
+  echo "# GPU check, $(date -u +%Y-%m-%d' '%H:%M) UTC, commit $commit$dirty"
+  echo
+  if ((smoke)); then echo "Smoke mode: the CPU, toy sizes (no figure here means anything)."; fi
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
+  echo "nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo none); $($py -c 'import torch, sys; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda, "cuDNN", torch.backends.cudnn.version() if torch.cuda.is_available() else "-")' 2>/dev/null)"
+  $py -c 'import timm; print("timm", timm.__version__)' 2>/dev/null
+  echo "CPU: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+  echo
+} >"$report"
+: >"$report.parts"
+
+# ---- dependencies the GPU image lacks (tools/gpu_deps.sh packed them here) ----------------
+cmake_extra=()
+data=$build/fer2013_subset
+if ((!smoke)); then
+  if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/dev/null)" ||
+        ! -f /usr/include/stb/stb_image.h ]]; then
+    if ls .deps/debs/*.deb >/dev/null 2>&1; then
+      for f in .deps/debs/*.deb; do dpkg -x "$f" .deps/root; done
+      lib=$root/.deps/root/usr/lib/x86_64-linux-gnu
+      cmake_extra+=("-DCMAKE_LIBRARY_PATH=$lib/openblas-pthread;$lib"
+                    "-DCMAKE_INCLUDE_PATH=$root/.deps/root/usr/include/x86_64-linux-gnu/openblas-pthread;$root/.deps/root/usr/include")
+      export LD_LIBRARY_PATH=$lib/openblas-pthread:$lib:${LD_LIBRARY_PATH:-}
+    else
+      echo "no OpenBLAS on this machine and no .deps/debs: run tools/gpu_deps.sh here and carry .deps" | tee -a "$report" >&2
+      exit 2
+    fi
+  fi
+  if [[ -z "${CUDNN_ROOT:-}" ]]; then  # cuDNN: beside the toolkit, in a pip wheel, or wherever the image has it
+    h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name cudnn.h 2>/dev/null | head -1)
+    [[ -n "$h" ]] && export CUDNN_ROOT=$(dirname "$(dirname "$h")")
+  fi
+  mkdir -p "$data" && [[ -f .deps/fer2013_subset.tar.gz ]] && tar -xzf .deps/fer2013_subset.tar.gz -C "$data"
+else
+  # a toy subset of ../shared/fer2013, as gpu_deps.sh packs the real one
+  rm -rf "$data"
+  for split in train val; do
+    [[ -d ../shared/fer2013/$split ]] || continue
+    for d in ../shared/fer2013/$split/*/; do
+      mkdir -p "$data/$split/$(basename "$d")"
+      ls "$d" | head -12 | while read -r f; do cp "$d$f" "$data/$split/$(basename "$d")/"; done
+    done
+  done
+fi
+
+# ---- 1. build ------------------------------------------------------------------------------
+if ((!smoke)); then
+  # PyTorch's compile caches (inductor's FX graph and Triton kernel caches, on disk) filled
+  # while nvcc runs: the timed run's torch.compile then reads them instead of compiling.
+  (timeout 300 $py tools/reference/head_to_head.py --warm-compile >"$logs/warm_compile.log" 2>&1) &
+  warm=$!
+  build_step() {
+    cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_extra[@]}" >"$out/build.log" 2>&1 &&
+      cmake --build "$build" -j "$(nproc)" -- -k 0 >>"$out/build.log" 2>&1
+  }
+  if ! part "build" 300 build_step; then
+    grep -E "error" -A3 "$out/build.log" | head -40
+  fi
+  grep "^-- emonext:" "$out/build.log"
+  spills=$(grep "bytes spill stores" "$out/build.log" | grep -vc " 0 bytes spill stores, 0 bytes spill loads")
+  echo "ptxas reports: $(grep -c 'bytes spill stores' "$out/build.log"), with local-memory spills: $spills" | tee -a "$report.parts"
+  wait "$warm"
+  echo "- PyTorch compile-cache warm-up (beside the build): $(tr '\n' ';' <"$logs/warm_compile.log" | tail -c 400)" >>"$report.parts"
+fi
+train=$build/tools/emonext_train
+[[ -x $train ]] || { echo "no $train: nothing to run" | tee -a "$report"; cat "$report.parts" >>"$report"; exit 1; }
+
+# ---- 2. the head-to-head table ----------------------------------------------------------------
+h2h_args=(--engine "$train" --out "$logs" --device "$device" --extra)
+((smoke)) && h2h_args+=(--smoke)
+rm -f "$logs/head_to_head.md" "$logs/head_to_head.csv"
+part "head to head" 270 $py tools/reference/head_to_head.py "${h2h_args[@]}"
+cp "$logs/head_to_head.csv" "$out/" 2>/dev/null
+{ echo "## Head to head: training images/s"; echo; cat "$logs/head_to_head.md" 2>/dev/null; echo; } >>"$report"
+
+# ---- 3. kernel_bench ----------------------------------------------------------------------------
+kernel_bench() {
+  local shapes=("64,56,56,96" "64,14,14,384") iters=10
+  ((smoke)) && shapes=("2,14,14,96" "2,7,7,384") iters=1
+  local first=1 dtypes=(f32 bf16)
+  ((smoke)) && dtypes=(f32)  # the CPU mode runs f32 alone
+  for shape in "${shapes[@]}"; do
+    for dtype in "${dtypes[@]}"; do
+      "$build/tools/kernel_bench" --device "$device" --dtype "$dtype" --shape "$shape" --iters "$iters" \
+          --csv "$logs/kb.csv" || return 1
+      if ((first)); then cat "$logs/kb.csv"; else tail -n +2 "$logs/kb.csv"; fi >>"$out/kernel_bench.csv"
+      first=0
+    done
+  done
+}
+rm -f "$out/kernel_bench.csv"
+part "kernel_bench" 150 kernel_bench >"$logs/kernel_bench.log" 2>&1
+grep -E "copy|FAILED" "$logs/kernel_bench.log" | head -8
+{
+  echo "## kernel_bench (ms; %copy = minimum bytes / time / the copy rate measured in the same run)"
+  echo
+  grep -E "measured copy bandwidth|FAILED|cuDNN algos" "$logs/kernel_bench.log" | sed 's/^/- /'
+  echo
+  echo "| kernel | direction | dtype | shape | ms | %copy | baseline | baseline ms | speedup | max err |"
+  echo "|---|---|---|---|---:|---:|---|---:|---:|---:|"
+  $py - "$out/kernel_bench.csv" <<'EOF' 2>/dev/null
+import csv, sys
+for r in csv.DictReader(open(sys.argv[1])):
+    print(f"| {r['kernel']} | {r['direction']} | {r['dtype']} | {r['shape']} | {float(r['ms']):.4g} | "
+          f"{100 * float(r['fraction_of_copy']):.0f}% | {r['baseline']} | {float(r['baseline_ms']):.4g} | {r['speedup']} | {r['max_err']} |")
+EOF
+  echo
+} >>"$report"
+
+# ---- 4. a short real-data run (timed, so alone) -----------------------------------------------------------------
+real_run() {
+  local flags=(--data "$data" --model atto --img-size 48 --batch 64 --schedule cosine --warmup 128 --epochs 6 --no-vflip
+               --rotate 0 --no-ema --drop-path 0 --device "$device" --amp bf16 --log-every 200 --overwrite --out "$build/real_run")
+  ((smoke)) && flags+=(--max-steps 2 --batch 16 --amp off)
+  "$train" "${flags[@]}"
+}
+if [[ -d $data/train ]]; then
+  part "real-data run" 150 real_run >"$out/train_real.log" 2>&1
+  cp "$build/real_run/metrics.csv" "$out/train_real_metrics.csv" 2>/dev/null
+  {
+    echo "## Real data: EmoNeXt-atto at 48, --amp bf16, $(find "$data/train" -type f | wc -l) training images, $(find "$data/val" -type f | wc -l) validation"
+    echo
+    echo '```'
+    grep -E "^(emonext_train|mixed|epoch [0-9]+ step|done|train |val )" "$out/train_real.log" | head -20
+    echo '```'
+    echo
+  } >>"$report"
+else
+  echo "- real-data run: no FER2013 subset (.deps/fer2013_subset.tar.gz: tools/gpu_deps.sh makes it)" >>"$report.parts"
+fi
+
+# ---- 5. the tests, with compute-sanitizer beside them (neither is timed) -------------------------
+# memcheck over the f32 op-table tests, racecheck over the f32 cases of the kernels that
+# share memory between threads. Some of the image's machines refuse the device to the
+# sanitizer ("Device not supported"): the log says so and the check goes on.
+sanitize() {
+  "$sanitizer" --tool memcheck --error-exitcode 3 "$build/tests/emonext_tests_cuda" --gtest_filter='Ops/CudaOps.*_f32'
+  local a=$?
+  "$sanitizer" --tool racecheck --error-exitcode 3 "$build/tests/emonext_tests_cuda" \
+      --gtest_filter='*layer_norm*_f32:*dwconv*_f32:*sum*_f32:*softmax*_f32:*se_*_f32:*batch_norm*_f32'
+  return $((a || $?))
+}
+# A cuda test that skips because no GPU answered fails the check (LastTest.log holds every
+# test's output; --output-on-failure shows only the failures').
+tests() {
+  OMP_NUM_THREADS=2 ctest --test-dir "$build" -L cuda --timeout 120 -j 12 --output-on-failure >"$out/ctest_cuda.log" 2>&1
+  local a=$?
+  grep -c "no CUDA device answers" "$build/Testing/Temporary/LastTest.log" >"$logs/unreached"
+  OMP_NUM_THREADS=4 ctest --test-dir "$build" -R "OnCudaMatches|TheCudaRun" --timeout 120 -j 3 --output-on-failure \
+      >>"$out/ctest_cuda.log" 2>&1
+  local b=$?
+  grep -c "no CUDA device answers" "$build/Testing/Temporary/LastTest.log" >>"$logs/unreached"
+  return $((a || b || ($(paste -sd+ "$logs/unreached")) > 0))
+}
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if ((smoke)); then
+  echo "- tests: not in smoke mode (CI runs the cuda suite under emulation)" >>"$report.parts"
+else
+  if [[ -n $sanitizer ]]; then
+    (part "compute-sanitizer" 200 sanitize >"$out/sanitizer.log" 2>&1) &
+    san=$!
+  else
+    echo "- compute-sanitizer: not on this machine" >>"$report.parts"
+  fi
+  part "cuda tests" 200 tests
+  {
+    echo "## Tests"
+    echo
+    grep -E "tests passed|tests failed" "$out/ctest_cuda.log" | sed 's/^/- /'
+    echo "- skipped for want of a GPU: $(($(paste -sd+ "$logs/unreached" 2>/dev/null || echo 0)))"
+    grep -E "\((Failed|SEGFAULT|Subprocess aborted|Timeout)\)" "$out/ctest_cuda.log" | head -20 | sed 's/^/- /'
+    grep "(Skipped)" "$out/ctest_cuda.log" | head -10 | sed 's/^/- skipped: /'
+    echo
+  } >>"$report"
+  if [[ -n $sanitizer ]]; then
+    wait "$san" || failures+=("compute-sanitizer")
+    {
+      echo "## compute-sanitizer (memcheck: the f32 op-table tests; racecheck: the shared-memory kernels' f32 cases)"
+      echo
+      grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Device not supported|PASSED|FAILED|tests ran" "$out/sanitizer.log" | head -12 | sed 's/^/- /'
+      echo
+    } >>"$report"
   fi
 fi
 
-# cuDNN (the spatial transformer's Conv2d on CUDA, and kernel_bench's baseline): CMake
-# looks beside the toolkit and in pip wheels; when neither holds it, point CUDNN_ROOT at
-# whatever copy the image has.
-if [[ -z "${CUDNN_ROOT:-}" ]]; then
-  h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name cudnn.h 2>/dev/null | head -1)
-  [[ -n "$h" ]] && export CUDNN_ROOT=$(dirname "$(dirname "$h")") && echo "cudnn.h found in $CUDNN_ROOT"
-fi
+# ---- 6. the debugging switch's cost ----------------------------------------------------------------
+sync_cost() {
+  local s=(--benchmark 23 --model atto --img-size 48 --batch 256 --device "$device" --no-ema --out "$logs/sync")
+  ((smoke)) && s=(--benchmark 5 --model atto --img-size 48 --batch 8 --device cpu --no-ema --out "$logs/sync")
+  echo "off: $("$train" "${s[@]}" --overwrite | grep '^benchmark')"
+  echo "EMONEXT_SYNC_LAUNCHES=1: $(EMONEXT_SYNC_LAUNCHES=1 "$train" "${s[@]}" --overwrite | grep '^benchmark')"
+}
+part "sync-launch switch" 60 sync_cost >"$logs/sync.log" 2>&1
+{ echo "## EMONEXT_SYNC_LAUNCHES=1 (a wait after every launch), atto/48 batch 256"; echo; sed 's/^/- /' "$logs/sync.log"; echo; } >>"$report"
 
-echo "== build =="
-if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_extra[@]}" >"$out/configure.log" 2>&1; then
-  cat "$out/configure.log"; exit 1
-fi
-grep "^-- emonext:" "$out/configure.log"
-# -k 0: a target that fails to build does not stop the others, so the tests and
-# the bench that did build still run and report.
-build_ok=1
-if ! cmake --build "$build" -j "$(nproc)" -- -k 0 >"$out/build.log" 2>&1; then
-  build_ok=0
-  echo "BUILD FAILED (continuing with what built):"
-  grep -E "error|Error" -A3 "$out/build.log" | head -40
-fi
-t_build=$((SECONDS - t0))
-reports=$(grep -c "bytes spill stores" "$out/build.log")
-spills=$(grep "bytes spill stores" "$out/build.log" | grep -vc " 0 bytes spill stores, 0 bytes spill loads")
-echo "built in ${t_build} s; ptxas reports read: ${reports} (0 means nothing was recompiled); with local-memory spills: ${spills}"
-grep -B1 -E "[1-9][0-9]* bytes spill" "$out/build.log" | head -20
-
-echo "== tests =="
-ctest --test-dir "$build" -L cuda --output-on-failure --timeout 300 -j 4 >"$out/ctest_cuda.log" 2>&1
-rc_cuda=$?
-cp "$build/Testing/Temporary/LastTest.log" "$out/ctest_cuda_full.log" 2>/dev/null
-ctest --test-dir "$build" -L cpu --timeout 300 -j 8 >"$out/ctest_cpu.log" 2>&1
-rc_cpu=$?
-skipped=$(grep -c "(Skipped)" "$out/ctest_cuda.log")
-unreached=$(grep -c "no CUDA device answers" "$out/ctest_cuda_full.log" 2>/dev/null)
-
-echo "== kernel_bench (ConvNeXt-Tiny stage 1, batch 64) =="
-bench_ok=1
-for dtype in f32 bf16 f16; do
-  "$build/tools/kernel_bench" --device cuda --dtype "$dtype" --csv "$out/kernel_bench_$dtype.csv" 2>&1 | tee "$out/kernel_bench_$dtype.log"
-  [[ ${PIPESTATUS[0]} -eq 0 ]] || bench_ok=0
-done
-echo "== kernel_bench (stage 3 shape, bf16) =="
-"$build/tools/kernel_bench" --device cuda --dtype bf16 --shape 64,14,14,384 --csv "$out/kernel_bench_stage3_bf16.csv" 2>&1 | tee "$out/kernel_bench_stage3_bf16.log"
-[[ ${PIPESTATUS[0]} -eq 0 ]] || bench_ok=0
-
-echo "== training benchmark (EmoNeXt-tiny, 224 x 224, batch 64, synthetic data; images/s and launches per step) =="
-for amp in off bf16 fp16; do
-  timeout 150 "$build/tools/emonext_train" --benchmark 30 --model tiny --img-size 224 --batch 64 --device cuda --amp "$amp" \
-      --out "$out/bench_$amp" 2>&1 | tail -1 | tee -a "$out/train_bench.log"
-done
-# The small model, where a step is short and the host's launch rate may bound it.
-timeout 60 "$build/tools/emonext_train" --benchmark 40 --model atto --img-size 48 --batch 64 --device cuda \
-    --out "$out/bench_atto" 2>&1 | tail -1 | tee -a "$out/train_bench.log"
-
-echo "== report =="
-echo "cuda tests: $(grep -E "tests passed|tests failed" "$out/ctest_cuda.log" | tail -1); skipped ${skipped}, of which for want of a GPU: ${unreached:-?}"
-echo "cpu tests:  $(grep -E "tests passed|tests failed" "$out/ctest_cpu.log" | tail -1)"
-echo "kernel_bench checks: $([[ $bench_ok -eq 1 ]] && echo "all passed" || echo "SOME FAILED (see FAILED CHECK above)")"
-grep -E "\(Failed\)|\(SEGFAULT\)|\(Subprocess aborted\)|\(Timeout\)" "$out/ctest_cuda.log" | head -30
-grep "(Skipped)" "$out/ctest_cuda.log" | sed 's/^/skipped: /' | head -10
-echo "total ${SECONDS} s"
-if [[ -n "${OUT:-}" ]]; then  # the device tool brings back at most 8 files
-  cp "$out"/kernel_bench_{f32,bf16,f16,stage3_bf16}.csv "$out"/ctest_cuda_full.log "$out"/ctest_cpu.log "$out"/train_bench.log "$OUT"/ 2>/dev/null
-fi
-[[ $build_ok -eq 1 && $rc_cuda -eq 0 && $rc_cpu -eq 0 && ${unreached:-1} -eq 0 && $bench_ok -eq 1 ]]
+{ echo "## Parts"; echo; cat "$report.parts"; echo "- total $SECONDS s"; } >>"$report"
+rm -f "$report.parts"
+echo
+cat "$report"
+((${#failures[@]} == 0))
