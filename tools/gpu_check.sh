@@ -164,16 +164,19 @@ cp "$logs/head_to_head.csv" "$out/" 2>/dev/null
 kernel_bench() {
   local shapes=("64,56,56,96" "64,14,14,384") iters=10
   ((smoke)) && shapes=("2,14,14,96" "2,7,7,384") iters=1
-  local first=1 dtypes=(f32 bf16)
+  local first=1 dtypes=(f32 bf16) rc=0
   ((smoke)) && dtypes=(f32)  # the CPU mode runs f32 alone
   for shape in "${shapes[@]}"; do
-    for dtype in "${dtypes[@]}"; do
+    for dtype in "${dtypes[@]}"; do  # a failed check is reported; the other shapes and dtypes still run
+      rm -f "$logs/kb.csv"
       "$build/tools/kernel_bench" --device "$device" --dtype "$dtype" --shape "$shape" --iters "$iters" \
-          --csv "$logs/kb.csv" || return 1
+          --csv "$logs/kb.csv" || rc=1
+      [[ -f $logs/kb.csv ]] || continue
       if ((first)); then cat "$logs/kb.csv"; else tail -n +2 "$logs/kb.csv"; fi >>"$out/kernel_bench.csv"
       first=0
     done
   done
+  return $rc
 }
 rm -f "$out/kernel_bench.csv"
 part "kernel_bench" 150 kernel_bench >"$logs/kernel_bench.log" 2>&1

@@ -227,7 +227,17 @@ std::vector<Case> layer_scale_residual_cases(const Data& d, Buffers& keep) {
   const kernels::LayerScaleResidual p{t, n_img, d.x.size(1) * d.x.size(2), c, keep_p};
   const auto* uf = static_cast<const float*>(u->data_ptr());
   Tensor *y = buffer(keep, like(d.x)), *yb = buffer(keep, like(d.x)), *dh = buffer(keep, like(d.x)), *dhb = buffer(keep, like(d.x)),
-         *db = buffer(keep, like(*b)), *dbb = buffer(keep, like(*b)), *dgm = buffer(keep, like(*b)), *dgmb = buffer(keep, like(*b));
+         *db = buffer(keep, like(*b)), *dbb = buffer(keep, like(*b)), *dgm = buffer(keep, like(*b)), *dgmb = buffer(keep, like(*b)),
+         *want = buffer(keep, Tensor()), *want_db = buffer(keep, Tensor()), *want_dgm = buffer(keep, Tensor());
+  // The backward's check: the same formulas op by op in f32 (as batch_norm_cases: in 16-bit
+  // the op-by-op products are rounded one by one before the column sums).
+  auto check_backward = [=] {
+    const DType f32 = DType::F32;
+    const Tensor gm = g->to(f32) * mask->to(f32);
+    *want = gm * gamma->to(f32);
+    *want_db = sum(*want, {0, 1, 2});
+    *want_dgm = sum(gm * (h->to(f32) + b->to(f32)), {0, 1, 2});
+  };
   return {
       {"layer_scale_res", "forward", "op by op", 3 * n * s, 4 * n,
        [=, &d] { EMONEXT_KERNEL(dev, layer_scale_residual_forward, p, y->data_ptr(), d.x.data_ptr(), h->data_ptr(), b->data_ptr(), gamma->data_ptr(), uf); },
@@ -241,7 +251,11 @@ std::vector<Case> layer_scale_residual_cases(const Data& d, Buffers& keep) {
          *dbb = sum(*dhb, {0, 1, 2});
          *dgmb = sum(gm * *hb, {0, 1, 2});
        },
-       [=] { return std::max({max_error(*dh, *dhb), max_error(*db, *dbb), max_error(*dgm, *dgmb)}); }},
+       [=] {
+         check_backward();
+         return std::max({max_error(*dh, *want), max_error(*db, *want_db), max_error(*dgm, *want_dgm)});
+       },
+       [=] { return std::max({max_error(*dhb, *want), max_error(*dbb, *want_db), max_error(*dgmb, *want_dgm)}); }},
   };
 }
 
@@ -254,7 +268,7 @@ Case bias_gelu_backward_case(const Data& d, Buffers& keep) {
   const double s = double(dtype_size(t)), n4 = double(d.x4.numel());
   const int64_t rows = d.x4.numel() / d.C4;
   Tensor *dx = buffer(keep, like(d.x4)), *dxb = buffer(keep, like(d.x4)), *db = buffer(keep, like(d.b4)),
-         *dbb = buffer(keep, like(d.b4));
+         *dbb = buffer(keep, like(d.b4)), *want = buffer(keep, Tensor()), *want_db = buffer(keep, Tensor());
   return {"bias_gelu", "backward", "op by op", 3 * n4 * s, 26 * n4,
           [=, &d] { EMONEXT_KERNEL(dev, bias_gelu_backward, t, false, dx->data_ptr(), db->data_ptr(), d.dy4.data_ptr(), d.x4.data_ptr(), d.b4.data_ptr(), rows, d.C4); },
           [=, &d] {
@@ -262,7 +276,14 @@ Case bias_gelu_backward_case(const Data& d, Buffers& keep) {
             EMONEXT_KERNEL(dev, binary, kernels::BinaryOp::GeluErfBackward, view_of(*dxb), view_of(d.dy4), view_of(pre));
             *dbb = sum(*dxb, {0, 1, 2});
           },
-          [=] { return std::max(max_error(*dx, *dxb), max_error(*db, *dbb)); }};
+          [=, &d] {  // the check: the same op by op in f32 (in 16-bit the baseline rounds dx before its column sums)
+            const Tensor pre = d.x4.to(DType::F32) + d.b4.to(DType::F32);
+            *want = Tensor::empty(pre.shape(), DType::F32, dev);
+            EMONEXT_KERNEL(dev, binary, kernels::BinaryOp::GeluErfBackward, view_of(*want), view_of(d.dy4.to(DType::F32)), view_of(pre));
+            *want_db = sum(*want, {0, 1, 2});
+            return std::max(max_error(*dx, *want), max_error(*db, *want_db));
+          },
+          [=] { return std::max(max_error(*dxb, *want), max_error(*dbb, *want_db)); }};
 }
 
 // Training-mode BatchNorm over the stage-1 activations as [N*H*W, C] rows (the model's
