@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/base/limits.h"
 #include "core/tensor.h"
 
 namespace emonext {
@@ -73,7 +74,7 @@ Device Device::parse(const std::string& text) {
   if (text == "cpu") return cpu();
   if (text == "cuda") return cuda(0);
   if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.find_first_not_of("0123456789", 5) == std::string::npos)
-    return cuda(std::stoi(text.substr(5)));
+    return cuda(int(limits::parse_int(text.substr(5), "device '" + text + "'", 0, 1023)));
   fail("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
 }
 

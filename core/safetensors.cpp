@@ -1,11 +1,13 @@
 #include "core/safetensors.h"
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/autograd.h"
 #include "core/base/json.h"
+#include "core/base/limits.h"
 
 namespace emonext {
 
@@ -42,7 +44,14 @@ class JsonParser {
   void skip() { while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_; }
   char peek() { skip(); if (i_ >= s_.size()) error("unexpected end"); return s_[i_]; }
   void expect(char c) { if (peek() != c) error("unexpected character"); ++i_; }
+  // Recursive descent, so the nesting is bounded (100,000 '[' would overflow the stack).
   Json value() {
+    if (++depth_ > limits::kMaxNesting) error("nesting deeper than 64");
+    Json v = value_here();
+    --depth_;
+    return v;
+  }
+  Json value_here() {
     const char c = peek();
     Json v;
     if (c == '{') {
@@ -70,11 +79,12 @@ class JsonParser {
       }
     }
     if (c == '"') { v.kind = Json::String; v.text = string(); return v; }
-    if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) {
+    if (c == '-' || std::isdigit(static_cast<unsigned char>(c))) {  // integers only: shapes and offsets
       size_t end = i_ + 1;
       while (end < s_.size() && std::isdigit(static_cast<unsigned char>(s_[end]))) ++end;
       v.kind = Json::Number;
-      v.number = std::stoll(s_.substr(i_, end - i_));
+      const auto r = std::from_chars(s_.data() + i_, s_.data() + end, v.number);
+      if (r.ec != std::errc() || r.ptr != s_.data() + end) error("a number that is not a 64-bit integer");
       i_ = end;
       return v;
     }
@@ -144,6 +154,7 @@ class JsonParser {
   const std::string& s_;
   const std::string& file_;
   size_t i_ = 0;
+  int depth_ = 0;
 };
 
 const char* st_dtype(DType t) {
@@ -168,9 +179,13 @@ DType parse_st_dtype(const std::string& s, const std::string& file, const std::s
 // Opens a safetensors file and reads its 8-byte length and JSON header, leaving `in` at
 // the first data byte; *file_size is the file's size.
 std::string read_header(std::ifstream& in, const std::string& path, uint64_t* file_size) {
+  std::error_code ec;
+  EMONEXT_CHECK(std::filesystem::is_regular_file(path, ec), path, ": not a file");
   EMONEXT_CHECK(in, path, ": cannot open for reading");
   in.seekg(0, std::ios::end);
-  *file_size = uint64_t(in.tellg());
+  const std::streamoff size = in.tellg();
+  EMONEXT_CHECK(size >= 0, path, ": cannot tell the file's size");
+  *file_size = uint64_t(size);
   in.seekg(0);
   EMONEXT_CHECK(*file_size >= 8, path, ": truncated safetensors file (", *file_size, " bytes)");
   unsigned char len_bytes[8];
@@ -238,10 +253,15 @@ SafeTensors load_safetensors(const std::string& path) {
     EMONEXT_CHECK(dtype && shape && offsets && offsets->items.size() == 2, path, ": tensor '", name,
                   "' lacks dtype, shape or data_offsets");
     const DType t = parse_st_dtype(dtype->text, path, name);
+    EMONEXT_CHECK(shape->kind == Json::Array && offsets->kind == Json::Array, path, ": tensor '", name,
+                  "': shape and data_offsets must be arrays");
     Shape s;
-    for (const Json& d : shape->items) s.push_back(d.number);
+    for (const Json& d : shape->items) {
+      EMONEXT_CHECK(d.kind == Json::Number, path, ": tensor '", name, "': a shape entry that is not a number");
+      s.push_back(d.number);
+    }
     const int64_t begin = offsets->items[0].number, end = offsets->items[1].number;
-    const int64_t expect = shape_numel(s) * int64_t(dtype_size(t));
+    const int64_t expect = limits::mul(limits::numel(s, path, ": tensor '", name, "'"), int64_t(dtype_size(t)), path, ": tensor '", name, "'");
     EMONEXT_CHECK(begin >= 0 && end >= begin && uint64_t(end) <= data_size, path, ": tensor '", name, "' data [", begin,
                   ", ", end, ") lies outside the ", data_size, " data bytes (truncated file?)");
     EMONEXT_CHECK(end - begin == expect, path, ": tensor '", name, "' has ", end - begin, " bytes, but ", dtype->text,

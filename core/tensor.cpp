@@ -64,7 +64,8 @@ Tensor Tensor::ones(const Shape& shape, DType dtype, Device device) { return ful
 
 Tensor Tensor::from_bytes(const void* data, const Shape& shape, DType dtype, Device device) {
   Tensor t = empty(shape, dtype, device);
-  copy_bytes(t.data_ptr(), device, data, Device::cpu(), size_t(t.numel()) * dtype_size(dtype));
+  const size_t bytes = size_t(t.numel()) * dtype_size(dtype);
+  if (bytes > 0) copy_bytes(t.data_ptr(), device, data, Device::cpu(), bytes);  // data may be null when empty
   return t;
 }
 
@@ -83,7 +84,10 @@ Tensor Tensor::from_ints(const std::vector<int64_t>& values, const Shape& shape,
 
 // ---- metadata ----
 
-int64_t Tensor::size(int d) const { return shape()[size_t(wrap_dim("size", d, dim()))]; }
+int64_t Tensor::size(int d) const {
+  EMONEXT_CHECK(dim() > 0, "size(", d, ") of a tensor with no dimensions (a scalar)");
+  return shape()[size_t(wrap_dim("size", d, dim()))];
+}
 
 bool Tensor::is_contiguous() const {
   int64_t expect = 1;

@@ -1,10 +1,12 @@
 #include "core/torch_file.h"
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
 #include "core/base/error.h"
+#include "core/base/limits.h"
 
 namespace emonext {
 
@@ -25,18 +27,29 @@ struct Zip {
   [[noreturn]] void corrupt(const std::string& what) const {
     throw Error(path + ": corrupt or truncated torch file (" + what + "); re-download it or save it again with torch.save");
   }
+  // The n-byte little-endian value at `at` (every offset comes from the file: checked
+  // without computing at + n, which could wrap).
   uint64_t u(uint64_t at, int n) const {
-    if (at + uint64_t(n) > bytes.size()) corrupt("a record runs past the end of the file");
+    if (at > bytes.size() || uint64_t(n) > bytes.size() - at) corrupt("a record runs past the end of the file");
     uint64_t v = 0;
     for (int k = n - 1; k >= 0; --k) v = (v << 8) | uint8_t(bytes[size_t(at) + size_t(k)]);
     return v;
   }
+  // at + n for offsets and lengths read from the file, refused past the end of the file.
+  uint64_t within(uint64_t at, uint64_t n, const char* what) const {
+    if (at > bytes.size() || n > bytes.size() - at) corrupt(what);
+    return at + n;
+  }
 
   explicit Zip(const std::string& p) : path(p) {
+    std::error_code ec;
+    EMONEXT_CHECK(std::filesystem::is_regular_file(path, ec), path, ": not a file");
     std::ifstream f(path, std::ios::binary);
     EMONEXT_CHECK(f.good(), path, ": cannot open the file");
     f.seekg(0, std::ios::end);
-    bytes.resize(size_t(f.tellg()));
+    const std::streamoff file_size = f.tellg();
+    EMONEXT_CHECK(file_size >= 0, path, ": cannot tell the file's size");
+    bytes.resize(size_t(file_size));
     f.seekg(0);
     f.read(bytes.data(), std::streamsize(bytes.size()));
     EMONEXT_CHECK(f.good(), path, ": read error");
@@ -54,15 +67,18 @@ struct Zip {
       count = u(rec + 32, 8);
       dir = u(rec + 48, 8);
     }
+    // Each central directory entry takes at least 46 bytes of the file.
+    if (count > bytes.size() / 46) corrupt("more directory entries than the file can hold");
     uint64_t at = dir;
     for (uint64_t e = 0; e < count; ++e) {
       if (u(at, 4) != 0x02014b50) corrupt("bad central directory entry");
       const uint64_t method = u(at + 10, 2), name_len = u(at + 28, 2), extra_len = u(at + 30, 2), comment_len = u(at + 32, 2);
       uint64_t size = u(at + 24, 4), local = u(at + 42, 4);
-      if (at + 46 + name_len > bytes.size()) corrupt("entry name past the end");
-      const std::string name(bytes.data() + at + 46, name_len);
+      const uint64_t name_at = within(at, 46, "entry past the end"), extra_at = within(name_at, name_len, "entry name past the end");
+      const uint64_t next = within(within(extra_at, extra_len, "extra field past the end"), comment_len, "comment past the end");
+      const std::string name(bytes.data() + name_at, name_len);
       // zip64 extra field: the 64-bit values of whichever fields are 0xFFFFFFFF, in order.
-      for (uint64_t x = at + 46 + name_len; x + 4 <= at + 46 + name_len + extra_len;) {
+      for (uint64_t x = extra_at; x + 4 <= extra_at + extra_len;) {
         const uint64_t id = u(x, 2), len = u(x + 2, 2);
         if (id == 0x0001) {
           uint64_t y = x + 4;
@@ -76,10 +92,11 @@ struct Zip {
         throw Error(path + ": entry " + name + " is compressed (method " + std::to_string(method) +
                     "); torch.save stores entries uncompressed, so this is not a file torch.save wrote");
       if (u(local, 4) != 0x04034b50) corrupt("bad local header for " + name);
-      const uint64_t data = local + 30 + u(local + 26, 2) + u(local + 28, 2);
-      if (data + size > bytes.size()) corrupt("entry " + name + " runs past the end of the file");
+      const uint64_t data = within(within(local, 30, "local header past the end"), u(local + 26, 2) + u(local + 28, 2),
+                                   "local header past the end");
+      within(data, size, ("entry " + name + " runs past the end of the file").c_str());
       entries[name] = {data, size};
-      at += 46 + name_len + extra_len + comment_len;
+      at = next;
     }
   }
 
@@ -95,6 +112,55 @@ PyRef make(PyObject::Kind k) {
   auto o = std::make_shared<PyObject>();
   o->kind = k;
   return o;
+}
+
+// The graph a hostile pickle can build through its memo is not a tree: a container can
+// hold itself (a reference cycle, never freed), or a chain of containers can be nested
+// 200,000 deep (freed by recursion, which overflows the stack). `check_graph` walks the
+// result once, without recursion, and refuses a cycle or a nesting past
+// limits::kMaxNesting; `unlink` empties every container made, so that whatever the
+// objects' shape, each is freed on its own.
+void unlink(std::vector<PyRef>& made) {
+  for (const PyRef& o : made) {
+    o->items.clear();
+    o->dict.clear();
+  }
+}
+
+void check_graph(const std::vector<PyRef>& made, const std::string& path) {
+  enum : uint8_t { Open = 1, Done = 2 };
+  std::map<const PyObject*, std::pair<uint8_t, int>> seen;  // state, depth below (for Done)
+  struct Frame { const PyObject* o; size_t next; };
+  std::vector<Frame> stack;
+  const auto child = [](const PyObject* o, size_t k) -> const PyObject* {
+    if (k < o->items.size()) return o->items[k].get();
+    k -= o->items.size();
+    return k / 2 < o->dict.size() ? (k % 2 ? o->dict[k / 2].second : o->dict[k / 2].first).get() : nullptr;
+  };
+  for (const PyRef& root : made) {  // every object, reachable from the result or not
+    if (!seen.try_emplace(root.get(), Open, 0).second) continue;
+    stack.push_back({root.get(), 0});
+  while (!stack.empty()) {
+    Frame& f = stack.back();
+    if (const PyObject* c = child(f.o, f.next++)) {
+      auto [it, fresh] = seen.try_emplace(c, Open, 0);
+      if (fresh) {
+        if (stack.size() >= size_t(limits::kMaxNesting))
+          fail(detail::concat(path, ": the pickle nests containers more than ", limits::kMaxNesting, " deep"));
+        stack.push_back({c, 0});
+      } else if (it->second.first == Open) {
+        fail(detail::concat(path, ": the pickle holds a container that contains itself"));
+      } else if (it->second.second + stack.size() >= size_t(limits::kMaxNesting)) {
+        fail(detail::concat(path, ": the pickle nests containers more than ", limits::kMaxNesting, " deep"));
+      }
+      continue;
+    }
+    int below = 0;
+    for (size_t k = 0; const PyObject* c = child(f.o, k); ++k) below = std::max(below, seen[c].second + 1);
+    seen[f.o] = {Done, below};
+    stack.pop_back();
+  }
+  }
 }
 
 DType storage_dtype(const std::string& cls, const std::string& path) {
@@ -115,16 +181,30 @@ class Unpickler {
     begin_ = p_;
   }
 
+  // The object the pickle builds, checked by check_graph; every container this
+  // unpickler made is emptied when it fails (see unlink).
   PyRef run() {
+    try {
+      PyRef root = interpret();
+      check_graph(made_, zip_.path);
+      return root;
+    } catch (...) {
+      unlink(made_);
+      throw;
+    }
+  }
+
+ private:
+  PyRef interpret() {
     while (true) {
       const uint8_t op = byte();
       switch (op) {
         case 0x80: byte(); break;               // PROTO
         case 0x95: take(8); break;              // FRAME
-        case '}': push(make(PyObject::Kind::Dict)); break;
-        case ']': push(make(PyObject::Kind::List)); break;
-        case ')': push(make(PyObject::Kind::Tuple)); break;
-        case 0x8f: push(make(PyObject::Kind::List)); break;  // EMPTY_SET: a list will do
+        case '}': push(object(PyObject::Kind::Dict)); break;
+        case ']': push(object(PyObject::Kind::List)); break;
+        case ')': push(object(PyObject::Kind::Tuple)); break;
+        case 0x8f: push(object(PyObject::Kind::List)); break;  // EMPTY_SET: a list will do
         case '(': marks_.push_back(stack_.size()); break;
         case 'X': push(string(uint32(4))); break;      // BINUNICODE
         case 0x8c: push(string(uint32(1))); break;     // SHORT_BINUNICODE
@@ -167,13 +247,13 @@ class Unpickler {
           const char* b = take(8);
           uint64_t v = 0;
           for (int k = 0; k < 8; ++k) v = (v << 8) | uint8_t(b[k]);
-          auto o = make(PyObject::Kind::Float);
+          auto o = object(PyObject::Kind::Float);
           std::memcpy(&o->f, &v, 8);
           push(o);
           break;
         }
-        case 0x88: case 0x89: { auto o = make(PyObject::Kind::Bool); o->i = op == 0x88; push(o); break; }
-        case 'N': push(make(PyObject::Kind::None)); break;
+        case 0x88: case 0x89: { auto o = object(PyObject::Kind::Bool); o->i = op == 0x88; push(o); break; }
+        case 'N': push(object(PyObject::Kind::None)); break;
         case 'R': { auto args = pop(), fn = pop(); push(reduce(fn, args)); break; }
         case 0x81: { auto args = pop(), cls = pop(); push(reduce(cls, args)); break; }  // NEWOBJ
         case 's': { auto v = pop(), k = pop(); top()->dict.emplace_back(k, v); break; }
@@ -197,7 +277,6 @@ class Unpickler {
     }
   }
 
- private:
   [[noreturn]] void truncated() const { zip_.corrupt("data.pkl ends early"); }
   const char* take(size_t n) {
     if (size_t(end_ - p_) < n) truncated();
@@ -224,24 +303,32 @@ class Unpickler {
     return {d[v >> 4], d[v & 15]};
   }
   PyRef string(uint32_t n) {
-    auto o = make(PyObject::Kind::String);
+    auto o = object(PyObject::Kind::String);
     o->s.assign(take(n), n);
     return o;
   }
-  static PyRef integer(int64_t v) {
-    auto o = make(PyObject::Kind::Int);
+  PyRef integer(int64_t v) {
+    auto o = object(PyObject::Kind::Int);
     o->i = v;
     return o;
   }
-  static PyRef tuple(std::vector<PyRef> items) {
-    auto o = make(PyObject::Kind::Tuple);
+  PyRef tuple(std::vector<PyRef> items) {
+    auto o = object(PyObject::Kind::Tuple);
     o->items = std::move(items);
     return o;
   }
-  static PyRef global(const std::string& name) {
-    auto o = make(PyObject::Kind::Global);
+  PyRef global(const std::string& name) {
+    auto o = object(PyObject::Kind::Global);
     o->s = name;
     return o;
+  }
+  // Every object comes from here: counted against limits::kMaxPickleObjects and kept in
+  // made_, so that a failure can unlink them all.
+  PyRef object(PyObject::Kind k) {
+    if (int64_t(made_.size()) >= limits::kMaxPickleObjects)
+      zip_.corrupt("more than " + std::to_string(limits::kMaxPickleObjects) + " objects in the pickle");
+    made_.push_back(make(k));
+    return made_.back();
   }
   void push(PyRef o) { stack_.push_back(std::move(o)); }
   PyRef pop() {
@@ -272,7 +359,7 @@ class Unpickler {
   PyRef persistent(const PyRef& pid) {
     if (pid->kind != PyObject::Kind::Tuple || pid->items.size() < 5 || pid->items[0]->s != "storage")
       zip_.corrupt("unexpected persistent id");
-    auto o = make(PyObject::Kind::Storage);
+    auto o = object(PyObject::Kind::Storage);
     o->dtype = storage_dtype(pid->items[1]->s, zip_.path);
     o->s = pid->items[2]->s;
     o->i = pid->items[4]->i;
@@ -281,46 +368,56 @@ class Unpickler {
 
   PyRef reduce(const PyRef& fn, const PyRef& args) {
     const std::string name = fn->kind == PyObject::Kind::Global ? fn->s : "";
-    if (name == "collections.OrderedDict" || name == "builtins.dict") return make(PyObject::Kind::Dict);
+    if (name == "collections.OrderedDict" || name == "builtins.dict") return object(PyObject::Kind::Dict);
     if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") return rebuild_tensor(args);
     if (name == "torch._utils._rebuild_parameter" && !args->items.empty()) return args->items[0];
-    auto o = make(PyObject::Kind::Opaque);
+    auto o = object(PyObject::Kind::Opaque);
     o->s = name;
     return o;
   }
 
-  // (storage, storage_offset, size, stride, ...): a strided view of the storage, made contiguous.
+  // (storage, storage_offset, size, stride, ...): a strided view of the storage, made
+  // contiguous. Every number is the file's: the shape and strides are checked (rank,
+  // sizes, no negative stride, one stride per dimension), the view must lie inside its
+  // storage and the storage inside its zip entry, and the view may not hold more
+  // elements than its storage (zero or overlapping strides, which torch.save writes
+  // for an expanded view and never for a parameter, would let a few bytes ask for
+  // gigabytes).
   PyRef rebuild_tensor(const PyRef& args) {
     if (args->items.size() < 4 || args->items[0]->kind != PyObject::Kind::Storage) zip_.corrupt("bad tensor record");
     const PyObject& st = *args->items[0];
+    const std::string what = zip_.path + ": tensor in storage " + st.s;
     const int64_t offset = args->items[1]->i;
     Shape shape, stride;
     for (const PyRef& v : args->items[2]->items) shape.push_back(v->i);
     for (const PyRef& v : args->items[3]->items) stride.push_back(v->i);
+    const int64_t n = limits::numel(shape, what, " (shape ", shape_str(shape), ")");
+    if (stride.size() != shape.size()) zip_.corrupt(detail::concat("tensor in storage ", st.s, " has ", stride.size(), " strides for ", shape.size(), " dimensions"));
     const auto [at, bytes] = zip_.entry(prefix_ + "data/" + st.s);
-    const size_t esize = dtype_size(st.dtype);
-    if (uint64_t(st.i) * esize > bytes) zip_.corrupt("storage " + st.s + " is shorter than its element count");
+    const int64_t esize = int64_t(dtype_size(st.dtype));
+    if (st.i < 0 || uint64_t(limits::mul(st.i, esize, what)) > bytes) zip_.corrupt("storage " + st.s + " is shorter than its element count");
+    if (n > st.i) zip_.corrupt(detail::concat("tensor in storage ", st.s, " has ", n, " elements, more than its storage's ", st.i));
     int64_t last = offset;  // the furthest element the view reaches
-    for (size_t d = 0; d < shape.size(); ++d)
-      if (shape[d] > 0) last += (shape[d] - 1) * stride[d];
-    if (offset < 0 || (shape_numel(shape) > 0 && last >= st.i)) zip_.corrupt("a tensor's view runs past its storage");
-    Tensor whole = Tensor::from_bytes(zip_.bytes.data() + at, {st.i}, st.dtype);
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (stride[d] < 0) zip_.corrupt(detail::concat("tensor in storage ", st.s, " has a negative stride"));
+      if (shape[d] > 0) last = limits::add(last, limits::mul(shape[d] - 1, stride[d], what), what);
+    }
+    if (offset < 0 || (n > 0 && last >= st.i)) zip_.corrupt("a tensor's view runs past its storage");
     Tensor out = Tensor::empty(shape, st.dtype);
     // Gather element by element through the strides (tensors are small next to I/O).
-    const char* src = static_cast<const char*>(whole.data_ptr());
+    const char* src = zip_.bytes.data() + at;
     char* dst = static_cast<char*>(out.data_ptr());
-    const int64_t n = shape_numel(shape);
     std::vector<int64_t> idx(shape.size(), 0);
     for (int64_t k = 0; k < n; ++k) {
       int64_t e = offset;
       for (size_t d = 0; d < shape.size(); ++d) e += idx[d] * stride[d];
-      std::memcpy(dst + size_t(k) * esize, src + size_t(e) * esize, esize);
+      std::memcpy(dst + size_t(k * esize), src + size_t(e * esize), size_t(esize));
       for (int64_t d = int64_t(shape.size()) - 1; d >= 0; --d) {
         if (++idx[size_t(d)] < shape[size_t(d)]) break;
         idx[size_t(d)] = 0;
       }
     }
-    auto o = make(PyObject::Kind::Tensor);
+    auto o = object(PyObject::Kind::Tensor);
     o->tensor = out;
     return o;
   }
@@ -331,6 +428,7 @@ class Unpickler {
   std::vector<PyRef> stack_;
   std::vector<size_t> marks_;
   std::map<uint32_t, PyRef> memo_;
+  std::vector<PyRef> made_;
 };
 
 }  // namespace

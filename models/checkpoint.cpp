@@ -5,6 +5,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/limits.h"
 
 namespace emonext {
 
@@ -62,8 +63,9 @@ CheckpointInfo read_checkpoint_info(const std::map<std::string, std::string>& me
   };
   CheckpointInfo info;
   info.model = need("model");
-  info.classes = std::stoll(need("classes"));
-  info.image_size = std::stoll(need("image_size"));
+  info.classes = limits::parse_int(need("classes"), path + ": metadata 'classes'", 1, limits::kMaxClasses);
+  info.image_size = limits::parse_int(need("image_size"), path + ": metadata 'image_size'", EmoNeXt::kMinImageSize,
+                                      limits::kMaxModelImageSize);
   info.labels = split(need("labels"));
   info.metadata = metadata;
   EMONEXT_CHECK(int64_t(info.labels.size()) == info.classes, path, ": ", info.labels.size(), " labels for ", info.classes,

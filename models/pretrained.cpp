@@ -9,6 +9,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/limits.h"
 #include "core/safetensors.h"
 #include "core/torch_file.h"
 #include "models/checkpoint.h"
@@ -122,7 +123,7 @@ std::string map_name(WeightSource s, const std::string& n) {
     case WeightSource::Torchvision: {
       // features.{2i}.{0,1}.* | features.{2i+1}.j.block.{0,2,3,5}.* | features.{2i+1}.j.layer_scale | classifier.{0,2}.*
       if (p.size() >= 4 && p[0] == "features" && is_number(p[1]) && is_number(p[2])) {
-        const int f = std::stoi(p[1]);
+        const int64_t f = limits::parse_int(p[1], "tensor " + n, 0, 1 << 20);
         if (f % 2 == 0) return "downsample_layers." + std::to_string(f / 2) + "." + rest_of(p, 2);
         const std::string stage = "stages." + std::to_string(f / 2) + "." + p[2] + ".";
         if (p[3] == "layer_scale" && p.size() == 4) return stage + "gamma";
@@ -148,16 +149,15 @@ std::string detect_size(const std::map<std::string, Tensor>& mapped, const std::
   for (const auto& [name, t] : mapped) {
     const std::vector<std::string> p = split_dots(name);  // stages.i.j.dwconv.weight
     if (p.size() == 5 && p[0] == "stages" && is_number(p[1]) && is_number(p[2]) && p[3] == "dwconv" && p[4] == "weight") {
-      const int i = std::stoi(p[1]);
-      if (i < 4) depths[size_t(i)] = std::max(depths[size_t(i)], int64_t(std::stoi(p[2])) + 1);
+      const int64_t i = limits::parse_int(p[1], path + ": tensor " + name), j = limits::parse_int(p[2], path + ": tensor " + name);
+      if (i < 4) depths[size_t(i)] = std::max(depths[size_t(i)], std::min<int64_t>(j, 1 << 20) + 1);
     }
   }
-  const auto stem = mapped.find("downsample_layers.0.0.weight");
-  EMONEXT_CHECK(stem != mapped.end(), path, ": no stem convolution (downsample_layers.0.0.weight)");
-  dims[0] = stem->second.size(0);
-  for (int i = 1; i < 4; ++i) {
-    const auto it = mapped.find("downsample_layers." + std::to_string(i) + ".1.weight");
-    EMONEXT_CHECK(it != mapped.end(), path, ": missing tensor downsample_layers.", i, ".1.weight (a downsampling convolution)");
+  for (int i = 0; i < 4; ++i) {
+    const std::string conv = i == 0 ? "downsample_layers.0.0.weight" : "downsample_layers." + std::to_string(i) + ".1.weight";
+    const auto it = mapped.find(conv);
+    EMONEXT_CHECK(it != mapped.end(), path, ": missing tensor ", conv, i == 0 ? " (the stem convolution)" : " (a downsampling convolution)");
+    EMONEXT_CHECK(it->second.dim() == 4, path, ": ", conv, " is ", shape_str(it->second.shape()), ", not a convolution weight");
     dims[size_t(i)] = it->second.size(0);
   }
   for (const ConvNeXtSize& s : convnext_sizes())
@@ -199,8 +199,8 @@ std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource
   report.size = found;
   if (report.source == WeightSource::EmoNeXt) {
     const auto head = mapped.find("head.weight");
-    EMONEXT_CHECK(head != mapped.end() && head->second.size(0) == classes, path, ": an EmoNeXt checkpoint with ",
-                  head == mapped.end() ? int64_t(0) : head->second.size(0), " classes, not ", classes);
+    const int64_t found_classes = head != mapped.end() && head->second.dim() == 2 ? head->second.size(0) : 0;
+    EMONEXT_CHECK(found_classes == classes, path, ": an EmoNeXt checkpoint with ", found_classes, " classes, not ", classes);
   }
   auto model = std::make_unique<EmoNeXt>(convnext_size(found), classes, image_size);
   Generator gen(seed);

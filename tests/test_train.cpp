@@ -55,8 +55,10 @@ TEST(Data, CsvMapsTheCodesOntoTheEngineOrderAndNamesBadRows) {
       {row(9, "Training"), ":3: emotion '9' is not 0..6"},
       {row(1, "Training", 2000), ":3: 2000 pixels, expected 2304"},
       {row(1, "Somewhere"), ":3: Usage 'Somewhere'"},
-      {row(1, "Training", 2304, "300"), ":3: pixel '300' is not 0..255"},
-      {"3\n", ":3: expected 3 fields"}};
+      {row(1, "Training", 2304, "300"), ":3: pixel: 300 is out of range [0, 255]"},
+      {"3\n", ":3: expected 3 fields"},
+      {row(1, "Training", 3000), ":3: more than 2304 pixels"},
+      {std::string(70000, '1') + "\n", ":3: a line longer than 65536 bytes"}};
   for (const auto& [line, says] : bad) {
     std::ofstream(d + "/bad.csv") << "emotion,pixels,Usage\n" << row(0, "Training") << line;
     expect_error([&] { read_fer2013_csv(d + "/bad.csv", "Training"); }, "bad.csv" + says);
@@ -345,9 +347,14 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
       {"--synthetic 32 --batch", 2, "--batch needs a value"},
       {"--synthetic 32 --bogus", 2, "unknown argument --bogus"},
       {"--synthetic 32 --csv fer2013.csv", 2, "give one of --data, --csv and --synthetic"},
-      {"--synthetic 32 --batch 0", 2, "--batch and --epochs must be positive"},
-      {"--synthetic 32 --model huge", 1, "unknown ConvNeXt size 'huge'; known sizes: atto"},
-      {"--synthetic 32 --img-size 24", 2, "--img-size must be at least 32"},
+      {"--synthetic 32 --batch 0", 2, "--batch must be in [1, 65536] and --epochs positive"},
+      {"--synthetic 32 --batch 100000", 2, "--batch must be in [1, 65536]"},
+      {"--synthetic 32 --model huge", 2, "--model 'huge' is not a ConvNeXt size (atto femto"},
+      {"--synthetic 32 --img-size 24", 2, "--img-size must be in [32, 2048]"},
+      {"--synthetic 32 --img-size 4000000000", 2, "--img-size must be in [32, 2048]"},
+      {"--synthetic 32 --classes 1000000", 2, "--classes must be in [1, 100000]"},
+      {"--synthetic 32 --schedule bogus", 2, "--schedule is restarts, cosine or constant, got 'bogus'"},
+      {"--synthetic 32 --amp fp8", 2, "--amp is off, bf16 or fp16, got 'fp8'"},
       {"--synthetic 32 --lr 0", 2, "--lr must be positive"},
       {"--synthetic 32 --cycle 0", 2, "--cycle must be longer than --warmup"},
       {"--synthetic 32 --drop-path 1", 2, "--drop-path must be in [0, 1)"},

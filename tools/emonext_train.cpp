@@ -55,27 +55,8 @@ modes
 // Every number an option takes, checked before anything is read or trained: a value
 // out of range is a usage error naming the option, not a crash or a silent default.
 void check_ranges(const emonext::TrainConfig& c, bool loss_scale_given) {
-  const auto need = [](bool ok, const std::string& why) {
-    if (!ok) usage(why);
-  };
-  need(c.batch >= 1 && c.epochs >= 1, "--batch and --epochs must be positive");
-  need(c.image_size >= emonext::EmoNeXt::kMinImageSize,
-       "--img-size must be at least " + std::to_string(emonext::EmoNeXt::kMinImageSize) +
-           " (the stem and three downsamplings leave one pixel there)");
-  need(c.classes >= 1, "--classes must be at least 1");
-  need(c.synthetic >= 0 && c.workers >= 0 && c.max_steps >= 0 && c.steps >= 0,
-       "--synthetic, --workers, --max-steps and --steps cannot be negative");
-  need(c.lr > 0, "--lr must be positive");
-  need(c.weight_decay >= 0 && c.clip >= 0, "--wd and --clip cannot be negative (--clip 0 turns clipping off)");
-  need(c.drop_path >= 0 && c.drop_path < 1, "--drop-path must be in [0, 1)");
-  need(c.label_smoothing >= 0 && c.label_smoothing <= 1, "--label-smoothing must be in [0, 1]");
-  need(c.augment.rotate_degrees >= 0 && c.augment.rotate_degrees <= 180, "--rotate must be in [0, 180] degrees");
-  need(c.patience >= 1, "--patience must be at least 1 (epochs without a better validation accuracy)");
-  need(c.warmup >= 0, "--warmup cannot be negative");
-  need(c.schedule != "restarts" || c.cycle > c.warmup, "--cycle must be longer than --warmup (the warm-up is part of each cycle)");
-  need(!loss_scale_given || c.loss_scale > 0, "--loss-scale must be positive");
-  need(c.benchmark == 0 || c.benchmark > 3, "--benchmark times the steps after the first 3: give it at least 4");
-  need(!c.backbone || c.benchmark > 0, "--backbone is a --benchmark mode (the bare ConvNeXt trains nothing worth keeping)");
+  if (loss_scale_given && !(c.loss_scale > 0)) usage("--loss-scale must be positive");
+  if (const std::string why = emonext::invalid_setting(c); !why.empty()) usage(why);
 }
 
 // The value given to `flag` on the command line (the last, when repeated), or "". For

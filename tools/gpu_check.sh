@@ -101,7 +101,7 @@ cmake_extra=()
 data=$build/fer2013_subset
 if ((!smoke)); then
   if [[ -z "$(find /usr/include /usr/local/include -name cblas.h -print -quit 2>/dev/null)" ||
-        ! -f /usr/include/stb/stb_image.h ]]; then
+        ! -f /usr/include/stb/stb_image.h || ! -f /usr/include/turbojpeg.h ]]; then
     if ls .deps/debs/*.deb >/dev/null 2>&1; then
       for f in .deps/debs/*.deb; do dpkg -x "$f" .deps/root; done
       lib=$root/.deps/root/usr/lib/x86_64-linux-gnu

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 mkdir -p .deps/debs
 rm -rf .deps/root  # unpacked by gpu_check.sh; too big to carry (the limit is 64 MiB)
 [[ -d .deps/googletest ]] || cp -r /usr/src/googletest .deps/googletest
-(cd .deps/debs && apt-get download -qq libopenblas0-pthread libopenblas-pthread-dev libopenblas-dev libgfortran5 libstb-dev libstb0 >/dev/null)
+(cd .deps/debs && apt-get download -qq libopenblas0-pthread libopenblas-pthread-dev libopenblas-dev libgfortran5 libstb-dev libstb0 libturbojpeg0 libturbojpeg0-dev >/dev/null)
 
 fer=${FER2013_DIR:-../shared/fer2013}
 train_images=${TRAIN_IMAGES:-15000}

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build g++ pkg-config libgtest-dev libopenblas-dev libstb-dev)
+packages=(cmake ninja-build g++ pkg-config libgtest-dev libopenblas-dev libstb-dev libturbojpeg0-dev)
 if [[ "${1:-}" == "--tests" ]]; then
   packages+=(python3-torch)
   shift

@@ -1,11 +1,14 @@
 #include "train/config.h"
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <sstream>
 #include <type_traits>
 
 #include "core/base/error.h"
 #include "core/base/json.h"
+#include "core/base/limits.h"
 #include "models/checkpoint.h"
 
 namespace emonext {
@@ -96,6 +99,36 @@ const Setting kSettings[] = {
 
 }  // namespace
 
+std::string invalid_setting(const TrainConfig& c) {
+  const auto sizes = convnext_sizes();
+  if (std::none_of(sizes.begin(), sizes.end(), [&](const ConvNeXtSize& s) { return s.name == c.model; }))
+    return "--model '" + c.model + "' is not a ConvNeXt size (atto femto pico nano tiny small base large xlarge)";
+  if (c.batch < 1 || c.batch > limits::kMaxBatch || c.epochs < 1)
+    return "--batch must be in [1, " + std::to_string(limits::kMaxBatch) + "] and --epochs positive";
+  if (c.image_size < EmoNeXt::kMinImageSize || c.image_size > limits::kMaxModelImageSize)
+    return "--img-size must be in [" + std::to_string(EmoNeXt::kMinImageSize) + ", " + std::to_string(limits::kMaxModelImageSize) +
+           "] (at 32 the stem and three downsamplings leave one pixel)";
+  if (c.classes < 1 || c.classes > limits::kMaxClasses) return "--classes must be in [1, " + std::to_string(limits::kMaxClasses) + "]";
+  if (c.synthetic < 0 || c.workers < 0 || c.workers > 1024 || c.max_steps < 0 || c.steps < 0)
+    return "--synthetic, --max-steps and --steps cannot be negative, and --workers must be in [0, 1024]";
+  if (!(c.lr > 0) || !std::isfinite(c.lr)) return "--lr must be positive";
+  if (!(c.weight_decay >= 0 && c.clip >= 0)) return "--wd and --clip cannot be negative (--clip 0 turns clipping off)";
+  if (!(c.drop_path >= 0 && c.drop_path < 1)) return "--drop-path must be in [0, 1)";
+  if (!(c.label_smoothing >= 0 && c.label_smoothing <= 1)) return "--label-smoothing must be in [0, 1]";
+  if (!(c.augment.rotate_degrees >= 0 && c.augment.rotate_degrees <= 180)) return "--rotate must be in [0, 180] degrees";
+  if (c.patience < 1) return "--patience must be at least 1 (epochs without a better validation accuracy)";
+  if (c.warmup < 0) return "--warmup cannot be negative";
+  if (c.schedule != "restarts" && c.schedule != "cosine" && c.schedule != "constant")
+    return "--schedule is restarts, cosine or constant, got '" + c.schedule + "'";
+  if (c.schedule == "restarts" && c.cycle <= c.warmup) return "--cycle must be longer than --warmup (the warm-up is part of each cycle)";
+  if (c.amp != "off" && c.amp != "bf16" && c.amp != "fp16") return "--amp is off, bf16 or fp16, got '" + c.amp + "'";
+  if (c.loss_scale < 0 || !std::isfinite(c.loss_scale)) return "--loss-scale must be positive";
+  if (c.log_every < 1 || c.ema_every < 1) return "--log-every (and the EMA's interval) must be at least 1";
+  if (c.benchmark != 0 && c.benchmark < 4) return "--benchmark times the steps after the first 3: give it at least 4";
+  if (c.backbone && c.benchmark == 0) return "--backbone is a --benchmark mode (the bare ConvNeXt trains nothing worth keeping)";
+  return "";
+}
+
 std::string json_config(const TrainConfig& c, const std::string& device) {
   std::ostringstream j;
   const auto str = [&](const char* k, const std::string& v) { j << "  \"" << k << "\": \"" << json_escape(v) << "\",\n"; };
@@ -131,6 +164,7 @@ std::optional<TrainConfig> config_from_metadata(const std::map<std::string, std:
       fail(detail::concat(where, ": setting ", s.key, ": ", e.what()));
     }
   }
+  if (const std::string why = invalid_setting(c); !why.empty()) fail(detail::concat(where, ": a saved setting is out of range: ", why));
   return c;
 }
 

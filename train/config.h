@@ -43,6 +43,12 @@ struct TrainConfig {
   bool backbone = false;  // --benchmark of the bare ConvNeXt (EmoNeXt's `bare`)
 };
 
+// Why c cannot be run, naming the option (`--lr must be positive`), or "" when every
+// setting is in its range: emonext_train checks the command line with it, and
+// config_from_metadata a training state's settings (the limits of core/base/limits.h
+// included, so a hostile state cannot ask for a 4-billion-pixel model).
+std::string invalid_setting(const TrainConfig& c);
+
 // config.json: the engine, the device the run chose, and every setting.
 std::string json_config(const TrainConfig& c, const std::string& device);
 // The settings as metadata for a training state ("setting.<key>" -> value).

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/limits.h"
 #include "core/base/philox.h"
 #include "models/checkpoint.h"
 
@@ -64,11 +65,24 @@ Dataset read_fer2013_csv(const std::string& path, const std::string& usage) {
   d.name = usage;
   std::string line;
   int64_t n = 0;
-  EMONEXT_CHECK(bool(std::getline(f, line)), path, ": empty file");
+  // A line, at most 64 KiB of it (a FER2013 row is ~9 KB): a file without newlines would
+  // otherwise be read whole into one string.
+  std::streambuf& in = *f.rdbuf();
+  const auto getline = [&](std::string& out) {  // false at the end of the file
+    out.clear();
+    int c = in.sbumpc();
+    if (c == EOF) return false;
+    for (; c != EOF && c != '\n'; c = in.sbumpc()) {
+      EMONEXT_CHECK(out.size() < 65536, path, ":", n + 1, ": a line longer than 65536 bytes: not FER2013's CSV");
+      out += char(c);
+    }
+    return true;
+  };
+  EMONEXT_CHECK(getline(line), path, ": empty file");
   ++n;
   if (!line.empty() && line.back() == '\r') line.pop_back();
   EMONEXT_CHECK(line == "emotion,pixels,Usage", path, ":1: expected the header emotion,pixels,Usage, got '", line.substr(0, 60), "'");
-  while (std::getline(f, line)) {
+  while (getline(line)) {
     ++n;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
@@ -85,9 +99,8 @@ Dataset read_fer2013_csv(const std::string& path, const std::string& usage) {
     s.pixels.reserve(48 * 48);
     std::istringstream ss(pixels);
     for (std::string v; ss >> v;) {
-      char* end = nullptr;
-      const long x = std::strtol(v.c_str(), &end, 10);
-      EMONEXT_CHECK(*end == 0 && x >= 0 && x <= 255, path, ":", n, ": pixel '", v, "' is not 0..255");
+      EMONEXT_CHECK(s.pixels.size() < 48 * 48, path, ":", n, ": more than 2304 pixels, expected 2304 (48 x 48)");
+      const int64_t x = limits::parse_int(v, detail::concat(path, ":", n, ": pixel"), 0, 255);
       s.pixels.push_back(uint8_t(x));
     }
     EMONEXT_CHECK(s.pixels.size() == 48 * 48, path, ":", n, ": ", s.pixels.size(), " pixels, expected 2304 (48 x 48)");

@@ -1,12 +1,24 @@
 #include "train/image.h"
 
+#include <turbojpeg.h>
+
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 
 #include "core/base/error.h"
+#include "core/base/limits.h"
 
+// stb_image for PNG only (JPEG goes to libjpeg-turbo; no other format is read).
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
+#define STBI_ONLY_PNG
+#define STBI_NO_STDIO
+#define STBI_MAX_DIMENSIONS (1 << 16)
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -24,13 +36,71 @@
 
 namespace emonext {
 
-GrayImage load_gray_image(const std::string& path) {
+namespace {
+
+// The limits of core/base/limits.h on a header's width and height, before any pixel is
+// decoded.
+void check_dimensions(const std::string& name, int64_t w, int64_t h) {
+  EMONEXT_CHECK(w >= 1 && h >= 1, name, ": an image of ", w, " x ", h, " pixels");
+  EMONEXT_CHECK(w <= limits::kMaxImagePixels / h, name, ": ", w, " x ", h, " pixels is more than the ", limits::kMaxImagePixels,
+                " an image may have");
+  EMONEXT_CHECK(std::max(w, h) <= limits::kMaxImageAspect * std::min(w, h), name, ": ", w, " x ", h,
+                " pixels: one side is more than ", limits::kMaxImageAspect, " times the other");
+}
+
+// libjpeg-turbo (fuzzed upstream, continuously): the header first, then the pixels as
+// gray (the luma channel of a colour JPEG). A file the decoder has to guess at (a
+// warning: truncated data, a bad Huffman code) is refused, not half-decoded.
+GrayImage decode_jpeg(const uint8_t* data, size_t n, const std::string& name) {
+  struct Closer { void operator()(void* h) const { tjDestroy(h); } };
+  thread_local std::unique_ptr<void, Closer> handle(tjInitDecompress());
+  EMONEXT_CHECK(handle, name, ": cannot start the JPEG decoder");
+  int w = 0, h = 0, subsampling = 0, colorspace = 0;
+  EMONEXT_CHECK(n <= ULONG_MAX, name, ": file too large");
+  if (tjDecompressHeader3(handle.get(), data, static_cast<unsigned long>(n), &w, &h, &subsampling, &colorspace) != 0)
+    fail(detail::concat(name, ": cannot decode the image (JPEG header: ", tjGetErrorStr2(handle.get()), ")"));
+  EMONEXT_CHECK(colorspace != TJCS_CMYK && colorspace != TJCS_YCCK, name, ": a CMYK JPEG (save it as RGB or gray)");
+  check_dimensions(name, w, h);
+  std::vector<uint8_t> gray(size_t(w) * size_t(h));
+  if (tjDecompress2(handle.get(), data, static_cast<unsigned long>(n), gray.data(), w, 0, h, TJPF_GRAY, TJFLAG_STOPONWARNING) != 0)
+    fail(detail::concat(name, ": cannot decode the image (JPEG: ", tjGetErrorStr2(handle.get()), ")"));
+  return gray_from_bytes(gray.data(), h, w);
+}
+
+// stb_image's PNG decoder, its size read from the header before anything is decoded;
+// gray by stb's luma weights (alpha dropped).
+GrayImage decode_png(const uint8_t* data, size_t n, const std::string& name) {
+  EMONEXT_CHECK(n <= size_t(INT32_MAX), name, ": file too large");
   int w = 0, h = 0, channels = 0;
-  unsigned char* data = stbi_load(path.c_str(), &w, &h, &channels, 1);
-  EMONEXT_CHECK(data != nullptr, path, ": cannot decode the image (", stbi_failure_reason(), ")");
-  GrayImage img = gray_from_bytes(data, h, w);
-  stbi_image_free(data);
+  if (!stbi_info_from_memory(data, int(n), &w, &h, &channels))
+    fail(detail::concat(name, ": cannot decode the image (PNG: ", stbi_failure_reason(), ")"));
+  check_dimensions(name, w, h);
+  unsigned char* px = stbi_load_from_memory(data, int(n), &w, &h, &channels, 1);
+  EMONEXT_CHECK(px != nullptr, name, ": cannot decode the image (PNG: ", stbi_failure_reason(), ")");
+  GrayImage img = gray_from_bytes(px, h, w);
+  stbi_image_free(px);
   return img;
+}
+
+}  // namespace
+
+GrayImage decode_gray_image(const uint8_t* data, size_t n, const std::string& name) {
+  static constexpr uint8_t kJpeg[] = {0xFF, 0xD8, 0xFF}, kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (n >= sizeof kJpeg && std::memcmp(data, kJpeg, sizeof kJpeg) == 0) return decode_jpeg(data, n, name);
+  if (n >= sizeof kPng && std::memcmp(data, kPng, sizeof kPng) == 0) return decode_png(data, n, name);
+  fail(detail::concat(name, ": cannot decode the image (not a JPEG or PNG file)"));
+}
+
+GrayImage load_gray_image(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  EMONEXT_CHECK(!ec && std::filesystem::is_regular_file(path, ec), path, ": cannot read the image (not a file)");
+  EMONEXT_CHECK(size <= uint64_t(kMaxImageFileBytes), path, ": ", size, " bytes is more than an image file may have (",
+                kMaxImageFileBytes, ")");
+  std::vector<uint8_t> bytes(size_t(size) + 1);  // + 1: never a null data() for an empty file
+  std::ifstream f(path, std::ios::binary);
+  EMONEXT_CHECK(f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size)), path, ": cannot read the image");
+  return decode_gray_image(bytes.data(), size_t(size), path);
 }
 
 GrayImage gray_from_bytes(const uint8_t* px, int64_t h, int64_t w) {

@@ -1,6 +1,7 @@
-// Images for EmoNeXt: decoding (stb_image: JPEG, PNG, BMP, ...), the grayscale
-// conversion the recipe starts with, and the geometric transforms of the training
-// recipe (REFERENCE.md), on single-channel float images with values 0..255.
+// Images for EmoNeXt: decoding (JPEG through libjpeg-turbo, PNG through stb_image; no
+// other format), the grayscale conversion the recipe starts with, and the geometric
+// transforms of the training recipe (REFERENCE.md), on single-channel float images with
+// values 0..255.
 // A batch is channels-last [N, S, S, 3] in [0, 1]: the gray value in all three channels.
 #pragma once
 #include <cstdint>
@@ -17,9 +18,15 @@ struct GrayImage {
   float at(int64_t y, int64_t x) const { return px[size_t(y * w + x)]; }
 };
 
-// Decodes any format stb_image reads into gray (stb's luma weights). Throws
-// emonext::Error naming the file and stb's reason when the file cannot be decoded.
+// A JPEG or PNG file (told by its first bytes, not its name) decoded into gray: a colour
+// JPEG's luma channel, a PNG's luma by stb's weights. Files are untrusted: at most
+// kMaxImageFileBytes, the header's size checked against limits::kMaxImagePixels and
+// kMaxImageAspect before any pixel is decoded, a JPEG the decoder warns about refused.
+// Throws emonext::Error naming the file and the reason.
+inline constexpr int64_t kMaxImageFileBytes = int64_t(256) << 20;
 GrayImage load_gray_image(const std::string& path);
+// The same from bytes in memory; `name` names them in errors.
+GrayImage decode_gray_image(const uint8_t* data, size_t n, const std::string& name);
 // From raw 8-bit gray pixels (the FER2013 CSV's).
 GrayImage gray_from_bytes(const uint8_t* px, int64_t h, int64_t w);
 

@@ -17,6 +17,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/limits.h"
 #include "core/device.h"
 #include "core/safetensors.h"
 #include "core/storage.h"
@@ -187,15 +188,18 @@ RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& op
     EMONEXT_CHECK(it != f.metadata.end(), path, ": no '", k, "' in the training state");
     return it->second;
   };
-  s.epoch = std::stoll(get("epoch"));
-  s.batch_in_epoch = std::stoll(get("batch_in_epoch"));
-  s.step = std::stoll(get("step"));
-  s.bad_epochs = std::stoll(get("bad_epochs"));
-  s.best_accuracy = std::stod(get("best_accuracy"));
-  s.drop_path_counter = std::stoull(get("drop_path_counter"));
-  opt.set_steps(std::stoll(get("adam_steps")));
-  scaler.scale = std::stod(get("loss_scale"));
-  scaler.good = std::stoll(get("loss_scale_good_steps"));
+  // Counters from the file: whole numbers, none negative (the scale positive).
+  const auto count = [&](const char* k) { return limits::parse_int(get(k), path + ": '" + k + "'", 0); };
+  s.epoch = count("epoch");
+  s.batch_in_epoch = count("batch_in_epoch");
+  s.step = count("step");
+  s.bad_epochs = count("bad_epochs");
+  s.best_accuracy = limits::parse_real(get("best_accuracy"), path + ": 'best_accuracy'");
+  s.drop_path_counter = uint64_t(count("drop_path_counter"));
+  opt.set_steps(count("adam_steps"));
+  scaler.scale = limits::parse_real(get("loss_scale"), path + ": 'loss_scale'");
+  EMONEXT_CHECK(scaler.scale > 0, path, ": 'loss_scale' must be positive, got ", scaler.scale);
+  scaler.good = count("loss_scale_good_steps");
   return s;
 }
 
