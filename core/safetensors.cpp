@@ -1,11 +1,11 @@
 #include "core/safetensors.h"
 
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/autograd.h"
+#include "core/base/file.h"
 #include "core/base/json.h"
 #include "core/base/limits.h"
 
@@ -176,28 +176,14 @@ DType parse_st_dtype(const std::string& s, const std::string& file, const std::s
   fail(detail::concat(file, ": tensor '", name, "' has dtype ", s, ", which emonext does not read (F32, F64, BF16, F16, I64, U8, BOOL)"));
 }
 
-// Opens a safetensors file and reads its 8-byte length and JSON header, leaving `in` at
-// the first data byte; *file_size is the file's size.
-std::string read_header(std::ifstream& in, const std::string& path, uint64_t* file_size) {
-  std::error_code ec;
-  EMONEXT_CHECK(std::filesystem::is_regular_file(path, ec), path, ": not a file");
-  EMONEXT_CHECK(in, path, ": cannot open for reading");
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  EMONEXT_CHECK(size >= 0, path, ": cannot tell the file's size");
-  *file_size = uint64_t(size);
-  in.seekg(0);
-  EMONEXT_CHECK(*file_size >= 8, path, ": truncated safetensors file (", *file_size, " bytes)");
-  unsigned char len_bytes[8];
-  in.read(reinterpret_cast<char*>(len_bytes), 8);
+// The header's length from the first 8 bytes of a file of `file_size` bytes.
+uint64_t header_length(const unsigned char* len_bytes, uint64_t file_size, const std::string& path) {
+  EMONEXT_CHECK(file_size >= 8, path, ": truncated safetensors file (", file_size, " bytes)");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  EMONEXT_CHECK(header_len <= *file_size - 8, path, ": header length ", header_len, " exceeds the file (", *file_size,
+  EMONEXT_CHECK(header_len <= file_size - 8, path, ": header length ", header_len, " exceeds the file (", file_size,
                 " bytes): truncated or not a safetensors file");
-  std::string header(header_len, '\0');
-  in.read(header.data(), std::streamsize(header_len));
-  EMONEXT_CHECK(in, path, ": read error");
-  return header;
+  return header_len;
 }
 
 std::map<std::string, std::string> metadata_of(const Json& root) {
@@ -225,21 +211,29 @@ bool SafeTensors::contains(const std::string& name) const {
 }
 
 std::map<std::string, std::string> load_safetensors_metadata(const std::string& path) {
+  const uint64_t file_size = regular_file_size(path);
   std::ifstream in(path, std::ios::binary);
-  uint64_t file_size = 0;
-  const Json root = JsonParser(read_header(in, path, &file_size), path).parse();
+  EMONEXT_CHECK(in, path, ": cannot open for reading");
+  unsigned char len_bytes[8] = {};
+  in.read(reinterpret_cast<char*>(len_bytes), 8);
+  std::string header(header_length(len_bytes, file_size, path), '\0');
+  in.read(header.data(), std::streamsize(header.size()));
+  EMONEXT_CHECK(in, path, ": read error");
+  const Json root = JsonParser(header, path).parse();
   EMONEXT_CHECK(root.kind == Json::Object, path, ": header is not a JSON object");
   return metadata_of(root);
 }
 
 SafeTensors load_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  uint64_t file_size = 0;
-  const std::string header = read_header(in, path, &file_size);
-  const uint64_t data_size = file_size - 8 - header.size();
-  std::vector<char> data(data_size);
-  in.read(data.data(), std::streamsize(data_size));
-  EMONEXT_CHECK(in, path, ": read error");
+  const std::vector<char> bytes = read_file(path);
+  return parse_safetensors(bytes.data(), bytes.size(), path);
+}
+
+SafeTensors parse_safetensors(const char* bytes, size_t n, const std::string& path) {
+  const uint64_t header_len = header_length(reinterpret_cast<const unsigned char*>(bytes), n, path);
+  const std::string header(bytes + 8, header_len);
+  const char* data = bytes + 8 + header_len;
+  const uint64_t data_size = n - 8 - header_len;
 
   const Json root = JsonParser(header, path).parse();
   EMONEXT_CHECK(root.kind == Json::Object, path, ": header is not a JSON object");
@@ -266,7 +260,7 @@ SafeTensors load_safetensors(const std::string& path) {
                   ", ", end, ") lies outside the ", data_size, " data bytes (truncated file?)");
     EMONEXT_CHECK(end - begin == expect, path, ": tensor '", name, "' has ", end - begin, " bytes, but ", dtype->text,
                   shape_str(s), " needs ", expect);
-    out.tensors.emplace_back(name, Tensor::from_bytes(data.data() + begin, s, t));
+    out.tensors.emplace_back(name, Tensor::from_bytes(data + begin, s, t));
   }
   return out;
 }

@@ -22,6 +22,8 @@ struct SafeTensors {
 // Throws emonext::Error naming the file and what is wrong with it (missing,
 // truncated, bad header, offsets outside the data, unknown dtype).
 SafeTensors load_safetensors(const std::string& path);
+// The same from a whole file's bytes in memory; `name` names it in errors.
+SafeTensors parse_safetensors(const char* bytes, size_t n, const std::string& name);
 // The file's __metadata__, from its header alone (a checkpoint's description without
 // reading its tensors); the same errors as load_safetensors for a damaged header.
 std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);

@@ -1,11 +1,11 @@
 #include "core/torch_file.h"
 
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 
 #include "core/base/error.h"
+#include "core/base/file.h"
 #include "core/base/limits.h"
 
 namespace emonext {
@@ -41,18 +41,7 @@ struct Zip {
     return at + n;
   }
 
-  explicit Zip(const std::string& p) : path(p) {
-    std::error_code ec;
-    EMONEXT_CHECK(std::filesystem::is_regular_file(path, ec), path, ": not a file");
-    std::ifstream f(path, std::ios::binary);
-    EMONEXT_CHECK(f.good(), path, ": cannot open the file");
-    f.seekg(0, std::ios::end);
-    const std::streamoff file_size = f.tellg();
-    EMONEXT_CHECK(file_size >= 0, path, ": cannot tell the file's size");
-    bytes.resize(size_t(file_size));
-    f.seekg(0);
-    f.read(bytes.data(), std::streamsize(bytes.size()));
-    EMONEXT_CHECK(f.good(), path, ": read error");
+  Zip(std::vector<char> file, const std::string& p) : path(p), bytes(std::move(file)) {
     // The end-of-central-directory record: the last 0x06054b50 within 64 KiB of the end.
     if (bytes.size() < 22) corrupt("too short for a zip archive");
     int64_t eocd = -1;
@@ -397,6 +386,7 @@ class Unpickler {
     const int64_t esize = int64_t(dtype_size(st.dtype));
     if (st.i < 0 || uint64_t(limits::mul(st.i, esize, what)) > bytes) zip_.corrupt("storage " + st.s + " is shorter than its element count");
     if (n > st.i) zip_.corrupt(detail::concat("tensor in storage ", st.s, " has ", n, " elements, more than its storage's ", st.i));
+    if (offset < 0) zip_.corrupt("a tensor's view runs past its storage");
     int64_t last = offset;  // the furthest element the view reaches
     for (size_t d = 0; d < shape.size(); ++d) {
       if (stride[d] < 0) zip_.corrupt(detail::concat("tensor in storage ", st.s, " has a negative stride"));
@@ -440,15 +430,13 @@ bool is_zip_file(const std::string& path) {
   return f.gcount() == 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4;
 }
 
-PyRef load_torch_file(const std::string& path) {
-  {
-    std::ifstream f(path, std::ios::binary);
-    EMONEXT_CHECK(f.good(), path, ": cannot open the file");
-  }
-  EMONEXT_CHECK(is_zip_file(path), path,
+PyRef load_torch_file(const std::string& path) { return parse_torch_file(read_file(path), path); }
+
+PyRef parse_torch_file(std::vector<char> bytes, const std::string& path) {
+  EMONEXT_CHECK(bytes.size() >= 4 && bytes[0] == 'P' && bytes[1] == 'K' && bytes[2] == 3 && bytes[3] == 4, path,
                 ": not a zip-format torch file. Files from PyTorch before 1.6 (a bare pickle) are not supported: load it in "
                 "PyTorch and save it again with torch.save (or as safetensors)");
-  const Zip zip(path);
+  const Zip zip(std::move(bytes), path);
   std::string prefix;
   for (const auto& [name, entry] : zip.entries)
     if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0 && name.find('/') == name.size() - 9) {

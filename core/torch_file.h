@@ -39,6 +39,8 @@ struct PyObject {
 
 // The object torch.save stored in `path`.
 PyRef load_torch_file(const std::string& path);
+// The same from the file's bytes in memory; `name` names them in errors.
+PyRef parse_torch_file(std::vector<char> bytes, const std::string& name);
 
 // Whether the file starts as a zip archive does (what torch.save writes since 1.6).
 bool is_zip_file(const std::string& path);

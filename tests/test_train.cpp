@@ -28,11 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-void expect_error(const std::function<void()>& f, const std::string& says) {
-  const std::string m = error_of(f);
-  EXPECT_NE(m.find(says), std::string::npos) << m;
-}
-
 std::string row(int code, const std::string& usage, int pixels = 2304, const std::string& value = "7") {
   std::string px;
   for (int i = 0; i < pixels; ++i) px += (i ? " " : "") + value;

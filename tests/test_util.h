@@ -108,6 +108,13 @@ std::string error_of(F f) {
   return "";
 }
 
+// Runs f and expects an emonext::Error whose message contains `says`.
+template <class F>
+void expect_error(F f, const std::string& says) {
+  const std::string m = error_of(f);
+  EXPECT_NE(m.find(says), std::string::npos) << "expected an error saying: " << says << "\ngot: " << m;
+}
+
 // |a - b| <= tol * (1 + |b|) element-wise, with the shapes equal; reports the worst element.
 inline void expect_close(const Tensor& actual, const Tensor& expected, double tol, const std::string& what) {
   ASSERT_EQ(actual.shape(), expected.shape()) << what << ": shape " << shape_str(actual.shape()) << " vs "

@@ -57,8 +57,12 @@ Dataset read_image_folders(const std::string& dir, const std::string& split) {
 }
 
 Dataset read_fer2013_csv(const std::string& path, const std::string& usage) {
-  std::ifstream f(path);
+  std::ifstream f(path, std::ios::binary);
   EMONEXT_CHECK(f.good(), path, ": cannot open the file");
+  return read_fer2013_csv(f, path, usage);
+}
+
+Dataset read_fer2013_csv(std::istream& f, const std::string& path, const std::string& usage) {
   // CSV code -> engine label: 0 angry 1 disgust 2 fear 3 happy 4 sad 5 surprise 6 neutral.
   static const int64_t to_engine[7] = {0, 1, 2, 3, 5, 6, 4};
   Dataset d;
@@ -206,7 +210,16 @@ void Loader::work() {
       if (stop_) return;
       b = next_in_++;
     }
-    Batch made = make(b);
+    Batch made;
+    try {
+      made = make(b);
+    } catch (const std::exception& e) {  // not an unreadable image (make skips those): out of memory, say
+      made.index = b;
+      made.failure = e.what();
+    } catch (...) {
+      made.index = b;
+      made.failure = "an unknown exception";
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       ready_[b] = std::move(made);
@@ -225,6 +238,7 @@ Batch Loader::next() {
   lock.unlock();
   cv_.notify_all();
   wait_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EMONEXT_CHECK(b.failure.empty(), "the data loader failed making batch ", b.index, " (", b.failure, "); stopping");
   return b;
 }
 

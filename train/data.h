@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <istream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -46,6 +47,8 @@ Dataset read_image_folders(const std::string& dir, const std::string& split);
 // neutral) mapped onto the engine's order. A malformed row is an error naming the
 // line and what is wrong.
 Dataset read_fer2013_csv(const std::string& path, const std::string& usage);
+// The same from a stream; `path` names it in errors.
+Dataset read_fer2013_csv(std::istream& in, const std::string& path, const std::string& usage);
 // n random 48x48 images with random labels (benchmarks and smoke runs).
 Dataset synthetic_dataset(int64_t n, uint64_t seed);
 
@@ -79,12 +82,15 @@ struct Batch {
   Tensor images;       // [B, S, S, 3] f32, CPU
   Tensor labels;       // [B] i64
   std::vector<std::string> unreadable;  // samples skipped: "path: reason"
+  std::string failure;  // a loader thread's exception (not an unreadable image): next() throws it
 };
 
 // Prepares the batches of one epoch in background threads, `ahead` batches in advance,
 // and hands them out in order. Train mode shuffles and augments; eval mode keeps the
 // order and takes the evaluation view. An unreadable image is skipped and reported in
-// its batch's `unreadable` (so a batch may hold fewer samples).
+// its batch's `unreadable` (so a batch may hold fewer samples); any other failure in a
+// loader thread (an allocation that fails) is thrown by next() as an emonext::Error in
+// the caller's thread, where the run stops saying so, instead of ending the process.
 class Loader {
  public:
   Loader(const Dataset& data, int64_t batch, int64_t image_size, bool train, const Augment& aug, uint64_t seed, int64_t epoch,

@@ -6,11 +6,10 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 
 #include "core/base/error.h"
+#include "core/base/file.h"
 #include "core/base/limits.h"
 
 // stb_image for PNG only (JPEG goes to libjpeg-turbo; no other format is read).
@@ -18,7 +17,6 @@
 #define STBI_FAILURE_USERMSG
 #define STBI_ONLY_PNG
 #define STBI_NO_STDIO
-#define STBI_MAX_DIMENSIONS (1 << 16)
 #if defined(__GNUC__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -67,10 +65,31 @@ GrayImage decode_jpeg(const uint8_t* data, size_t n, const std::string& name) {
   return gray_from_bytes(gray.data(), h, w);
 }
 
+// A PNG's chunks (length, type, data, CRC after the 8-byte signature) walked before stb
+// sees them: each must fit in the file. stb grows its buffer for the compressed image
+// data to the length a chunk claims before reading it, so a 100-byte file claiming a
+// 2 GB chunk made it allocate 2 GB (found by emonext_fuzz).
+void check_png_chunks(const uint8_t* data, size_t n, const std::string& name) {
+  for (size_t at = 8; at < n;) {
+    EMONEXT_CHECK(n - at >= 12, name, ": cannot decode the image (PNG: a chunk cut short at byte ", at, ")");
+    const uint64_t length = (uint64_t(data[at]) << 24) | (uint64_t(data[at + 1]) << 16) | (uint64_t(data[at + 2]) << 8) | data[at + 3];
+    EMONEXT_CHECK(length <= n - at - 12, name, ": cannot decode the image (PNG: a chunk of ", length, " bytes at byte ", at,
+                  " runs past the end of the file)");
+    if (std::memcmp(data + at + 4, "IEND", 4) == 0) return;
+    // An empty image-data chunk before any data makes stb copy zero bytes into a buffer it
+    // has not made (a null pointer, undefined behaviour; found by emonext_fuzz). No
+    // encoder writes one.
+    EMONEXT_CHECK(length > 0 || std::memcmp(data + at + 4, "IDAT", 4) != 0, name,
+                  ": cannot decode the image (PNG: an empty IDAT chunk at byte ", at, ")");
+    at += 12 + size_t(length);
+  }
+}
+
 // stb_image's PNG decoder, its size read from the header before anything is decoded;
 // gray by stb's luma weights (alpha dropped).
 GrayImage decode_png(const uint8_t* data, size_t n, const std::string& name) {
   EMONEXT_CHECK(n <= size_t(INT32_MAX), name, ": file too large");
+  check_png_chunks(data, n, name);
   int w = 0, h = 0, channels = 0;
   if (!stbi_info_from_memory(data, int(n), &w, &h, &channels))
     fail(detail::concat(name, ": cannot decode the image (PNG: ", stbi_failure_reason(), ")"));
@@ -92,15 +111,8 @@ GrayImage decode_gray_image(const uint8_t* data, size_t n, const std::string& na
 }
 
 GrayImage load_gray_image(const std::string& path) {
-  std::error_code ec;
-  const auto size = std::filesystem::file_size(path, ec);
-  EMONEXT_CHECK(!ec && std::filesystem::is_regular_file(path, ec), path, ": cannot read the image (not a file)");
-  EMONEXT_CHECK(size <= uint64_t(kMaxImageFileBytes), path, ": ", size, " bytes is more than an image file may have (",
-                kMaxImageFileBytes, ")");
-  std::vector<uint8_t> bytes(size_t(size) + 1);  // + 1: never a null data() for an empty file
-  std::ifstream f(path, std::ios::binary);
-  EMONEXT_CHECK(f.read(reinterpret_cast<char*>(bytes.data()), std::streamsize(size)), path, ": cannot read the image");
-  return decode_gray_image(bytes.data(), size_t(size), path);
+  const std::vector<char> bytes = read_file(path, kMaxImageFileBytes);
+  return decode_gray_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
 }
 
 GrayImage gray_from_bytes(const uint8_t* px, int64_t h, int64_t w) {
