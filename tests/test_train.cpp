@@ -365,6 +365,12 @@ TEST(Train, BadCommandLinesSayWhatIsWrong) {
     EXPECT_FALSE(fs::exists(dir + "/run/last.safetensors")) << args;
     EXPECT_EQ(out.find("emonext_train: EmoNeXt-"), std::string::npos) << args << ": refused before it starts\n" << out;
   }
+  // A checkpoint or state whose metadata lies: said and refused (exit 1), not an abort.
+  save_safetensors(dir + "/bad_init.safetensors", {{"x", Tensor::zeros({1})}},
+                   {{"model", "atto"}, {"classes", "7x"}, {"image_size", "48"}, {"labels", "a,b,c,d,e,f,g"}});
+  std::string said;
+  EXPECT_EQ(run("--init " + dir + "/bad_init.safetensors --synthetic 32 --device cpu --out " + dir + "/run", &said), 1) << said;
+  EXPECT_NE(said.find("'classes': '7x' is not a whole number"), std::string::npos) << said;
   // Fewer classes than the data has labels: refused once the data is read, before a step.
   std::string out;
   EXPECT_EQ(run("--synthetic 32 --classes 3 --device cpu --out " + dir + "/run", &out), 1) << out;

@@ -232,6 +232,16 @@ TEST(Untrusted, ImagesAreSizedFromTheirHeaderFirst) {
   std::string huge = png(64, 64);  // IHDR's width and height (bytes 16..23, big-endian) set to 30000 x 30000
   for (int k : {16, 20}) huge.replace(size_t(k), 4, std::string("\x00\x00\x75\x30", 4));
   expect_error([&] { decode(huge); }, "30000 x 30000 pixels is more than the 67108864 an image may have");
+  // Found by emonext_fuzz in stb's PNG decoder: a chunk that claims 2 GB (stb grew its
+  // buffer to it before reading), and an empty image-data chunk (a null memcpy).
+  std::string claims = png(8, 8);
+  const size_t idat = claims.find("IDAT") - 4;
+  std::string big = claims;
+  big.replace(idat, 4, std::string("\x7f\x00\x00\x30", 4));
+  expect_error([&] { decode(big); }, "runs past the end of the file");
+  std::string empty_idat = claims;
+  empty_idat.insert(idat, std::string("\0\0\0\0IDAT\0\0\0\0", 12));
+  expect_error([&] { decode(empty_idat); }, "an empty IDAT chunk");
   // Formats no face dataset uses are not decoded at all: a PNM 2^32 - 1 wide, a BMP INT_MIN high.
   expect_error([&] { decode("P5\n4294967295 1\n255\n" + std::string(16, 'x')); }, "not a JPEG or PNG file");
   expect_error([&] { decode("BM" + std::string(16, '\0') + le(8, 4) + le(uint32_t(INT_MIN), 4) + std::string(64, '\0')); },
