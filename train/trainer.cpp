@@ -9,8 +9,7 @@
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <map>
+#include <functional>
 #include <optional>
 #include <thread>
 #include <unordered_set>
@@ -22,8 +21,11 @@
 #include "core/safetensors.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
+#include "train/amp.h"
 #include "train/evaluate.h"
 #include "train/optim.h"
+#include "train/progress.h"
+#include "train/run_files.h"
 
 namespace emonext {
 
@@ -62,48 +64,6 @@ class SigintToFlag {
   void (*previous_)(int) = nullptr;
 };
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
-std::string duration(double s) {
-  char b[32];
-  const int64_t t = int64_t(s);
-  std::snprintf(b, sizeof b, "%lld:%02lld:%02lld", (long long)(t / 3600), (long long)(t / 60 % 60), (long long)(t % 60));
-  return b;
-}
-
-// Progress: a redrawn bar on a terminal, a plain line every `every` steps otherwise.
-class Progress {
- public:
-  explicit Progress(int64_t every) : tty_(isatty(fileno(stdout)) != 0), every_(every) {}
-  void step(int64_t epoch, int64_t b, int64_t batches, double loss, double lr, double ips, double eta_s, int64_t step) {
-    if (tty_) {
-      const int width = 24, done = int(double(width) * double(b) / double(std::max<int64_t>(1, batches)));
-      std::printf("\repoch %lld [%s%s] %lld/%lld loss %.4f lr %.2e %.1f img/s ETA %s   ", (long long)epoch,
-                  std::string(size_t(done), '#').c_str(), std::string(size_t(width - done), '.').c_str(), (long long)b,
-                  (long long)batches, loss, lr, ips, duration(eta_s).c_str());
-      std::fflush(stdout);
-    } else if (step % every_ == 0) {
-      std::printf("step %lld epoch %lld batch %lld/%lld loss %.4f lr %.3e %.1f img/s ETA %s\n", (long long)step, (long long)epoch,
-                  (long long)b, (long long)batches, loss, lr, ips, duration(eta_s).c_str());
-      std::fflush(stdout);
-    }
-  }
-  void end_line() {
-    if (tty_) std::printf("\n");
-  }
-
- private:
-  bool tty_;
-  int64_t every_;
-};
-
 Device pick_device(const std::string& name) {
   if (name == "cpu") return Device::cpu();
   if (name == "cuda") {
@@ -121,170 +81,10 @@ void print_counts(const Dataset& d) {
   std::printf("\n");
 }
 
-// The training state beside a weights file: optimizer moments, EMA, counters.
-struct RunState {
-  int64_t epoch = 0, batch_in_epoch = 0, step = 0, bad_epochs = 0;
-  double best_accuracy = -1;
-  uint64_t drop_path_counter = 0;
-};
-
-// fp16's dynamic loss scale: the loss is multiplied by `scale` before the backward
-// pass, and the gradient norm and AdamW's reading of the gradients divide by it; a
-// step whose gradients hold inf or NaN is skipped and the scale halved; 2000 good
-// steps in a row double it (PyTorch's GradScaler defaults).
-struct LossScaler {
-  // A scale below 1 means some gradients exceed f16's range unscaled, and shrinking them
-  // all flushes the small ones to zero. It happens at the start of training: with zero
-  // biases a one-colour patch (black rotation corners, FER2013's blank images) is 0 in
-  // every channel after the stem, the LayerNorm's variance is 0 and its input gradient is
-  // multiplied by 1/sqrt(eps) = 1000 per LayerNorm, past f16's range (PyTorch's autocast
-  // too: the stem's output is f16 there). EmoNeXt-tiny at 224 settles near 1/256 (see
-  // tools/reference/fp16_range.py). Below kFloor, 2^-24 (f16's smallest value), nothing fits.
-  static constexpr double kFloor = 1.0 / 16777216;
-  bool on = false;
-  double scale = 65536;
-  int64_t good = 0;
-  void update(bool found_inf) {
-    if (found_inf) {
-      scale /= 2;
-      good = 0;
-    } else if (++good == 2000) {
-      scale *= 2;
-      good = 0;
-    }
-  }
-};
-
-void save_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, const RunState& s,
-                    const LossScaler& scaler) {
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (auto& [name, t] : opt.state()) tensors.emplace_back(name, t->to(Device::cpu()));
-  if (ema)
-    for (auto& [name, t] : ema->state()) tensors.emplace_back(name, t->to(Device::cpu()));
-  std::map<std::string, std::string> metadata = setting_metadata(c);
-  metadata.insert({{"epoch", std::to_string(s.epoch)}, {"batch_in_epoch", std::to_string(s.batch_in_epoch)},
-                   {"step", std::to_string(s.step)}, {"bad_epochs", std::to_string(s.bad_epochs)},
-                   {"best_accuracy", fmt("%.17g", s.best_accuracy)}, {"drop_path_counter", std::to_string(s.drop_path_counter)},
-                   {"adam_steps", std::to_string(opt.steps())}, {"loss_scale", fmt("%.17g", scaler.scale)},
-                   {"loss_scale_good_steps", std::to_string(scaler.good)}});
-  save_safetensors(path, tensors, metadata);
-}
-
-// The state into the optimizer, the EMA and the scaler; the settings that differ from
-// the run's are printed, since the run then does not continue as it would have.
-RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, LossScaler& scaler) {
-  const SafeTensors f = load_safetensors(path);
-  for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
-  if (ema) {
-    EMONEXT_CHECK(f.contains(ema->state().front().first), path,
-                  ": the run kept no EMA of the weights (it was trained with --no-ema); give --no-ema to continue it");
-    for (auto& [name, t] : ema->state()) t->copy_(f.at(name));
-  }
-  const std::string changed = changed_settings(c, f.metadata);
-  if (!changed.empty()) std::printf("resuming with settings other than the run's: %s\n", changed.c_str());
-  RunState s;
-  auto get = [&](const char* k) -> const std::string& {
-    const auto it = f.metadata.find(k);
-    EMONEXT_CHECK(it != f.metadata.end(), path, ": no '", k, "' in the training state");
-    return it->second;
-  };
-  // Counters from the file: whole numbers, none negative (the scale positive).
-  const auto count = [&](const char* k) { return limits::parse_int(get(k), path + ": '" + k + "'", 0); };
-  s.epoch = count("epoch");
-  s.batch_in_epoch = count("batch_in_epoch");
-  s.step = count("step");
-  s.bad_epochs = count("bad_epochs");
-  s.best_accuracy = limits::parse_real(get("best_accuracy"), path + ": 'best_accuracy'");
-  s.drop_path_counter = uint64_t(count("drop_path_counter"));
-  opt.set_steps(count("adam_steps"));
-  scaler.scale = limits::parse_real(get("loss_scale"), path + ": 'loss_scale'");
-  EMONEXT_CHECK(scaler.scale > 0, path, ": 'loss_scale' must be positive, got ", scaler.scale);
-  scaler.good = count("loss_scale_good_steps");
-  return s;
-}
-
-// Mixed precision: the master model (f32) keeps the weights, the optimizer state and
-// runs the spatial transformer, whose BatchNorm statistics so stay f32; a copy of the
-// model in bf16 or f16 runs the backbone, the head and the attention; the logits and
-// attention come back in f32 for the loss, as autocast does for softmax and losses.
-EmoNeXtOutput amp_forward(EmoNeXt& master, EmoNeXt& low, const Tensor& x, DType dtype) {
-  const Tensor f = low.forward_features(cast(master.bare ? x : master.stn.forward(x), dtype));
-  const Tensor logits = cast(low.head.forward(f), DType::F32);
-  return {logits, master.bare ? Tensor() : cast(low.attention.forward(f), DType::F32)};
-}
-
-bool is_stn(const std::string& name) { return name.starts_with("localization.") || name.starts_with("fc_loc."); }
-
-// The master's weights (all but the STN's, which the master runs) into the low copy.
-void copy_to_low(EmoNeXt& master, EmoNeXt& low) {
-  NoGradGuard no_grad;
-  const std::vector<Module::Named> from = master.named_tensors(), to = low.named_tensors();
-  for (size_t i = 0; i < from.size(); ++i)
-    if (!is_stn(from[i].name)) to[i].tensor->copy_(*from[i].tensor);
-}
-
-// The low copy's gradients, in f32, onto the master's parameters (the STN's are there
-// already). They stay multiplied by the loss scale: the step divides the norm by it and
-// hands 1 / scale to AdamW with clipping's factor, rather than rescaling every gradient.
-void gradients_to_master(EmoNeXt& master, EmoNeXt& low) {
-  NoGradGuard no_grad;
-  const std::vector<Module::Named> to = master.named_parameters(), from = low.named_parameters();
-  for (size_t i = 0; i < to.size(); ++i)
-    if (!is_stn(to[i].name) && from[i].tensor->grad().defined()) to[i].tensor->set_grad(from[i].tensor->grad().to(DType::F32));
-  low.zero_grad();
-}
-
-// A checkpoint's weights into the model, after checking that it describes the
-// configured model (--init, --resume).
-void load_weights(EmoNeXt& model, const std::string& path, const TrainConfig& c) {
-  const SafeTensors f = load_safetensors(path);
-  const CheckpointInfo info = read_checkpoint_info(f, path);
-  EMONEXT_CHECK(info.model == c.model && info.classes == c.classes && info.image_size == c.image_size, path, ": holds EmoNeXt-",
-                info.model, " for ", info.classes, " classes at ", info.image_size, ", not ", c.model, " / ", c.classes, " / ",
-                c.image_size, " (--model, --classes and --img-size must be the checkpoint's)");
-  load_state(model, f.tensors, path);
-}
-
 int64_t peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return int64_t(u.ru_maxrss / 1024);
-}
-
-// What a run writes in its --out folder (--overwrite removes these, and nothing else).
-const char* const kRunFiles[] = {"config.json",           "metrics.csv",      "steps.csv",
-                                 "last.safetensors",      "last.state.safetensors",
-                                 "best.safetensors",      "best.state.safetensors",
-                                 "confusion.csv"};
-
-bool resumes_in_place(const TrainConfig& c) {
-  std::error_code ec;  // false when either folder does not exist
-  return !c.resume.empty() && fs::equivalent(c.resume, c.out, ec);
-}
-
-// Before the data is read: a folder that holds a run's checkpoints is not written over
-// by a new run (a repeated command would lose hours of training; --resume continues it
-// in place, --overwrite replaces it), and the folder is made and a file written into
-// it, so that a path that cannot be a folder or cannot be written is said now, not
-// after the data and the model.
-void check_out_folder(const TrainConfig& c) {
-  EMONEXT_CHECK(!(c.overwrite && resumes_in_place(c)), "--overwrite would delete the run that --resume ", c.resume,
-                " continues; leave it out, or give another --out");
-  if (!c.overwrite && !resumes_in_place(c)) {
-    std::string found;
-    for (const char* f : {"last.safetensors", "best.safetensors"})
-      if (fs::exists(fs::path(c.out) / f)) found += (found.empty() ? "" : ", ") + std::string(f);
-    EMONEXT_CHECK(found.empty(), "--out ", c.out, " already holds a run (", found, "); continue it with --resume ", c.out,
-                  ", choose another --out, or replace it with --overwrite");
-  }
-  std::error_code ec;
-  fs::create_directories(c.out, ec);
-  EMONEXT_CHECK(!ec && fs::is_directory(c.out), "--out ", c.out, ": cannot make that folder (",
-                ec ? ec.message() : "a file has that name", ")");
-  const fs::path probe = fs::path(c.out) / ".emonext_write_test";
-  const bool writable = static_cast<bool>(std::ofstream(probe) << "ok\n");
-  fs::remove(probe, ec);
-  EMONEXT_CHECK(writable, "--out ", c.out, ": cannot write files there");
 }
 
 // The data a run reads: FER2013's splits (image folders or the CSV) or a synthetic set.
@@ -345,21 +145,6 @@ std::unique_ptr<EmoNeXt> make_model(const TrainConfig& c, Device dev) {
   return model;
 }
 
-// --amp's copy of the model in bf16 or f16, which runs the backbone (amp_forward);
-// nullptr with --amp off.
-std::unique_ptr<EmoNeXt> make_low_copy(const TrainConfig& c, Device dev, DType dtype) {
-  if (c.amp == "off") return nullptr;
-  auto low = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path, c.backbone);
-  low->to(dev);
-  low->to(dtype);
-  low->train();
-  std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
-  if (dev.is_cpu())
-    std::printf("note: the CPU converts 16-bit values in software, so --amp trains about 5x slower than f32 here; "
-                "it is meant for GPUs\n");
-  return low;
-}
-
 AdamW::Options adamw_options(const TrainConfig& c) {
   AdamW::Options o;
   o.weight_decay = c.weight_decay;
@@ -408,43 +193,39 @@ class Run {
   Run(const TrainConfig& c, Device dev)
       : c_(c),
         dev_(dev),
-        amp_dtype_(c.amp == "bf16" ? DType::BF16 : c.amp == "fp16" ? DType::F16 : DType::F32),
         model_(make_model(c, dev)),
-        low_(make_low_copy(c, dev, amp_dtype_)),
+        amp_(c, *model_, dev),
         opt_(*model_, adamw_options(c)),
         ema_(c.ema ? std::make_unique<Ema>(*model_, c.ema_every) : nullptr),
         schedule_(schedule_from_name(c.schedule)),
-        dp_gen_(low_ ? low_->generator() : model_->generator()),  // drop path draws from the model that runs the blocks
+        dp_gen_(amp_.runner().generator()),  // drop path draws from the model that runs the blocks
         progress_(c.log_every),
         last_(c.out + "/last.safetensors"),
         last_state_(c.out + "/last.state.safetensors"),
         best_(c.out + "/best.safetensors") {
-    scaler_.on = c.amp == "fp16";
-    if (c.loss_scale > 0) scaler_.scale = c.loss_scale;
     dp_gen_.set_state(c.seed + 1, 0);
   }
 
-  // --overfit-batch FILE --steps K --dump-state OUT: K steps on one fixed batch, then the
-  // losses, the first step's logits and its gradients into OUT.
+  // --overfit-batch FILE --steps K --dump-state OUT: K training steps (step(), as a run
+  // takes them) on one fixed batch, then the losses, the first step's logits and its
+  // gradients into OUT.
   int overfit_batch() {
     EMONEXT_CHECK(c_.steps > 0 && !c_.dump_state.empty(), "--overfit-batch needs --steps K and --dump-state OUT");
-    const SafeTensors b = load_safetensors(c_.overfit_batch);
-    const Tensor x = b.at("images").to(DType::F32).permute({0, 2, 3, 1}).contiguous().to(dev_), y = b.at("labels").to(dev_);
+    const SafeTensors f = load_safetensors(c_.overfit_batch);
+    Batch b;
+    b.images = f.at("images").to(DType::F32).permute({0, 2, 3, 1}).contiguous();
+    b.labels = f.at("labels");
     std::vector<double> losses;
     std::vector<std::pair<std::string, Tensor>> dump;
     for (int64_t s = 0; s < c_.steps; ++s) {
-      const EmoNeXtOutput out = model_->forward(x);
-      const Tensor loss = emonext_loss(out, y, c_.label_smoothing);
-      loss.backward();
-      losses.push_back(loss.item());
-      if (s == 0) {
+      const StepResult r = step(b, lr_at(s, c_.steps), [&](const EmoNeXtOutput& out) {
+        if (s > 0) return;
         dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
         for (const Module::Named& p : model_->named_parameters())
           if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
-      }
-      const double clip = c_.clip > 0 ? clip_factor(grad_norm(*model_), c_.clip) : 1.0;
-      opt_.step(lr_at(s, c_.steps), clip);
-      model_->zero_grad();
+      });
+      if (!r.failure.empty()) return stop_non_finite(r.failure);
+      losses.push_back(r.loss);
       std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
     }
     dump.emplace_back("loss", Tensor::from_vector(losses, {int64_t(losses.size())}));
@@ -483,8 +264,7 @@ class Run {
         if (!r.failure.empty()) return stop_non_finite(r.failure);
         st_.batch_in_epoch = b.index + 1;
         tally.add(r, b.labels.numel());
-        steps_log_ << st_.step << ',' << fmt("%.17g", r.loss) << ',' << fmt("%.6g", lr) << ',' << fmt("%.6g", r.grad_norm)
-                   << std::endl;
+        logs_->step(st_.step, r.loss, lr, r.grad_norm);
         if (c_.benchmark > 0 && st_.step > BenchmarkTally::kSkip) {
           bench.step_seconds += seconds_since(t_step);
           bench.images += b.labels.numel();
@@ -538,25 +318,17 @@ class Run {
   }
 
  private:
-  // The output folder (made by check_out_folder): --overwrite's removal of the old run,
-  // --resume's state, config.json, and metrics.csv and steps.csv opened (appended to when
-  // resuming).
+  // The output folder (made by check_out_folder): --resume's weights and state, then
+  // config.json and the logs (RunLogs; --overwrite's removal of the old run's files).
   void open_outputs() {
-    if (c_.overwrite)  // the old run's files go now, so none of them is mistaken for the new run's
-      for (const char* f : kRunFiles) fs::remove(fs::path(c_.out) / f);
     if (!c_.resume.empty()) {
       load_weights(*model_, c_.resume + "/last.safetensors", c_);
-      st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), scaler_);
+      st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), amp_.scaler);
       dp_gen_.set_state(c_.seed + 1, st_.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,
                   (long long)st_.epoch, (long long)st_.batch_in_epoch);
     }
-    EMONEXT_CHECK(std::ofstream(c_.out + "/config.json") << json_config(c_, dev_.str()), c_.out, "/config.json: write failed");
-    const bool append = !c_.resume.empty() && fs::exists(c_.out + "/metrics.csv");
-    metrics_.open(c_.out + "/metrics.csv", append ? std::ios::app : std::ios::trunc);
-    if (!append) metrics_ << "epoch,step,train_loss,train_accuracy,val_loss,val_accuracy,lr,images_per_s,data_wait_s\n";
-    steps_log_.open(c_.out + "/steps.csv", append ? std::ios::app : std::ios::trunc);
-    if (!append) steps_log_ << "step,loss,lr,grad_norm\n";
+    logs_ = std::make_unique<RunLogs>(c_, dev_.str());
   }
 
   // A resumed run that has done what its limits allow is said so, and nothing is trained
@@ -577,8 +349,11 @@ class Run {
     return false;
   }
 
-  // Forward, loss, backward, gradient norm, AdamW. Under fp16 a step whose gradients
-  // overflow is skipped and the loss scale halved; it still counts as a step.
+  // One training step, the one that training, --overfit-batch and --benchmark all take:
+  // forward, loss, backward, gradient norm, AdamW, the EMA. Under fp16 a step whose
+  // gradients overflow is skipped and the loss scale halved; it still counts as a step.
+  // `inspect`, when given, sees the outputs after the backward pass, while the master's
+  // parameters hold the step's gradients.
   //
   // On a GPU the host waits for the device twice a step: when the batch is copied in
   // (from pageable memory, so the copy waits for the queue: the last step's update), and
@@ -586,15 +361,16 @@ class Run {
   // loss and the logits (for the training accuracy) are read in that second wait, so
   // forward and backward are queued without a pause, and AdamW's and the EMA's launches
   // run while the host takes the next batch.
-  StepResult step(const Batch& b, double lr) {
+  StepResult step(const Batch& b, double lr, const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
     StepResult r;
+    LossScaler& scaler = amp_.scaler;
     const Tensor x = b.images.to(dev_), y = b.labels.to(dev_);
-    if (low_) copy_to_low(*model_, *low_);
-    const EmoNeXtOutput out = low_ ? amp_forward(*model_, *low_, x, amp_dtype_) : model_->forward(x);
+    const EmoNeXtOutput out = amp_.forward(x);
     const Tensor loss = emonext_loss(out, y, c_.label_smoothing);
-    const double loss_scale = scaler_.on ? scaler_.scale : 1.0;
-    (scaler_.on ? loss * loss_scale : loss).backward();
-    if (low_) gradients_to_master(*model_, *low_);
+    const double loss_scale = scaler.factor();
+    (scaler.on ? loss * loss_scale : loss).backward();
+    amp_.gradients_to_master();
+    if (inspect) inspect(out);
     r.grad_norm = grad_norm(*model_) / loss_scale;  // the wait
     r.loss = loss.item();
     r.correct = count_correct(out.logits, b.labels);
@@ -606,24 +382,24 @@ class Run {
       // AdamW unscales and clips the gradients as it reads them
       opt_.step(lr, (c_.clip > 0 ? clip_factor(r.grad_norm, c_.clip) : 1.0) / loss_scale);
       model_->zero_grad();
-      scaler_.update(false);
+      scaler.update(false);
     } else {
       model_->zero_grad();
-      if (!scaler_.on) {
+      if (!scaler.on) {
         r.failure = "non-finite gradients";
         return r;
       }
       progress_.end_line();
       std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st_.step + 1,
-                  scaler_.scale, scaler_.scale / 2);
-      scaler_.update(true);
-      if (scaler_.scale < 1 && !warned_small_scale_) {
+                  scaler.scale, scaler.scale / 2);
+      scaler.update(true);
+      if (scaler.scale < 1 && !warned_small_scale_) {
         warned_small_scale_ = true;
         std::printf("warning: the fp16 loss scale is below 1: some gradients are past f16's range even unscaled, and "
                     "small ones now round to zero. --amp bf16 has f32's range\n");
       }
-      if (scaler_.scale < LossScaler::kFloor) {
-        r.failure = "fp16 gradients overflow at every loss scale down to " + fmt("%g", scaler_.scale * 2) +
+      if (scaler.scale < LossScaler::kFloor) {
+        r.failure = "fp16 gradients overflow at every loss scale down to " + fmt("%g", scaler.scale * 2) +
                     "; train with --amp bf16 (f32's range) or --amp off";
         return r;
       }
@@ -674,10 +450,7 @@ class Run {
                 (long long)st_.epoch, (long long)st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, ema_ ? " (EMA)" : "",
                 ips, data_wait);
     std::fflush(stdout);
-    metrics_ << st_.epoch << ',' << st_.step << ',' << t.loss() << ',' << t.accuracy() << ',' << ev.loss << ',' << ev.accuracy
-             << ',' << lr_at(st_.step, total_steps) << ',' << ips << ','
-             << data_wait << std::endl;
-    EMONEXT_CHECK(metrics_ && steps_log_, c_.out, ": writing metrics.csv or steps.csv failed (disk full?)");
+    logs_->epoch(st_.epoch, st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, lr_at(st_.step, total_steps), ips, data_wait);
     if (ev.accuracy > st_.best_accuracy) {
       st_.best_accuracy = ev.accuracy;
       st_.bad_epochs = 0;
@@ -740,7 +513,7 @@ class Run {
 
   void save_state(const std::string& path) {
     st_.drop_path_counter = dp_gen_.counter();
-    save_run_state(path, c_, opt_, ema_.get(), st_, scaler_);
+    save_run_state(path, c_, opt_, ema_.get(), st_, amp_.scaler);
   }
   void save_last() {
     save_checkpoint(last_, *model_, fer2013_labels(), {{"step", std::to_string(st_.step)}});
@@ -749,19 +522,17 @@ class Run {
 
   const TrainConfig& c_;
   const Device dev_;
-  const DType amp_dtype_;               // the low copy's dtype (F32 when --amp off)
   std::unique_ptr<EmoNeXt> model_;      // f32: the master weights
-  std::unique_ptr<EmoNeXt> low_;        // --amp: the bf16 or f16 copy that runs the backbone
+  MixedPrecision amp_;                  // --amp: the 16-bit copy that runs the backbone, and fp16's loss scale
   AdamW opt_;
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
   const Schedule schedule_;
   Generator& dp_gen_;
-  LossScaler scaler_;
   bool warned_small_scale_ = false;
   RunState st_;
   Progress progress_;
   const std::string last_, last_state_, best_;
-  std::ofstream metrics_, steps_log_;
+  std::unique_ptr<RunLogs> logs_;       // made by open_outputs (not in --overfit-batch)
   std::unordered_set<std::string> unreadable_;
 };
 
