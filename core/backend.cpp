@@ -2,7 +2,6 @@
 
 #include <cstring>
 
-#include "core/base/limits.h"
 #include "core/tensor.h"
 
 namespace emonext {
@@ -70,12 +69,19 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 }
 #endif
 
-Device Device::parse(const std::string& text) {
-  if (text == "cpu") return cpu();
-  if (text == "cuda") return cuda(0);
-  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.find_first_not_of("0123456789", 5) == std::string::npos)
-    return cuda(int(limits::parse_int(text.substr(5), "device '" + text + "'", 0, 1023)));
-  fail("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+const std::vector<std::pair<std::string, DeviceChoice>>& device_choices() {
+  static const std::vector<std::pair<std::string, DeviceChoice>> n = {
+      {"auto", DeviceChoice::Auto}, {"cpu", DeviceChoice::Cpu}, {"cuda", DeviceChoice::Cuda}};
+  return n;
+}
+
+Device pick_device(DeviceChoice choice) {
+  if (choice == DeviceChoice::Cpu) return Device::cpu();
+  if (choice == DeviceChoice::Cuda) {
+    EMONEXT_CHECK(cuda_available(), "--device cuda: ", cuda_unavailable_reason());
+    return Device::cuda(0);
+  }
+  return cuda_available() ? Device::cuda(0) : Device::cpu();
 }
 
 }  // namespace emonext

@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace emonext {
 
@@ -14,8 +16,6 @@ struct Device {
 
   static Device cpu() { return {}; }
   static Device cuda(int index = 0) { return {DeviceType::CUDA, index}; }
-  // "cpu", "cuda" (= cuda:0) or "cuda:N"; throws emonext::Error otherwise.
-  static Device parse(const std::string& text);
 
   bool is_cpu() const { return type == DeviceType::CPU; }
   bool is_cuda() const { return type == DeviceType::CUDA; }
@@ -25,6 +25,12 @@ struct Device {
 };
 
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
+
+// What the tools' --device takes: auto (the GPU when one answers), cpu or cuda.
+enum class DeviceChoice { Auto, Cpu, Cuda };
+const std::vector<std::pair<std::string, DeviceChoice>>& device_choices();  // the names, for the options tables
+// The device a choice names; cuda where no GPU answers is an error saying why.
+Device pick_device(DeviceChoice choice);
 
 // True when this build has the CUDA backend and at least one GPU answers.
 bool cuda_available();

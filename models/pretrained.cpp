@@ -16,23 +16,19 @@
 
 namespace emonext {
 
-WeightSource weight_source_from_name(const std::string& name) {
-  if (name == "auto") return WeightSource::Auto;
-  if (name == "facebook") return WeightSource::Facebook;
-  if (name == "timm") return WeightSource::Timm;
-  if (name == "torchvision") return WeightSource::Torchvision;
-  if (name == "emonext") return WeightSource::EmoNeXt;
-  throw Error("unknown weight source '" + name + "'; use auto, facebook, timm, torchvision or emonext");
+const std::vector<std::pair<std::string, WeightSource>>& weight_sources() {
+  static const std::vector<std::pair<std::string, WeightSource>> n = {{"auto", WeightSource::Auto},
+                                                                      {"facebook", WeightSource::Facebook},
+                                                                      {"timm", WeightSource::Timm},
+                                                                      {"torchvision", WeightSource::Torchvision},
+                                                                      {"emonext", WeightSource::EmoNeXt}};
+  return n;
 }
 
 const char* weight_source_name(WeightSource s) {
-  switch (s) {
-    case WeightSource::Facebook: return "facebook";
-    case WeightSource::Timm: return "timm";
-    case WeightSource::Torchvision: return "torchvision";
-    case WeightSource::EmoNeXt: return "emonext";
-    default: return "auto";
-  }
+  for (const auto& [name, v] : weight_sources())
+    if (v == s) return name.c_str();
+  return "?";
 }
 
 namespace {

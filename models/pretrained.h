@@ -14,7 +14,7 @@
 namespace emonext {
 
 enum class WeightSource { Auto, Facebook, Timm, Torchvision, EmoNeXt };
-WeightSource weight_source_from_name(const std::string& name);  // auto, facebook, timm, torchvision, emonext
+const std::vector<std::pair<std::string, WeightSource>>& weight_sources();  // auto, facebook, timm, torchvision, emonext
 const char* weight_source_name(WeightSource s);
 
 // The tensors of a weight file: safetensors, or a torch.save zip whose top level is a

@@ -83,12 +83,12 @@ TEST(Tensor, EveryDtypeStoresAndReads) {
   }
 }
 
-TEST(Tensor, DeviceParsing) {
-  EXPECT_EQ(Device::parse("cpu"), Device::cpu());
-  EXPECT_EQ(Device::parse("cuda"), Device::cuda(0));
-  EXPECT_EQ(Device::parse("cuda:3").index, 3);
-  EXPECT_THROW(Device::parse("gpu"), Error);
-  EXPECT_THROW(Device::parse("cuda:x"), Error);
+TEST(Tensor, DeviceChoices) {
+  EXPECT_EQ(pick_device(DeviceChoice::Cpu), Device::cpu());
+  if (!cuda_available()) {
+    EXPECT_EQ(pick_device(DeviceChoice::Auto), Device::cpu());
+    EXPECT_THROW(pick_device(DeviceChoice::Cuda), Error);
+  }
 }
 
 TEST(Tensor, MemoryIsReturnedWhenTensorsDie) {

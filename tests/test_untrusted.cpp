@@ -188,12 +188,12 @@ TEST(Untrusted, TrainingStateSettingsAreRangeChecked) {
   std::map<std::string, std::string> m = setting_metadata(TrainConfig{});
   EXPECT_TRUE(config_from_metadata(m, "s").has_value());
   for (const auto& [key, value, says] : std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"log_every", "0", "--log-every (and the EMA's interval) must be at least 1"},
-           {"ema_every", "0", "--log-every (and the EMA's interval) must be at least 1"},
+           {"log_every", "0", "--log-every must be at least 1, got 0"},
+           {"ema_every", "0", "ema_every must be at least 1, got 0"},
            {"image_size", "4000000000", "--img-size must be in [32, 2048]"},
            {"batch", "-5", "--batch must be in [1, 65536]"},
-           {"lr", "nan", "--lr must be positive"},
-           {"schedule", "bogus", "--schedule is restarts, cosine or constant"},
+           {"lr", "nan", "setting lr: 'nan' is not a finite number"},
+           {"schedule", "bogus", "setting schedule: is restarts|cosine|constant, got 'bogus'"},
            {"epochs", "1e400", "not a number"}}) {
     auto bad = m;
     bad["setting." + key] = value;

@@ -22,11 +22,11 @@
 #include "core/autograd.h"
 #include "core/base/error.h"
 #include "core/base/json.h"
+#include "core/base/options.h"
 #include "core/device.h"
 #include "core/safetensors.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
-#include "tools/cli.h"
 #include "train/data.h"
 #include "train/evaluate.h"
 #include "train/image.h"
@@ -36,20 +36,15 @@ using namespace emonext;
 
 namespace {
 
-[[noreturn]] void usage(const std::string& why) {
-  std::cerr << "emonext_predict: " << why << "\n"
-            << "usage: emonext_predict --weights CKPT [--device auto|cpu|cuda] [--tencrop] [--json] IMAGE_OR_DIR...\n"
-            << "       emonext_predict --weights CKPT [--device ...] --input-tensors IN.safetensors --output OUT.safetensors\n"
-            << "       emonext_predict --weights CKPT [--device ...] --evaluate DIR|fer2013.csv [--usage U] [--tencrop]\n"
-            << "                       [--confusion FILE.csv]\n"
-            << "         (DIR: one folder per emotion, as FER2013's val/ or test/; U: the CSV rows, PrivateTest by default)\n";
-  std::exit(2);
-}
+const char* kSynopsis =
+    "emonext_predict --weights CKPT [--device auto|cpu|cuda] [--tencrop] [--json] IMAGE_OR_DIR...\n"
+    "       emonext_predict --weights CKPT [--device ...] --input-tensors IN.safetensors --output OUT.safetensors\n"
+    "       emonext_predict --weights CKPT [--device ...] --evaluate DIR|fer2013.csv [--usage U] [--tencrop] [--confusion FILE.csv]";
 
 bool is_image(const fs::path& p) {
   std::string e = p.extension().string();
   std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  for (const char* x : {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tga", ".pgm", ".ppm", ".psd", ".hdr"})
+  for (const char* x : {".jpg", ".jpeg", ".png"})  // what load_gray_image decodes
     if (e == x) return true;
   return false;
 }
@@ -69,7 +64,6 @@ int evaluate_labelled(EmoNeXt& model, const CheckpointInfo& info, const std::str
   fs::path root = fs::path(path).lexically_normal();
   if (root.filename().empty()) root = root.parent_path();  // "val/" -> "val"
   const bool csv = fs::is_regular_file(root);
-  if (!csv && !csv_usage.empty()) usage("--usage picks rows of a CSV file; " + path + " is not one");
   const std::string rows = csv_usage.empty() ? "PrivateTest" : csv_usage;
   const Dataset data = csv ? read_fer2013_csv(root.string(), rows)
                            : read_image_folders(root.parent_path().string(), root.filename().string());
@@ -175,34 +169,33 @@ int predict_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector
 
 int main(int argc, char** argv) {
   keep_freed_host_memory();
-  std::string weights, device_name = "auto", input_tensors, output, evaluate_dir, confusion, csv_usage;
+  std::string weights, input_tensors, output, evaluate_dir, confusion, csv_usage;
+  DeviceChoice device_choice = DeviceChoice::Auto;
   bool tencrop = false, json = false;
   std::vector<std::string> inputs;
-  cli::Args args(argc, argv, usage);
-  for (std::string a; args.next(a);) {
-    if (a == "--weights") weights = args.value();
-    else if (a == "--device") device_name = args.value();
-    else if (a == "--tencrop") tencrop = true;
-    else if (a == "--json") json = true;
-    else if (a == "--input-tensors") input_tensors = args.value();
-    else if (a == "--output") output = args.value();
-    else if (a == "--evaluate") evaluate_dir = args.value();
-    else if (a == "--confusion") confusion = args.value();
-    else if (a == "--usage") csv_usage = args.value();
-    else if (a == "--help" || a == "-h") usage("help");
-    else if (a.starts_with("--")) usage("unknown option " + a);
-    else inputs.push_back(a);
-  }
+  cli::Options options("emonext_predict", kSynopsis);
+  options.text("--weights", "CKPT", "an EmoNeXt checkpoint (emonext_train's best.safetensors, convnext_import's output)", &weights)
+      .choice("--device", "auto takes the GPU when one answers", &device_choice, device_choices())
+      .flag("--tencrop", "the ten-crop test view, logits averaged (default: the centre crop)", &tencrop)
+      .flag("--json", "one JSON object per image and line", &json)
+      .text("--input-tensors", "IN", "`images` [N, 3, H, W] f32 in [0, 1] -> `logits` [N, classes] into --output", &input_tensors)
+      .text("--output", "OUT", "the logits' file (with --input-tensors)", &output)
+      .text("--evaluate", "DIR|CSV", "accuracy, loss, per-class accuracy and the confusion matrix on a labelled folder or the CSV",
+            &evaluate_dir)
+      .text("--usage", "U", "the CSV's rows to evaluate (PrivateTest, the test set, when left out)", &csv_usage)
+      .text("--confusion", "FILE", "the confusion matrix as CSV (with --evaluate)", &confusion)
+      .positional(&inputs);
+  options.parse(argc, argv);
+  const auto usage = [&](const std::string& why) { options.usage_error(why); };
   if (weights.empty()) usage("--weights is required");
   if (int(!inputs.empty()) + int(!input_tensors.empty()) + int(!evaluate_dir.empty()) != 1)
     usage("give images or folders, --input-tensors with --output, or --evaluate DIR");
   if ((!confusion.empty() || !csv_usage.empty()) && evaluate_dir.empty()) usage("--confusion and --usage go with --evaluate");
   if (json && inputs.empty()) usage("--json goes with images or folders");
   if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
+  if (!csv_usage.empty() && !fs::is_regular_file(evaluate_dir)) usage("--usage picks rows of a CSV file; " + evaluate_dir + " is not one");
   try {
-    Device device = Device::cpu();
-    if (device_name == "cuda" || (device_name == "auto" && cuda_available())) device = Device::cuda(0);
-    else if (device_name != "cpu" && device_name != "auto") usage("--device is auto, cpu or cuda");
+    const Device device = pick_device(device_choice);
     CheckpointInfo info;
     std::unique_ptr<EmoNeXt> model = load_emonext(weights, &info);
     model->to(device);

@@ -14,15 +14,15 @@ bool is_stn(const std::string& name) { return name.starts_with("localization.") 
 }  // namespace
 
 MixedPrecision::MixedPrecision(const TrainConfig& c, EmoNeXt& master, Device dev)
-    : master_(master), dtype_(c.amp == "bf16" ? DType::BF16 : c.amp == "fp16" ? DType::F16 : DType::F32) {
-  scaler.on = c.amp == "fp16";
+    : master_(master), dtype_(c.amp == Amp::BF16 ? DType::BF16 : c.amp == Amp::F16 ? DType::F16 : DType::F32) {
+  scaler.on = c.amp == Amp::F16;
   if (c.loss_scale > 0) scaler.scale = c.loss_scale;
-  if (c.amp == "off") return;
+  if (c.amp == Amp::Off) return;
   low_ = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path, c.backbone);
   low_->to(dev);
   low_->to(dtype_);
   low_->train();
-  std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", c.amp.c_str());
+  std::printf("mixed precision: %s backbone, f32 master weights and spatial transformer\n", amp_name(c.amp));
   if (dev.is_cpu())
     std::printf("note: the CPU converts 16-bit values in software, so --amp trains about 5x slower than f32 here; "
                 "it is meant for GPUs\n");

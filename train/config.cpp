@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <type_traits>
+#include <vector>
 
 #include "core/base/error.h"
 #include "core/base/json.h"
@@ -15,17 +17,50 @@ namespace emonext {
 
 namespace {
 
-// One row per setting that defines a run: its name in config.json and in the training
-// state's metadata ("setting.<key>"), and whether --resume restores it from there (the
-// device, the loader threads and --init belong to the machine or the start, not to the
-// run). A value as text: strings as they are, bools true/false, numbers in their
-// shortest round-trip form.
+// ---- a value as text: strings as they are, bools true/false, enums by name, numbers in
+// their shortest round-trip form -------------------------------------------------------------
+template <class E>
+const std::vector<std::pair<std::string, E>>& names_of();
+// The first name of each value is the one written; later ones are read too (aliases).
+template <>
+const std::vector<std::pair<std::string, Amp>>& names_of<Amp>() {
+  static const std::vector<std::pair<std::string, Amp>> n = {{"off", Amp::Off}, {"bf16", Amp::BF16}, {"f16", Amp::F16},
+                                                             {"fp16", Amp::F16}};  // fp16: the name before f16 (old runs)
+  return n;
+}
+template <>
+const std::vector<std::pair<std::string, Schedule>>& names_of<Schedule>() {
+  static const std::vector<std::pair<std::string, Schedule>> n = {
+      {"restarts", Schedule::Restarts}, {"cosine", Schedule::Cosine}, {"constant", Schedule::Constant}};
+  return n;
+}
+template <>
+const std::vector<std::pair<std::string, DeviceChoice>>& names_of<DeviceChoice>() {
+  return device_choices();
+}
+
+template <class E>
+std::string choices_text() {  // "off|bf16|f16": each value's written name
+  std::string out;
+  std::vector<E> seen;
+  for (const auto& [n, e] : names_of<E>())
+    if (std::find(seen.begin(), seen.end(), e) == seen.end()) {
+      seen.push_back(e);
+      out += (out.empty() ? "" : "|") + n;
+    }
+  return out;
+}
+
 template <class T>
 std::string setting_text(const T& v) {
   if constexpr (std::is_same_v<T, std::string>) {
     return v;
   } else if constexpr (std::is_same_v<T, bool>) {
     return v ? "true" : "false";
+  } else if constexpr (std::is_enum_v<T>) {
+    for (const auto& [n, e] : names_of<T>())
+      if (e == v) return n;
+    return "?";
   } else {
     char b[40];
     const auto r = std::to_chars(b, b + sizeof b, v);
@@ -38,94 +73,190 @@ void parse_setting(const std::string& text, T& v) {
   if constexpr (std::is_same_v<T, std::string>) {
     v = text;
   } else if constexpr (std::is_same_v<T, bool>) {
-    EMONEXT_CHECK(text == "true" || text == "false", "not true or false: '", text, "'");
+    EMONEXT_CHECK(text == "true" || text == "false", "'", text, "' is not true or false");
     v = text == "true";
+  } else if constexpr (std::is_enum_v<T>) {
+    for (const auto& [n, e] : names_of<T>())
+      if (n == text) {
+        v = e;
+        return;
+      }
+    fail(detail::concat("is ", choices_text<T>(), ", got '", text, "'"));
   } else {
     const auto r = std::from_chars(text.data(), text.data() + text.size(), v);
-    EMONEXT_CHECK(r.ec == std::errc() && r.ptr == text.data() + text.size(), "not a number: '", text, "'");
+    EMONEXT_CHECK(r.ec == std::errc() && r.ptr == text.data() + text.size() && !text.empty(), "'", text, "' is not a number");
+    if constexpr (std::is_floating_point_v<T>) EMONEXT_CHECK(std::isfinite(v), "'", text, "' is not a finite number");
   }
 }
 
+// ---- the table ------------------------------------------------------------------------------------
+// A numeric setting's allowed values: [lo, hi], either end open.
+struct Range {
+  double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+  bool holds(double v) const { return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi); }
+  std::string text() const {
+    const auto num = [](double v) {  // whole numbers without an exponent (100000, not 1e+05)
+      return v == std::floor(v) && std::fabs(v) < 1e15 ? std::to_string(int64_t(v)) : setting_text(v);
+    };
+    if (std::isinf(hi)) return lo == 0 && lo_open ? "positive" : "at least " + num(lo);
+    return std::string("in ") + (lo_open ? "(" : "[") + num(lo) + ", " + num(hi) + (hi_open ? ")" : "]");
+  }
+};
+constexpr Range kAny{};
+constexpr Range at_least(double lo) { return {lo}; }
+constexpr Range positive() { return {0, std::numeric_limits<double>::infinity(), true}; }
+constexpr Range between(double lo, double hi) { return {lo, hi}; }
+
+// One row per setting of a run and per option of emonext_train.
 struct Setting {
-  const char* key;
-  bool restored;  // by --resume
-  bool quoted;    // a string in config.json
+  const char* section;  // --help's group
+  const char* key;      // in config.json and in a training state ("setting.<key>"); nullptr: per command, not saved
+  const char* option;   // emonext_train's option; nullptr: none
+  const char* meta;     // the option's value placeholder; "" for a flag; nullptr: the choices (an enum)
+  const char* flag;     // a flag's value as text ("false" for --no-ema); nullptr when the option takes a value
+  bool restored;        // --resume restores it (the device, the loader threads and --init belong to the machine or the start)
+  Range range;
+  const char* help;
+  bool quoted;  // a string in config.json
   std::string (*get)(const TrainConfig&);
-  void (*set)(TrainConfig&, const std::string&);
+  void (*set)(TrainConfig&, const std::string&);  // parses; the range is checked by check_range
+  std::string (*choices)();                       // an enum's names, else nullptr
 };
 
-#define EMONEXT_SETTING(key, restored, field)                                                                        \
-  Setting {                                                                                                          \
-    key, restored, std::is_same_v<decltype(TrainConfig::field), std::string>,                                        \
-        [](const TrainConfig& c) { return setting_text(c.field); },                                                  \
-        [](TrainConfig& c, const std::string& t) { parse_setting(t, c.field); }                                      \
+template <class T>
+std::string (*choices_of())() {
+  if constexpr (std::is_enum_v<T>) return &choices_text<T>;
+  else return nullptr;
+}
+
+#define EMONEXT_ROW(section, key, option, meta, flag, restored, field, range, help)                                        \
+  Setting {                                                                                                                \
+    section, key, option, meta, flag, restored, range, help, std::is_same_v<decltype(TrainConfig::field), std::string>,    \
+        [](const TrainConfig& c) { return setting_text(c.field); },                                                        \
+        [](TrainConfig& c, const std::string& t) { parse_setting(t, c.field); }, choices_of<decltype(TrainConfig::field)>() \
   }
+// A setting with an option that takes a value; a flag; a setting with no option; an option with no setting.
+#define EMONEXT_SETTING(section, key, option, meta, field, range, help) \
+  EMONEXT_ROW(section, key, option, meta, nullptr, true, field, range, help)
+#define EMONEXT_FLAG(section, key, option, value, field, help) EMONEXT_ROW(section, key, option, "", value, true, field, kAny, help)
+#define EMONEXT_HIDDEN(key, field, range) EMONEXT_ROW("", key, nullptr, "", nullptr, true, field, range, "")
+#define EMONEXT_COMMAND(section, option, meta, flag, field, range, help) \
+  EMONEXT_ROW(section, nullptr, option, meta, flag, false, field, range, help)
 
 const Setting kSettings[] = {
-    EMONEXT_SETTING("data_dir", true, data_dir),
-    EMONEXT_SETTING("csv", true, csv),
-    EMONEXT_SETTING("synthetic", true, synthetic),
-    EMONEXT_SETTING("model", true, model),
-    EMONEXT_SETTING("classes", true, classes),
-    EMONEXT_SETTING("image_size", true, image_size),
-    EMONEXT_SETTING("init", false, init),
-    EMONEXT_SETTING("epochs", true, epochs),
-    EMONEXT_SETTING("batch", true, batch),
-    EMONEXT_SETTING("patience", true, patience),
-    EMONEXT_SETTING("max_steps", true, max_steps),
-    EMONEXT_SETTING("lr", true, lr),
-    EMONEXT_SETTING("weight_decay", true, weight_decay),
-    EMONEXT_SETTING("exempt_norms", true, exempt_norms),
-    EMONEXT_SETTING("drop_path", true, drop_path),
-    EMONEXT_SETTING("clip", true, clip),
-    EMONEXT_SETTING("label_smoothing", true, label_smoothing),
-    EMONEXT_SETTING("schedule", true, schedule),
-    EMONEXT_SETTING("warmup", true, warmup),
-    EMONEXT_SETTING("cycle", true, cycle),
-    EMONEXT_SETTING("ema", true, ema),
-    EMONEXT_SETTING("ema_every", true, ema_every),
-    EMONEXT_SETTING("amp", true, amp),
-    EMONEXT_SETTING("loss_scale", true, loss_scale),
-    EMONEXT_SETTING("seed", true, seed),
-    EMONEXT_SETTING("workers", false, workers),
-    EMONEXT_SETTING("hflip", true, augment.hflip),
-    EMONEXT_SETTING("vflip", true, augment.vflip),
-    EMONEXT_SETTING("rotate", true, augment.rotate_degrees),
-    EMONEXT_SETTING("random_crop", true, augment.random_crop),
-    EMONEXT_SETTING("val_random_crop", true, val_random_crop),
-    EMONEXT_SETTING("log_every", true, log_every),
+    EMONEXT_SETTING("data", "data_dir", "--data", "DIR", data_dir, kAny,
+                    "FER2013 image folders DIR/train, DIR/val and (if present) DIR/test"),
+    EMONEXT_SETTING("data", "csv", "--csv", "FILE", csv, kAny, "the original fer2013.csv (Training / PublicTest / PrivateTest rows)"),
+    EMONEXT_SETTING("data", "synthetic", "--synthetic", "N", synthetic, between(0, 1 << 24), "N random images (smoke runs)"),
+    EMONEXT_ROW("data", "workers", "--workers", "K", nullptr, false, workers, between(0, 1024), "loader threads (0: the machine's cores)"),
+    EMONEXT_FLAG("data", "hflip", "--no-hflip", "false", augment.hflip, "no random horizontal flips"),
+    EMONEXT_FLAG("data", "vflip", "--no-vflip", "false", augment.vflip, "no random vertical flips"),
+    EMONEXT_SETTING("data", "rotate", "--rotate", "DEG", augment.rotate_degrees, between(0, 180), "random rotation within +-DEG degrees (0: none)"),
+    EMONEXT_FLAG("data", "random_crop", "--no-random-crop", "false", augment.random_crop, "the centre crop for training, not a random one"),
+    EMONEXT_FLAG("data", "val_random_crop", "--val-random-crop", "true", val_random_crop,
+                 "the reference's random crop for validation (default: the centre crop)"),
+    EMONEXT_SETTING("model", "model", "--model", "SIZE", model, kAny, "atto femto pico nano tiny small base large xlarge"),
+    EMONEXT_SETTING("model", "classes", "--classes", "N", classes, between(1, double(limits::kMaxClasses)), "output classes"),
+    EMONEXT_SETTING("model", "image_size", "--img-size", "S", image_size, between(double(EmoNeXt::kMinImageSize), double(limits::kMaxModelImageSize)),
+                    "image size: 224 (the reference); smaller for CPU runs, e.g. 48"),
+    EMONEXT_ROW("model", "init", "--init", "CKPT", nullptr, false, init, kAny,
+                "start from a checkpoint (convnext_import's); its size, classes and image size are the defaults of the three above"),
+    EMONEXT_SETTING("model", "drop_path", "--drop-path", "P", drop_path, (Range{0, 1, false, true}), "the last block's drop-path rate"),
+    EMONEXT_COMMAND("training", "--device", nullptr, nullptr, device, kAny, "auto takes the GPU when one answers"),
+    EMONEXT_SETTING("training", "epochs", "--epochs", "N", epochs, between(1, 1e9), "epochs"),
+    EMONEXT_SETTING("training", "batch", "--batch", "B", batch, between(1, double(limits::kMaxBatch)), "images per step"),
+    EMONEXT_SETTING("training", "max_steps", "--max-steps", "N", max_steps, at_least(0), "stop after N steps (0: no limit)"),
+    EMONEXT_SETTING("training", "lr", "--lr", "PEAK", lr, positive(), "AdamW's peak learning rate"),
+    EMONEXT_SETTING("training", "weight_decay", "--wd", "W", weight_decay, at_least(0), "AdamW's weight decay"),
+    EMONEXT_FLAG("training", "exempt_norms", "--exempt-norms", "true", exempt_norms, "no weight decay on norms, biases and layer scales"),
+    EMONEXT_SETTING("training", "schedule", "--schedule", nullptr, schedule, kAny, "learning-rate schedule (restarts: cosine with warm restarts)"),
+    EMONEXT_SETTING("training", "warmup", "--warmup", "N", warmup, at_least(0), "warm-up steps"),
+    EMONEXT_SETTING("training", "cycle", "--cycle", "N", cycle, at_least(1), "steps per restart cycle (restarts), the warm-up included"),
+    EMONEXT_SETTING("training", "clip", "--clip", "C", clip, at_least(0), "clip the gradient norm at C (0: no clipping)"),
+    EMONEXT_SETTING("training", "label_smoothing", "--label-smoothing", "E", label_smoothing, between(0, 1), "label smoothing"),
+    EMONEXT_FLAG("training", "ema", "--no-ema", "false", ema, "no EMA of the weights (validation and best then use the weights)"),
+    EMONEXT_HIDDEN("ema_every", ema_every, at_least(1)),
+    EMONEXT_SETTING("training", "patience", "--patience", "N", patience, at_least(1), "stop after N epochs without a better validation accuracy"),
+    EMONEXT_SETTING("training", "amp", "--amp", nullptr, amp, kAny,
+                    "mixed precision: the backbone in bf16 or f16, f32 master weights; f16 with a dynamic loss scale that skips "
+                    "steps with inf/NaN gradients"),
+    EMONEXT_SETTING("training", "loss_scale", "--loss-scale", "S", loss_scale, at_least(0), "f16's first loss scale (0: 65536)"),
+    EMONEXT_SETTING("training", "seed", "--seed", "N", seed, kAny, "the seed of the weights, the batch order and every random draw"),
+    EMONEXT_SETTING("training", "log_every", "--log-every", "N", log_every, at_least(1), "a progress line every N steps (without a terminal)"),
+    EMONEXT_COMMAND("output", "--out", "DIR", nullptr, out, kAny, "the run's folder"),
+    EMONEXT_COMMAND("output", "--resume", "DIR", nullptr, resume, kAny,
+                    "continue the run in DIR exactly, with its settings (options given override them)"),
+    EMONEXT_COMMAND("output", "--overwrite", "", "true", overwrite, kAny, "replace the run already in --out (without it, a folder holding a run is refused)"),
+    EMONEXT_COMMAND("modes", "--overfit-batch", "FILE", nullptr, overfit_batch, kAny,
+                    "train --steps K steps on one batch (images [N,3,H,W], labels [N]) and write --dump-state OUT"),
+    EMONEXT_COMMAND("modes", "--steps", "K", nullptr, steps, at_least(0), "--overfit-batch's steps"),
+    EMONEXT_COMMAND("modes", "--dump-state", "OUT", nullptr, dump_state, kAny, "--overfit-batch's losses, first logits and gradients"),
+    EMONEXT_COMMAND("modes", "--benchmark", "STEPS", nullptr, benchmark, at_least(0),
+                    "synthetic data: steady-state images/s, time per step (after the first 3), data wait, peak memory"),
+    EMONEXT_COMMAND("modes", "--backbone", "", "true", backbone, kAny,
+                    "with --benchmark: the bare ConvNeXt (no spatial transformer, SE or attention), as timm's convnext_* trains"),
 };
+#undef EMONEXT_ROW
 #undef EMONEXT_SETTING
+#undef EMONEXT_FLAG
+#undef EMONEXT_HIDDEN
+#undef EMONEXT_COMMAND
+
+const char* name_of(const Setting& s) { return s.option ? s.option : s.key; }
+
+// The setting's value in c against its range ("" when it holds).
+std::string range_error(const Setting& s, const TrainConfig& c) {
+  if (s.quoted || s.flag || s.choices || (s.range.lo == kAny.lo && s.range.hi == kAny.hi)) return "";
+  const std::string text = s.get(c);
+  double v = 0;
+  std::from_chars(text.data(), text.data() + text.size(), v);
+  if (s.range.holds(v)) return "";
+  return detail::concat(name_of(s), " must be ", s.range.text(), ", got ", text);
+}
+
+// A value into c through its row: parsed, then its range checked.
+void set_checked(const Setting& s, TrainConfig& c, const std::string& text) {
+  s.set(c, text);
+  if (const std::string why = range_error(s, c); !why.empty()) fail(why);
+}
 
 }  // namespace
 
+const char* amp_name(Amp a) {
+  static const std::string names[] = {setting_text(Amp::Off), setting_text(Amp::BF16), setting_text(Amp::F16)};
+  return names[int(a)].c_str();
+}
+
+void add_train_options(cli::Options& options, TrainConfig& c) {
+  for (const Setting& s : kSettings) {
+    if (!s.option) continue;
+    const std::string name = s.option;
+    std::string meta = s.meta ? s.meta : s.choices();
+    std::string default_text = s.flag ? "" : s.get(c);
+    if (s.range.lo != kAny.lo || s.range.hi != kAny.hi) default_text += default_text.empty() ? "" : "; " + s.range.text();
+    options.add({name, meta, s.help, default_text, s.section, [&s, &c, name](const std::string& text) {
+                   try {
+                     set_checked(s, c, s.flag ? std::string(s.flag) : text);
+                   } catch (const Error& e) {
+                     const std::string why = e.what();
+                     fail(why.rfind(name, 0) == 0 ? why : name + ": " + why);
+                   }
+                 }});
+  }
+}
+
 std::string invalid_setting(const TrainConfig& c) {
+  for (const Setting& s : kSettings)
+    if (std::string why = range_error(s, c); !why.empty()) return why;
   const auto sizes = convnext_sizes();
   if (std::none_of(sizes.begin(), sizes.end(), [&](const ConvNeXtSize& s) { return s.name == c.model; }))
     return "--model '" + c.model + "' is not a ConvNeXt size (atto femto pico nano tiny small base large xlarge)";
-  if (c.batch < 1 || c.batch > limits::kMaxBatch || c.epochs < 1)
-    return "--batch must be in [1, " + std::to_string(limits::kMaxBatch) + "] and --epochs positive";
-  if (c.image_size < EmoNeXt::kMinImageSize || c.image_size > limits::kMaxModelImageSize)
-    return "--img-size must be in [" + std::to_string(EmoNeXt::kMinImageSize) + ", " + std::to_string(limits::kMaxModelImageSize) +
-           "] (at 32 the stem and three downsamplings leave one pixel)";
-  if (c.classes < 1 || c.classes > limits::kMaxClasses) return "--classes must be in [1, " + std::to_string(limits::kMaxClasses) + "]";
-  if (c.synthetic < 0 || c.workers < 0 || c.workers > 1024 || c.max_steps < 0 || c.steps < 0)
-    return "--synthetic, --max-steps and --steps cannot be negative, and --workers must be in [0, 1024]";
-  if (!(c.lr > 0) || !std::isfinite(c.lr)) return "--lr must be positive";
-  if (!(c.weight_decay >= 0 && c.clip >= 0)) return "--wd and --clip cannot be negative (--clip 0 turns clipping off)";
-  if (!(c.drop_path >= 0 && c.drop_path < 1)) return "--drop-path must be in [0, 1)";
-  if (!(c.label_smoothing >= 0 && c.label_smoothing <= 1)) return "--label-smoothing must be in [0, 1]";
-  if (!(c.augment.rotate_degrees >= 0 && c.augment.rotate_degrees <= 180)) return "--rotate must be in [0, 180] degrees";
-  if (c.patience < 1) return "--patience must be at least 1 (epochs without a better validation accuracy)";
-  if (c.warmup < 0) return "--warmup cannot be negative";
-  if (c.schedule != "restarts" && c.schedule != "cosine" && c.schedule != "constant")
-    return "--schedule is restarts, cosine or constant, got '" + c.schedule + "'";
-  if (c.schedule == "restarts" && c.cycle <= c.warmup) return "--cycle must be longer than --warmup (the warm-up is part of each cycle)";
-  if (c.amp != "off" && c.amp != "bf16" && c.amp != "fp16") return "--amp is off, bf16 or fp16, got '" + c.amp + "'";
-  if (c.loss_scale < 0 || !std::isfinite(c.loss_scale)) return "--loss-scale must be positive";
-  if (c.log_every < 1 || c.ema_every < 1) return "--log-every (and the EMA's interval) must be at least 1";
+  if (c.schedule == Schedule::Restarts && c.cycle <= c.warmup)
+    return "--cycle must be longer than --warmup (the warm-up is part of each cycle)";
   if (c.benchmark != 0 && c.benchmark < 4) return "--benchmark times the steps after the first 3: give it at least 4";
   if (c.backbone && c.benchmark == 0) return "--backbone is a --benchmark mode (the bare ConvNeXt trains nothing worth keeping)";
+  if (!c.overfit_batch.empty() && c.amp != Amp::Off) return "--overfit-batch runs in f32 (leave --amp off)";
   return "";
 }
 
@@ -137,7 +268,8 @@ std::string json_config(const TrainConfig& c, const std::string& device) {
   str("device", device);
   str("resume", c.resume);
   for (const Setting& s : kSettings) {
-    if (s.quoted) str(s.key, s.get(c));
+    if (!s.key) continue;
+    if (s.quoted || s.choices) str(s.key, s.get(c));
     else j << "  \"" << s.key << "\": " << s.get(c) << ",\n";
   }
   std::string labels;
@@ -148,7 +280,8 @@ std::string json_config(const TrainConfig& c, const std::string& device) {
 
 std::map<std::string, std::string> setting_metadata(const TrainConfig& c) {
   std::map<std::string, std::string> m;
-  for (const Setting& s : kSettings) m["setting." + std::string(s.key)] = s.get(c);
+  for (const Setting& s : kSettings)
+    if (s.key) m["setting." + std::string(s.key)] = s.get(c);
   return m;
 }
 
@@ -156,8 +289,9 @@ std::optional<TrainConfig> config_from_metadata(const std::map<std::string, std:
   if (!metadata.contains("setting.model")) return std::nullopt;
   TrainConfig c;
   for (const Setting& s : kSettings) {
+    if (!s.key || !s.restored) continue;
     const auto it = metadata.find("setting." + std::string(s.key));
-    if (!s.restored || it == metadata.end()) continue;
+    if (it == metadata.end()) continue;
     try {
       s.set(c, it->second);
     } catch (const Error& e) {
@@ -171,8 +305,15 @@ std::optional<TrainConfig> config_from_metadata(const std::map<std::string, std:
 std::string changed_settings(const TrainConfig& c, const std::map<std::string, std::string>& metadata) {
   std::string changed;
   for (const Setting& s : kSettings) {
+    if (!s.key || !s.restored) continue;
     const auto it = metadata.find("setting." + std::string(s.key));
-    if (!s.restored || it == metadata.end() || it->second == s.get(c)) continue;
+    if (it == metadata.end()) continue;
+    TrainConfig saved;  // the saved text as this version writes it (an alias such as amp's fp16 is not a change)
+    try {
+      s.set(saved, it->second);
+    } catch (const Error&) {
+    }
+    if (s.get(saved) == s.get(c)) continue;
     changed += (changed.empty() ? "" : ", ") + std::string(s.key) + " " + s.get(c) + " (the run: " + it->second + ")";
   }
   return changed;

@@ -64,16 +64,6 @@ class SigintToFlag {
   void (*previous_)(int) = nullptr;
 };
 
-Device pick_device(const std::string& name) {
-  if (name == "cpu") return Device::cpu();
-  if (name == "cuda") {
-    EMONEXT_CHECK(cuda_available(), "--device cuda: ", cuda_unavailable_reason());
-    return Device::cuda(0);
-  }
-  EMONEXT_CHECK(name == "auto", "--device is auto, cpu or cuda, got '", name, "'");
-  return cuda_available() ? Device::cuda(0) : Device::cpu();
-}
-
 void print_counts(const Dataset& d) {
   const std::vector<int64_t> counts = d.class_counts();
   std::printf("%-9s %6zu images:", d.name.c_str(), d.samples.size());
@@ -197,7 +187,7 @@ class Run {
         amp_(c, *model_, dev),
         opt_(*model_, adamw_options(c)),
         ema_(c.ema ? std::make_unique<Ema>(*model_, c.ema_every) : nullptr),
-        schedule_(schedule_from_name(c.schedule)),
+        schedule_(c.schedule),
         dp_gen_(amp_.runner().generator()),  // drop path draws from the model that runs the blocks
         progress_(c.log_every),
         last_(c.out + "/last.safetensors"),
@@ -546,16 +536,14 @@ std::optional<TrainConfig> saved_config(const std::string& run_dir) {
 int run_training(const TrainConfig& c) {
   try {
     const bool overfit = !c.overfit_batch.empty();
-    EMONEXT_CHECK(c.amp == "off" || c.amp == "bf16" || c.amp == "fp16", "--amp is off, bf16 or fp16, got '", c.amp, "'");
-    EMONEXT_CHECK(c.amp == "off" || !overfit, "--overfit-batch runs in f32 (leave --amp off)");
-    convnext_size(c.model);  // an unknown size stops here, before the data is read
+    EMONEXT_CHECK(invalid_setting(c).empty(), invalid_setting(c));  // emonext_train refuses these first, as usage errors
     if (!overfit) check_out_folder(c);
     const Device dev = pick_device(c.device);
-    const int workers = c.workers > 0 ? c.workers : int(std::max(1u, std::thread::hardware_concurrency()));
+    const int workers = c.workers > 0 ? int(c.workers) : int(std::max(1u, std::thread::hardware_concurrency()));
     std::printf("emonext_train: %s-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n",
                 c.backbone ? "ConvNeXt (EmoNeXt's backbone alone)" : "EmoNeXt", c.model.c_str(), (long long)c.image_size,
                 (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
-    if (c.device == "auto" && dev.is_cpu())  // say why: a GPU whose driver fails would otherwise look like none
+    if (c.device == DeviceChoice::Auto && dev.is_cpu())  // say why: a GPU whose driver fails would otherwise look like none
       std::printf("note: on the CPU because no CUDA device answers (%s)%s\n", cuda_unavailable_reason().c_str(),
                   c.image_size > 64 ? "; at this image size a step takes seconds here: README has a CPU-sized run (--model atto "
                                       "--img-size 48)"
