@@ -2,7 +2,9 @@
 
 #include <cstring>
 
+#include "core/ops.h"
 #include "core/tensor.h"
+#include "kernels/cuda/cudnn_conv.h"
 
 namespace emonext {
 
@@ -68,6 +70,22 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
   std::memcpy(dst, src, bytes);
 }
 #endif
+
+void set_cudnn_convolutions(bool on) {
+#if EMONEXT_WITH_CUDA
+  kernels::cuda::set_cudnn_enabled(on);
+#else
+  (void)on;
+#endif
+}
+
+bool cudnn_convolutions() {
+#if EMONEXT_WITH_CUDA
+  return kernels::cuda::cudnn_enabled();
+#else
+  return false;
+#endif
+}
 
 const std::vector<std::pair<std::string, DeviceChoice>>& device_choices() {
   static const std::vector<std::pair<std::string, DeviceChoice>> n = {

@@ -33,6 +33,14 @@ inline constexpr bool kCudaBuilt = true;
       ::emonext::kernels::cuda::NAME(__VA_ARGS__, ::emonext::kernels::cuda::stream(device_.index)); \
     }                                                                                       \
   } while (0)
+// The same for a kernel that may decline (returns false: the backend has no path for
+// these arguments), as an expression.
+#define EMONEXT_KERNEL_IF(device, NAME, ...)                                                          \
+  ([&](const ::emonext::Device device_) -> bool {                                                     \
+    if (device_.is_cpu()) return ::emonext::kernels::cpu::NAME(__VA_ARGS__, nullptr);                 \
+    ::emonext::kernels::cuda::set_device(device_.index);                                              \
+    return ::emonext::kernels::cuda::NAME(__VA_ARGS__, ::emonext::kernels::cuda::stream(device_.index)); \
+  }(device))
 #else
 inline constexpr bool kCudaBuilt = false;
 #define EMONEXT_KERNEL(device, NAME, ...)                    \
@@ -40,6 +48,11 @@ inline constexpr bool kCudaBuilt = false;
     if (!(device).is_cpu()) ::emonext::fail_no_cuda();       \
     ::emonext::kernels::cpu::NAME(__VA_ARGS__, nullptr);     \
   } while (0)
+#define EMONEXT_KERNEL_IF(device, NAME, ...)                                      \
+  ([&](const ::emonext::Device device_) -> bool {                                 \
+    if (!device_.is_cpu()) ::emonext::fail_no_cuda();                             \
+    return ::emonext::kernels::cpu::NAME(__VA_ARGS__, nullptr);                   \
+  }(device))
 #endif
 
 void* cuda_allocate(size_t bytes, Device device);

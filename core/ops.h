@@ -138,7 +138,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 // One AdamW step on a list of parameters, each with its gradient and moments (of its
 // shape; all of one dtype and device; params and moments contiguous): one pass over
 // each, a few kernel launches for the whole list. torch.optim.AdamW's formula and
-// order (kernels/ops.h, adamw_apply) for optimiser step t >= 1, on the gradient times
+// order (kernels/formulas.h, adamw_apply) for optimiser step t >= 1, on the gradient times
 // grad_scale (gradient clipping's factor, applied here rather than in a pass of its
 // own). Parameters with decay false skip the weight decay. Checked before anything
 // changes; refused while grad mode is on and a param requires grad.

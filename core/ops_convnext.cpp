@@ -1,6 +1,6 @@
 // The kernels that make ConvNeXt and EmoNeXt what they are, as differentiable
-// ops: LayerNorm, GELU (and bias + GELU), depthwise convolution, SE pooling and
-// gating, and the spatial transformer's affine grid and grid sampling.
+// ops: GELU (and bias + GELU), depthwise convolution, the block's end, SE pooling and
+// gating.
 #include "core/autograd.h"
 #include "core/backend.h"
 #include "core/op_checks.h"
@@ -9,38 +9,6 @@
 namespace emonext {
 
 using Grads = std::vector<Tensor>;
-
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  check_floating("layer_norm", x);
-  check_same("layer_norm", x, weight);
-  check_same("layer_norm", x, bias);
-  EMONEXT_CHECK(x.dim() >= 1, "layer_norm: input must have at least one dim");
-  const int64_t cols = x.size(-1);
-  EMONEXT_CHECK((weight.shape() == Shape{cols}) && (bias.shape() == Shape{cols}), "layer_norm: input last dim ", cols,
-                " but weight ", shape_str(weight.shape()), " and bias ", shape_str(bias.shape()), " (expected [", cols, "])");
-  EMONEXT_CHECK(eps > 0, "layer_norm: eps must be positive, got ", eps);
-  const Tensor xc = x.contiguous(), w = weight.contiguous(), b = bias.contiguous();
-  const int64_t rows = cols == 0 ? 0 : x.numel() / cols;
-  const DType stat = x.dtype() == DType::F64 ? DType::F64 : DType::F32;
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  Tensor mean = Tensor::empty({rows}, stat, x.device()), rstd = Tensor::empty({rows}, stat, x.device());
-  if (rows > 0)
-    EMONEXT_KERNEL(x.device(), layer_norm_forward, y.data_ptr(), mean.data_ptr(), rstd.data_ptr(), xc.data_ptr(), w.data_ptr(),
-                   b.data_ptr(), x.dtype(), rows, cols, eps);
-  return record(y, "layer_norm", {x, weight, bias}, [=](const Tensor& g) {
-    const Tensor dy = g.contiguous();
-    Tensor dx = Tensor::empty(xc.shape(), xc.dtype(), xc.device());
-    Tensor dw = Tensor::empty({cols}, xc.dtype(), xc.device()), db = Tensor::empty({cols}, xc.dtype(), xc.device());
-    if (rows > 0)
-      EMONEXT_KERNEL(xc.device(), layer_norm_backward, dx.data_ptr(), dw.data_ptr(), db.data_ptr(), dy.data_ptr(),
-                     xc.data_ptr(), mean.data_ptr(), rstd.data_ptr(), w.data_ptr(), xc.dtype(), rows, cols);
-    else {
-      dw.zero_();
-      db.zero_();
-    }
-    return Grads{dx, dw, db};
-  });
-}
 
 namespace {
 kernels::BinaryOp gelu_backward_op(GeluApprox a) {
@@ -190,61 +158,6 @@ Tensor se_gate(const Tensor& x, const Tensor& gate) {
                      xc.dtype(), n, hw, c);
     else
       dg.zero_();
-    return Grads{dx, dg};
-  });
-}
-
-namespace {
-// PyTorch's base-grid coordinates: linspace(-1, 1, n), scaled by (n - 1) / n without align_corners; 0 for n = 1.
-std::vector<double> grid_coordinates(int64_t n, bool align_corners) {
-  std::vector<double> v(static_cast<size_t>(n), 0.0);
-  if (n <= 1) return v;
-  for (int64_t i = 0; i < n; ++i) {
-    const double x = -1.0 + 2.0 * double(i) / double(n - 1);
-    v[size_t(i)] = align_corners ? x : x * double(n - 1) / double(n);
-  }
-  return v;
-}
-}  // namespace
-
-Tensor affine_grid(const Tensor& theta, int64_t h, int64_t w, bool align_corners) {
-  check_floating("affine_grid", theta);
-  EMONEXT_CHECK(theta.dim() == 3 && theta.size(1) == 2 && theta.size(2) == 3, "affine_grid: theta must be [N, 2, 3], got ",
-                theta.str());
-  EMONEXT_CHECK(h > 0 && w > 0, "affine_grid: output size ", h, "x", w, " must be positive");
-  const std::vector<double> xs = grid_coordinates(w, align_corners), ys = grid_coordinates(h, align_corners);
-  std::vector<double> base;
-  base.reserve(size_t(h * w * 3));
-  for (int64_t i = 0; i < h; ++i)
-    for (int64_t j = 0; j < w; ++j) base.insert(base.end(), {xs[size_t(j)], ys[size_t(i)], 1.0});
-  // grid[n, p] = theta[n] @ (x_p, y_p, 1): one batched matmul, differentiable in theta.
-  const Tensor b = Tensor::from_vector(base, {1, h * w, 3}, theta.dtype(), theta.device());
-  return matmul(b, theta.transpose(1, 2)).reshape({theta.size(0), h, w, 2});
-}
-
-Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, bool deterministic) {
-  check_floating("grid_sample", input);
-  check_same("grid_sample", input, grid);
-  EMONEXT_CHECK(input.dim() == 4, "grid_sample: input must be channels-last [N, H, W, C], got ", input.str());
-  EMONEXT_CHECK(grid.dim() == 4 && grid.size(0) == input.size(0) && grid.size(3) == 2, "grid_sample: grid ",
-                shape_str(grid.shape()), " does not fit input ", shape_str(input.shape()), " (expected [", input.size(0),
-                ", Ho, Wo, 2])");
-  const kernels::GridSample p{input.dtype(), input.size(0), input.size(1), input.size(2), input.size(3),
-                              grid.size(1), grid.size(2), align_corners};
-  const Tensor x = input.contiguous(), g = grid.contiguous();
-  Tensor y = Tensor::empty({p.n, p.ho, p.wo, p.c}, input.dtype(), input.device());
-  if (y.numel() > 0) EMONEXT_KERNEL(y.device(), grid_sample_forward, p, y.data_ptr(), x.data_ptr(), g.data_ptr());
-  return record(y, "grid_sample", {input, grid}, [=, need_x = input.requires_grad(), need_g = grid.requires_grad()](const Tensor& dy_) {
-    const Tensor dy = dy_.contiguous();
-    Tensor dx = need_x ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
-    Tensor dg = need_g ? Tensor::empty(g.shape(), g.dtype(), g.device()) : Tensor();
-    if (dy.numel() > 0)
-      EMONEXT_KERNEL(dy.device(), grid_sample_backward, p, need_x ? dx.data_ptr() : nullptr, need_g ? dg.data_ptr() : nullptr,
-                     dy.data_ptr(), x.data_ptr(), g.data_ptr(), deterministic);
-    else {
-      if (need_x) dx.zero_();
-      if (need_g) dg.zero_();
-    }
     return Grads{dx, dg};
   });
 }

@@ -8,7 +8,7 @@
 
 #include "core/base/dtype.h"
 #include "core/base/error.h"
-#include "kernels/ops.h"
+#include "kernels/formulas.h"
 
 namespace emonext::kernels {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "kernels/ops.h"
+#include "kernels/formulas.h"
 #include "kernels/view.h"
 
 namespace emonext::kernels {
@@ -55,7 +55,7 @@ struct Pool {
 
 // The end of a ConvNeXt block, x + drop_path(gamma * (h + b)), in one pass, on
 // contiguous [n, hw, c] maps: y = x + (h + b[c]) * gamma[c] * m, where m is image i's
-// drop-path scale (kernels/ops.h, drop_path_scale: 1 / keep when its uniform draw
+// drop-path scale (kernels/formulas.h, drop_path_scale: 1 / keep when its uniform draw
 // u[i] < keep, else 0; 1 for every image when u is null).
 struct LayerScaleResidual {
   DType dtype = DType::F32;
@@ -71,7 +71,7 @@ struct TensorSpan {
   int64_t n = 0;
 };
 
-// One AdamW step (kernels/ops.h, adamw_apply) on a list of parameters: p, m and v are
+// One AdamW step (kernels/formulas.h, adamw_apply) on a list of parameters: p, m and v are
 // updated in place from g; decay is the parameter's own 1 - lr * weight_decay.
 struct AdamWTensor {
   void *p = nullptr, *m = nullptr, *v = nullptr;
@@ -148,7 +148,7 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   void dwconv_backward_input(const DwConv& p, void* dx, const void* dy, const void* w, Stream s); \
   void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy, const void* x, \
                               Stream s);                                                           \
-  /* gelu.{cpp,cu}: bias_gelu's backward on contiguous [rows, c]: dx = g * gelu'(x + b), and */    \
+  /* bias_gelu.{cpp,cu}: bias_gelu's backward on contiguous [rows, c]: dx = g * gelu'(x + b), and */    \
   /* db = the column sums of dx, in one pass over g and x. Fixed order */                          \
   void bias_gelu_backward(DType dtype, bool tanh, void* dx, void* db, const void* g, const void* x,\
                           const void* b, int64_t rows, int64_t c, Stream s);                      \
@@ -173,6 +173,15 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   /* unfold.{cpp,cu}: im2col and its adjoint; fold gathers (one writer per input element) */     \
   void unfold(const Unfold& p, void* cols, const void* x, Stream s);                               \
   void fold(const Unfold& p, void* dx, const void* dcols, Stream s);                               \
+  /* conv.cpp, cudnn_conv.cu: dense convolution of x [n, h, w, c] with w [cout, kh, kw, c] */     \
+  /* into y [n, ho, wo, cout], no bias, by the backend's own path: the CPU's banded kernels */      \
+  /* (f32, f64), cuDNN on CUDA. Each returns false where the backend has no such path for p */      \
+  /* (or, on CUDA, its call failed as it ran): the caller then takes unfold + GEMM. The */           \
+  /* backward writes dx (unless null) and dw */                                                     \
+  bool conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w,        \
+                      Stream s);                                                                   \
+  bool conv2d_backward(const Unfold& p, int64_t cout, void* dx, void* dw, const void* dy,          \
+                       const void* x, const void* w, Stream s);                                    \
   /* pool.{cpp,cu}: argmax holds, per output, the input's y * w + x (first maximum; NaN wins); */ \
   /* the backward gathers, so overlapping windows need no atomics */                              \
   void max_pool_forward(const Pool& p, void* out, int64_t* argmax, const void* x, Stream s);      \
@@ -182,14 +191,6 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS
-// conv.cpp, CPU only (CUDA runs cuDNN's convolutions): dense convolution of x [n, h, w, c]
-// with w [cout, kh, kw, c] into y [n, ho, wo, cout], no bias, f32 and f64, without the
-// batch's im2col matrix (bands of output rows unfolded in cache). Every result is the
-// same bits whatever the number of threads (the weight gradient sums fixed runs of
-// bands, then the runs in order).
-void conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w);
-void conv2d_backward_input(const Unfold& p, int64_t cout, void* dx, const void* dy, const void* w);
-void conv2d_backward_weight(const Unfold& p, int64_t cout, void* dw, const void* dy, const void* x);
 }
 namespace cuda {
 EMONEXT_KERNEL_DECLARATIONS

@@ -79,9 +79,7 @@ void dispatch_f32_f64(DType dtype, const char* what, F f) {
     fail(detail::concat(what, ": f32 and f64 only, got ", dtype));
 }
 
-}  // namespace
-
-void conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w) {
+void banded_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w) {
   single_threaded_blas();
   dispatch_f32_f64(p.dtype, "conv2d_forward", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -101,7 +99,7 @@ void conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const
   });
 }
 
-void conv2d_backward_weight(const Unfold& p, int64_t cout, void* dw, const void* dy, const void* x) {
+void banded_backward_weight(const Unfold& p, int64_t cout, void* dw, const void* dy, const void* x) {
   single_threaded_blas();
   dispatch_f32_f64(p.dtype, "conv2d_backward_weight", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -128,7 +126,7 @@ void conv2d_backward_weight(const Unfold& p, int64_t cout, void* dw, const void*
   });
 }
 
-void conv2d_backward_input(const Unfold& p, int64_t cout, void* dx, const void* dy, const void* w) {
+void banded_backward_input(const Unfold& p, int64_t cout, void* dx, const void* dy, const void* w) {
   single_threaded_blas();
   dispatch_f32_f64(p.dtype, "conv2d_backward_input", [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -150,6 +148,21 @@ void conv2d_backward_input(const Unfold& p, int64_t cout, void* dx, const void* 
       }
     }
   });
+}
+
+}  // namespace
+
+bool conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w, Stream) {
+  if (p.dtype != DType::F32 && p.dtype != DType::F64) return false;
+  banded_forward(p, cout, y, x, w);
+  return true;
+}
+
+bool conv2d_backward(const Unfold& p, int64_t cout, void* dx, void* dw, const void* dy, const void* x, const void* w, Stream) {
+  if (p.dtype != DType::F32 && p.dtype != DType::F64) return false;
+  if (dx) banded_backward_input(p, cout, dx, dy, w);
+  banded_backward_weight(p, cout, dw, dy, x);
+  return true;
 }
 
 }  // namespace emonext::kernels::cpu

@@ -1,8 +1,8 @@
 // Element-wise kernels of the CPU backend: copy/cast, fill, random, unary,
-// binary, compare, where. The formulas are in kernels/ops.h.
+// binary, compare, where. The formulas are in kernels/formulas.h.
 #include <cmath>
 
-#include "kernels/cpu/vector_math.h"  // before kernels/ops.h
+#include "kernels/cpu/vector_math.h"  // before kernels/formulas.h
 
 #include "core/base/philox.h"
 #include "kernels/cpu/cpu_types.h"

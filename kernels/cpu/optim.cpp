@@ -1,7 +1,7 @@
 // The optimizer's fused update (CPU): AdamW on every parameter of a list in one
 // pass over p, m, v and g, where the op-by-op form read and wrote them some 35
 // times, and one parallel loop over the whole list's chunks (multi_tensor.h).
-// The formula is kernels/ops.h's adamw_apply, shared with the CUDA twin.
+// The formula is kernels/formulas.h's adamw_apply, shared with the CUDA twin.
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/cpu/multi_tensor.h"
 #include "kernels/dispatch.h"

@@ -5,7 +5,7 @@
 // does not use, so this header does it for these two. libmvec's results are within a
 // few ulp of the scalar functions' (glibc's tested bounds). CMake defines
 // EMONEXT_HAVE_LIBMVEC after checking that the toolchain links them; without it, the
-// loops call the scalar functions as before. Include before kernels/ops.h.
+// loops call the scalar functions as before. Include before kernels/formulas.h.
 #pragma once
 #include <cmath>
 

@@ -18,7 +18,7 @@
 #include "kernels/cuda/workspace.cuh"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
-#include "kernels/ops.h"
+#include "kernels/formulas.h"
 
 namespace emonext::kernels::cuda {
 

@@ -11,6 +11,8 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,6 +22,7 @@
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda/workspace.cuh"
+#include "kernels/kernels.h"
 
 namespace emonext::kernels::cuda {
 
@@ -223,11 +226,39 @@ bool cudnn_conv_backward_filter(const CudnnConv& p, void* dw, const void* dy, co
 
 void cudnn_inject_failures(bool on) { g_inject_failure = on; }
 
+namespace {
+std::atomic<bool>& cudnn_switch() {
+  static std::atomic<bool> on{[] {
+    const char* v = std::getenv("EMONEXT_CUDNN");
+    return !(v && std::strcmp(v, "0") == 0);
+  }()};
+  return on;
+}
+CudnnConv conv_of(const Unfold& p, int64_t cout) {
+  return {p.dtype, p.n, p.h, p.w, p.c, cout, p.kh, p.kw, p.stride, p.pad, 1, true};
+}
+}  // namespace
+
+void set_cudnn_enabled(bool on) { cudnn_switch() = on; }
+bool cudnn_enabled() { return cudnn_switch(); }
+
+bool conv2d_forward(const Unfold& p, int64_t cout, void* y, const void* x, const void* w, Stream s) {
+  const CudnnConv cp = conv_of(p, cout);
+  return cudnn_switch() && cudnn_conv_supported(cp) && cudnn_conv_forward(cp, y, x, w, nullptr, s);
+}
+
+bool conv2d_backward(const Unfold& p, int64_t cout, void* dx, void* dw, const void* dy, const void* x, const void* w, Stream s) {
+  const CudnnConv cp = conv_of(p, cout);
+  if (!cudnn_conv_supported(cp)) return false;
+  return (!dx || cudnn_conv_backward_data(cp, dx, dy, w, s)) && cudnn_conv_backward_filter(cp, dw, dy, x, s);
+}
+
 }  // namespace emonext::kernels::cuda
 
 #else  // no cuDNN in this build, or the emulation build (cuDNN needs a real GPU)
 
 #include "core/base/error.h"
+#include "kernels/kernels.h"
 
 namespace emonext::kernels::cuda {
 
@@ -249,6 +280,10 @@ bool cudnn_conv_forward(const CudnnConv&, void*, const void*, const void*, const
 bool cudnn_conv_backward_data(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_data"); }
 bool cudnn_conv_backward_filter(const CudnnConv&, void*, const void*, const void*, Stream) { no_cudnn("cudnn_conv_backward_filter"); }
 void cudnn_inject_failures(bool) {}
+void set_cudnn_enabled(bool) {}
+bool cudnn_enabled() { return false; }
+bool conv2d_forward(const Unfold&, int64_t, void*, const void*, const void*, Stream) { return false; }
+bool conv2d_backward(const Unfold&, int64_t, void*, void*, const void*, const void*, const void*, Stream) { return false; }
 
 }  // namespace emonext::kernels::cuda
 

@@ -1,7 +1,7 @@
 // Dense and grouped 2-D convolution through cuDNN, channels-last: x [n, h, w, c],
 // weight [cout, kh, kw, c / groups] (cuDNN's NHWC filter layout), y [n, ho, wo, cout],
-// zero padding, f32 accumulation. The engine's Conv2d uses it on CUDA (core/ops_conv.cpp);
-// kernel_bench uses it, grouped, as the depthwise convolution's baseline. No CUDA header
+// zero padding, f32 accumulation. The CUDA backend's conv2d_forward/backward (kernels.h)
+// run through it; kernel_bench uses it, grouped, as the depthwise convolution's baseline. No CUDA header
 // here, so core/ can include it in every build; the functions exist in CUDA builds.
 #pragma once
 #include <cstdint>
@@ -40,5 +40,10 @@ std::string cudnn_conv_algorithms(const CudnnConv& p);
 
 // Tests only: while on, every cuDNN call reports a failure (the fallback's test on a GPU).
 void cudnn_inject_failures(bool on);
+
+// Whether conv2d_forward/backward (kernels.h) may use cuDNN: on unless EMONEXT_CUDNN=0 is in
+// the environment or set_cudnn_enabled(false) was called (core's set_cudnn_convolutions).
+void set_cudnn_enabled(bool on);
+bool cudnn_enabled();
 
 }  // namespace emonext::kernels::cuda

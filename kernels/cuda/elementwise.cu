@@ -1,6 +1,6 @@
 // Element-wise kernels of the CUDA backend: copy/cast, fill, random, unary,
 // binary, compare, where. One thread per element in a grid-stride loop; the
-// formulas are in kernels/ops.h, shared with the CPU twins in kernels/cpu.
+// formulas are in kernels/formulas.h, shared with the CPU twins in kernels/cpu.
 // Contiguous unary and binary work (GELU, bias + GELU, the SE gate, the
 // optimizer's arithmetic) moves 16-byte packs per thread (pack.cuh) when the
 // pointers allow, with a scalar loop for the last n % V elements.

@@ -2,7 +2,7 @@
 // pass over p, m, v and g (28 bytes per f32 element) and a few launches for the
 // whole model (kernels/cuda/multi_tensor.cuh), where the op-by-op form took some
 // 15 launches and 35 passes per parameter. A thread moves 16-byte packs when
-// every pointer allows; the formula is kernels/ops.h's adamw_apply, shared with
+// every pointer allows; the formula is kernels/formulas.h's adamw_apply, shared with
 // the CPU twin.
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/cpu/vector_math.h"  // before kernels/ops.h
+#include "kernels/cpu/vector_math.h"  // before kernels/formulas.h
 
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/cpu/partials.h"
