@@ -14,22 +14,11 @@
 #include "core/torch_file.h"
 #include "models/checkpoint.h"
 #include "models/pretrained.h"
+#include "tests/image_bytes.h"
 #include "tests/test_util.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "train/image.h"
-
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBI_WRITE_NO_STDIO
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#endif
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
 
 namespace emonext::test {
 namespace {
@@ -212,14 +201,7 @@ TEST(Untrusted, AScalarWhereAWeightShouldBeIsRefused) {
 }
 
 // ---- images -------------------------------------------------------------------------------------
-std::string png(int w, int h) {
-  std::vector<unsigned char> px(size_t(w) * size_t(h), 128);
-  int n = 0;
-  unsigned char* mem = stbi_write_png_to_mem(px.data(), w, w, h, 1, &n);
-  std::string out(reinterpret_cast<char*>(mem), size_t(n));
-  STBIW_FREE(mem);
-  return out;
-}
+std::string png(int w, int h) { return png_bytes(w, h); }
 
 GrayImage decode(const std::string& bytes) {
   return decode_gray_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "img");

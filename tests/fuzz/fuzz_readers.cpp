@@ -52,19 +52,8 @@
 #include "models/checkpoint.h"
 #include "train/config.h"
 #include "train/data.h"
+#include "tests/image_bytes.h"
 #include "train/image.h"
-
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#define STBI_WRITE_NO_STDIO
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#pragma GCC diagnostic ignored "-Wsign-compare"
-#endif
-#include <stb/stb_image_write.h>
-#if defined(__GNUC__)
-#pragma GCC diagnostic pop
-#endif
 
 // GCC 12 takes the replaced operator delete's free() for a mismatch with operator new,
 // and warns of an overlap inside std::string::insert it cannot rule out (its bug 105329).
@@ -243,25 +232,6 @@ Bytes read_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-Bytes png(int w, int h, int channels) {
-  std::vector<unsigned char> px(size_t(w) * size_t(h) * size_t(channels));
-  for (size_t i = 0; i < px.size(); ++i) px[i] = (unsigned char)(i * 37);
-  int n = 0;
-  unsigned char* mem = stbi_write_png_to_mem(px.data(), w * channels, w, h, channels, &n);
-  Bytes out(reinterpret_cast<char*>(mem), size_t(n));
-  STBIW_FREE(mem);
-  return out;
-}
-
-Bytes jpeg(int w, int h, int channels) {
-  std::vector<unsigned char> px(size_t(w) * size_t(h) * size_t(channels));
-  for (size_t i = 0; i < px.size(); ++i) px[i] = (unsigned char)(i * 13 + i / 7);
-  Bytes out;
-  stbi_write_jpg_to_func([](void* ctx, void* data, int size) { static_cast<Bytes*>(ctx)->append(static_cast<char*>(data), size_t(size)); },
-                         &out, w, h, channels, px.data(), 90);
-  return out;
-}
-
 std::vector<Target> targets(const std::string& scratch) {
   using namespace emonext;
   std::vector<Target> out;
@@ -296,7 +266,10 @@ std::vector<Target> targets(const std::string& scratch) {
                    config_from_metadata(f.metadata, "input.safetensors");
                  }});
 
-  Target image{"image", {png(48, 48, 1), png(20, 31, 3), png(9, 5, 4), jpeg(48, 48, 1), jpeg(37, 23, 3)}, [](const Bytes& b) {
+  using test::jpeg_bytes;
+  using test::png_bytes;
+  Target image{"image", {png_bytes(48, 48, 1), png_bytes(20, 31, 3), png_bytes(9, 5, 4), jpeg_bytes(48, 48, 1), jpeg_bytes(37, 23, 3)},
+               [](const Bytes& b) {
                  const GrayImage img = decode_gray_image(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "input");
                  eval_view(img, 48);
                }};
