@@ -293,22 +293,15 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   std::string h = header.str();
   while ((8 + h.size()) % 8 != 0) h += ' ';  // the format pads the header to 8 bytes with spaces
 
-  // Written beside the target and renamed over it, so that a reader never sees half a
-  // file and a failed write (a full disk) leaves the old file as it was and no .tmp.
-  const std::string tmp = path + ".tmp";
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  EMONEXT_CHECK(out, tmp, ": cannot open for writing");
-  unsigned char len_bytes[8];
-  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(uint64_t(h.size()) >> (8 * i));
-  out.write(reinterpret_cast<const char*>(len_bytes), 8);
-  out.write(h.data(), std::streamsize(h.size()));
-  for (const Tensor& t : host) out.write(static_cast<const char*>(t.data_ptr()), std::streamsize(t.numel() * int64_t(dtype_size(t.dtype()))));
-  out.close();  // flushes; a failed flush sets failbit
-  if (!out) {
-    std::remove(tmp.c_str());
-    fail(detail::concat(tmp, ": write failed (disk full?)"));
-  }
-  EMONEXT_CHECK(std::rename(tmp.c_str(), path.c_str()) == 0, path, ": cannot rename ", tmp, " into place");
+  // Written beside the target and renamed over it (write_file_atomically): a reader never
+  // sees half a file, and a failed write (a full disk) leaves the old file as it was.
+  write_file_atomically(path, [&](std::ostream& out) {
+    unsigned char len_bytes[8];
+    for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(uint64_t(h.size()) >> (8 * i));
+    out.write(reinterpret_cast<const char*>(len_bytes), 8);
+    out.write(h.data(), std::streamsize(h.size()));
+    for (const Tensor& t : host) out.write(static_cast<const char*>(t.data_ptr()), std::streamsize(t.numel() * int64_t(dtype_size(t.dtype()))));
+  });
 }
 
 }  // namespace emonext

@@ -69,12 +69,17 @@ ConvNeXt::ConvNeXt(const ConvNeXtSize& size_, int64_t classes, double drop_path,
 Tensor ConvNeXt::forward_features(const Tensor& x) const {
   EMONEXT_CHECK(x.dim() == 4 && x.size(3) == 3, "ConvNeXt: expected images [N, H, W, 3] (channels-last), got ", x.str());
   Tensor h = x;
-  for (size_t i = 0; i < 4; ++i) {
-    h = downsample[i]->forward(h);
-    for (const ConvNeXtBlock* block : blocks[i]) h = block->forward(h);
-  }
-  return norm.forward(global_avg_pool(h));
+  for (size_t i = 0; i < 4; ++i) h = stage_forward(h, i);
+  return head_features(h);
 }
+
+Tensor ConvNeXt::stage_forward(const Tensor& h, size_t i) const {
+  Tensor out = downsample.at(i)->forward(h);
+  for (const ConvNeXtBlock* block : blocks.at(i)) out = block->forward(out);
+  return out;
+}
+
+Tensor ConvNeXt::head_features(const Tensor& h) const { return norm.forward(global_avg_pool(h)); }
 
 namespace {
 int64_t checked_image_size(int64_t s) {

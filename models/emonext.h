@@ -35,8 +35,14 @@ class ConvNeXt : public Module {
  public:
   // drop_path: the last block's rate; block b of B gets drop_path * b / (B - 1).
   ConvNeXt(const ConvNeXtSize& size, int64_t classes, double drop_path = 0.0, bool se = false);
-  // [N, H, W, 3] -> features [N, d3] (after the final LayerNorm).
+  // [N, H, W, 3] -> features [N, d3] (after the final LayerNorm): the four stages, then
+  // head_features.
   Tensor forward_features(const Tensor& x) const;
+  // Stage i (its downsampling layer, then its blocks) on stage i - 1's output (the image
+  // for i = 0), and the features from the last stage's output (pooled, normalised): the
+  // pieces of forward_features, for Grad-CAM on a stage's output.
+  Tensor stage_forward(const Tensor& h, size_t i) const;
+  Tensor head_features(const Tensor& h) const;
   Tensor forward(const Tensor& x) const { return head.forward(forward_features(x)); }
   // Drop path draws from this generator (seed it for reproducible training).
   Generator& generator() { return gen_; }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <iostream>
 
 #include "core/autograd.h"
 #include "core/safetensors.h"
@@ -20,6 +21,8 @@
 #include "models/emonext.h"
 #include "tests/op_cases.h"
 #include "tests/test_util.h"
+#include "train/explain.h"
+#include "train/image.h"
 
 namespace emonext::test {
 namespace {
@@ -178,6 +181,43 @@ TEST(Parity, CheckpointLoadsStrictlyIntoThePyTorchTwin) {
   save_safetensors(out, {{"logits", logits.detach()}});
   const std::string args = "check " + ckpt + " " + in + " " + out;
   EXPECT_EQ(run_twin(args), 0) << args;
+}
+
+// Grad-CAM (train/explain.cpp) against the twin's, which takes it with a hook in float64,
+// on the same weights and images. The maps are normalised to [0, 1]; the engine's f32
+// activations and gradients differ from float64 by ~1e-6 relative, and the weighted sum
+// over the stage's 160 channels cancels to the map's values, so 1e-3 of the maximum holds
+// with room (6e-6 at most, 2026-12-04).
+TEST(Parity, GradCamMatchesThePyTorchTwin) {
+  REQUIRE_REFERENCE_TORCH();
+  EmoNeXt model(convnext_size("atto"), 7, 48);
+  Generator gen(31);
+  parity_fill(model, gen);
+  std::vector<GrayImage> views;
+  for (int k = 0; k < 4; ++k) {
+    const std::vector<double> px = rand({48 * 48}, gen, 0, 255).to_vector();
+    views.push_back(GrayImage{48, 48, std::vector<float>(px.begin(), px.end())});
+  }
+  const std::vector<Explanation> ex = explain(model, views, Device::cpu());
+  ASSERT_EQ(ex.size(), 4u);
+  EXPECT_EQ(ex[0].cam_stage, 2u) << "at 48 x 48 the last stage is 1 x 1: the third is used";
+  const ScratchDir dir("gradcam");
+  save_checkpoint(dir + "/m.safetensors", model, fer2013_labels());
+  save_safetensors(dir + "/images.safetensors", {{"images", to_batch(views).permute({0, 3, 1, 2}).contiguous()}});
+  const std::string args = "gradcam " + dir + "/m.safetensors " + dir + "/images.safetensors 2 " + dir + "/cam.safetensors";
+  ASSERT_EQ(run_twin(args), 0) << args;
+  const SafeTensors twin = load_safetensors(dir + "/cam.safetensors");
+  const std::vector<double> cam = twin.at("cam").to_vector();
+  const std::vector<int64_t> predicted = twin.at("predicted").to_int_vector();
+  ASSERT_EQ(cam.size(), 4u * 9u);
+  double worst = 0;
+  for (size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(ex[k].predicted, predicted[k]) << "image " << k;
+    ASSERT_EQ(ex[k].cam.px.size(), 9u);
+    for (size_t i = 0; i < 9; ++i) worst = std::max(worst, std::fabs(double(ex[k].cam.px[i]) - cam[k * 9 + i]));
+  }
+  std::cout << "Grad-CAM, engine against the twin: largest difference " << worst << "\n";
+  EXPECT_LE(worst, 1e-3);
 }
 
 }  // namespace

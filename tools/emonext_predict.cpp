@@ -10,6 +10,9 @@
 //       DIR holds one folder per emotion (as FER2013's val/ or test/); from the CSV,
 //       the rows of Usage U (PrivateTest, the test set, by default): accuracy, loss,
 //       per-class accuracy and the confusion matrix, as emonext_train's test pass.
+//   emonext_predict --weights CKPT --explain DIR IMAGE_OR_DIR...
+//       per image: its view, the spatial transformer's output and Grad-CAM as PNG files in
+//       DIR, and DIR/index.html that shows them.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -21,6 +24,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/file.h"
 #include "core/base/json.h"
 #include "core/base/options.h"
 #include "core/device.h"
@@ -29,7 +33,9 @@
 #include "models/checkpoint.h"
 #include "train/data.h"
 #include "train/evaluate.h"
+#include "train/explain.h"
 #include "train/image.h"
+#include "train/report_html.h"
 
 namespace fs = std::filesystem;
 using namespace emonext;
@@ -165,11 +171,63 @@ int predict_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector
   return failed ? 1 : 0;
 }
 
+// --explain DIR: per image the evaluation view, the spatial transformer's output and
+// Grad-CAM over it as PNG files (k_name.input.png, .stn.png, .gradcam.png), and DIR/index.html
+// that shows them with the prediction; 1 when an image could not be read.
+int explain_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector<std::string>& files, Device device,
+                   const std::string& dir) {
+  int64_t failed = 0;
+  std::string rows;
+  for (size_t first = 0; first < files.size(); first += 32) {
+    std::vector<std::string> names;
+    std::vector<GrayImage> views;
+    for (size_t k = first; k < files.size() && k < first + 32; ++k) {
+      try {
+        views.push_back(eval_view(load_gray_image(files[k]), info.image_size));
+        names.push_back(files[k]);
+      } catch (const Error& e) {
+        std::fprintf(stderr, "emonext_predict: skipped %s\n", e.what());
+        ++failed;
+      }
+    }
+    const std::vector<Explanation> ex = explain(model, views, device);
+    for (size_t k = 0; k < ex.size(); ++k) {
+      const Explanation& e = ex[k];
+      const std::string stem = std::to_string(first + k) + "_" + fs::path(names[k]).stem().string();
+      const std::vector<std::pair<std::string, std::string>> pictures = {
+          {stem + ".input.png", gray_png(e.view)}, {stem + ".stn.png", gray_png(e.transformed)}, {stem + ".gradcam.png", cam_png(e.transformed, e.cam)}};
+      rows += "<div class=\"face\">";
+      for (const auto& [file, png] : pictures) {
+        html::write_atomically(dir + "/" + file, png);
+        rows += "<img src=\"" + html::escape(file) + "\">";
+      }
+      const std::string& label = info.labels[size_t(e.predicted)];
+      rows += "<br>" + html::escape(names[k]) + ": <b>" + html::escape(label) + "</b><br>";
+      for (size_t c = 0; c < e.probabilities.size(); ++c)
+        rows.append(c ? ", " : "").append(html::escape(info.labels[c])).append(" ").append(std::to_string(int(std::lround(100 * e.probabilities[c])))).append("%");
+      rows += "</div>\n";
+      std::printf("%s: %s (%.3f) -> %s/%s.*.png\n", names[k].c_str(), label.c_str(), e.probabilities[size_t(e.predicted)], dir.c_str(),
+                  stem.c_str());
+    }
+  }
+  html::write_atomically(dir + "/index.html",
+                         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>EmoNeXt: what it sees</title><style>"
+                         "body{font-family:sans-serif;margin:20px}.face{display:inline-block;width:320px;margin:6px 14px 12px 0;"
+                         "vertical-align:top;font-size:12px}img{width:96px;height:96px;image-rendering:pixelated;margin-right:2px}"
+                         "</style></head><body><h1>What the model sees</h1><p>Each image: the evaluation view, the spatial "
+                         "transformer's output (what the backbone sees), and Grad-CAM of stage " +
+                             std::to_string(cam_stage_of(info.image_size) + 1) +
+                             " for the predicted emotion over it (red: what raised that logit most).</p>\n" + rows + "</body></html>\n");
+  std::printf("wrote %s/index.html\n", dir.c_str());
+  if (failed) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)failed, files.size());
+  return failed ? 1 : 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   keep_freed_host_memory();
-  std::string weights, input_tensors, output, evaluate_dir, confusion, csv_usage;
+  std::string weights, input_tensors, output, evaluate_dir, confusion, csv_usage, explain_dir;
   DeviceChoice device_choice = DeviceChoice::Auto;
   bool tencrop = false, json = false;
   std::vector<std::string> inputs;
@@ -184,6 +242,8 @@ int main(int argc, char** argv) {
             &evaluate_dir)
       .text("--usage", "U", "the CSV's rows to evaluate (PrivateTest, the test set, when left out)", &csv_usage)
       .text("--confusion", "FILE", "the confusion matrix as CSV (with --evaluate)", &confusion)
+      .text("--explain", "DIR", "with images: each one's view, the spatial transformer's output and Grad-CAM as PNGs, and DIR/index.html",
+            &explain_dir)
       .positional(&inputs);
   options.parse(argc, argv);
   const auto usage = [&](const std::string& why) { options.usage_error(why); };
@@ -194,7 +254,9 @@ int main(int argc, char** argv) {
   if (json && inputs.empty()) usage("--json goes with images or folders");
   if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
   if (!csv_usage.empty() && !fs::is_regular_file(evaluate_dir)) usage("--usage picks rows of a CSV file; " + evaluate_dir + " is not one");
+  if (!explain_dir.empty() && (inputs.empty() || json || tencrop)) usage("--explain goes with images or folders (not --json or --tencrop)");
   try {
+    if (!explain_dir.empty()) make_writable_folder(explain_dir, "--explain");  // before any work
     const Device device = pick_device(device_choice);
     CheckpointInfo info;
     std::unique_ptr<EmoNeXt> model = load_emonext(weights, &info);
@@ -203,6 +265,7 @@ int main(int argc, char** argv) {
 
     if (!input_tensors.empty()) return predict_tensors(*model, input_tensors, output, weights, device);
     if (!evaluate_dir.empty()) return evaluate_labelled(*model, info, evaluate_dir, csv_usage, device, tencrop, confusion);
+    if (!explain_dir.empty()) return explain_images(*model, info, image_files(inputs), device, explain_dir);
     return predict_images(*model, info, image_files(inputs), device, tencrop, json);
   } catch (const std::exception& e) {  // emonext::Error, and the standard library's (an unreadable folder)
     std::fprintf(stderr, "emonext_predict: %s\n", e.what());

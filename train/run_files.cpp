@@ -5,6 +5,7 @@
 #include <map>
 
 #include "core/base/error.h"
+#include "core/base/file.h"
 #include "core/base/limits.h"
 #include "core/safetensors.h"
 #include "models/checkpoint.h"
@@ -33,14 +34,7 @@ void check_out_folder(const TrainConfig& c) {
     EMONEXT_CHECK(found.empty(), "--out ", c.out, " already holds a run (", found, "); continue it with --resume ", c.out,
                   ", choose another --out, or replace it with --overwrite");
   }
-  std::error_code ec;
-  fs::create_directories(c.out, ec);
-  EMONEXT_CHECK(!ec && fs::is_directory(c.out), "--out ", c.out, ": cannot make that folder (",
-                ec ? ec.message() : "a file has that name", ")");
-  const fs::path probe = fs::path(c.out) / ".emonext_write_test";
-  const bool writable = static_cast<bool>(std::ofstream(probe) << "ok\n");
-  fs::remove(probe, ec);
-  EMONEXT_CHECK(writable, "--out ", c.out, ": cannot write files there");
+  make_writable_folder(c.out, "--out");
 }
 
 void load_weights(EmoNeXt& model, const std::string& path, const TrainConfig& c) {

@@ -16,7 +16,7 @@ namespace emonext {
 // What a run writes in its --out folder (--overwrite removes these, and nothing else).
 inline constexpr const char* kRunFiles[] = {"config.json",      "metrics.csv",            "steps.csv",
                                             "last.safetensors", "last.state.safetensors", "best.safetensors",
-                                            "best.state.safetensors", "confusion.csv"};
+                                            "best.state.safetensors", "confusion.csv", "report.html"};
 
 // Before the data is read: a folder that holds a run's checkpoints is not written over
 // by a new run (a repeated command would lose hours of training; --resume continues it

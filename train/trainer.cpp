@@ -26,6 +26,7 @@
 #include "train/optim.h"
 #include "train/progress.h"
 #include "train/run_files.h"
+#include "train/run_report.h"
 
 namespace emonext {
 
@@ -228,6 +229,7 @@ class Run {
   // returns the exit code (0, 1 on a non-finite loss, 130 when Ctrl-C saved and stopped).
   int train(const Splits& data, int workers) {
     open_outputs();
+    if (c_.benchmark == 0) report_ = std::make_unique<RunReport>(c_, dev_.str(), data.val);
     const int64_t steps_per_epoch = int64_t(data.train.samples.size()) / c_.batch;
     EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", data.train.samples.size(), " images) is smaller than one batch (",
                   c_.batch, ")");
@@ -302,8 +304,8 @@ class Run {
     }
     if (data.have_test) test(data.test);
     if (!unreadable_.empty()) std::printf("%zu unreadable image(s) were skipped\n", unreadable_.size());
-    std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints in %s\n", (long long)st_.step,
-                duration(seconds_since(t_start)).c_str(), st_.best_accuracy, c_.out.c_str());
+    std::printf("done: %lld steps in %s; best val accuracy %.4f; checkpoints and report.html (%.2f s to write in all) in %s\n",
+                (long long)st_.step, duration(seconds_since(t_start)).c_str(), st_.best_accuracy, report_seconds_, c_.out.c_str());
     return 0;
   }
 
@@ -441,19 +443,32 @@ class Run {
                 ips, data_wait);
     std::fflush(stdout);
     logs_->epoch(st_.epoch, st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, lr_at(st_.step, total_steps), ips, data_wait);
-    if (ev.accuracy > st_.best_accuracy) {
+    const bool best = ev.accuracy > st_.best_accuracy;
+    if (best) {
       st_.best_accuracy = ev.accuracy;
       st_.bad_epochs = 0;
+      best_eval_ = ev;
+      best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + ", the best so far" + (ema_ ? " (EMA)" : "");
       with_ema_weights([&] {
         save_checkpoint(best_, *model_, fer2013_labels(),
                         {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
       });
       save_state(c_.out + "/best.state.safetensors");  // the training state at that epoch
-      return false;
+    } else if (!best_eval_) {  // resumed: no best epoch of this process yet
+      best_eval_ = ev;
+      best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + (ema_ ? " (EMA)" : "");
     }
-    if (++st_.bad_epochs < c_.patience) return false;
+    write_report(&*best_eval_, best_eval_title_);
+    if (best || ++st_.bad_epochs < c_.patience) return false;
     std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c_.patience);
     return true;
+  }
+
+  // report.html, with the EMA's weights when the EMA is on (as validation sees the model).
+  void write_report(const Evaluation* confusion, const std::string& title) {
+    const auto t0 = Clock::now();
+    with_ema_weights([&] { report_->write(*model_, dev_, confusion, title); });
+    report_seconds_ += seconds_since(t0);
   }
 
   // evaluate() with the EMA's weights when the EMA is on; unreadable images reported.
@@ -471,6 +486,7 @@ class Run {
     print_confusion(ev, fer2013_labels());
     write_confusion_csv(c_.out + "/confusion.csv", ev, fer2013_labels());
     std::printf("wrote %s/confusion.csv\n", c_.out.c_str());
+    write_report(&ev, std::string("the ten-crop test") + (ema_ ? " (EMA)" : ""));
   }
 
   void report_benchmark(const BenchmarkTally& b) const {
@@ -523,6 +539,10 @@ class Run {
   Progress progress_;
   const std::string last_, last_state_, best_;
   std::unique_ptr<RunLogs> logs_;       // made by open_outputs (not in --overfit-batch)
+  std::unique_ptr<RunReport> report_;   // made by train() (not in --overfit-batch or --benchmark)
+  std::optional<Evaluation> best_eval_;  // the best epoch's validation, for the report's confusion matrix
+  std::string best_eval_title_;
+  double report_seconds_ = 0;           // spent writing report.html
   std::unordered_set<std::string> unreadable_;
 };
 

@@ -33,6 +33,7 @@
 #include "kernels/cuda/cudnn_conv.h"
 #include "models/emonext.h"
 #include "tools/kernel_bench/baselines.h"
+#include "train/report_html.h"
 
 namespace emonext::bench {
 namespace {
@@ -42,7 +43,7 @@ struct Options {
   Shape shape;  // empty: the default for the device
   DType dtype = DType::F32;
   int iters = 10;
-  std::string csv;
+  std::string csv, html;
 };
 
 struct Case {
@@ -69,7 +70,8 @@ void add_options(cli::Options& t, Options& o) {
             }})
       .choice("--dtype", "the kernels' dtype (the CPU mode runs f32)", &o.dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}, {"f16", DType::F16}})
       .integer("--iters", "K", "timed runs of each kernel (the median is reported)", &o.iters, 1, 100000)
-      .text("--csv", "FILE", "the table as CSV too", &o.csv);
+      .text("--csv", "FILE", "the table as CSV too", &o.csv)
+      .text("--html", "FILE", "a roofline of the run: each kernel and its baseline under the copy-bandwidth and matmul ceilings", &o.html);
 }
 
 double cpu_time_ms(const std::function<void()>& fn, int iters) {
@@ -501,6 +503,64 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
 }
 #endif
 
+// The median time of fn on the device.
+std::function<double(const std::function<void()>&)> timer_for(bool gpu, int iters) {
+  return [gpu, iters](const std::function<void()>& fn) {
+#if EMONEXT_BENCH_GPU
+    if (gpu) return gpu_time_ms(fn, iters);
+#else
+    (void)gpu;
+#endif
+    return cpu_time_ms(fn, iters);
+  };
+}
+
+// --html: the run as a roofline. x: FLOPs per byte of each kernel's minimum traffic (the
+// arithmetic of docs/PERF.md); y: the FLOP/s it reached, the engine's kernel and its
+// baseline (on the same minimum bytes). The ceilings are measured in this run: the copy
+// bandwidth (a kernel can reach bandwidth x intensity), and a square matrix product in
+// the run's dtype through the engine's matmul (cuBLAS, or the CPU's GEMM on its threads).
+void write_roofline(const std::string& path, const std::vector<Result>& results, bool gpu, DType dtype, const Shape& shape,
+                    double bandwidth, const std::function<double(const std::function<void()>&)>& timer) {
+  const Device dev = gpu ? Device::cuda(0) : Device::cpu();
+  const int64_t n = gpu ? 8192 : 1024;
+  Generator gen(1);
+  const Tensor a = rand({n, n}, gen, -1, 1, gpu ? dtype : DType::F32, dev), b = rand({n, n}, gen, -1, 1, gpu ? dtype : DType::F32, dev);
+  const double matmul_gflops = 2.0 * double(n) * double(n) * double(n) / (timer([&] { matmul(a, b); }) * 1e6);
+  std::vector<html::Mark> marks;
+  double lo = 1e9, hi = 0;
+  std::string rows;
+  for (const Result& r : results) {
+    const double intensity = r.c.flops / r.c.bytes;
+    lo = std::min(lo, intensity), hi = std::max(hi, intensity);
+    const std::string name = r.c.kernel + " " + r.c.direction;
+    marks.push_back({intensity, r.c.flops / (r.ms * 1e6), name, "#1f77b4"});
+    marks.push_back({intensity, r.c.flops / (r.baseline_ms * 1e6), r.c.baseline, "#aaaaaa"});
+    char row[512];
+    std::snprintf(row, sizeof row, "<tr><td>%s</td><td>%.3g</td><td>%.4g</td><td>%.0f%%</td><td>%s</td><td>%.4g</td></tr>\n",
+                  html::escape(name).c_str(), intensity, r.ms, 100 * r.c.bytes / (r.ms * 1e6) / bandwidth,
+                  html::escape(r.c.baseline).c_str(), r.baseline_ms);
+    rows += row;
+  }
+  html::Series memory{"copy bandwidth " + std::to_string(int(bandwidth)) + " GB/s x intensity", "#2ca02c", {}};
+  html::Series compute{"matmul " + std::to_string(int(matmul_gflops)) + " GFLOP/s", "#d62728", {}};
+  for (double x = lo / 10; x <= hi * 100; x *= 1.25) {
+    memory.points.emplace_back(x, bandwidth * x);
+    compute.points.emplace_back(x, matmul_gflops);
+  }
+  const std::string title = std::string("kernel_bench on ") + (gpu ? "cuda:0" : "the CPU") + ", " + dtype_name(dtype) + ", " + shape_str(shape);
+  html::write_atomically(
+      path, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html::escape(title) +
+                "</title><style>body{font-family:sans-serif;margin:20px}td,th{padding:2px 8px;border-bottom:1px solid #ddd;"
+                "font-size:13px;text-align:left}</style></head><body><h1>" + html::escape(title) +
+                "</h1><p>Each kernel (blue) and its baseline (gray) at the FLOPs per byte of the kernel's minimum traffic; the "
+                "lines are this run's copy bandwidth and a " + std::to_string(n) + "&sup3; matmul. A memory-bound kernel sits on the "
+                "green line at its best.</p>\n" +
+                html::loglog_chart(title, "FLOP per byte of minimum traffic", "GFLOP/s", {memory, compute}, marks) +
+                "\n<table><tr><th>kernel</th><th>FLOP/byte</th><th>ms</th><th>% of copy</th><th>baseline</th><th>baseline ms</th></tr>\n" +
+                rows + "</table></body></html>\n");
+}
+
 double tolerance(DType t) { return t == DType::F32 ? 2e-3 : t == DType::F16 ? 2e-2 : 6e-2; }
 
 }  // namespace
@@ -565,12 +625,7 @@ int run(int argc, char** argv) {
     if (c.baseline_error) r.baseline_err = c.baseline_error();
     const bool valid = r.err <= tolerance(o.dtype);
     ok &= valid;
-    auto timer = [&](const std::function<void()>& fn) {
-#if EMONEXT_BENCH_GPU
-      if (gpu) return gpu_time_ms(fn, o.iters);
-#endif
-      return cpu_time_ms(fn, o.iters);
-    };
+    const auto timer = timer_for(gpu, o.iters);
     r.ms = timer(c.engine);
     r.baseline_ms = timer(c.reference);
     const double gbs = c.bytes / (r.ms * 1e6);
@@ -580,6 +635,10 @@ int run(int argc, char** argv) {
                 r.ms, gbs, 100 * gbs / bandwidth, c.flops / (r.ms * 1e6), c.baseline.c_str(), r.baseline_ms, r.baseline_ms / r.ms,
                 r.err, base_err, valid ? "" : "  FAILED CHECK");
     results.push_back(r);
+  }
+  if (!o.html.empty()) {
+    write_roofline(o.html, results, gpu, o.dtype, shape, bandwidth, timer_for(gpu, o.iters));
+    std::printf("\nwrote %s\n", o.html.c_str());
   }
   if (csv.is_open()) {
     csv << "kernel,direction,device,dtype,shape,ms,bytes,gb_per_s,fraction_of_copy,gflop_per_s,baseline,baseline_ms,speedup,max_err,baseline_max_err\n";

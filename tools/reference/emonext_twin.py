@@ -13,6 +13,9 @@ Reference only: the engine never runs Python.
       import tests (made at test time: 15 MB each)
   emonext_twin.py overfit CKPT BATCH K OUT
       K training steps on one batch, as emonext_train --overfit-batch (float64)
+  emonext_twin.py gradcam CKPT IMAGES STAGE OUT
+      Grad-CAM (train/explain.cpp's definition) of stage STAGE for each image's predicted
+      class, in float64, into OUT ("cam" [N, h, w], "predicted" [N])
   emonext_twin.py check CKPT IMAGES LOGITS
       loads the engine's checkpoint CKPT with load_state_dict(strict=True), runs
       images [N,3,H,W] from IMAGES (safetensors "images") in eval mode and prints the
@@ -462,6 +465,29 @@ def check(ckpt, images_path, logits_path):
     return err
 
 
+def gradcam(ckpt, images_path, stage, out_path):
+    """Grad-CAM as train/explain.cpp defines it, with a hook on stage `stage`'s output, in
+    float64: for each image's predicted class, the logit's gradient with respect to that
+    output, averaged over its height and width, weights its channels; ReLU of the weighted
+    sum, divided by its maximum."""
+    weights, meta = load_safetensors(ckpt)
+    model = EmoNeXt(meta["model"], int(meta["classes"]), int(meta["image_size"]))
+    model.load_state_dict(weights, strict=True)
+    model = model.double().eval()
+    images = load_safetensors(images_path)[0]["images"].double()
+    kept = {}
+    model.stages[int(stage)].register_forward_hook(lambda m, i, o: kept.update(a=o))
+    logits, _ = model(images)
+    kept["a"].retain_grad()
+    predicted = logits.argmax(1)
+    logits.gather(1, predicted[:, None]).sum().backward()
+    a, g = kept["a"], kept["a"].grad
+    cam = torch.relu((g.mean((2, 3))[:, :, None, None] * a).sum(1))
+    top = cam.flatten(1).max(1).values
+    cam = torch.where(top[:, None, None] > 0, cam / top.clamp_min(1e-300)[:, None, None], torch.zeros_like(cam))
+    save_safetensors(out_path, {"cam": cam.detach().float(), "predicted": predicted})
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     fixtures = os.path.join(here, "..", "..", "tests", "fixtures")
@@ -474,6 +500,8 @@ def main():
         overfit(*sys.argv[2:6])
     elif len(sys.argv) == 3 and sys.argv[1] == "pretrained":
         make_pretrained_files(sys.argv[2])
+    elif len(sys.argv) == 6 and sys.argv[1] == "gradcam":
+        gradcam(*sys.argv[2:6])
     elif len(sys.argv) == 5 and sys.argv[1] == "check":
         sys.exit(0 if check(*sys.argv[2:5]) <= 1e-4 else 1)
     else:
