@@ -109,7 +109,7 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
            "\" stroke=\"#eee\"/><text x=\"" + num(left - 4) + "\" y=\"" + num(py(t) + 4) + "\" text-anchor=\"end\">" + num(t) +
            "</text>";
   for (double t : ticks(x0, x1))
-    svg += "<text x=\"" + num(px(t)) + "\" y=\"" + num(top + h + 14) + "\" text-anchor=\"middle\">" + num(t) + "</text>";
+    svg += "<text x=\"" + num(px(t)) + "\" y=\"" + num(top + h + 14) + "\" text-anchor=\"middle\">" + num(t, "%.7g") + "</text>";
   svg += "<text x=\"" + num(left + w / 2) + "\" y=\"" + num(height - 6) + "\" text-anchor=\"middle\">" + escape(x_label) + "</text>";
   double legend_x = left + 8;
   for (const Series& s : series) {

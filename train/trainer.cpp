@@ -3,10 +3,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -23,8 +21,10 @@
 #include "models/checkpoint.h"
 #include "train/amp.h"
 #include "train/evaluate.h"
+#include "train/interrupt.h"
 #include "train/optim.h"
 #include "train/progress.h"
+#include "train/run_data.h"
 #include "train/run_files.h"
 #include "train/run_report.h"
 
@@ -34,91 +34,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-
-// The first Ctrl-C asks the loop to finish its step, save and stop (a step of tiny at 224
-// on a CPU takes seconds); a second quits at once. Quitting mid-save loses only that save:
-// checkpoints are renamed into place whole. Only async-signal-safe calls in here.
-void on_sigint(int) {
-  if (g_interrupted.exchange(true)) {
-    constexpr char kQuit[] = "\nemonext_train: second Ctrl-C: quitting without saving\n";
-    (void)!write(STDERR_FILENO, kQuit, sizeof kQuit - 1);
-    _exit(130);
-  }
-  constexpr char kSaving[] = "\nemonext_train: Ctrl-C: saving after this step (Ctrl-C again quits without saving)\n";
-  (void)!write(STDERR_FILENO, kSaving, sizeof kSaving - 1);
-}
-
-// While it lives, Ctrl-C only sets g_interrupted (the loop then saves and stops); the
-// previous handler comes back however the training loop is left.
-class SigintToFlag {
- public:
-  SigintToFlag() {
-    g_interrupted = false;
-    previous_ = std::signal(SIGINT, on_sigint);
-  }
-  ~SigintToFlag() { std::signal(SIGINT, previous_); }
-  SigintToFlag(const SigintToFlag&) = delete;
-  SigintToFlag& operator=(const SigintToFlag&) = delete;
-
- private:
-  void (*previous_)(int) = nullptr;
-};
-
-void print_counts(const Dataset& d) {
-  const std::vector<int64_t> counts = d.class_counts();
-  std::printf("%-9s %6zu images:", d.name.c_str(), d.samples.size());
-  for (size_t c = 0; c < counts.size(); ++c) std::printf(" %s %lld", fer2013_labels()[c].c_str(), (long long)counts[c]);
-  std::printf("\n");
-}
-
 int64_t peak_rss_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return int64_t(u.ru_maxrss / 1024);
-}
-
-// The data a run reads: FER2013's splits (image folders or the CSV) or a synthetic set.
-// The labels are checked against --classes and the class counts printed.
-struct Splits {
-  Dataset train, val, test;
-  bool have_test = false;
-};
-
-Splits read_splits(const TrainConfig& c) {
-  Splits s;
-  if (c.benchmark > 0 || c.synthetic > 0) {
-    s.train = synthetic_dataset(c.benchmark > 0 ? c.batch * std::min<int64_t>(c.benchmark, 64) : c.synthetic, c.seed);
-    s.val = synthetic_dataset(std::max<int64_t>(c.batch, 64), c.seed + 1);
-    s.val.name = "val";
-  } else if (!c.csv.empty()) {
-    s.train = read_fer2013_csv(c.csv, "Training");
-    s.train.name = "train";
-    s.val = read_fer2013_csv(c.csv, "PublicTest");
-    s.val.name = "val";
-    try {
-      s.test = read_fer2013_csv(c.csv, "PrivateTest");
-      s.test.name = "test";
-      s.have_test = true;
-    } catch (const Error&) {
-    }
-  } else {
-    EMONEXT_CHECK(!c.data_dir.empty(), "no data: give --data DIR (train/ val/ [test/] folders), --csv FILE or --synthetic N");
-    s.train = read_image_folders(c.data_dir, "train");
-    s.val = read_image_folders(c.data_dir, "val");
-    if (fs::is_directory(fs::path(c.data_dir) / "test")) {
-      s.test = read_image_folders(c.data_dir, "test");
-      s.have_test = true;
-    }
-  }
-  int64_t top = 0;  // the largest label: the model needs an output for each
-  for (const Dataset* d : {&s.train, &s.val, &s.test})
-    for (const Sample& x : d->samples) top = std::max(top, x.label);
-  EMONEXT_CHECK(top < c.classes, "--classes ", c.classes, " is fewer than the data's labels (0 to ", top, ")");
-  print_counts(s.train);
-  print_counts(s.val);
-  if (s.have_test) print_counts(s.test);
-  return s;
 }
 
 // The model ready to train: weights initialised as the reference does, or read from
