@@ -67,6 +67,15 @@ std::string png(const uint8_t* pixels, int width, int height, int channels) {
   return out;
 }
 
+std::string jpeg(const uint8_t* pixels, int width, int height, int channels) {
+  std::string out;
+  const int ok = stbi_write_jpg_to_func(
+      [](void* ctx, void* data, int size) { static_cast<std::string*>(ctx)->append(static_cast<char*>(data), size_t(size)); }, &out,
+      width, height, channels, pixels, 90);
+  EMONEXT_CHECK(ok, "jpeg: cannot encode a ", width, " x ", height, " image");
+  return out;
+}
+
 std::string data_uri(const std::string& png_bytes) {
   static const char* kDigits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out = "data:image/png;base64,";

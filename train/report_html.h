@@ -14,6 +14,8 @@ std::string escape(const std::string& text);
 // a data URI for an <img>.
 std::string png(const uint8_t* pixels, int width, int height, int channels);
 std::string data_uri(const std::string& png_bytes);
+// A baseline JPEG of the same pixels (quality 90): the tests' and the fuzzer's seeds.
+std::string jpeg(const uint8_t* pixels, int width, int height, int channels);
 
 struct Series {
   std::string name, color;
