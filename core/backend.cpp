@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "core/dist.h"
 #include "core/ops.h"
 #include "core/tensor.h"
 #include "kernels/cuda/cudnn_conv.h"
@@ -95,11 +96,10 @@ const std::vector<std::pair<std::string, DeviceChoice>>& device_choices() {
 
 Device pick_device(DeviceChoice choice) {
   if (choice == DeviceChoice::Cpu) return Device::cpu();
-  if (choice == DeviceChoice::Cuda) {
-    EMONEXT_CHECK(cuda_available(), "--device cuda: ", cuda_unavailable_reason());
-    return Device::cuda(0);
-  }
-  return cuda_available() ? Device::cuda(0) : Device::cpu();
+  if (choice == DeviceChoice::Cuda) EMONEXT_CHECK(cuda_available(), "--device cuda: ", cuda_unavailable_reason());
+  // Each rank of a data-parallel run takes the GPU of its rank on its machine (ranks
+  // beyond the GPUs share them round-robin).
+  return cuda_available() ? Device::cuda(dist::local_rank() % cuda_device_count()) : Device::cpu();
 }
 
 }  // namespace emonext

@@ -29,7 +29,8 @@ inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os <
 // What the tools' --device takes: auto (the GPU when one answers), cpu or cuda.
 enum class DeviceChoice { Auto, Cpu, Cuda };
 const std::vector<std::pair<std::string, DeviceChoice>>& device_choices();  // the names, for the options tables
-// The device a choice names; cuda where no GPU answers is an error saying why.
+// The device a choice names; cuda where no GPU answers is an error saying why. A rank
+// of a data-parallel run takes the GPU of its rank on its machine (core/dist.h).
 Device pick_device(DeviceChoice choice);
 
 // True when this build has the CUDA backend and at least one GPU answers.

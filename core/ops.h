@@ -79,6 +79,17 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
 // [N] i64 labels -> [N, classes] with `on` at the label and `off` elsewhere (not differentiable).
 Tensor one_hot(const Tensor& labels, int64_t classes, DType dtype, double on = 1.0, double off = 0.0);
 
+// ---- across the ranks of a data-parallel run (core/dist.h; alone, each is the identity) ----
+// x summed over the ranks, every rank receiving the same bits; the gradient is the sum
+// of the ranks' gradients (each rank's loss reads the sum).
+Tensor all_reduce_sum(const Tensor& x);
+// The ranks' x concatenated along dim 0 in rank order (their sizes along dim 0 may
+// differ); x's gradient is this rank's rows of the ranks' gradients summed.
+Tensor all_gather(const Tensor& x);
+// In place, not recorded: a contiguous f32/f64 tensor summed over the ranks (the
+// gradient buckets). `what` names it in a timeout's message.
+void all_reduce_sum_(Tensor& t, const char* what);
+
 // ---- joining and indexing ----
 Tensor concat(const std::vector<Tensor>& tensors, int dim);
 // index: i64 1-D tensor of positions along dim (on the same device as a).

@@ -4,6 +4,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/dist.h"
 
 namespace emonext {
 
@@ -66,14 +67,40 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
     NoGradGuard no_grad;
     num_batches_tracked = (num_batches_tracked.to(DType::F64) + 1.0).to(DType::I64);
   }
+  if (training() && shard && shard->sync && dist::size() > 1) return synced_forward(x);
   return batch_norm(x, weight, bias, running_mean, running_var, training(), momentum, eps);
 }
 
-Tensor drop_path_draws(int64_t n, double p, bool training, Generator& gen, Device device) {
+// The statistics of the global batch: each rank's sums over its rows all-reduced (two
+// passes: the mean, then the squared deviations from it), written with differentiable
+// ops, so the backward all-reduces the statistics' gradients as PyTorch's SyncBatchNorm
+// does. The same running-statistics update as batch_norm's.
+Tensor BatchNorm2d::synced_forward(const Tensor& x) {
+  const int64_t c = x.size(-1);
+  const Tensor rows = x.contiguous().reshape({-1, c});
+  double count = double(rows.size(0));
+  dist::all_reduce_sum(&count, 1, "BatchNorm2d (--sync-batch): the batch's rows");
+  EMONEXT_CHECK(count > 1, "BatchNorm2d: training needs more than one value per channel, got ", count);
+  const Tensor mu = all_reduce_sum(sum(rows, {0})) / count;
+  const Tensor d = rows - mu;
+  const Tensor var = all_reduce_sum(sum(d * d, {0})) / count;
+  const Tensor y = d / sqrt(var + eps) * weight + bias;
+  {
+    NoGradGuard no_grad;
+    running_mean.copy_(running_mean * (1 - momentum) + mu.detach() * momentum);
+    running_var.copy_(running_var * (1 - momentum) + var.detach() * (momentum * count / (count - 1)));
+  }
+  return y.reshape(x.shape());
+}
+
+Tensor drop_path_draws(int64_t n, double p, bool training, Generator& gen, Device device, const BatchShard* shard) {
   if (!training || p <= 0.0) return Tensor();
   EMONEXT_CHECK(p < 1.0, "drop_path: rate must be below 1, got ", p);
   NoGradGuard no_grad;
-  return rand({n}, gen, 0.0, 1.0, DType::F32, device);
+  if (!shard || shard->total == 0) return rand({n}, gen, 0.0, 1.0, DType::F32, device);
+  EMONEXT_CHECK(shard->offset + n <= shard->total, "drop_path: rows [", shard->offset, ", ", shard->offset + n,
+                ") are outside the global batch of ", shard->total);
+  return rand({shard->total}, gen, 0.0, 1.0, DType::F32, device).slice(0, shard->offset, shard->offset + n).contiguous();
 }
 
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen) {
@@ -144,7 +171,8 @@ BatchAttention::BatchAttention(int64_t c) : norm(c, 1e-5), query(c, c), key(c, c
 
 Tensor BatchAttention::forward(const Tensor& f) const {
   const Tensor h = norm.forward(f);
-  const Tensor q = query.forward(h), k = key.forward(h);
+  const Tensor q = query.forward(h);
+  const Tensor k = training() && shard && shard->sync && dist::size() > 1 ? all_gather(key.forward(h)) : key.forward(h);
   const double scale = std::pow(double(f.size(1)), -0.25);
   return softmax(matmul(q, k.transpose(0, 1)) * scale);
 }
@@ -164,7 +192,7 @@ Tensor ConvNeXtBlock::forward(const Tensor& x) const {
   h = bias_gelu(linear(h, pwconv1.weight), pwconv1.bias);  // pwconv1's bias fused into the GELU
   // x + drop_path(gamma * pwconv2(h)): pwconv2's bias, the layer scale, drop path and the
   // residual add in one op.
-  const Tensor draws = drop_path_draws(x.size(0), drop_path_rate, training(), *gen, x.device());
+  const Tensor draws = drop_path_draws(x.size(0), drop_path_rate, training(), *gen, x.device(), shard);
   return layer_scale_residual(x, linear(h, pwconv2.weight), pwconv2.bias, gamma, draws, 1.0 - drop_path_rate);
 }
 

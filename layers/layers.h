@@ -49,6 +49,17 @@ class DepthwiseConv : public Module {
   Tensor weight, bias;  // [C, 1, K, K], [C]
 };
 
+// One rank's part of a data-parallel run's global batch: its samples are rows
+// [offset, offset + n) of `total` (total 0: the batch is whole, one process). Drop path
+// draws for the global batch and takes this rank's rows, so its draws are a one-process
+// run's. With `sync`, the layers that couple the samples of a batch compute over the
+// global batch in training mode, through collectives (core/dist.h): BatchNorm's
+// statistics are all-reduced and the attention's keys all-gathered (--sync-batch).
+struct BatchShard {
+  int64_t offset = 0, total = 0;
+  bool sync = false;
+};
+
 // BatchNorm over N, H, W (momentum 0.1, unbiased running variance, eps 1e-5).
 class BatchNorm2d : public Module {
  public:
@@ -56,6 +67,10 @@ class BatchNorm2d : public Module {
   Tensor forward(const Tensor& x);  // train mode updates the running statistics
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double eps, momentum;
+  const BatchShard* shard = nullptr;  // the model's; with shard->sync, the statistics are the global batch's
+
+ private:
+  Tensor synced_forward(const Tensor& x);
 };
 
 // Per-sample stochastic depth: in train mode with rate p > 0, each sample's residual
@@ -64,7 +79,9 @@ class BatchNorm2d : public Module {
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
 // The draws drop_path makes for n samples: f32 uniforms [n] on `device` (sample i is
 // kept when its draw is below 1 - p), or undefined when it would be the identity.
-Tensor drop_path_draws(int64_t n, double p, bool training, Generator& gen, Device device);
+// With a shard of a global batch, the draws are the global batch's and these are this
+// rank's n of them.
+Tensor drop_path_draws(int64_t n, double p, bool training, Generator& gen, Device device, const BatchShard* shard = nullptr);
 
 // Squeeze-and-excitation: pool -> fc.0 (C -> C/r, no bias) -> ReLU -> fc.2 (C/r -> C,
 // no bias) -> sigmoid -> gate the map.
@@ -100,9 +117,12 @@ class SpatialTransformer : public Module {
 class BatchAttention : public Module {
  public:
   explicit BatchAttention(int64_t c);
+  // With shard->sync in training mode, f is this rank's rows and the keys are the global
+  // batch's: the result is this rank's rows of the global [N, N] matrix.
   Tensor forward(const Tensor& f) const;
   LayerNorm norm;
   Linear query, key, value;
+  const BatchShard* shard = nullptr;
 };
 
 // ConvNeXt block: dwconv 7x7 -> LayerNorm -> pwconv1 (C -> 4C) -> GELU -> pwconv2
@@ -117,6 +137,7 @@ class ConvNeXtBlock : public Module {
   Tensor gamma;  // [C]
   double drop_path_rate;
   Generator* gen;  // the model's, for drop path
+  const BatchShard* shard = nullptr;  // the model's
 };
 
 }  // namespace emonext

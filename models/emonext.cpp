@@ -2,6 +2,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/dist.h"
 
 namespace emonext {
 
@@ -57,6 +58,7 @@ ConvNeXt::ConvNeXt(const ConvNeXtSize& size_, int64_t classes, double drop_path,
     for (int64_t j = 0; j < size.depths[size_t(i)]; ++j, ++b) {
       const double rate = total > 1 ? drop_path * double(b) / double(total - 1) : 0.0;
       blocks.back().push_back(stage->add(std::make_unique<ConvNeXtBlock>(size.dims[size_t(i)], rate, &gen_)));
+      blocks.back().back()->shard = &shard;
     }
     stages.add(std::move(stage));
   }
@@ -92,6 +94,7 @@ int64_t checked_image_size(int64_t s) {
 EmoNeXt::EmoNeXt(const ConvNeXtSize& size_, int64_t classes, int64_t image_size_, double drop_path, bool bare_)
     : ConvNeXt(size_, classes, drop_path, !bare_), image_size(checked_image_size(image_size_)), bare(bare_),
       stn(image_size_), attention(size_.dims[3]) {
+  stn.bn1->shard = stn.bn2->shard = attention.shard = &shard;
   if (bare) return;
   // Flat names, as the reference: localization.* and fc_loc.* at the top level.
   register_module("localization", &stn.localization);
@@ -130,6 +133,18 @@ Tensor emonext_loss(const EmoNeXtOutput& out, const Tensor& labels, double label
   if (!out.attention.defined()) return ce;
   const Tensor d = out.attention - mean(out.attention);
   return ce + mean(d * d);
+}
+
+Tensor emonext_loss_part(const EmoNeXtOutput& out, const Tensor& labels, double label_smoothing) {
+  if (dist::size() == 1) return emonext_loss(out, labels, label_smoothing);
+  const double n = double(out.logits.size(0));
+  double total = n;
+  dist::all_reduce_sum(&total, 1, "the loss: the global batch's size");
+  const Tensor ce = cross_entropy(out.logits, labels, label_smoothing) * (n / total);
+  if (!out.attention.defined()) return ce;
+  const double cells = double(out.attention.size(1)) * total;
+  const Tensor d = out.attention - all_reduce_sum(sum(out.attention)) / cells;
+  return ce + sum(d * d) / cells;
 }
 
 }  // namespace emonext

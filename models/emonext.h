@@ -46,6 +46,9 @@ class ConvNeXt : public Module {
   Tensor forward(const Tensor& x) const { return head.forward(forward_features(x)); }
   // Drop path draws from this generator (seed it for reproducible training).
   Generator& generator() { return gen_; }
+  // A data-parallel rank's part of the global batch (layers/layers.h), which the
+  // trainer sets before each step; the default is a whole batch in one process.
+  BatchShard shard;
 
   ConvNeXtSize size;
   ModuleList downsample_layers, stages;
@@ -90,5 +93,11 @@ void init_weights(ConvNeXt& model, Generator& gen);
 // mean((w - mean(w))^2) over the N x N matrix (lambda 1); the cross-entropy alone when
 // the attention is undefined (a bare model).
 Tensor emonext_loss(const EmoNeXtOutput& out, const Tensor& labels, double label_smoothing = 0.2);
+// One rank's part of the global batch's loss under --sync-batch, out holding its n rows
+// (the attention's: [n, N], the global matrix's rows): its cross-entropy times n / N,
+// plus its rows' share of the attention term, whose mean is the global matrix's
+// (all-reduced). The ranks' parts add up to emonext_loss of the global batch, and so do
+// their gradients. Alone, emonext_loss.
+Tensor emonext_loss_part(const EmoNeXtOutput& out, const Tensor& labels, double label_smoothing = 0.2);
 
 }  // namespace emonext

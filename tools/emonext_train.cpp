@@ -9,6 +9,7 @@
 #include "core/base/error.h"
 #include "core/base/options.h"
 #include "core/device.h"
+#include "core/dist.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
 #include "models/emonext.h"
@@ -44,6 +45,10 @@ bool has_flag(int argc, char** argv, const std::string& flag) {
 int main(int argc, char** argv) {
   using namespace emonext;
   keep_freed_host_memory();
+  // Under mpirun every rank runs this; rank 0 alone prints (errors still reach stderr
+  // from any rank) and writes the run's files.
+  dist::init(&argc, &argv);
+  if (dist::rank() != 0 && !std::freopen("/dev/null", "w", stdout)) dist::abort_all("cannot silence stdout");
   TrainConfig c;
   const std::string resume = flag_value(argc, argv, "--resume"), init = flag_value(argc, argv, "--init"),
                     device = flag_value(argc, argv, "--device");
@@ -76,6 +81,8 @@ int main(int argc, char** argv) {
   cli::Options options("emonext_train", kSynopsis);
   add_train_options(options, c);
   options.parse(argc, argv);
+  c.ranks = dist::size();
+  dist::set_timeout(c.timeout);
   // One data source, which replaces a resumed run's.
   const int sources = int(options.given("--data")) + int(options.given("--csv")) + int(options.given("--synthetic"));
   if (sources > 1) options.usage_error("give one of --data, --csv and --synthetic");
@@ -90,5 +97,7 @@ int main(int argc, char** argv) {
     std::printf("emonext_train: no GPU, so the CPU-sized recipe: EmoNeXt-atto at 48 x 48, %lld epochs%s (--model and --img-size "
                 "choose another; README.md says what to expect)\n",
                 (long long)c.epochs, c.augment.vflip ? "" : ", no vertical flips");
-  return run_training(c);
+  const int code = run_training(c);
+  dist::finalize();
+  return code;
 }

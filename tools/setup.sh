@@ -18,6 +18,8 @@ if [[ "${1:-}" == "--tests" ]]; then
   packages+=(python3-torch)
   shift
 fi
+# Open MPI for data-parallel runs (mpirun), unless the build is asked to go without it.
+[[ " $* " == *" -DEMONEXT_MPI=OFF "* ]] || packages+=(openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

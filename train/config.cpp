@@ -184,6 +184,12 @@ const Setting kSettings[] = {
     EMONEXT_SETTING("training", "loss_scale", "--loss-scale", "S", loss_scale, at_least(0), "f16's first loss scale (0: 65536)"),
     EMONEXT_SETTING("training", "seed", "--seed", "N", seed, kAny, "the seed of the weights, the batch order and every random draw"),
     EMONEXT_SETTING("training", "log_every", "--log-every", "N", log_every, at_least(1), "a progress line every N steps (without a terminal)"),
+    EMONEXT_ROW("parallel", "ranks", nullptr, "", nullptr, false, ranks, between(1, 1 << 16), ""),
+    EMONEXT_FLAG("parallel", "sync_batch", "--sync-batch", "true", sync_batch,
+                 "under mpirun: BatchNorm's statistics and the attention over the global batch, as one process computes them "
+                 "(default: each over its rank's samples, as PyTorch's DDP)"),
+    EMONEXT_COMMAND("parallel", "--timeout", "SECONDS", nullptr, timeout, positive(),
+                    "under mpirun: how long a rank waits for the others at a collective before it stops every rank"),
     EMONEXT_COMMAND("output", "--out", "DIR", nullptr, out, kAny, "the run's folder"),
     EMONEXT_COMMAND("output", "--resume", "DIR", nullptr, resume, kAny,
                     "continue the run in DIR exactly, with its settings (options given override them)"),
@@ -257,6 +263,9 @@ std::string invalid_setting(const TrainConfig& c) {
   if (c.benchmark != 0 && c.benchmark < 4) return "--benchmark times the steps after the first 3: give it at least 4";
   if (c.backbone && c.benchmark == 0) return "--backbone is a --benchmark mode (the bare ConvNeXt trains nothing worth keeping)";
   if (!c.overfit_batch.empty() && c.amp != Amp::Off) return "--overfit-batch runs in f32 (leave --amp off)";
+  if (c.batch % c.ranks != 0)
+    return "--batch " + std::to_string(c.batch) + " is the global batch and must split evenly over the " + std::to_string(c.ranks) +
+           " ranks";
   return "";
 }
 

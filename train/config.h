@@ -44,6 +44,11 @@ struct TrainConfig {
   Augment augment;
   bool val_random_crop = false;  // the reference's validation view (a random crop); default: centre
   int64_t log_every = 50;        // plain-output progress lines
+  // Data parallelism (mpirun -np N emonext_train): ranks is the run's number of
+  // processes (MPI's, not an option; --resume refuses another number).
+  int64_t ranks = 1;
+  bool sync_batch = false;  // BatchNorm statistics and the attention over the global batch
+  double timeout = 300;     // seconds a rank waits for the others at a collective
   // Modes.
   std::string overfit_batch, dump_state;
   int64_t steps = 0;      // --overfit-batch steps

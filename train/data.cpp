@@ -162,8 +162,10 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 }
 
 Loader::Loader(const Dataset& data, int64_t batch, int64_t image_size, bool train, const Augment& aug, uint64_t seed, int64_t epoch,
-               int threads, int64_t first_batch, bool drop_last)
-    : data_(data), batch_(batch), size_(image_size), epoch_(epoch), train_(train), aug_(aug), seed_(seed) {
+               int threads, int64_t first_batch, bool drop_last, int rank, int ranks)
+    : data_(data), batch_(batch), size_(image_size), epoch_(epoch), rank_(rank), ranks_(ranks), train_(train), aug_(aug), seed_(seed) {
+  EMONEXT_CHECK(ranks >= 1 && rank >= 0 && rank < ranks && batch % ranks == 0, "Loader: batch ", batch, " cannot be shared by ",
+                ranks, " ranks");
   const int64_t n = int64_t(data.samples.size());
   if (train) order_ = epoch_order(n, seed, epoch);
   else for (int64_t i = 0; i < n; ++i) order_.push_back(i);
@@ -182,7 +184,8 @@ Loader::~Loader() {
 Batch Loader::make(int64_t b) const {
   Batch out;
   out.index = b;
-  const int64_t first = b * batch_, last = std::min<int64_t>(first + batch_, int64_t(order_.size()));
+  const int64_t share = batch_ / ranks_, first = b * batch_ + rank_ * share;
+  const int64_t last = std::min<int64_t>(first + share, int64_t(order_.size()));
   std::vector<GrayImage> views;
   std::vector<int64_t> labels;
   for (int64_t k = first; k < last; ++k) {

@@ -94,7 +94,7 @@ struct Batch {
 class Loader {
  public:
   Loader(const Dataset& data, int64_t batch, int64_t image_size, bool train, const Augment& aug, uint64_t seed, int64_t epoch,
-         int threads, int64_t first_batch = 0, bool drop_last = true);
+         int threads, int64_t first_batch = 0, bool drop_last = true, int rank = 0, int ranks = 1);
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
@@ -110,6 +110,7 @@ class Loader {
 
   const Dataset& data_;
   int64_t batch_, size_, epoch_;
+  int64_t rank_, ranks_;  // batch b holds this rank's share of global batch b: its rank-th batch_ / ranks_ samples
   bool train_;
   Augment aug_;
   uint64_t seed_;

@@ -6,21 +6,25 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/dist.h"
 #include "train/image.h"
 
 namespace emonext {
 
-Evaluation evaluate(EmoNeXt& model, const Dataset& data, int64_t batch, Device device, const EvalView& view) {
+Evaluation evaluate(EmoNeXt& model, const Dataset& data, int64_t batch, Device device, const EvalView& view, bool sharded) {
   NoGradGuard no_grad;
   const bool was_training = model.training();
   model.eval();
   const int64_t classes = model.head.weight.size(0), size = model.image_size;
+  const int ranks = sharded ? dist::size() : 1, rank = sharded ? dist::rank() : 0;
   Evaluation e;
   e.confusion.assign(size_t(classes), std::vector<int64_t>(size_t(classes), 0));
   int64_t correct = 0;
-  double loss_sum = 0;
   const int64_t views = view.tencrop ? 10 : 1, per_batch = std::max<int64_t>(1, batch / views);
-  for (size_t first = 0; first < data.samples.size(); first += size_t(per_batch)) {
+  const size_t batches = (data.samples.size() + size_t(per_batch) - 1) / size_t(per_batch);
+  std::vector<double> batch_loss(batches, 0.0);  // each batch's summed cross-entropy, added in batch order at the end
+  for (size_t k = size_t(rank); k < batches; k += size_t(ranks)) {
+    const size_t first = k * size_t(per_batch);
     std::vector<GrayImage> crops;
     std::vector<int64_t> labels;
     for (size_t i = first; i < data.samples.size() && i < first + size_t(per_batch); ++i) {
@@ -45,16 +49,42 @@ Evaluation evaluate(EmoNeXt& model, const Dataset& data, int64_t batch, Device d
     if (labels.empty()) continue;
     const int64_t n = int64_t(labels.size());
     const Tensor logits = mean(model.forward(to_batch(crops).to(device)).logits.reshape({n, views, classes}), {1});
-    loss_sum += cross_entropy(logits, Tensor::from_ints(labels, {n}).to(device)).item() * double(n);
+    batch_loss[k] = cross_entropy(logits, Tensor::from_ints(labels, {n}).to(device)).item() * double(n);
     const std::vector<double> l = logits.to_vector();
-    for (size_t k = 0; k < labels.size(); ++k) {
-      const double* row = l.data() + k * size_t(classes);
+    for (size_t j = 0; j < labels.size(); ++j) {
+      const double* row = l.data() + j * size_t(classes);
       const int64_t pred = int64_t(std::max_element(row, row + classes) - row);
-      ++e.confusion[size_t(labels[k])][size_t(pred)];
-      correct += pred == labels[k];
+      ++e.confusion[size_t(labels[j])][size_t(pred)];
+      correct += pred == labels[j];
     }
     e.images += n;
   }
+  if (ranks > 1) {
+    // Each batch was evaluated by one rank: the sums of the ranks' figures are the whole
+    // set's, exactly (a batch's loss plus the other ranks' zeros is itself; the counts
+    // are whole numbers), and every rank receives them.
+    std::vector<double> all = batch_loss;
+    all.push_back(double(correct));
+    all.push_back(double(e.images));
+    for (const auto& row : e.confusion) all.insert(all.end(), row.begin(), row.end());
+    dist::all_reduce_sum(all.data(), int64_t(all.size()), "evaluation");
+    std::copy(all.begin(), all.begin() + int64_t(batches), batch_loss.begin());
+    correct = int64_t(all[batches]);
+    e.images = int64_t(all[batches + 1]);
+    size_t at = batches + 2;
+    for (auto& row : e.confusion)
+      for (int64_t& v : row) v = int64_t(all[at++]);
+    std::string mine;
+    for (const std::string& u : e.unreadable) mine += u + '\n';
+    const std::vector<char> every = dist::all_gather_bytes(mine.data(), int64_t(mine.size()), nullptr, "evaluation: unreadable images");
+    e.unreadable.clear();
+    for (size_t from = 0, to; from < every.size(); from = to + 1) {
+      to = size_t(std::find(every.begin() + int64_t(from), every.end(), '\n') - every.begin());
+      e.unreadable.emplace_back(every.begin() + int64_t(from), every.begin() + int64_t(to));
+    }
+  }
+  double loss_sum = 0;
+  for (double l : batch_loss) loss_sum += l;
   e.accuracy = e.images ? double(correct) / double(e.images) : 0;
   e.loss = e.images ? loss_sum / double(e.images) : 0;
   model.train(was_training);

@@ -28,7 +28,10 @@ struct Evaluation {
 
 // Runs the model in eval mode (its mode is restored after) on `data`, `batch` crops at
 // a time on `device`. Images that cannot be read are left out and listed in `unreadable`.
-Evaluation evaluate(EmoNeXt& model, const Dataset& data, int64_t batch, Device device, const EvalView& view = {});
+// sharded: the ranks of a data-parallel run (every rank calls it) evaluate a batch each
+// in turn, and each returns the figures of the whole set, equal to one process's.
+Evaluation evaluate(EmoNeXt& model, const Dataset& data, int64_t batch, Device device, const EvalView& view = {},
+                    bool sharded = false);
 
 // Per class: accuracy and the row of the confusion matrix, printed under a header line.
 void print_confusion(const Evaluation& e, const std::vector<std::string>& labels);

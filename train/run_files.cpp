@@ -63,6 +63,13 @@ void save_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, E
 
 RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, LossScaler& scaler) {
   const SafeTensors f = load_safetensors(path);
+  // Which samples each rank's share of a batch holds, and (without --sync-batch) the
+  // samples its BatchNorm and attention see, follow from the number of ranks.
+  const auto ranks_it = f.metadata.find("setting.ranks");
+  const int64_t ranks = ranks_it == f.metadata.end() ? 1 : limits::parse_int(ranks_it->second, path + ": 'setting.ranks'", 1);
+  EMONEXT_CHECK(ranks == c.ranks, "the run was trained on ", ranks, " process(es) and this is ", c.ranks, ": resume it on ", ranks,
+                ranks > 1 ? " (mpirun -np " + std::to_string(ranks) + " emonext_train --resume ...)" : " (without mpirun)",
+                ", since the samples of each rank's share of a batch depend on the number");
   for (auto& [name, t] : opt.state()) t->copy_(f.at(name));
   if (ema) {
     EMONEXT_CHECK(f.contains(ema->state().front().first), path,

@@ -16,10 +16,12 @@
 #include "core/base/error.h"
 #include "core/base/limits.h"
 #include "core/device.h"
+#include "core/dist.h"
 #include "core/safetensors.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
 #include "train/amp.h"
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 #include "train/interrupt.h"
 #include "train/optim.h"
@@ -67,6 +69,7 @@ AdamW::Options adamw_options(const TrainConfig& c) {
 struct StepResult {
   double loss = 0, grad_norm = 0;
   int64_t correct = 0;  // the batch's images the model classified right, before the step
+  bool interrupted = false;  // Ctrl-C on this rank or another
   std::string failure;
 };
 
@@ -116,6 +119,9 @@ class Run {
     dp_gen_.set_state(c.seed + 1, 0);
   }
 
+  // Rank 0 alone writes the run's files (logs, checkpoints, report); every rank trains.
+  static bool writes_files() { return dist::rank() == 0; }
+
   // --overfit-batch FILE --steps K --dump-state OUT: K training steps (step(), as a run
   // takes them) on one fixed batch, then the losses, the first step's logits and its
   // gradients into OUT.
@@ -125,10 +131,17 @@ class Run {
     Batch b;
     b.images = f.at("images").to(DType::F32).permute({0, 2, 3, 1}).contiguous();
     b.labels = f.at("labels");
+    if (dist::size() > 1) {  // the file holds the global batch: this rank's share of it
+      EMONEXT_CHECK(b.labels.numel() % dist::size() == 0, "--overfit-batch: ", b.labels.numel(), " images cannot be shared by ",
+                    dist::size(), " ranks");
+      const int64_t share = b.labels.numel() / dist::size(), first = dist::rank() * share;
+      b.images = b.images.slice(0, first, first + share).contiguous();
+      b.labels = b.labels.slice(0, first, first + share).contiguous();
+    }
     std::vector<double> losses;
     std::vector<std::pair<std::string, Tensor>> dump;
     for (int64_t s = 0; s < c_.steps; ++s) {
-      const StepResult r = step(b, lr_at(s, c_.steps), [&](const EmoNeXtOutput& out) {
+      const StepResult r = step(b, b.labels.numel() * dist::size(), lr_at(s, c_.steps), [&](const EmoNeXtOutput& out) {
         if (s > 0) return;
         dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
         for (const Module::Named& p : model_->named_parameters())
@@ -139,7 +152,7 @@ class Run {
       std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
     }
     dump.emplace_back("loss", Tensor::from_vector(losses, {int64_t(losses.size())}));
-    save_safetensors(c_.dump_state, dump);
+    if (writes_files()) save_safetensors(c_.dump_state, dump);  // rank 0's logits; the gradients are every rank's summed
     std::printf("wrote %s\n", c_.dump_state.c_str());
     return 0;
   }
@@ -148,7 +161,7 @@ class Run {
   // returns the exit code (0, 1 on a non-finite loss, 130 when Ctrl-C saved and stopped).
   int train(const Splits& data, int workers) {
     open_outputs();
-    if (c_.benchmark == 0) report_ = std::make_unique<RunReport>(c_, dev_.str(), data.val);
+    if (c_.benchmark == 0 && writes_files()) report_ = std::make_unique<RunReport>(c_, dev_.str(), data.val);
     const int64_t steps_per_epoch = int64_t(data.train.samples.size()) / c_.batch;
     EMONEXT_CHECK(steps_per_epoch > 0, "the training set (", data.train.samples.size(), " images) is smaller than one batch (",
                   c_.batch, ")");
@@ -164,27 +177,28 @@ class Run {
     bool stop = false;
 
     for (; (st_.epoch < c_.epochs || c_.benchmark > 0) && !stop; ++st_.epoch) {
-      Loader loader(data.train, c_.batch, c_.image_size, true, c_.augment, c_.seed, st_.epoch, workers, st_.batch_in_epoch);
+      Loader loader(data.train, c_.batch, c_.image_size, true, c_.augment, c_.seed, st_.epoch, workers, st_.batch_in_epoch, true,
+                    dist::rank(), dist::size());
       EpochTally tally;
       for (Batch b = loader.next(); b.index >= 0; b = loader.next()) {
         report_unreadable(b.unreadable);
         if (b.labels.numel() == 0) continue;
         const auto t_step = Clock::now();
         const double lr = lr_at(st_.step, total_steps);
-        const StepResult r = step(b, lr);
+        const StepResult r = step(b, c_.batch, lr);
         if (!r.failure.empty()) return stop_non_finite(r.failure);
         st_.batch_in_epoch = b.index + 1;
-        tally.add(r, b.labels.numel());
-        logs_->step(st_.step, r.loss, lr, r.grad_norm);
+        tally.add(r, b.labels.numel() * dist::size());
+        if (logs_) logs_->step(st_.step, r.loss, lr, r.grad_norm);
         if (c_.benchmark > 0 && st_.step > BenchmarkTally::kSkip) {
           bench.step_seconds += seconds_since(t_step);
-          bench.images += b.labels.numel();
+          bench.images += b.labels.numel() * dist::size();
         }
         if (c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip) bench.launches_at_start = gpu_launches();
         const double eta = seconds_since(t_start) / double(std::max<int64_t>(1, st_.step)) *
                            double(std::max<int64_t>(0, total_steps - st_.step));
         progress_.step(st_.epoch, b.index + 1, loader.batches(), r.loss, lr, tally.images_per_second(), eta, st_.step);
-        if (g_interrupted) {
+        if (r.interrupted) {
           progress_.end_line();
           save_last();
           std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st_.step, last_.c_str(),
@@ -239,7 +253,7 @@ class Run {
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,
                   (long long)st_.epoch, (long long)st_.batch_in_epoch);
     }
-    logs_ = std::make_unique<RunLogs>(c_, dev_.str());
+    if (writes_files()) logs_ = std::make_unique<RunLogs>(c_, dev_.str());
   }
 
   // A resumed run that has done what its limits allow is said so, and nothing is trained
@@ -272,19 +286,41 @@ class Run {
   // loss and the logits (for the training accuracy) are read in that second wait, so
   // forward and backward are queued without a pause, and AdamW's and the EMA's launches
   // run while the host takes the next batch.
-  StepResult step(const Batch& b, double lr, const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
+  //
+  // On several ranks (mpirun) b is this rank's share of global batch `global_batch`, and
+  // the loss it backs through is its part of the global batch's loss: with --sync-batch
+  // emonext_loss_part (the parts add up to one process's loss), else its own samples'
+  // loss over the number of ranks (their mean, as PyTorch's DDP). The master's gradients
+  // are then summed over the ranks, and so are the loss, the correct count and a Ctrl-C
+  // on any rank: every rank takes the same step and sees the same figures.
+  StepResult step(const Batch& b, int64_t global_batch, double lr,
+                  const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
     StepResult r;
     LossScaler& scaler = amp_.scaler;
+    const int ranks = dist::size();
+    for (ConvNeXt* m : {static_cast<ConvNeXt*>(model_.get()), static_cast<ConvNeXt*>(&amp_.runner())})
+      m->shard = ranks == 1 ? BatchShard{} : BatchShard{dist::rank() * (global_batch / ranks), global_batch, c_.sync_batch};
     const Tensor x = b.images.to(dev_), y = b.labels.to(dev_);
     const EmoNeXtOutput out = amp_.forward(x);
-    const Tensor loss = emonext_loss(out, y, c_.label_smoothing);
+    const Tensor loss = ranks == 1        ? emonext_loss(out, y, c_.label_smoothing)
+                        : c_.sync_batch ? emonext_loss_part(out, y, c_.label_smoothing)
+                                        : emonext_loss(out, y, c_.label_smoothing) * (1.0 / ranks);
     const double loss_scale = scaler.factor();
     (scaler.on ? loss * loss_scale : loss).backward();
     amp_.gradients_to_master();
+    if (ranks > 1) buckets_.all_reduce(*model_);
     if (inspect) inspect(out);
     r.grad_norm = grad_norm(*model_) / loss_scale;  // the wait
     r.loss = loss.item();
     r.correct = count_correct(out.logits, b.labels);
+    r.interrupted = g_interrupted;
+    if (ranks > 1) {
+      double figures[3] = {r.loss, double(r.correct), r.interrupted ? 1.0 : 0.0};
+      dist::all_reduce_sum(figures, 3, "the step's loss, accuracy and Ctrl-C");
+      r.loss = figures[0];
+      r.correct = int64_t(figures[1]);
+      r.interrupted = figures[2] > 0;
+    }
     if (!std::isfinite(r.loss)) {
       r.failure = fmt("the loss is %f", r.loss);
       return r;
@@ -361,18 +397,20 @@ class Run {
                 (long long)st_.epoch, (long long)st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, ema_ ? " (EMA)" : "",
                 ips, data_wait);
     std::fflush(stdout);
-    logs_->epoch(st_.epoch, st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, lr_at(st_.step, total_steps), ips, data_wait);
+    if (logs_) logs_->epoch(st_.epoch, st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, lr_at(st_.step, total_steps), ips, data_wait);
     const bool best = ev.accuracy > st_.best_accuracy;
     if (best) {
       st_.best_accuracy = ev.accuracy;
       st_.bad_epochs = 0;
       best_eval_ = ev;
       best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + ", the best so far" + (ema_ ? " (EMA)" : "");
-      with_ema_weights([&] {
-        save_checkpoint(best_, *model_, fer2013_labels(),
-                        {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
-      });
-      save_state(c_.out + "/best.state.safetensors");  // the training state at that epoch
+      if (writes_files()) {
+        with_ema_weights([&] {
+          save_checkpoint(best_, *model_, fer2013_labels(),
+                          {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
+        });
+        save_state(c_.out + "/best.state.safetensors");  // the training state at that epoch
+      }
     } else if (!best_eval_) {  // resumed: no best epoch of this process yet
       best_eval_ = ev;
       best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + (ema_ ? " (EMA)" : "");
@@ -385,6 +423,7 @@ class Run {
 
   // report.html, with the EMA's weights when the EMA is on (as validation sees the model).
   void write_report(const Evaluation* confusion, const std::string& title) {
+    if (!report_) return;
     const auto t0 = Clock::now();
     with_ema_weights([&] { report_->write(*model_, dev_, confusion, title); });
     report_seconds_ += seconds_since(t0);
@@ -392,7 +431,7 @@ class Run {
 
   // evaluate() with the EMA's weights when the EMA is on; unreadable images reported.
   Evaluation evaluate_model(const Dataset& data, const EvalView& view) {
-    const Evaluation ev = with_ema_weights([&] { return evaluate(*model_, data, c_.batch, dev_, view); });
+    const Evaluation ev = with_ema_weights([&] { return evaluate(*model_, data, c_.batch, dev_, view, /*sharded=*/true); });
     report_unreadable(ev.unreadable);
     return ev;
   }
@@ -403,7 +442,7 @@ class Run {
     const Evaluation ev = evaluate_model(data, {.tencrop = true});
     std::printf("test (ten-crop%s): accuracy %.4f, loss %.4f\n", ema_ ? ", EMA" : "", ev.accuracy, ev.loss);
     print_confusion(ev, fer2013_labels());
-    write_confusion_csv(c_.out + "/confusion.csv", ev, fer2013_labels());
+    if (writes_files()) write_confusion_csv(c_.out + "/confusion.csv", ev, fer2013_labels());
     std::printf("wrote %s/confusion.csv\n", c_.out.c_str());
     write_report(&ev, std::string("the ten-crop test") + (ema_ ? " (EMA)" : ""));
   }
@@ -441,6 +480,7 @@ class Run {
     save_run_state(path, c_, opt_, ema_.get(), st_, amp_.scaler);
   }
   void save_last() {
+    if (!writes_files()) return;
     save_checkpoint(last_, *model_, fer2013_labels(), {{"step", std::to_string(st_.step)}});
     save_state(last_state_);
   }
@@ -450,6 +490,7 @@ class Run {
   std::unique_ptr<EmoNeXt> model_;      // f32: the master weights
   MixedPrecision amp_;                  // --amp: the 16-bit copy that runs the backbone, and fp16's loss scale
   AdamW opt_;
+  GradientBuckets buckets_;             // the gradients' sum over the ranks (mpirun)
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
   const Schedule schedule_;
   Generator& dp_gen_;
@@ -476,12 +517,20 @@ int run_training(const TrainConfig& c) {
   try {
     const bool overfit = !c.overfit_batch.empty();
     EMONEXT_CHECK(invalid_setting(c).empty(), invalid_setting(c));  // emonext_train refuses these first, as usage errors
-    if (!overfit) check_out_folder(c);
+    EMONEXT_CHECK(c.ranks == dist::size(), "the run's ranks (", c.ranks, ") are not MPI's (", dist::size(), ")");
+    if (!overfit && dist::rank() == 0) check_out_folder(c);
     const Device dev = pick_device(c.device);
-    const int workers = c.workers > 0 ? int(c.workers) : int(std::max(1u, std::thread::hardware_concurrency()));
-    std::printf("emonext_train: %s-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)\n",
+    // A rank's loader threads share its machine with the other ranks there.
+    const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+    const int workers = c.workers > 0 ? int(c.workers) : std::max(1, cores / std::max(1, dist::local_size()));
+    std::printf("emonext_train: %s-%s, %lld x %lld images, batch %lld, device %s, %d loader thread(s)%s\n",
                 c.backbone ? "ConvNeXt (EmoNeXt's backbone alone)" : "EmoNeXt", c.model.c_str(), (long long)c.image_size,
-                (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers);
+                (long long)c.image_size, (long long)c.batch, dev.str().c_str(), workers,
+                c.ranks > 1 ? (" per rank; " + std::to_string(c.ranks) + " ranks of " + std::to_string(c.batch / c.ranks) +
+                               " images each" +
+                               (c.sync_batch ? ", BatchNorm and attention over the global batch (--sync-batch)" : ""))
+                                  .c_str()
+                            : "");
     if (c.device == DeviceChoice::Auto && dev.is_cpu())  // say why: a GPU whose driver fails would otherwise look like none
       std::printf("note: on the CPU because no CUDA device answers (%s)%s\n", cuda_unavailable_reason().c_str(),
                   c.image_size > 64 ? "; at this image size a step takes seconds here: README has a CPU-sized run (--model atto "
@@ -491,6 +540,8 @@ int run_training(const TrainConfig& c) {
     const Splits data = read_splits(c);
     return Run(c, dev).train(data, workers);
   } catch (const std::exception& e) {  // emonext::Error, and the standard library's (a filesystem error): said, not an abort
+    // Under mpirun the other ranks would wait at their next collective: every rank stops now.
+    if (dist::size() > 1) dist::abort_all(std::string("emonext_train: ") + e.what());
     std::fprintf(stderr, "emonext_train: %s\n", e.what());
     return 1;
   }
