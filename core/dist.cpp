@@ -7,6 +7,8 @@
 #include <cstring>
 #include <thread>
 
+#include <unistd.h>
+
 #include "core/base/error.h"
 
 #if EMONEXT_WITH_MPI
@@ -44,10 +46,17 @@ double timeout() { return g_timeout; }
 
 void abort_all(const std::string& why, int code) {
   std::fflush(stdout);
-  std::fprintf(stderr, "emonext: rank %d of %d: %s\n", g_rank, g_size, why.c_str());
+  char host[256] = "?";
+  gethostname(host, sizeof host - 1);
+  std::fprintf(stderr, "emonext: rank %d of %d (pid %d on %s): %s\n", g_rank, g_size, int(getpid()), host, why.c_str());
   std::fflush(stderr);
 #if EMONEXT_WITH_MPI
-  if (g_mpi) MPI_Abort(MPI_COMM_WORLD, code);
+  if (g_mpi) {
+    // mpirun forwards a rank's output asynchronously and stops forwarding when it kills
+    // the job: a moment for the message to reach it first.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
 #endif
   std::exit(code);
 }

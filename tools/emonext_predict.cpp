@@ -28,6 +28,7 @@
 #include "core/base/json.h"
 #include "core/base/options.h"
 #include "core/device.h"
+#include "core/dist.h"
 #include "core/safetensors.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
@@ -74,19 +75,21 @@ int evaluate_labelled(EmoNeXt& model, const CheckpointInfo& info, const std::str
   const Dataset data = csv ? read_fer2013_csv(root.string(), rows)
                            : read_image_folders(root.parent_path().string(), root.filename().string());
   const auto t0 = std::chrono::steady_clock::now();
-  const Evaluation e = evaluate(model, data, 64, device, {.tencrop = tencrop});
+  // Under mpirun the ranks evaluate a batch each in turn; every figure is one process's.
+  const Evaluation e = evaluate(model, data, 64, device, {.tencrop = tencrop}, /*sharded=*/true);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("%s%s (%s): %lld images, accuracy %.4f, loss %.4f; %.1f images/s on %s\n", root.string().c_str(),
               csv ? (", " + rows + " rows").c_str() : "",
               tencrop ? "ten-crop" : "centre crop", (long long)e.images, e.accuracy, e.loss, double(e.images) / s,
               device.str().c_str());
   print_confusion(e, info.labels);
-  if (!confusion.empty()) {
+  if (!confusion.empty() && dist::rank() == 0) {
     write_confusion_csv(confusion, e, info.labels);
     std::printf("wrote %s\n", confusion.c_str());
   }
-  for (const std::string& why : e.unreadable) std::fprintf(stderr, "emonext_predict: skipped %s\n", why.c_str());
   const int64_t unread = int64_t(e.unreadable.size());
+  if (dist::rank() != 0) return unread ? 1 : 0;  // rank 0 names them
+  for (const std::string& why : e.unreadable) std::fprintf(stderr, "emonext_predict: skipped %s\n", why.c_str());
   if (unread) std::fprintf(stderr, "emonext_predict: %lld of %zu image(s) could not be read\n", (long long)unread, data.samples.size());
   return unread ? 1 : 0;
 }
@@ -227,6 +230,9 @@ int explain_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector
 
 int main(int argc, char** argv) {
   keep_freed_host_memory();
+  // --evaluate runs under mpirun too (the ranks share the images); rank 0 prints.
+  dist::init(&argc, &argv);
+  if (dist::rank() != 0 && !std::freopen("/dev/null", "w", stdout)) dist::abort_all("cannot silence stdout");
   std::string weights, input_tensors, output, evaluate_dir, confusion, csv_usage, explain_dir;
   DeviceChoice device_choice = DeviceChoice::Auto;
   bool tencrop = false, json = false;
@@ -255,20 +261,26 @@ int main(int argc, char** argv) {
   if (!input_tensors.empty() && output.empty()) usage("--input-tensors needs --output");
   if (!csv_usage.empty() && !fs::is_regular_file(evaluate_dir)) usage("--usage picks rows of a CSV file; " + evaluate_dir + " is not one");
   if (!explain_dir.empty() && (inputs.empty() || json || tencrop)) usage("--explain goes with images or folders (not --json or --tencrop)");
-  try {
-    if (!explain_dir.empty()) make_writable_folder(explain_dir, "--explain");  // before any work
-    const Device device = pick_device(device_choice);
-    CheckpointInfo info;
-    std::unique_ptr<EmoNeXt> model = load_emonext(weights, &info);
-    model->to(device);
-    model->eval();
+  if (dist::size() > 1 && evaluate_dir.empty()) usage("under mpirun only --evaluate runs (its ranks share the images)");
+  const int code = [&] {
+    try {
+      if (!explain_dir.empty()) make_writable_folder(explain_dir, "--explain");  // before any work
+      const Device device = pick_device(device_choice);
+      CheckpointInfo info;
+      std::unique_ptr<EmoNeXt> model = load_emonext(weights, &info);
+      model->to(device);
+      model->eval();
 
-    if (!input_tensors.empty()) return predict_tensors(*model, input_tensors, output, weights, device);
-    if (!evaluate_dir.empty()) return evaluate_labelled(*model, info, evaluate_dir, csv_usage, device, tencrop, confusion);
-    if (!explain_dir.empty()) return explain_images(*model, info, image_files(inputs), device, explain_dir);
-    return predict_images(*model, info, image_files(inputs), device, tencrop, json);
-  } catch (const std::exception& e) {  // emonext::Error, and the standard library's (an unreadable folder)
-    std::fprintf(stderr, "emonext_predict: %s\n", e.what());
-    return 1;
-  }
+      if (!input_tensors.empty()) return predict_tensors(*model, input_tensors, output, weights, device);
+      if (!evaluate_dir.empty()) return evaluate_labelled(*model, info, evaluate_dir, csv_usage, device, tencrop, confusion);
+      if (!explain_dir.empty()) return explain_images(*model, info, image_files(inputs), device, explain_dir);
+      return predict_images(*model, info, image_files(inputs), device, tencrop, json);
+    } catch (const std::exception& e) {  // emonext::Error, and the standard library's (an unreadable folder)
+      if (dist::size() > 1) dist::abort_all(std::string("emonext_predict: ") + e.what());
+      std::fprintf(stderr, "emonext_predict: %s\n", e.what());
+      return 1;
+    }
+  }();
+  dist::finalize();
+  return code;
 }

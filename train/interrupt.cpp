@@ -4,6 +4,8 @@
 
 #include <csignal>
 
+#include "core/dist.h"
+
 namespace emonext {
 
 std::atomic<bool> g_interrupted{false};
@@ -28,8 +30,13 @@ void on_sigint(int) {
 SigintToFlag::SigintToFlag() {
   g_interrupted = false;
   previous_ = std::signal(SIGINT, on_sigint);
+  // Ctrl-C on mpirun reaches the ranks as SIGTERM (then SIGKILL after a grace time).
+  if (dist::size() > 1) previous_term_ = std::signal(SIGTERM, on_sigint);
 }
 
-SigintToFlag::~SigintToFlag() { std::signal(SIGINT, previous_); }
+SigintToFlag::~SigintToFlag() {
+  std::signal(SIGINT, previous_);
+  if (dist::size() > 1) std::signal(SIGTERM, previous_term_);
+}
 
 }  // namespace emonext

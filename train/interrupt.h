@@ -19,6 +19,7 @@ class SigintToFlag {
 
  private:
   void (*previous_)(int) = nullptr;
+  void (*previous_term_)(int) = nullptr;
 };
 
 }  // namespace emonext

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include "core/dist.h"
+
 namespace emonext {
 
 using Clock = std::chrono::steady_clock;
@@ -30,7 +32,9 @@ inline std::string duration(double s) {
 
 class Progress {
  public:
-  explicit Progress(int64_t every) : tty_(isatty(fileno(stdout)) != 0), every_(every) {}
+  // Under mpirun rank 0's stdout is a terminal that mpirun forwards, and interleaves with
+  // the other ranks' messages on stderr: plain lines there.
+  explicit Progress(int64_t every) : tty_(isatty(fileno(stdout)) != 0 && dist::size() == 1), every_(every) {}
   void step(int64_t epoch, int64_t b, int64_t batches, double loss, double lr, double ips, double eta_s, int64_t step) {
     if (tty_) {
       const int width = 24, done = int(double(width) * double(b) / double(batches > 1 ? batches : 1));

@@ -1,0 +1,284 @@
+// Data-parallel training under mpirun, on this machine's CPU: 2 ranks of one OpenMP
+// thread each against one process. Each test skips, saying why, in a build without MPI
+// (-DEMONEXT_MPI=OFF) or where mpirun is missing.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "core/dist.h"
+#include "core/safetensors.h"
+#include "models/checkpoint.h"
+#include "tests/test_util.h"
+#include "train/data.h"
+
+namespace emonext::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+#define REQUIRE_MPI()                                                                                                  \
+  if (!dist::built_with_mpi()) GTEST_SKIP() << "this build has no MPI (-DEMONEXT_MPI=OFF)";                            \
+  if (std::system("command -v mpirun >/dev/null 2>&1") != 0)                                                           \
+  GTEST_SKIP() << "no mpirun (tools/setup.sh installs Debian's openmpi-bin)"
+
+// mpirun starting `ranks` processes of one OpenMP thread each on this machine's 2 cores
+// (--oversubscribe: more ranks than Open MPI counts slots), as root too (CI is root);
+// LeakSanitizer off in the sanitizer build, where Open MPI's own allocations at exit
+// would read as leaks.
+std::string mpirun(int ranks) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np " + std::to_string(ranks) +
+         " -x OMP_NUM_THREADS=1 -x ASAN_OPTIONS=detect_leaks=0 ";
+}
+
+// emonext_train (or, with `ranks` > 0, mpirun of it): its exit code, and its output in *out.
+int train(int ranks, const std::string& args, std::string* out) {
+  int code = 0;
+  const std::string prefix = ranks > 0 ? mpirun(ranks) : "OMP_NUM_THREADS=1 ";
+  *out = run_command(prefix + EMONEXT_TRAIN + " " + args + " 2>&1", &code);
+  return code;
+}
+
+// max |a - b| / max(floor, max |b|): how far a tensor is from its reference, relative
+// to the reference's scale.
+double rel(const Tensor& a, const Tensor& b, double floor = 0) {
+  const std::vector<double> x = a.to_vector(), y = b.to_vector();
+  EXPECT_EQ(x.size(), y.size());
+  double err = 0, scale = floor;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+    err = std::max(err, std::fabs(x[i] - y[i]));
+    scale = std::max(scale, std::fabs(y[i]));
+  }
+  return scale > 0 ? err / scale : err;
+}
+
+// An EmoNeXt-atto at 48 to start from (layer scale and the STN's head away from their
+// special values, so every gradient is non-zero) and a batch of 8 images, written into d.
+void write_model_and_batch(const ScratchDir& d) {
+  EmoNeXt model(convnext_size("atto"), 7, 48);
+  Generator gen(17);
+  init_weights(model, gen);
+  for (const Module::Named& t : model.named_parameters())
+    if (t.name.ends_with("gamma") || t.name == "fc_loc.2.weight") t.tensor->detach().copy_(rand(t.tensor->shape(), gen, 0.1, 0.3));
+  save_checkpoint(d + "/init.safetensors", model, fer2013_labels());
+  const Tensor images = rand({8, 3, 48, 48}, gen), labels = Tensor::from_ints({0, 3, 5, 3, 6, 1, 2, 4}, {8});
+  save_safetensors(d + "/batch.safetensors", {{"images", images}, {"labels", labels}});
+  save_safetensors(d + "/first_half.safetensors", {{"images", images.slice(0, 0, 4).contiguous()}, {"labels", labels.slice(0, 0, 4).contiguous()}});
+  save_safetensors(d + "/second_half.safetensors", {{"images", images.slice(0, 4, 8).contiguous()}, {"labels", labels.slice(0, 4, 8).contiguous()}});
+}
+
+// --overfit-batch on `batch` for `steps` steps, dumped to `dump`.
+std::string overfit(const ScratchDir& d, const std::string& batch, int steps, const std::string& dump, double drop_path) {
+  return "--overfit-batch " + d + "/" + batch + " --steps " + std::to_string(steps) + " --dump-state " + d + "/" + dump +
+         " --init " + d + "/init.safetensors --drop-path " + std::to_string(drop_path) +
+         " --schedule constant --lr 1e-3 --device cpu";
+}
+
+// Every gradient of `ours` against `ref` (a bias also against its layer's weight gradient,
+// as in the parity tests); returns how many were compared.
+int64_t expect_gradients_near(const SafeTensors& ours, const SafeTensors& ref, double tolerance) {
+  int64_t grads = 0;
+  for (const auto& [name, g] : ref.tensors) {
+    if (!name.starts_with("grad.")) continue;
+    ++grads;
+    double floor = 0;
+    if (name.ends_with(".bias") && ref.contains(name.substr(0, name.size() - 4) + "weight"))
+      for (double v : ref.at(name.substr(0, name.size() - 4) + "weight").to_vector()) floor = std::max(floor, std::fabs(v));
+    EXPECT_TRUE(ours.contains(name)) << name;
+    if (ours.contains(name)) {
+      EXPECT_LE(rel(ours.at(name), g, floor), tolerance) << name;
+    }
+  }
+  return grads;
+}
+
+// With --sync-batch, 2 ranks of 4 images are one process with the batch of 8: the same
+// BatchNorm statistics, the same N x N attention (the keys gathered, their gradients
+// returned to the rank that owns each sample), the same drop-path draws. Only the order
+// of some sums differs (the gradients' sum over the ranks, the loss's parts, BatchNorm's
+// statistics as two passes of per-rank sums where one process takes one pass of shifted
+// sums), and the tolerances are what such rounding-level changes do to this model,
+// measured: one process with nothing changed but its BatchNorm computed the synced way
+// moves the backbone's gradients by up to 2e-5 of their scale and the spatial
+// transformer's by up to 1.3e-4 (the gradient of the sampling grid's theta is a sum over
+// every pixel that cancels to about a thousandth of its terms); 2 ranks move them by
+// 5e-5 and 2.4e-4. Not synced, the transformer's are 1e-1 away (the next test). The losses
+// are compared for 2 steps: AdamW's first step moves every parameter by the learning
+// rate in the direction of its gradient's sign, also where the gradient is zero in exact
+// arithmetic (a convolution's bias before BatchNorm, the attention key's bias) and its
+// sign is rounding, and from the third step on the two runs drift apart by 1e-3 (so do
+// the two BatchNorm formulas in one process).
+TEST(DataParallel, TwoRanksWithSyncBatchAreOneProcessWithTheGlobalBatch) {
+  REQUIRE_MPI();
+  const ScratchDir d("dp_sync");
+  write_model_and_batch(d);
+  std::string out;
+  ASSERT_EQ(train(0, overfit(d, "batch.safetensors", 2, "one.safetensors", 0.1), &out), 0) << out;
+  ASSERT_EQ(train(2, overfit(d, "batch.safetensors", 2, "two.safetensors", 0.1) + " --sync-batch", &out), 0) << out;
+  const SafeTensors one = load_safetensors(d + "/one.safetensors"), two = load_safetensors(d + "/two.safetensors");
+  EXPECT_LE(rel(two.at("loss").slice(0, 0, 1), one.at("loss").slice(0, 0, 1)), 1e-6) << "the first step's loss";
+  EXPECT_LE(rel(two.at("loss"), one.at("loss")), 1e-4) << "the losses";
+  EXPECT_LE(rel(two.at("logits"), one.at("logits").slice(0, 0, 4)), 1e-5) << "rank 0's logits";
+  SafeTensors transformer, rest;
+  for (const auto& [name, g] : one.tensors)
+    (name.starts_with("grad.localization") || name.starts_with("grad.fc_loc") ? transformer : rest).tensors.emplace_back(name, g);
+  const int64_t grads = expect_gradients_near(two, rest, 1e-4) + expect_gradients_near(two, transformer, 1e-3);
+  EXPECT_EQ(grads, int64_t(EmoNeXt(convnext_size("atto"), 7, 48).named_parameters().size()) - 2) << "all but attention.value";
+  for (const char* name : {"grad.attention.key.weight", "grad.attention.query.weight", "grad.localization.1.weight"})
+    EXPECT_GT(rel(one.at(name), Tensor::zeros(one.at(name).shape())), 0) << name << " is not trivially zero";
+}
+
+// Without --sync-batch each rank's BatchNorm and attention see its own 4 images (as
+// PyTorch's DDP would run the reference code), and the step's gradient is the mean of the
+// two ranks' gradients: exactly the mean of two one-process runs on the two halves, and
+// nothing else differs (drop path off: its draws are the global batch's, which a
+// one-process run on half the batch does not draw).
+TEST(DataParallel, WithoutSyncBatchTheGradientIsTheMeanOfTheRanksOwn) {
+  REQUIRE_MPI();
+  const ScratchDir d("dp_nosync");
+  write_model_and_batch(d);
+  std::string out;
+  ASSERT_EQ(train(0, overfit(d, "first_half.safetensors", 1, "a.safetensors", 0), &out), 0) << out;
+  ASSERT_EQ(train(0, overfit(d, "second_half.safetensors", 1, "b.safetensors", 0), &out), 0) << out;
+  ASSERT_EQ(train(2, overfit(d, "batch.safetensors", 1, "two.safetensors", 0), &out), 0) << out;
+  const SafeTensors a = load_safetensors(d + "/a.safetensors"), b = load_safetensors(d + "/b.safetensors"),
+                    two = load_safetensors(d + "/two.safetensors");
+  SafeTensors mean;
+  for (const auto& [name, t] : a.tensors)
+    if (name.starts_with("grad.") || name == "loss") mean.tensors.emplace_back(name, (t + b.at(name)) * 0.5);
+  EXPECT_LE(rel(two.at("loss"), mean.at("loss")), 1e-6);
+  EXPECT_LE(rel(two.at("logits"), a.at("logits")), 1e-6) << "rank 0's logits are its half's alone";
+  EXPECT_GT(expect_gradients_near(two, mean, 1e-6), 100);
+  // And that is a real difference from the synced run: the BatchNorm statistics differ.
+  ASSERT_EQ(train(2, overfit(d, "batch.safetensors", 1, "synced.safetensors", 0) + " --sync-batch", &out), 0) << out;
+  EXPECT_GT(rel(load_safetensors(d + "/synced.safetensors").at("grad.localization.1.weight"), two.at("grad.localization.1.weight")),
+            1e-3);
+}
+
+const std::string kRun = " --synthetic 96 --model atto --img-size 32 --batch 16 --device cpu --workers 1 --drop-path 0.1 --log-every 100";
+
+// The same command twice gives the same bits (the reductions have a fixed order), and
+// a run stopped and resumed on the same 2 ranks is the straight run, weights included.
+// On another number of processes --resume refuses, saying why.
+TEST(DataParallel, RerunsAndResumesGiveTheSameBits) {
+  REQUIRE_MPI();
+  const ScratchDir a("dp_run_a"), b("dp_run_b"), c("dp_run_c");
+  std::string out;
+  ASSERT_EQ(train(2, kRun + " --max-steps 8 --out " + a, &out), 0) << out;
+  EXPECT_NE(out.find("2 ranks of 8 images each"), std::string::npos) << out;
+  ASSERT_EQ(train(2, kRun + " --max-steps 8 --out " + b, &out), 0) << out;
+  ASSERT_EQ(train(2, kRun + " --max-steps 5 --out " + c, &out), 0) << out;
+  ASSERT_EQ(train(2, "--resume " + c + " --max-steps 8 --device cpu --workers 1", &out), 0) << out;
+  EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+  const std::vector<char> steps = read_all(a + "/steps.csv");
+  EXPECT_GT(steps.size(), 100u);
+  EXPECT_EQ(steps, read_all(b + "/steps.csv")) << "a rerun";
+  EXPECT_EQ(steps, read_all(c + "/steps.csv")) << "stopped at 5 and resumed";
+  EXPECT_EQ(read_all(a + "/last.safetensors"), read_all(b + "/last.safetensors"));
+  EXPECT_EQ(read_all(a + "/last.safetensors"), read_all(c + "/last.safetensors"));
+  EXPECT_EQ(train(0, "--resume " + c + " --max-steps 9 --device cpu --workers 1", &out), 1) << out;
+  EXPECT_NE(out.find("the run was trained on 2 process(es) and this is 1: resume it on 2 (mpirun -np 2"), std::string::npos)
+      << out;
+}
+
+// The validation and ten-crop passes are shared by the ranks, a batch each in turn, and
+// their figures are one process's exactly: emonext_predict --evaluate (the same
+// evaluate() as training's passes) prints the same accuracy, loss and confusion matrix
+// on 1, 2 and 3 ranks.
+TEST(DataParallel, ShardedEvaluationPrintsOneProcesssFigures) {
+  REQUIRE_MPI();
+  REQUIRE_FER2013();
+  const ScratchDir d("dp_eval");
+  write_model_and_batch(d);
+  // The figures' lines without the speed.
+  auto figures = [&](int ranks) {
+    int code = 0;
+    const std::string cmd = (ranks > 0 ? mpirun(ranks) : "") + EMONEXT_PREDICT + " --weights " + d +
+                            "/init.safetensors --device cpu --evaluate " + fer2013_dir() + "/val 2>&1";
+    const std::string out = run_command(cmd, &code);
+    EXPECT_EQ(code, 0) << out;
+    return std::regex_replace(out, std::regex("; [0-9.]+ images/s"), "");
+  };
+  const std::string one = figures(0);
+  EXPECT_NE(one.find("3589 images, accuracy"), std::string::npos) << one;
+  EXPECT_EQ(figures(2), one);
+  EXPECT_EQ(figures(3), one);
+}
+
+// A rank that dies, or stops answering, stops the run: mpirun ends every rank when one
+// is killed; a rank that hangs leaves the others waiting at their next collective for
+// --timeout seconds, after which they stop every rank, naming the collective.
+TEST(DataParallel, ARankThatDiesOrHangsStopsEveryRank) {
+  REQUIRE_MPI();
+  const ScratchDir d("dp_fail");
+  for (const int sig : {SIGKILL, SIGSTOP}) {
+    const std::string log = d + "/log" + std::to_string(sig);
+    const std::string cmd = mpirun(2) + EMONEXT_TRAIN + " --synthetic 2000 --model atto --img-size 32 --batch 16 --device cpu " +
+                            "--workers 1 --log-every 10 --max-steps 100000 --timeout 3 --overwrite --out " + d + "/run > " +
+                            log + " 2>&1";
+    const pid_t launcher = fork();
+    ASSERT_GE(launcher, 0);
+    if (launcher == 0) {
+      setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    // Rank 1, once it has trained a few steps.
+    pid_t rank1 = -1;
+    for (int i = 0; i < 600 && rank1 < 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const std::vector<char> text = read_all(log);
+      if (std::string(text.begin(), text.end()).find("step 20 ") == std::string::npos) continue;
+      for (const fs::directory_entry& e : fs::directory_iterator("/proc")) {
+        const std::vector<char> env = read_all(e.path().string() + "/environ");
+        const std::vector<char> argv = read_all(e.path().string() + "/cmdline");
+        const std::string a(argv.begin(), argv.end()), v(env.begin(), env.end());
+        if (a.find("emonext_train") != std::string::npos && a.find(d.path()) != std::string::npos &&
+            v.find(std::string("OMPI_COMM_WORLD_RANK=1") + '\0') != std::string::npos)
+          rank1 = pid_t(std::stol(e.path().filename().string()));
+      }
+    }
+    ASSERT_GT(rank1, 0) << std::string(read_all(log).begin(), read_all(log).end());
+    const auto t0 = std::chrono::steady_clock::now();
+    kill(rank1, sig);
+    int status = 0;
+    bool ended = false;
+    while (!ended && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+      ended = waitpid(launcher, &status, WNOHANG) == launcher;
+      if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!ended) {  // a hang: clean up, then fail
+      kill(-launcher, SIGKILL);
+      kill(rank1, SIGKILL);
+      waitpid(launcher, &status, 0);
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const std::vector<char> text = read_all(log);
+    const std::string said(text.begin(), text.end());
+    ASSERT_TRUE(ended) << "signal " << sig << ": the run did not stop within 30 s\n" << said;
+    EXPECT_NE(WEXITSTATUS(status), 0) << said;
+    if (sig == SIGKILL) {
+      EXPECT_LT(seconds, 10) << said;
+      EXPECT_NE(said.find("process rank 1"), std::string::npos) << said;
+    } else {
+      EXPECT_GE(seconds, 2.5) << said;
+      EXPECT_LT(seconds, 15) << said;
+      EXPECT_NE(said.find("waited 3 s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank"),
+                std::string::npos)
+          << said;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace emonext::test
