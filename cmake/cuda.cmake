@@ -47,3 +47,19 @@ else()
   set(EMONEXT_WITH_CUDNN OFF)
   message(WARNING "emonext: cuDNN not found (set CUDNN_ROOT); building the CUDA backend without it")
 endif()
+
+# NCCL (the gradients' sums of a data-parallel run on GPUs): beside the toolkit or from the
+# nvidia-nccl pip wheel. Without it, the sums go through host memory and MPI.
+file(GLOB _nccl_pip_roots /usr/local/lib/python3*/dist-packages/nvidia/nccl /usr/lib/python3/dist-packages/nvidia/nccl
+     /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl)
+find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{NCCL_ROOT}/include PATHS ${_nccl_pip_roots}
+          PATH_SUFFIXES include)
+find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{NCCL_ROOT}/lib
+             PATHS ${_nccl_pip_roots} PATH_SUFFIXES lib lib64)
+if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+  set(EMONEXT_WITH_NCCL ON)
+  message(STATUS "emonext: NCCL ${NCCL_LIBRARY}")
+else()
+  set(EMONEXT_WITH_NCCL OFF)
+  message(STATUS "emonext: NCCL not found (set NCCL_ROOT); data-parallel GPU runs sum through host memory")
+endif()

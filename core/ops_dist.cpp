@@ -6,6 +6,7 @@
 #include "core/dist.h"
 #include "core/op_checks.h"
 #include "core/ops.h"
+#include "kernels/cuda/nccl.h"
 
 namespace emonext {
 
@@ -23,6 +24,19 @@ void all_reduce_sum_(Tensor& t, const char* what) {
   // the stream has written it.
   kernels::cuda::synchronize(t.device().index);
   reduce(t.data_ptr());
+#elif EMONEXT_WITH_NCCL
+  // On the GPU, on its stream. The communicator is made at the first sum: rank 0's id
+  // sent to the others over MPI.
+  const int device = t.device().index;
+  if (!kernels::cuda::nccl_ready()) {
+    char id[kernels::cuda::kNcclIdBytes] = {};
+    if (dist::rank() == 0) kernels::cuda::nccl_unique_id(id);
+    dist::broadcast_bytes(id, sizeof id, 0, "NCCL's id");
+    kernels::cuda::nccl_init(id, dist::rank(), dist::size(), device);
+  }
+  if (!kernels::cuda::nccl_all_reduce_sum(t.data_ptr(), t.numel(), t.dtype() == DType::F64, device, dist::timeout()))
+    dist::abort_all(std::string(what) + ": NCCL waited " + std::to_string(int(dist::timeout())) +
+                    " s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank");
 #else
   // Through host memory (a GPU without NCCL between the ranks).
   Tensor host = t.to(Device::cpu());

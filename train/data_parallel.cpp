@@ -1,5 +1,7 @@
 #include "train/data_parallel.h"
 
+#include <chrono>
+
 #include "core/autograd.h"
 #include "core/base/error.h"
 #include "core/ops.h"
@@ -7,6 +9,7 @@
 namespace emonext {
 
 void GradientBuckets::all_reduce(Module& model) {
+  const auto start = std::chrono::steady_clock::now();
   const std::vector<Module::Named> params = model.named_parameters();
   std::vector<bool> with_grad;
   for (const Module::Named& p : params) with_grad.push_back(p.tensor->grad().defined());
@@ -47,6 +50,7 @@ void GradientBuckets::all_reduce(Module& model) {
       at += g.numel();
     }
   }
+  seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
 }  // namespace emonext

@@ -25,6 +25,7 @@ class GradientBuckets {
   void all_reduce(Module& model);
   size_t buckets() const { return buckets_.size(); }
   int64_t elements() const { return elements_; }
+  double seconds() const { return seconds_; }  // spent in all_reduce so far (the host's wall time)
 
  private:
   struct Bucket {
@@ -34,6 +35,7 @@ class GradientBuckets {
   std::vector<Bucket> buckets_;
   std::vector<bool> with_grad_;
   int64_t elements_ = 0;
+  double seconds_ = 0;
 };
 
 }  // namespace emonext

@@ -95,6 +95,7 @@ struct BenchmarkTally {
   double step_seconds = 0, wait_seconds = 0;
   int64_t images = 0;
   uint64_t launches_at_start = 0;  // GPU launches so far when the steady state begins
+  double reduce_at_start = 0;      // seconds in the gradients' all-reduce so far, then
 };
 
 // One training run: the model and what trains it (AdamW, the EMA, the fp16 loss scaler,
@@ -194,7 +195,10 @@ class Run {
           bench.step_seconds += seconds_since(t_step);
           bench.images += b.labels.numel() * dist::size();
         }
-        if (c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip) bench.launches_at_start = gpu_launches();
+        if (c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip) {
+          bench.launches_at_start = gpu_launches();
+          bench.reduce_at_start = buckets_.seconds();
+        }
         const double eta = seconds_since(t_start) / double(std::max<int64_t>(1, st_.step)) *
                            double(std::max<int64_t>(0, total_steps - st_.step));
         progress_.step(st_.epoch, b.index + 1, loader.batches(), r.loss, lr, tally.images_per_second(), eta, st_.step);
@@ -453,11 +457,17 @@ class Run {
     const std::string launches = dev_.is_cuda() ? fmt(", %.0f GPU launches per step (kernels and cuBLAS/cuDNN calls)",
                                                       double(gpu_launches() - b.launches_at_start) / double(steady_steps))
                                                 : "";
+    const std::string ranks =
+        dist::size() > 1 ? " on each of " + std::to_string(dist::size()) + " ranks" +
+                               fmt(" (the gradients' all-reduce %.1f ms/step,", 1000.0 * (buckets_.seconds() - b.reduce_at_start) /
+                                                                                  double(steady_steps)) +
+                               fmt(" %.1f MB in ", double(buckets_.elements()) * 4e-6) + std::to_string(buckets_.buckets()) + " buckets)"
+                         : "";
     std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after %lld "
-                "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s\n",
+                "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s%s\n",
                 (long long)st_.step, (long long)c_.batch, (long long)c_.image_size, (long long)c_.image_size, dev_.str().c_str(), ips,
                 1000.0 * b.step_seconds / double(steady_steps), (long long)BenchmarkTally::kSkip, b.wait_seconds,
-                dev_.str().c_str(), double(memory_stats(dev_).peak) / 1e6, (long long)peak_rss_mb(), launches.c_str());
+                dev_.str().c_str(), double(memory_stats(dev_).peak) / 1e6, (long long)peak_rss_mb(), ranks.c_str(), launches.c_str());
   }
 
   // A non-finite loss or gradient: said, naming the step and the last good checkpoint.
