@@ -9,6 +9,7 @@ namespace emonext {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+thread_local std::function<void(const Tensor&)> g_leaf_ready;
 
 // The Node that receives the gradient of t, creating a leaf's accumulator on first use.
 std::shared_ptr<Node> edge_of(const Tensor& t) {
@@ -46,6 +47,10 @@ void accumulate_into_leaf(Node& acc, const Tensor& g) {
 }  // namespace
 
 bool grad_enabled() { return g_grad_enabled; }
+LeafGradReady::LeafGradReady(std::function<void(const Tensor&)> ready) : previous_(std::move(g_leaf_ready)) {
+  g_leaf_ready = std::move(ready);
+}
+LeafGradReady::~LeafGradReady() { g_leaf_ready = std::move(previous_); }
 NoGradGuard::NoGradGuard() : previous_(g_grad_enabled) { g_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { g_grad_enabled = previous_; }
 
@@ -105,6 +110,8 @@ void run_backward(const Tensor& root, const Tensor& grad) {
     grads.erase(found);
     if (node->accumulator) {
       accumulate_into_leaf(*node, g);  // g is the one reference left unless something else kept it
+      if (g_leaf_ready)
+        if (const std::shared_ptr<TensorImpl> leaf = node->leaf.lock()) g_leaf_ready(Tensor(leaf));
       continue;
     }
     EMONEXT_CHECK(node->backward, "backward through ", node->name,

@@ -53,4 +53,19 @@ Tensor record(Tensor out, const char* name, const std::vector<Tensor>& inputs, B
 // Runs backward from root with the given gradient (same shape as root).
 void run_backward(const Tensor& root, const Tensor& grad);
 
+// While it lives, every backward on this thread calls `ready(leaf)` as soon as a leaf's
+// gradient for that backward is in its .grad (its accumulator has run: nothing more will
+// be added to it in this backward), in the backward's order. A data-parallel step starts
+// summing a bucket of gradients over the ranks with it while the backward goes on.
+class LeafGradReady {
+ public:
+  explicit LeafGradReady(std::function<void(const Tensor& leaf)> ready);
+  ~LeafGradReady();
+  LeafGradReady(const LeafGradReady&) = delete;
+  LeafGradReady& operator=(const LeafGradReady&) = delete;
+
+ private:
+  std::function<void(const Tensor&)> previous_;
+};
+
 }  // namespace emonext

@@ -89,6 +89,12 @@ Tensor all_gather(const Tensor& x);
 // In place, not recorded: a contiguous f32/f64 tensor summed over the ranks (the
 // gradient buckets). `what` names it in a timeout's message.
 void all_reduce_sum_(Tensor& t, const char* what);
+// The same in two halves, so that the sum can run beside the caller's next work: start
+// issues it (on a GPU with NCCL, on a stream of NCCL's own, ordered after the work queued
+// so far and before the work queued later; elsewhere the whole sum, at once); wait
+// returns once every sum started on `device` is complete.
+void all_reduce_sum_start(Tensor& t, const char* what);
+void all_reduce_sum_wait(Device device, const char* what);
 
 // ---- joining and indexing ----
 Tensor concat(const std::vector<Tensor>& tensors, int dim);

@@ -10,7 +10,7 @@
 
 namespace emonext {
 
-void all_reduce_sum_(Tensor& t, const char* what) {
+void all_reduce_sum_start(Tensor& t, const char* what) {
   if (dist::size() == 1) return;
   EMONEXT_CHECK(t.is_contiguous() && (t.dtype() == DType::F32 || t.dtype() == DType::F64),
                 what, ": all-reduces contiguous f32 or f64 tensors, got ", t.str());
@@ -25,8 +25,8 @@ void all_reduce_sum_(Tensor& t, const char* what) {
   kernels::cuda::synchronize(t.device().index);
   reduce(t.data_ptr());
 #elif EMONEXT_WITH_NCCL
-  // On the GPU, on its stream. The communicator is made at the first sum: rank 0's id
-  // sent to the others over MPI.
+  // On the GPU, on NCCL's stream beside the device's. The communicator is made at the
+  // first sum: rank 0's id sent to the others over MPI.
   const int device = t.device().index;
   if (!kernels::cuda::nccl_ready()) {
     char id[kernels::cuda::kNcclIdBytes] = {};
@@ -34,9 +34,7 @@ void all_reduce_sum_(Tensor& t, const char* what) {
     dist::broadcast_bytes(id, sizeof id, 0, "NCCL's id");
     kernels::cuda::nccl_init(id, dist::rank(), dist::size(), device);
   }
-  if (!kernels::cuda::nccl_all_reduce_sum(t.data_ptr(), t.numel(), t.dtype() == DType::F64, device, dist::timeout()))
-    dist::abort_all(std::string(what) + ": NCCL waited " + std::to_string(int(dist::timeout())) +
-                    " s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank");
+  kernels::cuda::nccl_all_reduce_sum_start(t.data_ptr(), t.numel(), t.dtype() == DType::F64, device);
 #else
   // Through host memory (a GPU without NCCL between the ranks).
   Tensor host = t.to(Device::cpu());
@@ -44,6 +42,22 @@ void all_reduce_sum_(Tensor& t, const char* what) {
   NoGradGuard no_grad;
   t.copy_(host);
 #endif
+}
+
+void all_reduce_sum_wait(Device device, const char* what) {
+#if EMONEXT_WITH_NCCL && !EMONEXT_CUDA_EMULATION
+  if (dist::size() > 1 && device.is_cuda() && !kernels::cuda::nccl_wait(device.index, dist::timeout()))
+    dist::abort_all(std::string(what) + ": NCCL waited " + std::to_string(int(dist::timeout())) +
+                    " s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank");
+#else
+  (void)device;
+  (void)what;
+#endif
+}
+
+void all_reduce_sum_(Tensor& t, const char* what) {
+  all_reduce_sum_start(t, what);
+  all_reduce_sum_wait(t.device(), what);
 }
 
 namespace {

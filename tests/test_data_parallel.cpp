@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -192,27 +193,47 @@ TEST(DataParallel, TheCudaPathSumsTheGradientsAsTheCpuPath) {
 const std::string kRun = " --synthetic 96 --model atto --img-size 32 --batch 16 --device cpu --workers 1 --drop-path 0.1 --log-every 100";
 
 // The same command twice gives the same bits (the reductions have a fixed order), and
-// a run stopped and resumed on the same 2 ranks is the straight run, weights included.
-// On another number of processes --resume refuses, saying why.
+// so does summing each gradient bucket after the backward pass instead of during it
+// (--no-overlap); a run stopped and resumed on the same 2 ranks is the straight run,
+// weights included. On another number of processes --resume refuses, saying why.
 TEST(DataParallel, RerunsAndResumesGiveTheSameBits) {
   REQUIRE_MPI();
   const ScratchDir a("dp_run_a"), b("dp_run_b"), c("dp_run_c");
   std::string out;
   ASSERT_EQ(train(2, kRun + " --max-steps 8 --out " + a, &out), 0) << out;
   EXPECT_NE(out.find("2 ranks of 8 images each"), std::string::npos) << out;
-  ASSERT_EQ(train(2, kRun + " --max-steps 8 --out " + b, &out), 0) << out;
+  ASSERT_EQ(train(2, kRun + " --max-steps 8 --no-overlap --out " + b, &out), 0) << out;
   ASSERT_EQ(train(2, kRun + " --max-steps 5 --out " + c, &out), 0) << out;
   ASSERT_EQ(train(2, "--resume " + c + " --max-steps 8 --device cpu --workers 1", &out), 0) << out;
   EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
   const std::vector<char> steps = read_all(a + "/steps.csv");
   EXPECT_GT(steps.size(), 100u);
-  EXPECT_EQ(steps, read_all(b + "/steps.csv")) << "a rerun";
+  EXPECT_EQ(steps, read_all(b + "/steps.csv")) << "a rerun, the buckets summed after the backward pass";
   EXPECT_EQ(steps, read_all(c + "/steps.csv")) << "stopped at 5 and resumed";
   EXPECT_EQ(read_all(a + "/last.safetensors"), read_all(b + "/last.safetensors"));
   EXPECT_EQ(read_all(a + "/last.safetensors"), read_all(c + "/last.safetensors"));
   EXPECT_EQ(train(0, "--resume " + c + " --max-steps 9 --device cpu --workers 1", &out), 1) << out;
   EXPECT_NE(out.find("the run was trained on 2 process(es) and this is 1: resume it on 2 (mpirun -np 2"), std::string::npos)
       << out;
+}
+
+// From the second step on, every bucket is summed during the backward pass, as soon as
+// its last gradient is written (the first step makes the buckets, after it); --benchmark
+// counts the sums. With --no-overlap, none is.
+TEST(DataParallel, TheBucketsAreSummedDuringTheBackwardPass) {
+  REQUIRE_MPI();
+  const ScratchDir d("dp_overlap");
+  for (const bool overlap : {true, false}) {
+    std::string out;
+    ASSERT_EQ(train(2, kRun + " --benchmark 5 --out " + d + (overlap ? "" : " --no-overlap"), &out), 0) << out;
+    long buckets = 0, during = 0, sums = 0;
+    const size_t at = out.find(" buckets, ");
+    ASSERT_NE(at, std::string::npos) << out;
+    ASSERT_EQ(std::sscanf(out.c_str() + out.rfind(" in ", at) + 4, "%ld buckets, %ld of %ld sums", &buckets, &during, &sums), 3) << out;
+    EXPECT_GE(buckets, 2) << out;
+    EXPECT_EQ(sums, 5 * buckets) << out;
+    EXPECT_EQ(during, overlap ? 4 * buckets : 0) << out;
+  }
 }
 
 // The validation and ten-crop passes are shared by the ranks, a batch each in turn, and

@@ -188,6 +188,9 @@ const Setting kSettings[] = {
     EMONEXT_FLAG("parallel", "sync_batch", "--sync-batch", "true", sync_batch,
                  "under mpirun: BatchNorm's statistics and the attention over the global batch, as one process computes them "
                  "(default: each over its rank's samples, as PyTorch's DDP)"),
+    EMONEXT_COMMAND("parallel", "--no-overlap", "", "false", overlap, kAny,
+                    "under mpirun: sum the gradients over the ranks after the backward pass, not each bucket as the backward "
+                    "pass writes it (the same bits; to time the overlap)"),
     EMONEXT_COMMAND("parallel", "--timeout", "SECONDS", nullptr, timeout, positive(),
                     "under mpirun: how long a rank waits for the others at a collective before it stops every rank"),
     EMONEXT_COMMAND("output", "--out", "DIR", nullptr, out, kAny, "the run's folder"),

@@ -49,6 +49,7 @@ struct TrainConfig {
   int64_t ranks = 1;
   bool sync_batch = false;  // BatchNorm statistics and the attention over the global batch
   double timeout = 300;     // seconds a rank waits for the others at a collective
+  bool overlap = true;      // sum each gradient bucket during the backward pass, as soon as it is written
   // Modes.
   std::string overfit_batch, dump_state;
   int64_t steps = 0;      // --overfit-batch steps

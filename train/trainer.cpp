@@ -310,7 +310,12 @@ class Run {
                         : c_.sync_batch ? emonext_loss_part(out, y, c_.label_smoothing)
                                         : emonext_loss(out, y, c_.label_smoothing) * (1.0 / ranks);
     const double loss_scale = scaler.factor();
-    (scaler.on ? loss * loss_scale : loss).backward();
+    {
+      // Each bucket's sum over the ranks starts as soon as the backward pass has written
+      // its gradients (under --amp the master's gradients are written after it).
+      const auto overlap = ranks > 1 && !amp_.on() && c_.overlap ? buckets_.overlap(*model_) : nullptr;
+      (scaler.on ? loss * loss_scale : loss).backward();
+    }
     amp_.gradients_to_master();
     if (ranks > 1) buckets_.all_reduce(*model_);
     if (inspect) inspect(out);
@@ -461,7 +466,9 @@ class Run {
         dist::size() > 1 ? " on each of " + std::to_string(dist::size()) + " ranks" +
                                fmt(" (the gradients' all-reduce %.1f ms/step,", 1000.0 * (buckets_.seconds() - b.reduce_at_start) /
                                                                                   double(steady_steps)) +
-                               fmt(" %.1f MB in ", double(buckets_.elements()) * 4e-6) + std::to_string(buckets_.buckets()) + " buckets)"
+                               fmt(" %.1f MB in ", double(buckets_.elements()) * 4e-6) + std::to_string(buckets_.buckets()) +
+                               " buckets, " + std::to_string(buckets_.sums_in_backward()) + " of " + std::to_string(buckets_.sums()) +
+                               " sums during the backward pass)"
                          : "";
     std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after %lld "
                 "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s%s\n",

@@ -17,6 +17,8 @@ static_assert(kNcclIdBytes == NCCL_UNIQUE_ID_BYTES, "kNcclIdBytes is NCCL's id s
 namespace {
 
 ncclComm_t g_comm = nullptr;
+cudaStream_t g_comm_stream = nullptr;  // the sums' stream, beside the device's
+cudaEvent_t g_ready = nullptr, g_done = nullptr;
 
 void check_nccl(ncclResult_t r, const char* call) {
   EMONEXT_CHECK(r == ncclSuccess, call, " failed: ", ncclGetErrorString(r));
@@ -39,15 +41,31 @@ void nccl_init(const char* id, int rank, int ranks, int device) {
 
 bool nccl_ready() { return g_comm != nullptr; }
 
-bool nccl_all_reduce_sum(void* data, int64_t n, bool f64, int device, double timeout_seconds) {
+void nccl_all_reduce_sum_start(void* data, int64_t n, bool f64, int device) {
   set_device(device);
-  auto s = static_cast<cudaStream_t>(stream(device));
-  check_nccl(ncclAllReduce(data, data, size_t(n), f64 ? ncclDouble : ncclFloat, ncclSum, g_comm, s), "ncclAllReduce");
+  auto compute = static_cast<cudaStream_t>(stream(device));
+  if (!g_comm_stream) {
+    EMONEXT_CUDA_CHECK(cudaStreamCreateWithFlags(&g_comm_stream, cudaStreamNonBlocking));
+    EMONEXT_CUDA_CHECK(cudaEventCreateWithFlags(&g_ready, cudaEventDisableTiming));
+    EMONEXT_CUDA_CHECK(cudaEventCreateWithFlags(&g_done, cudaEventDisableTiming));
+  }
+  // The gradients were written by the work queued so far; the sum runs beside what the
+  // device's stream does next, and the device's stream waits for it before its next work.
+  EMONEXT_CUDA_CHECK(cudaEventRecord(g_ready, compute));
+  EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(g_comm_stream, g_ready, 0));
+  check_nccl(ncclAllReduce(data, data, size_t(n), f64 ? ncclDouble : ncclFloat, ncclSum, g_comm, g_comm_stream), "ncclAllReduce");
   count_launch("ncclAllReduce");
+  EMONEXT_CUDA_CHECK(cudaEventRecord(g_done, g_comm_stream));
+  EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(compute, g_done, 0));
+}
+
+bool nccl_wait(int device, double timeout_seconds) {
+  if (!g_comm_stream) return true;
+  set_device(device);
   // Polled rather than waited for, so that a rank that stopped answering ends the wait.
   const auto start = std::chrono::steady_clock::now();
   while (true) {
-    const cudaError_t e = cudaStreamQuery(s);
+    const cudaError_t e = cudaStreamQuery(g_comm_stream);
     if (e == cudaSuccess) return true;
     EMONEXT_CHECK(e == cudaErrorNotReady, "ncclAllReduce: ", cudaGetErrorString(e));
     ncclResult_t async = ncclSuccess;

@@ -14,9 +14,12 @@ constexpr size_t kNcclIdBytes = 128;  // NCCL_UNIQUE_ID_BYTES
 void nccl_unique_id(char* id);
 void nccl_init(const char* id, int rank, int ranks, int device);
 bool nccl_ready();
-// In place: the sum over the ranks of n values (f32, or f64) at `data` on `device`.
-// Returns once the sum is complete, or false when `timeout_seconds` pass first (the
-// communicator is then aborted: some rank stopped answering).
-bool nccl_all_reduce_sum(void* data, int64_t n, bool f64, int device, double timeout_seconds);
+// In place: the sum over the ranks of n values (f32, or f64) at `data` on `device`,
+// queued on a stream of NCCL's own after the work queued on the device's stream so far;
+// the device's stream waits for it before anything queued later. Returns at once.
+void nccl_all_reduce_sum_start(void* data, int64_t n, bool f64, int device);
+// Waits until every sum started is complete; false when `timeout_seconds` pass first
+// (the communicator is then aborted: some rank stopped answering).
+bool nccl_wait(int device, double timeout_seconds);
 
 }  // namespace emonext::kernels::cuda
