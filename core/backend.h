@@ -7,6 +7,7 @@
 #include "core/device.h"
 #include "core/storage.h"
 #include "kernels/kernels.h"
+#include "kernels/cuda/nccl.h"
 #include "kernels/cuda/runtime.h"
 
 namespace emonext {

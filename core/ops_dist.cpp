@@ -6,7 +6,6 @@
 #include "core/dist.h"
 #include "core/op_checks.h"
 #include "core/ops.h"
-#include "kernels/cuda/nccl.h"
 
 namespace emonext {
 
