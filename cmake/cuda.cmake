@@ -33,33 +33,27 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 find_package(CUDAToolkit REQUIRED)
 set(EMONEXT_WITH_CUDA ON)
 
-# cuDNN: beside the toolkit (Debian/NVIDIA packages) or from the nvidia-cudnn pip wheel.
-file(GLOB _cudnn_pip_roots /usr/local/lib/python3*/dist-packages/nvidia/cudnn
-     /usr/lib/python3/dist-packages/nvidia/cudnn /opt/*/.venv/lib/python3*/site-packages/nvidia/cudnn)
-find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{CUDNN_ROOT}/include
-          PATHS ${_cudnn_pip_roots} PATH_SUFFIXES include)
-find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{CUDNN_ROOT}/lib
-             PATHS ${_cudnn_pip_roots} PATH_SUFFIXES lib lib64)
-if(CUDNN_INCLUDE_DIR AND CUDNN_LIBRARY)
-  set(EMONEXT_WITH_CUDNN ON)
-  message(STATUS "emonext: cuDNN ${CUDNN_LIBRARY}")
-else()
-  set(EMONEXT_WITH_CUDNN OFF)
-  message(WARNING "emonext: cuDNN not found (set CUDNN_ROOT); building the CUDA backend without it")
-endif()
+# A CUDA library beside the toolkit (Debian/NVIDIA packages), under $ENV{<NAME>_ROOT}, or
+# from its nvidia-<wheel> pip wheel: sets <NAME>_INCLUDE_DIR, <NAME>_LIBRARY and FOUND_VAR,
+# and says which it found, or MISSING (a message of mode MISSING_MODE) when it found none.
+function(emonext_find_cuda_library NAME HEADER WHEEL LIBRARY FOUND_VAR MISSING_MODE MISSING)
+  file(GLOB _pip_roots /usr/local/lib/python3*/dist-packages/nvidia/${WHEEL} /usr/lib/python3/dist-packages/nvidia/${WHEEL}
+       /opt/*/.venv/lib/python3*/site-packages/nvidia/${WHEEL})
+  find_path(${NAME}_INCLUDE_DIR ${HEADER} HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{${NAME}_ROOT}/include PATHS ${_pip_roots}
+            PATH_SUFFIXES include)
+  find_library(${NAME}_LIBRARY NAMES ${WHEEL} ${LIBRARY} HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{${NAME}_ROOT}/lib
+               PATHS ${_pip_roots} PATH_SUFFIXES lib lib64)
+  if(${NAME}_INCLUDE_DIR AND ${NAME}_LIBRARY)
+    set(${FOUND_VAR} ON PARENT_SCOPE)
+    message(STATUS "emonext: ${NAME} ${${NAME}_LIBRARY}")
+  else()
+    set(${FOUND_VAR} OFF PARENT_SCOPE)
+    message(${MISSING_MODE} "emonext: ${NAME} not found (set ${NAME}_ROOT); ${MISSING}")
+  endif()
+endfunction()
 
-# NCCL (the gradients' sums of a data-parallel run on GPUs): beside the toolkit or from the
-# nvidia-nccl pip wheel. Without it, the sums go through host memory and MPI.
-file(GLOB _nccl_pip_roots /usr/local/lib/python3*/dist-packages/nvidia/nccl /usr/lib/python3/dist-packages/nvidia/nccl
-     /opt/*/.venv/lib/python3*/site-packages/nvidia/nccl)
-find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} $ENV{NCCL_ROOT}/include PATHS ${_nccl_pip_roots}
-          PATH_SUFFIXES include)
-find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR} $ENV{NCCL_ROOT}/lib
-             PATHS ${_nccl_pip_roots} PATH_SUFFIXES lib lib64)
-if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
-  set(EMONEXT_WITH_NCCL ON)
-  message(STATUS "emonext: NCCL ${NCCL_LIBRARY}")
-else()
-  set(EMONEXT_WITH_NCCL OFF)
-  message(STATUS "emonext: NCCL not found (set NCCL_ROOT); data-parallel GPU runs sum through host memory")
-endif()
+# cuDNN: the few dense convolutions (and kernel_bench's baselines).
+emonext_find_cuda_library(CUDNN cudnn.h cudnn libcudnn.so.9 EMONEXT_WITH_CUDNN WARNING "building the CUDA backend without it")
+# NCCL: the gradients' sums of a data-parallel run on GPUs.
+emonext_find_cuda_library(NCCL nccl.h nccl libnccl.so.2 EMONEXT_WITH_NCCL STATUS
+                          "data-parallel GPU runs sum through host memory")

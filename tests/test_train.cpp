@@ -597,28 +597,9 @@ TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
   const std::string twin = "overfit " + d + "/init.safetensors " + d + "/batch.safetensors 3 " + d + "/twin.safetensors >/dev/null";
   ASSERT_EQ(run_twin(twin), 0) << twin;
   const SafeTensors ours = load_safetensors(d + "/ours.safetensors"), theirs = load_safetensors(d + "/twin.safetensors");
-  auto rel = [](const Tensor& a, const Tensor& b, double floor) {
-    const std::vector<double> x = a.to_vector(), y = b.to_vector();
-    double err = 0, scale = floor;
-    for (size_t i = 0; i < x.size(); ++i) {
-      err = std::max(err, std::fabs(x[i] - y[i]));
-      scale = std::max(scale, std::fabs(y[i]));
-    }
-    return err / scale;
-  };
-  EXPECT_LE(rel(ours.at("loss"), theirs.at("loss"), 0), 1e-4) << "losses";
-  EXPECT_LE(rel(ours.at("logits"), theirs.at("logits"), 0), 1e-4) << "logits";
-  int64_t grads = 0;
-  for (const auto& [name, g] : theirs.tensors) {
-    if (!name.starts_with("grad.")) continue;
-    ++grads;
-    // As in the parity test: a bias is measured against its layer's weight gradient too.
-    double floor = 0;
-    if (name.ends_with(".bias") && theirs.contains(name.substr(0, name.size() - 4) + "weight"))
-      for (double v : theirs.at(name.substr(0, name.size() - 4) + "weight").to_vector()) floor = std::max(floor, std::fabs(v));
-    ASSERT_TRUE(ours.contains(name)) << name;
-    EXPECT_LE(rel(ours.at(name), g, floor), 1e-4) << name;
-  }
+  expect_rel(ours.at("loss"), theirs.at("loss"), 1e-4, "losses");
+  expect_rel(ours.at("logits"), theirs.at("logits"), 1e-4, "logits");
+  const int64_t grads = expect_gradients_near(ours, theirs, 1e-4);
   EXPECT_EQ(grads, int64_t(model.named_parameters().size()) - 2);  // all but attention.value
 }
 

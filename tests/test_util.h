@@ -17,6 +17,7 @@
 
 #include "core/base/error.h"
 #include "core/device.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 // First line of every CUDA test: skips, saying why, where no GPU answers.
@@ -142,6 +143,24 @@ inline void expect_rel(const Tensor& actual, const Tensor& expected, double tol,
   }
   EXPECT_LE(err, tol * scale) << what << ": element " << at << " is " << a[at] << ", expected " << b[at] << " (scale " << scale
                               << ")";
+}
+
+// Every gradient ("grad.NAME") of the reference `ref` against `ours`, within `tolerance`
+// of its scale; a bias's scale is also its layer's weight gradient's, as in the parity
+// tests (a bias's gradient can be all but zero where the weight's is not). Returns how
+// many were compared.
+inline int64_t expect_gradients_near(const SafeTensors& ours, const SafeTensors& ref, double tolerance) {
+  int64_t grads = 0;
+  for (const auto& [name, g] : ref.tensors) {
+    if (!name.starts_with("grad.")) continue;
+    ++grads;
+    double floor = 0;
+    if (name.ends_with(".bias") && ref.contains(name.substr(0, name.size() - 4) + "weight"))
+      for (double v : ref.at(name.substr(0, name.size() - 4) + "weight").to_vector()) floor = std::max(floor, std::fabs(v));
+    EXPECT_TRUE(ours.contains(name)) << name;
+    if (ours.contains(name)) expect_rel(ours.at(name), g, tolerance, name, floor);
+  }
+  return grads;
 }
 
 }  // namespace emonext::test
