@@ -22,7 +22,9 @@ namespace emonext::dist {
 namespace {
 
 int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
+#if EMONEXT_WITH_MPI
 bool g_mpi = false;  // MPI_Init was called
+#endif
 double g_timeout = 300;
 
 // Launchers say who a process is in its environment before MPI_Init: Open MPI, MPICH
