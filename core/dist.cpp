@@ -63,6 +63,11 @@ void abort_all(const std::string& why, int code) {
   std::exit(code);
 }
 
+void abort_timed_out(const std::string& what) {
+  abort_all(what + ": waited " + std::to_string(int(g_timeout)) +
+            " s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank");
+}
+
 #if EMONEXT_WITH_MPI
 
 void init(int* argc, char*** argv) {
@@ -109,9 +114,7 @@ void wait_all(MPI_Request* reqs, int n, const char* what) {
     check(MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE), "MPI_Testall", what);
     if (done) return;
     const double waited = std::chrono::duration<double>(Clock::now() - start).count();
-    if (waited > g_timeout)
-      abort_all(std::string(what) + ": waited " + std::to_string(int(g_timeout)) +
-                " s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank");
+    if (waited > g_timeout) abort_timed_out(what);
     if (polls < 2000) std::this_thread::yield();
     else std::this_thread::sleep_for(std::chrono::microseconds(200));
   }

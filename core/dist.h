@@ -39,5 +39,7 @@ void broadcast_bytes(void* data, int64_t bytes, int root, const char* what);
 // Stops every rank of the run: prints "emonext_train: rank R: why" to stderr, then
 // MPI_Abort (exit(code) alone).
 [[noreturn]] void abort_all(const std::string& why, int code = 1);
+// abort_all for a collective named `what` that waited past the timeout for the other ranks.
+[[noreturn]] void abort_timed_out(const std::string& what);
 
 }  // namespace emonext::dist

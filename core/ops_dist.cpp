@@ -46,8 +46,7 @@ void all_reduce_sum_start(Tensor& t, const char* what) {
 void all_reduce_sum_wait(Device device, const char* what) {
 #if EMONEXT_WITH_NCCL && !EMONEXT_CUDA_EMULATION
   if (dist::size() > 1 && device.is_cuda() && !kernels::cuda::nccl_wait(device.index, dist::timeout()))
-    dist::abort_all(std::string(what) + ": NCCL waited " + std::to_string(int(dist::timeout())) +
-                    " s for the other ranks (--timeout); a rank has stopped or hangs. Stopping every rank");
+    dist::abort_timed_out(std::string(what) + " (NCCL)");
 #else
   (void)device;
   (void)what;

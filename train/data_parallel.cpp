@@ -49,7 +49,7 @@ void GradientBuckets::sum(Bucket& b) {
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-std::unique_ptr<LeafGradReady> GradientBuckets::overlap(Module&) {
+std::unique_ptr<LeafGradReady> GradientBuckets::overlap() {
   if (buckets_.empty()) return nullptr;
   for (Bucket& b : buckets_) {
     b.waiting = b.params.size();

@@ -31,7 +31,7 @@ class GradientBuckets {
   // order is the same on every rank, so the ranks issue the same sums in the same
   // order), beside the rest of the backward on a GPU with NCCL. None at the first step,
   // before the buckets exist.
-  std::unique_ptr<LeafGradReady> overlap(Module& model);
+  std::unique_ptr<LeafGradReady> overlap();
   // After the backward pass: sums the buckets not summed yet, in order, and waits for
   // every sum. Each gradient then holds its sum over the ranks.
   void all_reduce(Module& model);

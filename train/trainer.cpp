@@ -313,7 +313,7 @@ class Run {
     {
       // Each bucket's sum over the ranks starts as soon as the backward pass has written
       // its gradients (under --amp the master's gradients are written after it).
-      const auto overlap = ranks > 1 && !amp_.on() && c_.overlap ? buckets_.overlap(*model_) : nullptr;
+      const auto overlap = ranks > 1 && !amp_.on() && c_.overlap ? buckets_.overlap() : nullptr;
       (scaler.on ? loss * loss_scale : loss).backward();
     }
     amp_.gradients_to_master();
