@@ -40,6 +40,7 @@ void synchronize(Device d) {
   if (d.is_cuda()) kernels::cuda::synchronize(d.index);
 }
 uint64_t gpu_launches() { return kernels::cuda::launches(); }
+uint64_t gpu_host_waits() { return kernels::cuda::host_waits(); }
 void* cuda_allocate(size_t bytes, Device device) { return kernels::cuda::allocate(bytes, device.index); }
 void cuda_deallocate(void* ptr, Device device) noexcept { kernels::cuda::deallocate(ptr, device.index); }
 MemoryStats cuda_memory_stats(Device device) {
@@ -63,6 +64,7 @@ int cuda_device_count() { return 0; }
 std::string cuda_unavailable_reason() { return "this build has no CUDA backend"; }
 void synchronize(Device) {}
 uint64_t gpu_launches() { return 0; }
+uint64_t gpu_host_waits() { return 0; }
 void* cuda_allocate(size_t, Device) { fail_no_cuda(); }
 void cuda_deallocate(void*, Device) noexcept {}
 MemoryStats cuda_memory_stats(Device) { fail_no_cuda(); }

@@ -43,5 +43,7 @@ void synchronize(Device d);
 // Kernels and cuBLAS/cuDNN calls this process has put on GPUs so far (0 without CUDA);
 // see kernels::cuda::launches().
 uint64_t gpu_launches();
+// Times the host has waited for a GPU so far (0 without CUDA); see kernels::cuda::host_waits().
+uint64_t gpu_host_waits();
 
 }  // namespace emonext

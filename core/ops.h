@@ -159,10 +159,13 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 // grad_scale (gradient clipping's factor, applied here rather than in a pass of its
 // own). Parameters with decay false skip the weight decay. Checked before anything
 // changes; refused while grad mode is on and a param requires grad.
+// With `control` (step_check_'s state, on the parameters' device), t and grad_scale are
+// read from it on the device instead, and a step it marks skipped changes nothing.
 struct AdamWHyper {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
   int64_t t = 1;
   double grad_scale = 1;
+  const Tensor* control = nullptr;
 };
 struct AdamWParam {
   Tensor* param;
@@ -173,6 +176,21 @@ struct AdamWParam {
 void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h);
 // The same for one parameter.
 void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h);
+
+// The training step's checks on the device, so that the host need not wait for them
+// (kernels::step_check_apply): from the gradients' sum_squares parts (f32), the loss (f32
+// [] or [1]), the logits (f32 [N, classes]) and the labels (i64 [N]), it updates `state`
+// (f64, kernels::kStateSize values: the loss scale, fp16's good steps, AdamW's t, the
+// halt, the clip factor and the skip that adamw_update_'s control reads) and writes the
+// step's figures into row `row` of `records` (f64 [rows, kernels::kRecordSize]). One
+// launch; every tensor on one device.
+struct StepCheckHyper {
+  double clip = 0;             // the maximum gradient norm; 0: none
+  bool scaler = false;         // fp16's dynamic loss scale
+  double scale_floor = 0;      // the scale below which fp16 halts
+};
+void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& parts, const Tensor& loss, const Tensor& logits,
+                 const Tensor& labels, const StepCheckHyper& h);
 
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {

@@ -10,7 +10,7 @@ namespace emonext {
 
 void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h) {
   const char* op = "adamw_update_";
-  EMONEXT_CHECK(h.t >= 1, op, ": the step count t starts at 1, got ", h.t);
+  EMONEXT_CHECK(h.control || h.t >= 1, op, ": the step count t starts at 1, got ", h.t);
   if (params.empty()) return;
   const Tensor& first = *params.front().param;
   check_floating(op, first);
@@ -33,17 +33,56 @@ void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h) {
   if (list.empty()) return;
   kernels::AdamWStep a;
   a.dtype = first.dtype();
-  a.grad_scale = h.grad_scale;
+  a.lr = h.lr;
   a.beta1 = h.beta1;
   a.beta2 = h.beta2;
   a.eps = h.eps;
-  a.bias2_sqrt = std::sqrt(1 - std::pow(h.beta2, double(h.t)));
-  a.neg_step_size = -h.lr / (1 - std::pow(h.beta1, double(h.t)));
+  a.t = double(h.t);
+  a.grad_scale = h.grad_scale;
+  if (h.control) {
+    const Tensor& c = *h.control;
+    EMONEXT_CHECK(c.dtype() == DType::F64 && c.is_contiguous() && c.numel() == kernels::kStateSize && c.device() == first.device(), op,
+                  ": the control must be step_check_'s state (f64 [", int(kernels::kStateSize), "] on ", first.device().str(),
+                  "), got ", c.str());
+    a.control = static_cast<const double*>(c.data_ptr());
+  }
   EMONEXT_KERNEL(first.device(), adamw_step, a, list);
 }
 
 void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h) {
   adamw_update_({{&param, &grad, &exp_avg, &exp_avg_sq}}, h);
+}
+
+void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& parts, const Tensor& loss, const Tensor& logits,
+                 const Tensor& labels, const StepCheckHyper& h) {
+  const char* op = "step_check_";
+  const Device dev = state.device();
+  const auto check = [&](const Tensor& t, DType dtype, const char* what, bool shape_ok) {
+    EMONEXT_CHECK(t.dtype() == dtype && t.is_contiguous() && t.device() == dev && shape_ok, op, ": ", what, " must be ",
+                  dtype_name(dtype), ", contiguous, on ", dev.str(), " and of the documented shape, got ", t.str());
+  };
+  check(state, DType::F64, "the state", state.numel() == kernels::kStateSize);
+  check(records, DType::F64, "the records", records.dim() == 2 && records.shape()[1] == kernels::kRecordSize);
+  EMONEXT_CHECK(row >= 0 && row < records.shape()[0], op, ": row ", row, " is outside the records' ", records.shape()[0]);
+  check(parts, DType::F32, "the gradients' parts", parts.dim() == 1);
+  check(loss, DType::F32, "the loss", loss.numel() == 1);
+  check(logits, DType::F32, "the logits", logits.dim() == 2);
+  check(labels, DType::I64, "the labels", labels.dim() == 1 && labels.numel() == logits.shape()[0]);
+  check_inplace(op, state);
+  kernels::StepCheck a;
+  a.state = static_cast<double*>(state.data_ptr());
+  a.record = static_cast<double*>(records.data_ptr()) + row * kernels::kRecordSize;
+  a.parts = static_cast<const float*>(parts.data_ptr());
+  a.n_parts = parts.numel();
+  a.loss = static_cast<const float*>(loss.data_ptr());
+  a.logits = static_cast<const float*>(logits.data_ptr());
+  a.labels = static_cast<const int64_t*>(labels.data_ptr());
+  a.rows = logits.shape()[0];
+  a.classes = logits.shape()[1];
+  a.clip = h.clip;
+  a.scaler = h.scaler;
+  a.scale_floor = h.scale_floor;
+  EMONEXT_KERNEL(dev, step_check, a);
 }
 
 }  // namespace emonext

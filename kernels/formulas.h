@@ -109,8 +109,8 @@ EMONEXT_HD A drop_path_scale(const float* u, int64_t image, double keep) {
 }
 
 // One AdamW step on one element, in place, in PyTorch 1.13's order and rounding
-// (torch/optim/adamw.py, _single_tensor_adamw); the step's scalars are computed
-// once on the host (kernels::AdamWStep) and given here in the accumulation type.
+// (torch/optim/adamw.py, _single_tensor_adamw); the step's scalars come from
+// kernels::adamw_scalars in the accumulation type.
 template <class A>
 struct AdamWScalars {
   A grad_scale;     // the gradient is multiplied by this first (clipping's factor; 1 when not clipped)
@@ -127,6 +127,12 @@ EMONEXT_HD void adamw_apply(A& p, A& m, A& v, A g, const AdamWScalars<A>& s) {
   v = v * s.beta2 + s.one_minus_beta2 * g * g;       // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
   const A denom = m_sqrt(v) / s.bias2_sqrt + s.eps;  // exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
   p = p + s.neg_step_size * m / denom;               // param.addcdiv_(exp_avg, denom, value=-step_size)
+}
+
+// torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6) when the norm is
+// above max_norm, else 1 (also for an inf or NaN norm).
+EMONEXT_HD double clip_factor(double norm, double max_norm) {
+  return norm - norm == 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;  // norm - norm: 0 only when finite
 }
 
 }  // namespace emonext::kernels

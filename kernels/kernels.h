@@ -79,17 +79,101 @@ struct AdamWTensor {
   int64_t n = 0;
   double decay = 1;
 };
-// The scalars the whole list shares.
+// The training step's bookkeeping on the device (step_check below), so that the host
+// need not wait for the gradient norm: a block of f64 values kept from step to step ...
+enum StepState : int {
+  kLossScale,   // what the step's loss was multiplied by: fp16's dynamic scale, else 1
+  kGoodSteps,   // fp16: steps in a row without inf/NaN gradients (2000 double the scale)
+  kAdamSteps,   // AdamW's step count t
+  kHalted,      // 0, or why every later update is skipped: a StepHalt
+  kGradScale,   // what AdamW multiplies the gradients by: clipping's factor / the loss scale
+  kSkip,        // 1: AdamW leaves this step's parameters, moments and t as they are
+  kStateSize
+};
+enum StepHalt : int { kRunning = 0, kNonFiniteLoss, kNonFiniteGradients, kScaleUnderflow };
+// ... and a record per step, a row of a ring the host reads once per logging interval.
+enum StepRecordField : int { kRecLoss, kRecCorrect, kRecNorm, kRecScale, kRecSkipped, kRecHalted, kRecordSize };
+inline constexpr int64_t kScaleGrowthInterval = 2000;  // PyTorch's GradScaler default
+
+struct StepCheck {
+  double* state = nullptr;           // [kStateSize]
+  double* record = nullptr;          // [kRecordSize]: this step's row of the ring
+  const float* parts = nullptr;      // [n_parts]: sum_squares of the (loss-scaled) gradients
+  int64_t n_parts = 0;
+  const float* loss = nullptr;       // the step's loss, unscaled
+  const float* logits = nullptr;     // [rows, classes]
+  const int64_t* labels = nullptr;   // [rows]
+  int64_t rows = 0, classes = 0;
+  double clip = 0;                   // the maximum gradient norm; 0: no clipping
+  bool scaler = false;               // fp16's dynamic loss scale is on
+  double scale_floor = 0;            // fp16 halts when the scale falls below this
+};
+// The whole check, one thread's work (both backends run it as written): the norm in
+// f64 in the parts' order, divided by the loss scale; then either a step (the clip
+// factor, t + 1, fp16's good count) or a skip (inf/NaN gradients: fp16 halves its scale;
+// without fp16, or a non-finite loss, the run halts and every later update is skipped).
+EMONEXT_HD void step_check_apply(const StepCheck& a) {
+  double* st = a.state;
+  double total = 0;
+  for (int64_t i = 0; i < a.n_parts; ++i) total += double(a.parts[i]);
+  const double scale = st[kLossScale], norm = m_sqrt(total) / scale;
+  const double loss = double(*a.loss);
+  int64_t correct = 0;  // the rows whose first largest logit is their label's
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const float* row = a.logits + r * a.classes;
+    int64_t best = 0;
+    for (int64_t c = 1; c < a.classes; ++c)
+      if (row[c] > row[best]) best = c;
+    correct += best == a.labels[r];
+  }
+  bool skip = true;
+  if (st[kHalted] != 0) {
+  } else if (!(loss - loss == 0)) {  // inf or NaN
+    st[kHalted] = double(kNonFiniteLoss);
+  } else if (norm - norm == 0) {
+    skip = false;
+    st[kGradScale] = (a.clip > 0 ? clip_factor(norm, a.clip) : 1.0) / scale;
+    st[kAdamSteps] += 1;
+    if (a.scaler && (st[kGoodSteps] += 1) == double(kScaleGrowthInterval)) {
+      st[kLossScale] = scale * 2;
+      st[kGoodSteps] = 0;
+    }
+  } else if (!a.scaler) {
+    st[kHalted] = double(kNonFiniteGradients);
+  } else {
+    st[kLossScale] = scale / 2;
+    st[kGoodSteps] = 0;
+    if (scale / 2 < a.scale_floor) st[kHalted] = double(kScaleUnderflow);
+  }
+  st[kSkip] = skip ? 1 : 0;
+  double* rec = a.record;
+  rec[kRecLoss] = loss;
+  rec[kRecCorrect] = double(correct);
+  rec[kRecNorm] = norm;
+  rec[kRecScale] = scale;
+  rec[kRecSkipped] = skip ? 1 : 0;
+  rec[kRecHalted] = st[kHalted];
+}
+
+// The scalars of an AdamW step that the whole list shares. t and grad_scale are the
+// host's unless `control` points at step_check's state, on the tensors' device: then
+// they are read from there, and a step it marks skipped changes nothing.
 struct AdamWStep {
   DType dtype = DType::F32;
-  double grad_scale = 1, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, bias2_sqrt = 1, neg_step_size = 0;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double t = 1, grad_scale = 1;
+  const double* control = nullptr;
 };
-// The step's scalars for one parameter in the accumulation type A, as both backends
-// hand them to adamw_apply.
+EMONEXT_HD bool adamw_skips(const AdamWStep& a) { return a.control != nullptr && a.control[kSkip] != 0; }
+// The step's scalars for one parameter (decay: its 1 - lr * weight_decay) in the
+// accumulation type A, as both backends hand them to adamw_apply: torch's bias
+// corrections, in f64, from t.
 template <class A>
-AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
-  return {A(a.grad_scale), A(decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps), A(a.bias2_sqrt),
-          A(a.neg_step_size)};
+EMONEXT_HD AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
+  const double t = a.control ? a.control[kAdamSteps] : a.t;
+  const double grad_scale = a.control ? a.control[kGradScale] : a.grad_scale;
+  return {A(grad_scale), A(decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps),
+          A(m_sqrt(1 - m_pow(a.beta2, t))), A(-a.lr / (1 - m_pow(a.beta1, t)))};
 }
 
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
@@ -187,7 +271,8 @@ AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   void max_pool_forward(const Pool& p, void* out, int64_t* argmax, const void* x, Stream s);      \
   void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* argmax, Stream s);\
   /* optim.{cpp,cu}: one read of p, m, v and g, one write of p, m and v */                        \
-  void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream s);
+  void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream s);         \
+  void step_check(const StepCheck& a, Stream s); /* one launch of one thread */
 
 namespace cpu {
 EMONEXT_KERNEL_DECLARATIONS

@@ -13,6 +13,7 @@
 #include "core/ops.h"
 #include "layers/layers.h"
 #include "tests/test_util.h"
+#include "train/amp.h"
 #include "train/optim.h"
 
 namespace emonext::test {
@@ -195,6 +196,138 @@ TEST(Optim, ClippingInsideAdamWEqualsClippingTheGradientsFirst) {
         << a.named_parameters()[i].name;
   EXPECT_EQ(clip_factor(0.4, 0.5), 1.0);
   EXPECT_EQ(clip_factor(NAN, 0.5), 1.0);
+}
+
+// The training step's checks on the device (StepChecks, step_check_ and AdamW reading
+// its control) against the host's way of taking the same steps, on every device this
+// build has: the same norms and parameters bit for bit; fp16's skip, halving and growth;
+// the halts that stop a run; the ring's bound.
+TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  for (const Device dev : devices) {
+    SCOPED_TRACE(dev.str());
+    TwoLayers a, b;
+    for (TwoLayers* net : {&a, &b}) {
+      Generator same(4);
+      NoGradGuard no_grad;
+      for (const Module::Named& p : net->named_parameters()) p.tensor->copy_(randn(p.tensor->shape(), same));
+      net->to(dev);
+    }
+    const auto params = [](TwoLayers& net) {
+      std::vector<std::vector<double>> out;
+      for (const Module::Named& p : net.named_parameters()) out.push_back(p.tensor->to_vector());
+      return out;
+    };
+    const auto moments = [](AdamW& opt) {
+      std::vector<std::vector<double>> out;
+      for (const auto& [name, t] : opt.state()) out.push_back(t->to_vector());
+      return out;
+    };
+    // Three images, three classes: a tie goes to the first class (torch.argmax), so the
+    // first row is wrong and the other two right.
+    const Tensor logits = Tensor::from_vector({0.5, 0.5, 0.1, 0, 2, 1, 3, 0, 0}, {3, 3}, DType::F32, dev);
+    const Tensor labels = Tensor::from_ints({1, 1, 0}, {3}, dev);
+    const Tensor loss = Tensor::from_vector({1.25}, {1}, DType::F32, dev);
+    AdamW opt_a(a, {}), opt_b(b, {});
+    LossScaler scaler;
+    scaler.on = true;
+    scaler.scale = 4;
+    StepChecks checks(dev, 8, 0.5, scaler, opt_b);
+    Generator gen(9);
+    std::vector<double> norms;
+    for (int step = 0; step < 4; ++step) {  // gradients as fp16 leaves them: times the scale, 4
+      for (const Module::Named& p : a.named_parameters())
+        p.tensor->set_grad(randn(p.tensor->shape(), gen, 0, step == 2 ? 0.01 : 3.0, DType::F32, dev) * 4.0);
+      for (size_t i = 0; i < a.named_parameters().size(); ++i)
+        b.named_parameters()[i].tensor->set_grad(a.named_parameters()[i].tensor->grad().clone());
+      norms.push_back(grad_norm(a) / 4);
+      opt_a.step(1e-2, clip_factor(norms.back(), 0.5) / 4);
+      checks.check(b, loss, logits, labels);
+      opt_b.step(1e-2, checks.control());
+    }
+    EXPECT_EQ(opt_b.steps(), 0) << "the host's count waits for read()";
+    std::vector<StepRecord> r = checks.read();
+    ASSERT_EQ(r.size(), 4u);
+    for (size_t i = 0; i < r.size(); ++i) {
+      EXPECT_EQ(r[i].grad_norm, norms[i]) << "step " << i;
+      EXPECT_EQ(r[i].loss, 1.25);
+      EXPECT_EQ(r[i].correct, 2);
+      EXPECT_EQ(r[i].loss_scale, 4);
+      EXPECT_FALSE(r[i].skipped);
+      EXPECT_EQ(r[i].halted, kernels::kRunning);
+    }
+    ASSERT_GT(norms[0], 0.5);  // clipped steps
+    ASSERT_LT(norms[2], 0.5);  // and an unclipped one
+    EXPECT_EQ(params(a), params(b));
+    EXPECT_EQ(moments(opt_a), moments(opt_b));
+    EXPECT_EQ(opt_b.steps(), 4);
+    EXPECT_EQ(scaler.good, 4);
+    EXPECT_EQ(scaler.scale, 4);
+
+    // An overflowing fp16 step changes no parameter, moment or step count; the scale halves.
+    const auto before = params(b);
+    const auto before_m = moments(opt_b);
+    b.fc.bias.set_grad(Tensor::from_vector({1, INFINITY, 1}, {3}, DType::F32, dev));
+    checks.check(b, loss, logits, labels);
+    opt_b.step(1e-2, checks.control());
+    r = checks.read();
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_TRUE(r[0].skipped);
+    EXPECT_EQ(r[0].halted, kernels::kRunning);
+    EXPECT_EQ(r[0].loss_scale, 4);
+    EXPECT_EQ(params(b), before);
+    EXPECT_EQ(moments(opt_b), before_m);
+    EXPECT_EQ(opt_b.steps(), 4);
+    EXPECT_EQ(scaler.scale, 2);
+    EXPECT_EQ(scaler.good, 0);
+    // 2000 good steps in a row double it: the host's count, uploaded, is the device's.
+    scaler.good = 1999;
+    checks.upload();
+    b.fc.bias.set_grad(Tensor::ones({3}, DType::F32, dev));
+    checks.check(b, loss, logits, labels);
+    opt_b.step(1e-2, checks.control());
+    r = checks.read();
+    EXPECT_FALSE(r[0].skipped);
+    EXPECT_NE(params(b), before);
+    EXPECT_EQ(opt_b.steps(), 5);
+    EXPECT_EQ(scaler.scale, 4);
+    EXPECT_EQ(scaler.good, 0);
+    for (int i = 0; i < 8; ++i) checks.check(b, loss, logits, labels);
+    EXPECT_THROW(checks.check(b, loss, logits, labels), Error) << "a ninth step overruns a ring of 8";
+    checks.read();
+
+    // Without fp16, non-finite gradients halt the run: this and every later update skipped.
+    LossScaler off;
+    StepChecks halting(dev, 4, 0.5, off, opt_b);
+    const auto halted_at = params(b);
+    const int64_t t = opt_b.steps();
+    b.fc.bias.set_grad(Tensor::from_vector({1, NAN, 1}, {3}, DType::F32, dev));
+    halting.check(b, loss, logits, labels);
+    opt_b.step(1e-2, halting.control());
+    b.fc.bias.set_grad(Tensor::ones({3}, DType::F32, dev));
+    halting.check(b, loss, logits, labels);
+    opt_b.step(1e-2, halting.control());
+    r = halting.read();
+    ASSERT_EQ(r.size(), 2u);
+    EXPECT_EQ(r[0].halted, kernels::kNonFiniteGradients);
+    EXPECT_TRUE(r[1].skipped);
+    EXPECT_EQ(params(b), halted_at);
+    EXPECT_EQ(opt_b.steps(), t);
+    // A non-finite loss halts too; fp16's scale falling below 2^-24 does.
+    StepChecks bad_loss(dev, 1, 0, off, opt_b);
+    bad_loss.check(b, Tensor::from_vector({NAN}, {1}, DType::F32, dev), logits, labels);
+    EXPECT_EQ(bad_loss.read()[0].halted, kernels::kNonFiniteLoss);
+    LossScaler tiny;
+    tiny.on = true;
+    tiny.scale = LossScaler::kFloor;
+    StepChecks floor(dev, 1, 0, tiny, opt_b);
+    b.fc.bias.set_grad(Tensor::from_vector({1, INFINITY, 1}, {3}, DType::F32, dev));
+    floor.check(b, loss, logits, labels);
+    r = floor.read();
+    EXPECT_TRUE(r[0].skipped);
+    EXPECT_EQ(r[0].halted, kernels::kScaleUnderflow);
+  }
 }
 
 TEST(Optim, LearningRateSchedules) {

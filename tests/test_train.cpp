@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -459,6 +460,65 @@ TEST(Train, TheCudaRunResumesBitForBit) {
   const std::vector<std::string> straight = loss_column(a + "/steps.csv");
   ASSERT_EQ(straight.size(), 4u);
   EXPECT_EQ(loss_column(b + "/steps.csv"), straight);
+}
+
+// The step on a GPU queues its work without waiting for the device: the gradient norm,
+// clipping, fp16's check and AdamW's skip stay there (StepChecks) and the host reads the
+// steps' figures once per --log-every; batches go up through pinned buffers on a copy
+// stream (InputStaging). Reading every step from pageable memory gives the same bits:
+// steps.csv, the skipped fp16 steps, the weights, the halt's step.
+TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
+  REQUIRE_GPU();
+  const std::string common = " --synthetic 32 --model atto --img-size 32 --batch 8 --workers 2 --drop-path 0.1 --device cuda";
+  const std::string eager = " --log-every 1 --pageable-input";
+  std::string out;
+  for (const std::string& flags : {std::string(" --max-steps 6"), std::string(" --max-steps 10 --amp fp16 --loss-scale 16777216")}) {
+    SCOPED_TRACE(flags);
+    const ScratchDir a("cuda_deferred"), b("cuda_eager");
+    ASSERT_EQ(run(common + flags + " --log-every 50 --out " + a, &out), 0) << out;
+    const std::string deferred_out = out;
+    ASSERT_EQ(run(common + flags + eager + " --out " + b, &out), 0) << out;
+    const std::vector<std::string> rows = leading_fields(a + "/steps.csv", 4);
+    ASSERT_GE(rows.size(), 6u);
+    EXPECT_EQ(rows, leading_fields(b + "/steps.csv", 4)) << "loss, learning rate and gradient norm of every step";
+    EXPECT_EQ(read_all(a + "/last.safetensors"), read_all(b + "/last.safetensors"));
+    EXPECT_EQ(read_all(a + "/last.state.safetensors"), read_all(b + "/last.state.safetensors"))
+        << "AdamW's step count and the loss scale, read back from the device";
+    const auto skips = [](const std::string& log) {
+      std::vector<std::string> lines;
+      std::istringstream in(log);
+      for (std::string line; std::getline(in, line);)
+        if (line.find(" skipped: ") != std::string::npos) lines.push_back(line);
+      return lines;
+    };
+    EXPECT_EQ(skips(deferred_out), skips(out));
+    if (flags.find("fp16") != std::string::npos) {
+      EXPECT_GE(skips(out).size(), 8u) << out;
+    }
+  }
+  const ScratchDir nan("cuda_nan");
+  EXPECT_EQ(run(common + " --lr 1e30 --schedule constant --clip 0 --max-steps 6 --log-every 50 --out " + nan, &out), 1) << out;
+  EXPECT_NE(out.find("at step 2; stopping. The last good checkpoint is (none yet)"), std::string::npos) << out;
+}
+
+// Counted in emulation: in the steady state the host waits for the GPU only to read the
+// steps' figures, once per --log-every; copying batches up from pageable memory adds two
+// waits a step (images and labels).
+TEST(Train, TheCudaStepWaitsForTheGpuOnlyToReadItsFigures) {
+  REQUIRE_GPU();
+  const ScratchDir d("cuda_waits");
+  const std::string common = " --benchmark 15 --model atto --img-size 32 --batch 8 --device cuda --workers 1 --log-every 4 --out " + d;
+  const std::regex counts(R"((\d+) host waits for the GPU in (\d+) steps \((\d+) reads of the steps' figures\))");
+  std::string out;
+  std::smatch m;
+  ASSERT_EQ(run(common, &out), 0) << out;
+  ASSERT_TRUE(std::regex_search(out, m, counts)) << out;
+  EXPECT_EQ(m[2].str(), "12");
+  EXPECT_EQ(m[3].str(), "3") << "steps 4-7, 8-11 and 12-15";
+  EXPECT_EQ(m[1].str(), m[3].str()) << out;
+  ASSERT_EQ(run(common + " --pageable-input", &out), 0) << out;
+  ASSERT_TRUE(std::regex_search(out, m, counts)) << out;
+  EXPECT_EQ(std::stoi(m[1].str()), 3 + 2 * 12) << out;
 }
 
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {

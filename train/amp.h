@@ -15,7 +15,9 @@ namespace emonext {
 // fp16's dynamic loss scale: the loss is multiplied by `scale` before the backward
 // pass, and the gradient norm and AdamW's reading of the gradients divide by it; a
 // step whose gradients hold inf or NaN is skipped and the scale halved; 2000 good
-// steps in a row double it (PyTorch's GradScaler defaults).
+// steps in a row double it (PyTorch's GradScaler defaults). The rule runs on the device
+// with the step's other checks (kernels::step_check_apply); these are the host's copies,
+// for checkpoints and resume (StepChecks in train/optim.h moves them).
 struct LossScaler {
   // A scale below 1 means some gradients exceed f16's range unscaled, and shrinking them
   // all flushes the small ones to zero. It happens at the start of training: with zero
@@ -28,15 +30,6 @@ struct LossScaler {
   bool on = false;
   double scale = 65536;
   int64_t good = 0;
-  void update(bool found_inf) {
-    if (found_inf) {
-      scale /= 2;
-      good = 0;
-    } else if (++good == 2000) {
-      scale *= 2;
-      good = 0;
-    }
-  }
   // What multiplies the loss before the backward pass (1 when off).
   double factor() const { return on ? scale : 1.0; }
 };

@@ -183,7 +183,12 @@ const Setting kSettings[] = {
                     "steps with inf/NaN gradients"),
     EMONEXT_SETTING("training", "loss_scale", "--loss-scale", "S", loss_scale, at_least(0), "f16's first loss scale (0: 65536)"),
     EMONEXT_SETTING("training", "seed", "--seed", "N", seed, kAny, "the seed of the weights, the batch order and every random draw"),
-    EMONEXT_SETTING("training", "log_every", "--log-every", "N", log_every, at_least(1), "a progress line every N steps (without a terminal)"),
+    EMONEXT_SETTING("training", "log_every", "--log-every", "N", log_every, at_least(1),
+                    "a progress line every N steps (without a terminal); on a GPU the host reads the steps' figures (and so waits "
+                    "for the device) every N steps, at most 1000"),
+    EMONEXT_COMMAND("training", "--pageable-input", "", "false", pinned_input, kAny,
+                    "on a GPU: copy each batch up from pageable memory, a wait for the device per step (default: pinned buffers "
+                    "on a copy stream; to time them)"),
     EMONEXT_ROW("parallel", "ranks", nullptr, "", nullptr, false, ranks, between(1, 1 << 16), ""),
     EMONEXT_FLAG("parallel", "sync_batch", "--sync-batch", "true", sync_batch,
                  "under mpirun: BatchNorm's statistics and the attention over the global batch, as one process computes them "

@@ -43,7 +43,8 @@ struct TrainConfig {
   int64_t workers = 0;  // loader threads; 0: the machine's cores
   Augment augment;
   bool val_random_crop = false;  // the reference's validation view (a random crop); default: centre
-  int64_t log_every = 50;        // plain-output progress lines
+  int64_t log_every = 50;        // plain-output progress lines; on a GPU, the reads of the steps' figures
+  bool pinned_input = true;      // on a GPU: batches up through pinned buffers on a copy stream (core/staging.h)
   // Data parallelism (mpirun -np N emonext_train): ranks is the run's number of
   // processes (MPI's, not an option; --resume refuses another number).
   int64_t ranks = 1;

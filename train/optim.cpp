@@ -5,6 +5,7 @@
 #include "core/autograd.h"
 #include "core/base/error.h"
 #include "core/ops.h"
+#include "train/amp.h"
 
 namespace emonext {
 
@@ -30,6 +31,20 @@ void AdamW::step(double lr, double grad_scale) {
   adamw_update_(list, {lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, t_, grad_scale});  // a few launches in all
 }
 
+void AdamW::step(double lr, const Tensor& control) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> grads;
+  grads.reserve(params_.size());  // the list below points into it
+  std::vector<AdamWParam> list;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    grads.push_back(params_[i].tensor->grad());
+    if (grads.back().defined()) list.push_back({params_[i].tensor, &grads.back(), &m_[i], &v_[i], decay_[i]});
+  }
+  AdamWHyper h{lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay};
+  h.control = &control;
+  adamw_update_(list, h);
+}
+
 std::vector<std::pair<std::string, Tensor*>> AdamW::state() {
   std::vector<std::pair<std::string, Tensor*>> out;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -39,19 +54,69 @@ std::vector<std::pair<std::string, Tensor*>> AdamW::state() {
   return out;
 }
 
-double grad_norm(Module& model) {
+Tensor grad_norm_parts(Module& model) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads;
   for (const Module::Named& p : model.named_parameters())
     if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad().to(DType::F32));
-  if (grads.empty()) return 0;
-  double total = 0;  // the parts are added in parameter order, in double
-  for (double v : sum_squares(grads).to_vector()) total += v;
+  return grads.empty() ? Tensor() : sum_squares(grads);
+}
+
+double grad_norm(Module& model) {
+  const Tensor parts = grad_norm_parts(model);
+  if (!parts.defined()) return 0;
+  double total = 0;  // the parts are added in parameter order, in double (as step_check_apply does)
+  for (double v : parts.to_vector()) total += v;
   return std::sqrt(total);
 }
 
-double clip_factor(double norm, double max_norm) {
-  return std::isfinite(norm) && norm > max_norm ? max_norm / (norm + 1e-6) : 1.0;
+double clip_factor(double norm, double max_norm) { return kernels::clip_factor(norm, max_norm); }
+
+StepChecks::StepChecks(Device dev, int64_t capacity, double clip, LossScaler& scaler, AdamW& opt)
+    : dev_(dev), capacity_(capacity), clip_(clip), scaler_(scaler), opt_(opt) {
+  EMONEXT_CHECK(capacity >= 1, "StepChecks: the ring needs a row at least, got ", capacity);
+  block_ = Tensor::zeros({kernels::kStateSize + capacity * kernels::kRecordSize}, DType::F64, dev);
+  state_ = block_.slice(0, 0, kernels::kStateSize);
+  records_ = block_.slice(0, kernels::kStateSize, block_.numel()).reshape({capacity, kernels::kRecordSize});
+  upload();
+}
+
+void StepChecks::upload() {
+  std::vector<double> s(kernels::kStateSize, 0.0);
+  s[kernels::kLossScale] = scaler_.factor();
+  s[kernels::kGoodSteps] = double(scaler_.good);
+  s[kernels::kAdamSteps] = double(opt_.steps());
+  state_.copy_(Tensor::from_vector(s, {kernels::kStateSize}, DType::F64));
+}
+
+Tensor StepChecks::loss_scale() const { return state_.slice(0, kernels::kLossScale, kernels::kLossScale + 1).to(DType::F32); }
+
+void StepChecks::check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels) {
+  EMONEXT_CHECK(pending_ < capacity_, "StepChecks: ", capacity_, " steps since the last read fill the ring; read() first");
+  NoGradGuard no_grad;
+  Tensor parts = grad_norm_parts(model);
+  if (!parts.defined()) parts = Tensor::zeros({0}, DType::F32, dev_);
+  step_check_(state_, records_, pending_, parts, loss.detach(), logits.detach().contiguous(), labels,
+              {clip_, scaler_.on, LossScaler::kFloor});
+  ++pending_;
+}
+
+std::vector<StepRecord> StepChecks::read() {
+  const std::vector<double> b = block_.slice(0, 0, kernels::kStateSize + pending_ * kernels::kRecordSize).to_vector();
+  std::vector<StepRecord> out;
+  for (int64_t i = 0; i < pending_; ++i) {
+    const double* r = b.data() + kernels::kStateSize + i * kernels::kRecordSize;
+    out.push_back({r[kernels::kRecLoss], r[kernels::kRecNorm], r[kernels::kRecScale], int64_t(r[kernels::kRecCorrect]),
+                   r[kernels::kRecSkipped] != 0, kernels::StepHalt(int(r[kernels::kRecHalted]))});
+  }
+  pending_ = 0;
+  ++reads_;
+  if (scaler_.on) {
+    scaler_.scale = b[kernels::kLossScale];
+    scaler_.good = int64_t(b[kernels::kGoodSteps]);
+  }
+  opt_.set_steps(int64_t(b[kernels::kAdamSteps]));
+  return out;
 }
 
 double clip_grad_norm(Module& model, double max_norm) {

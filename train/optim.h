@@ -5,9 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "kernels/kernels.h"
 #include "layers/module.h"
 
 namespace emonext {
+
+struct LossScaler;  // train/amp.h
 
 // AdamW (Loshchilov & Hutter), PyTorch's formula: p -= lr * wd * p (decoupled), then
 // m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, p -= lr / (1-b1^t) * m / (sqrt(v) / sqrt(1-b2^t) + eps),
@@ -23,6 +26,10 @@ class AdamW {
   // Parameters without a gradient are left alone. The gradients are used multiplied by
   // grad_scale (clip_factor's result), which leaves them as they are in .grad.
   void step(double lr, double grad_scale = 1.0);
+  // The same with the step count, the gradients' factor and whether to skip read on the
+  // device from `control` (StepChecks::control()); steps() then counts on the device, and
+  // StepChecks::read() brings it back.
+  void step(double lr, const Tensor& control);
   int64_t steps() const { return t_; }
   // The moments, named "exp_avg.<param>" and "exp_avg_sq.<param>", for checkpoints.
   std::vector<std::pair<std::string, Tensor*>> state();
@@ -36,15 +43,62 @@ class AdamW {
   int64_t t_ = 0;
 };
 
-// The joint L2 norm of every parameter's gradient (inf or NaN when a gradient is): one
-// pass over each gradient and one transfer from the device.
+// The squares of each parameter's gradient summed, as a device tensor of f32 parts (one
+// pass over each gradient, no transfer); undefined when no parameter has a gradient.
+Tensor grad_norm_parts(Module& model);
+// The joint L2 norm of every parameter's gradient (inf or NaN when a gradient is): the
+// parts above added in parameter order in f64, after one transfer from the device.
 double grad_norm(Module& model);
 // torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6) when the norm is
-// above max_norm, else 1. The trainer hands it to AdamW::step.
+// above max_norm, else 1 (kernels/formulas.h, shared with the device's check).
 double clip_factor(double norm, double max_norm);
 // Scales every gradient so that their joint L2 norm is at most max_norm; returns the
 // norm before scaling (inf or NaN when a gradient is).
 double clip_grad_norm(Module& model, double max_norm);
+
+// What the device's check (step_check_ in core/ops.h) recorded of one training step.
+struct StepRecord {
+  double loss = 0, grad_norm = 0;  // the norm unscaled (inf or NaN when a gradient was)
+  double loss_scale = 1;           // the scale the step's loss was multiplied by (fp16; else 1)
+  int64_t correct = 0;             // the batch's images classified right, before the update
+  bool skipped = false;            // the update was skipped: inf/NaN gradients, or the run halted
+  kernels::StepHalt halted = kernels::kRunning;  // why the run must stop
+};
+
+// A training step's checks kept on the device, so that the host need not wait for
+// them: the gradient norm, clipping's factor, fp16's overflow check and loss scale,
+// AdamW's step count and the skip live in a small f64 block that AdamW reads
+// (control()); each step's figures go to a row of a ring of `capacity` rows, which the
+// host reads with one transfer when it wants them (read()).
+class StepChecks {
+ public:
+  StepChecks(Device dev, int64_t capacity, double clip, LossScaler& scaler, AdamW& opt);
+  // The host's copies (the scaler, AdamW's step count) onto the device: at the start, and
+  // after a resume has loaded them.
+  void upload();
+  // The loss scale as an f32 device scalar, to multiply an fp16 step's loss by.
+  Tensor loss_scale() const;
+  // After the backward pass and any sum over the ranks: one launch that checks the step
+  // and records it. At most capacity() steps between reads.
+  void check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels);
+  const Tensor& control() const { return state_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t pending() const { return pending_; }
+  int64_t reads() const { return reads_; }  // read() calls so far
+  // The records of the steps checked since the last read, oldest first (one transfer:
+  // the host waits for the device here), with the scaler's state and AdamW's step count
+  // copied back into the host's objects.
+  std::vector<StepRecord> read();
+
+ private:
+  Device dev_;
+  int64_t capacity_, pending_ = 0, reads_ = 0;
+  double clip_;
+  LossScaler& scaler_;
+  AdamW& opt_;
+  Tensor block_;            // f64: the state, then the records, so that one transfer reads both
+  Tensor state_, records_;  // views of it: [kStateSize] and [capacity, kRecordSize]
+};
 
 enum class Schedule { Restarts, Cosine, Constant };
 Schedule schedule_from_name(const std::string& name);  // restarts, cosine, constant

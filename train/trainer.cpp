@@ -18,6 +18,7 @@
 #include "core/device.h"
 #include "core/dist.h"
 #include "core/safetensors.h"
+#include "core/staging.h"
 #include "core/storage.h"
 #include "models/checkpoint.h"
 #include "train/amp.h"
@@ -57,6 +58,13 @@ std::unique_ptr<EmoNeXt> make_model(const TrainConfig& c, Device dev) {
   return model;
 }
 
+// How many steps the host queues before it reads their figures (StepChecks): a logging
+// interval on a GPU; every step on the CPU, where they are in host memory already (no
+// wait to save), and under mpirun, where the ranks agree on the loss and Ctrl-C each step.
+int64_t steps_between_reads(const TrainConfig& c, Device dev) {
+  return dev.is_cpu() || dist::size() > 1 ? 1 : std::min<int64_t>(c.log_every, 1000);
+}
+
 AdamW::Options adamw_options(const TrainConfig& c) {
   AdamW::Options o;
   o.weight_decay = c.weight_decay;
@@ -64,13 +72,18 @@ AdamW::Options adamw_options(const TrainConfig& c) {
   return o;
 }
 
-// What one optimiser step did. `failure` is why the run must stop (a non-finite loss or
-// gradients), empty when it goes on.
+// What one optimiser step did, as the host learns it when it reads the device's
+// records (StepChecks): the figures summed over the ranks under mpirun.
 struct StepResult {
   double loss = 0, grad_norm = 0;
   int64_t correct = 0;  // the batch's images the model classified right, before the step
-  bool interrupted = false;  // Ctrl-C on this rank or another
-  std::string failure;
+};
+
+// A step queued on the device whose figures the host has not read yet: what its log
+// lines need besides them.
+struct QueuedStep {
+  int64_t step = 0, epoch = 0, batch = 0, batches = 0, images = 0;
+  double lr = 0;
 };
 
 // An epoch's running figures: mean loss, accuracy and images/s of the training batches.
@@ -89,13 +102,16 @@ struct EpochTally {
 };
 
 // --benchmark's figures: the steady state starts after the first kSkip steps (allocation,
-// cuBLAS and cuDNN plans).
+// cuBLAS and cuDNN plans), once the device has finished them, and ends when it has
+// finished the last step.
 struct BenchmarkTally {
   static constexpr int64_t kSkip = 3;
-  double step_seconds = 0, wait_seconds = 0;
-  int64_t images = 0;
-  uint64_t launches_at_start = 0;  // GPU launches so far when the steady state begins
-  double reduce_at_start = 0;      // seconds in the gradients' all-reduce so far, then
+  Clock::time_point start;
+  double wait_seconds = 0;
+  // GPU launches, host waits and reads of the step figures so far when the steady state begins
+  uint64_t launches_at_start = 0, waits_at_start = 0;
+  int64_t reads_at_start = 0;
+  double reduce_at_start = 0;                          // seconds in the gradients' all-reduce so far, then
 };
 
 // One training run: the model and what trains it (AdamW, the EMA, the fp16 loss scaler,
@@ -110,6 +126,8 @@ class Run {
         model_(make_model(c, dev)),
         amp_(c, *model_, dev),
         opt_(*model_, adamw_options(c)),
+        checks_(dev, steps_between_reads(c, dev), c.clip, amp_.scaler, opt_),
+        input_(dev),
         ema_(c.ema ? std::make_unique<Ema>(*model_, c.ema_every) : nullptr),
         schedule_(c.schedule),
         dp_gen_(amp_.runner().generator()),  // drop path draws from the model that runs the blocks
@@ -142,15 +160,18 @@ class Run {
     std::vector<double> losses;
     std::vector<std::pair<std::string, Tensor>> dump;
     for (int64_t s = 0; s < c_.steps; ++s) {
-      const StepResult r = step(b, b.labels.numel() * dist::size(), lr_at(s, c_.steps), [&](const EmoNeXtOutput& out) {
+      step(b, {.images = b.labels.numel() * dist::size(), .lr = lr_at(s, c_.steps)}, [&](const EmoNeXtOutput& out) {
         if (s > 0) return;
         dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
         for (const Module::Named& p : model_->named_parameters())
           if (p.tensor->grad().defined()) dump.emplace_back("grad." + p.name, p.tensor->grad().to(Device::cpu()));
       });
-      if (!r.failure.empty()) return stop_non_finite(r.failure);
-      losses.push_back(r.loss);
-      std::printf("step %lld loss %.6f\n", (long long)(s + 1), losses.back());
+      if (checks_.pending() < checks_.capacity() && s + 1 < c_.steps) continue;
+      const ReadResult read = read_steps([&](const QueuedStep& q, const StepResult& r) {
+        losses.push_back(r.loss);
+        std::printf("step %lld loss %.6f\n", (long long)q.step, r.loss);
+      });
+      if (!read.failure.empty()) return stop_non_finite(read.failure, read.failed_step);
     }
     dump.emplace_back("loss", Tensor::from_vector(losses, {int64_t(losses.size())}));
     if (writes_files()) save_safetensors(c_.dump_state, dump);  // rank 0's logits; the gradients are every rank's summed
@@ -181,39 +202,50 @@ class Run {
       Loader loader(data.train, c_.batch, c_.image_size, true, c_.augment, c_.seed, st_.epoch, workers, st_.batch_in_epoch, true,
                     dist::rank(), dist::size());
       EpochTally tally;
+      // A step's figures once read: the epoch's tally, steps.csv, the progress line.
+      const auto log_step = [&](const QueuedStep& q, const StepResult& r) {
+        tally.add(r, q.images);
+        if (logs_) logs_->step(q.step, r.loss, q.lr, r.grad_norm);
+        const double eta = seconds_since(t_start) / double(std::max<int64_t>(1, q.step)) *
+                           double(std::max<int64_t>(0, total_steps - q.step));
+        progress_.step(q.epoch, q.batch, q.batches, r.loss, q.lr, tally.images_per_second(), eta, q.step);
+      };
       for (Batch b = loader.next(); b.index >= 0; b = loader.next()) {
         report_unreadable(b.unreadable);
         if (b.labels.numel() == 0) continue;
-        const auto t_step = Clock::now();
-        const double lr = lr_at(st_.step, total_steps);
-        const StepResult r = step(b, c_.batch, lr);
-        if (!r.failure.empty()) return stop_non_finite(r.failure);
+        step(b, {.epoch = st_.epoch, .batch = b.index + 1, .batches = loader.batches(), .images = b.labels.numel() * dist::size(),
+                 .lr = lr_at(st_.step, total_steps)});
         st_.batch_in_epoch = b.index + 1;
-        tally.add(r, b.labels.numel() * dist::size());
-        if (logs_) logs_->step(st_.step, r.loss, lr, r.grad_norm);
-        if (c_.benchmark > 0 && st_.step > BenchmarkTally::kSkip) {
-          bench.step_seconds += seconds_since(t_step);
-          bench.images += b.labels.numel() * dist::size();
-        }
-        if (c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip) {
+        const bool last = c_.benchmark > 0 ? st_.step >= c_.benchmark : c_.max_steps > 0 && st_.step >= c_.max_steps;
+        const bool bench_start = c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip;
+        // The host reads the queued steps' figures (and waits for the device) only when
+        // the ring is full, a Ctrl-C or the last step asks, or the benchmark's clock starts.
+        if (checks_.pending() < checks_.capacity() && !last && !bench_start && !(dist::size() == 1 && g_interrupted)) continue;
+        const ReadResult read = read_steps(log_step);
+        if (!read.failure.empty()) return stop_non_finite(read.failure, read.failed_step);
+        if (bench_start) {
+          bench.start = Clock::now();
           bench.launches_at_start = gpu_launches();
+          bench.waits_at_start = gpu_host_waits();
+          bench.reads_at_start = checks_.reads();
           bench.reduce_at_start = buckets_.seconds();
         }
-        const double eta = seconds_since(t_start) / double(std::max<int64_t>(1, st_.step)) *
-                           double(std::max<int64_t>(0, total_steps - st_.step));
-        progress_.step(st_.epoch, b.index + 1, loader.batches(), r.loss, lr, tally.images_per_second(), eta, st_.step);
-        if (r.interrupted) {
+        if (read.interrupted) {
           progress_.end_line();
           save_last();
           std::printf("interrupted at step %lld: saved %s (resume with --resume %s)\n", (long long)st_.step, last_.c_str(),
                       c_.out.c_str());
           return 130;
         }
-        if (c_.benchmark > 0 ? st_.step >= c_.benchmark : c_.max_steps > 0 && st_.step >= c_.max_steps) {
+        if (last) {
           stop = true;
           break;
         }
       }
+      // The epoch's last queued steps (a Ctrl-C since is taken at the next step, as one
+      // during validation is).
+      const ReadResult read = read_steps(log_step);
+      if (!read.failure.empty()) return stop_non_finite(read.failure, read.failed_step);
       progress_.end_line();
       bench.wait_seconds += loader.wait_seconds();
       if (c_.benchmark > 0) {  // no evaluation: the next pass, until the steps are done
@@ -253,6 +285,7 @@ class Run {
     if (!c_.resume.empty()) {
       load_weights(*model_, c_.resume + "/last.safetensors", c_);
       st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), amp_.scaler);
+      checks_.upload();
       dp_gen_.set_state(c_.seed + 1, st_.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,
                   (long long)st_.epoch, (long long)st_.batch_in_epoch);
@@ -279,107 +312,118 @@ class Run {
   }
 
   // One training step, the one that training, --overfit-batch and --benchmark all take:
-  // forward, loss, backward, gradient norm, AdamW, the EMA. Under fp16 a step whose
-  // gradients overflow is skipped and the loss scale halved; it still counts as a step.
+  // forward, loss, backward, the step's checks, AdamW, the EMA, all queued on the device
+  // without a wait for it. The checks (StepChecks) compute the gradient norm, clipping's
+  // factor and fp16's overflow check on the device, and AdamW reads them there: a step
+  // whose gradients overflow under fp16 is skipped and the loss scale halved (it still
+  // counts as a step), and a non-finite loss, or non-finite gradients without fp16,
+  // halts every later update until the host reads the figures (read_steps) and stops.
   // `inspect`, when given, sees the outputs after the backward pass, while the master's
-  // parameters hold the step's gradients.
+  // parameters hold the step's gradients. q: the step's batch and learning rate; the
+  // step's number is filled in.
   //
-  // On a GPU the host waits for the device twice a step: when the batch is copied in
-  // (from pageable memory, so the copy waits for the queue: the last step's update), and
-  // for the gradient norm, which clipping and the overflow check need on the host. The
-  // loss and the logits (for the training accuracy) are read in that second wait, so
-  // forward and backward are queued without a pause, and AdamW's and the EMA's launches
-  // run while the host takes the next batch.
+  // On a GPU the batch goes up through pinned buffers on a copy stream (InputStaging),
+  // so the host does not wait for the device within a step.
   //
-  // On several ranks (mpirun) b is this rank's share of global batch `global_batch`, and
+  // On several ranks (mpirun) b is this rank's share of the global batch of q.images, and
   // the loss it backs through is its part of the global batch's loss: with --sync-batch
   // emonext_loss_part (the parts add up to one process's loss), else its own samples'
   // loss over the number of ranks (their mean, as PyTorch's DDP). The master's gradients
-  // are then summed over the ranks, and so are the loss, the correct count and a Ctrl-C
-  // on any rank: every rank takes the same step and sees the same figures.
-  StepResult step(const Batch& b, int64_t global_batch, double lr,
-                  const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
-    StepResult r;
-    LossScaler& scaler = amp_.scaler;
+  // are then summed over the ranks (so every rank's check sees the same norm), and so
+  // are the loss, the correct count and a Ctrl-C when the step's figures are read.
+  void step(const Batch& b, QueuedStep q, const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
     const int ranks = dist::size();
+    const int64_t global_batch = q.images;
     for (ConvNeXt* m : {static_cast<ConvNeXt*>(model_.get()), static_cast<ConvNeXt*>(&amp_.runner())})
       m->shard = ranks == 1 ? BatchShard{} : BatchShard{dist::rank() * (global_batch / ranks), global_batch, c_.sync_batch};
-    const Tensor x = b.images.to(dev_), y = b.labels.to(dev_);
+    const std::vector<Tensor> in =
+        c_.pinned_input ? input_.put({b.images, b.labels}) : std::vector<Tensor>{b.images.to(dev_), b.labels.to(dev_)};
+    const Tensor &x = in[0], &y = in[1];
     const EmoNeXtOutput out = amp_.forward(x);
     const Tensor loss = ranks == 1        ? emonext_loss(out, y, c_.label_smoothing)
                         : c_.sync_batch ? emonext_loss_part(out, y, c_.label_smoothing)
                                         : emonext_loss(out, y, c_.label_smoothing) * (1.0 / ranks);
-    const double loss_scale = scaler.factor();
     {
       // Each bucket's sum over the ranks starts as soon as the backward pass has written
       // its gradients (under --amp the master's gradients are written after it).
       const auto overlap = ranks > 1 && !amp_.on() && c_.overlap ? buckets_.overlap() : nullptr;
-      (scaler.on ? loss * loss_scale : loss).backward();
+      (amp_.scaler.on ? loss * checks_.loss_scale() : loss).backward();
     }
     amp_.gradients_to_master();
     if (ranks > 1) buckets_.all_reduce(*model_);
     if (inspect) inspect(out);
-    r.grad_norm = grad_norm(*model_) / loss_scale;  // the wait
-    r.loss = loss.item();
-    r.correct = count_correct(out.logits, b.labels);
-    r.interrupted = g_interrupted;
-    if (ranks > 1) {
-      double figures[3] = {r.loss, double(r.correct), r.interrupted ? 1.0 : 0.0};
-      dist::all_reduce_sum(figures, 3, "the step's loss, accuracy and Ctrl-C");
-      r.loss = figures[0];
-      r.correct = int64_t(figures[1]);
-      r.interrupted = figures[2] > 0;
-    }
-    if (!std::isfinite(r.loss)) {
-      r.failure = fmt("the loss is %f", r.loss);
-      return r;
-    }
-    if (std::isfinite(r.grad_norm)) {
-      // AdamW unscales and clips the gradients as it reads them
-      opt_.step(lr, (c_.clip > 0 ? clip_factor(r.grad_norm, c_.clip) : 1.0) / loss_scale);
-      model_->zero_grad();
-      scaler.update(false);
-    } else {
-      model_->zero_grad();
-      if (!scaler.on) {
-        r.failure = "non-finite gradients";
-        return r;
-      }
-      progress_.end_line();
-      std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)st_.step + 1,
-                  scaler.scale, scaler.scale / 2);
-      scaler.update(true);
-      if (scaler.scale < 1 && !warned_small_scale_) {
-        warned_small_scale_ = true;
-        std::printf("warning: the fp16 loss scale is below 1: some gradients are past f16's range even unscaled, and "
-                    "small ones now round to zero. --amp bf16 has f32's range\n");
-      }
-      if (scaler.scale < LossScaler::kFloor) {
-        r.failure = "fp16 gradients overflow at every loss scale down to " + fmt("%g", scaler.scale * 2) +
-                    "; train with --amp bf16 (f32's range) or --amp off";
-        return r;
-      }
-    }
-    ++st_.step;
+    checks_.check(*model_, loss, out.logits, y);
+    opt_.step(q.lr, checks_.control());  // AdamW unscales and clips the gradients as it reads them, or skips
+    model_->zero_grad();
+    q.step = ++st_.step;
+    queued_.push_back(q);
     if (ema_) ema_->update(*model_, st_.step);
-    return r;
+  }
+
+  // What read_steps found: why the run must stop ("" when it goes on) and at which step,
+  // and whether Ctrl-C was pressed (on any rank).
+  struct ReadResult {
+    std::string failure;
+    int64_t failed_step = 0;
+    bool interrupted = false;
+  };
+
+  // Reads the figures of the steps queued since the last read (the host's one wait for
+  // the device) and hands each step's, with its QueuedStep, to `each`, in order, until a
+  // step that must stop the run (the device skipped every update after it). Under mpirun
+  // the figures and a Ctrl-C are summed over the ranks first (the ring holds one step
+  // there), so every rank sees the same.
+  ReadResult read_steps(const std::function<void(const QueuedStep&, const StepResult&)>& each) {
+    ReadResult out;
+    out.interrupted = g_interrupted;
+    if (checks_.pending() == 0) return out;
+    const std::vector<StepRecord> records = checks_.read();
+    std::vector<QueuedStep> queued;
+    queued.swap(queued_);
+    for (size_t i = 0; i < records.size(); ++i) {
+      const StepRecord& rec = records[i];
+      StepResult r{rec.loss, rec.grad_norm, rec.correct};
+      if (dist::size() > 1) {
+        double figures[3] = {r.loss, double(r.correct), out.interrupted ? 1.0 : 0.0};
+        dist::all_reduce_sum(figures, 3, "the step's loss, accuracy and Ctrl-C");
+        r.loss = figures[0];
+        r.correct = int64_t(figures[1]);
+        out.interrupted = figures[2] > 0;
+      }
+      out.failure = step_failure(rec, r.loss, queued[i].step);
+      if (!out.failure.empty()) {
+        out.failed_step = queued[i].step;
+        return out;
+      }
+      each(queued[i], r);
+    }
+    return out;
+  }
+
+  // Why the run must stop after this step ("" when it goes on): a non-finite loss (summed
+  // over the ranks), non-finite gradients without fp16, or fp16's scale past its floor.
+  // An fp16 step skipped for inf/NaN gradients is said here.
+  std::string step_failure(const StepRecord& rec, double loss, int64_t step) {
+    if (!std::isfinite(loss) || rec.halted == kernels::kNonFiniteLoss)
+      return fmt("the loss is %f", std::isfinite(loss) ? rec.loss : loss);
+    if (rec.halted == kernels::kNonFiniteGradients) return "non-finite gradients";
+    if (!rec.skipped) return "";
+    progress_.end_line();
+    std::printf("step %lld skipped: inf/NaN gradients at loss scale %g; the scale is now %g\n", (long long)step, rec.loss_scale,
+                rec.loss_scale / 2);
+    if (rec.loss_scale / 2 < 1 && !warned_small_scale_) {
+      warned_small_scale_ = true;
+      std::printf("warning: the fp16 loss scale is below 1: some gradients are past f16's range even unscaled, and "
+                  "small ones now round to zero. --amp bf16 has f32's range\n");
+    }
+    if (rec.halted == kernels::kScaleUnderflow)
+      return "fp16 gradients overflow at every loss scale down to " + fmt("%g", rec.loss_scale) +
+             "; train with --amp bf16 (f32's range) or --amp off";
+    return "";
   }
 
   // The schedule's learning rate at optimiser step `step` of `total`.
   double lr_at(int64_t step, int64_t total) const { return learning_rate(schedule_, c_.lr, step, c_.warmup, c_.cycle, total); }
-
-  // The batch's images whose largest logit is their label's.
-  int64_t count_correct(const Tensor& logits, const Tensor& labels) const {
-    NoGradGuard no_grad;
-    const std::vector<double> l = logits.detach().to_vector();
-    const std::vector<int64_t> y = labels.to_int_vector();
-    int64_t correct = 0;
-    for (size_t k = 0; k < y.size(); ++k) {
-      const double* row = l.data() + k * size_t(c_.classes);
-      correct += int64_t(std::max_element(row, row + c_.classes) - row) == y[k];
-    }
-    return correct;
-  }
 
   // Runs f with the EMA's weights in the model when the EMA is on, the model's own put
   // back afterwards (also when f throws).
@@ -457,11 +501,17 @@ class Run {
   }
 
   void report_benchmark(const BenchmarkTally& b) const {
-    const double ips = double(b.images) / std::max(1e-9, b.step_seconds);
+    // Called after the last step's figures were read: the device has finished it.
     const int64_t steady_steps = std::max<int64_t>(1, st_.step - BenchmarkTally::kSkip);
-    const std::string launches = dev_.is_cuda() ? fmt(", %.0f GPU launches per step (kernels and cuBLAS/cuDNN calls)",
-                                                      double(gpu_launches() - b.launches_at_start) / double(steady_steps))
-                                                : "";
+    const double seconds = st_.step > BenchmarkTally::kSkip ? seconds_since(b.start) : 0.0;
+    const double ips = st_.step > BenchmarkTally::kSkip ? double(steady_steps * c_.batch) / std::max(1e-9, seconds) : 0.0;
+    const std::string launches =
+        dev_.is_cuda() ? fmt(", %.0f GPU launches per step (kernels and cuBLAS/cuDNN calls)",
+                             double(gpu_launches() - b.launches_at_start) / double(steady_steps)) +
+                             ", " + std::to_string(gpu_host_waits() - b.waits_at_start) + " host waits for the GPU in " +
+                             std::to_string(steady_steps) + " steps (" + std::to_string(checks_.reads() - b.reads_at_start) +
+                             " reads of the steps' figures)"
+                       : "";
     const std::string ranks =
         dist::size() > 1 ? " on each of " + std::to_string(dist::size()) + " ranks" +
                                fmt(" (the gradients' all-reduce %.1f ms/step,", 1000.0 * (buckets_.seconds() - b.reduce_at_start) /
@@ -473,15 +523,15 @@ class Run {
     std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after %lld "
                 "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s%s\n",
                 (long long)st_.step, (long long)c_.batch, (long long)c_.image_size, (long long)c_.image_size, dev_.str().c_str(), ips,
-                1000.0 * b.step_seconds / double(steady_steps), (long long)BenchmarkTally::kSkip, b.wait_seconds,
+                1000.0 * seconds / double(steady_steps), (long long)BenchmarkTally::kSkip, b.wait_seconds,
                 dev_.str().c_str(), double(memory_stats(dev_).peak) / 1e6, (long long)peak_rss_mb(), ranks.c_str(), launches.c_str());
   }
 
   // A non-finite loss or gradient: said, naming the step and the last good checkpoint.
-  int stop_non_finite(const std::string& what) {
+  int stop_non_finite(const std::string& what, int64_t step) {
     progress_.end_line();
     std::fprintf(stderr, "emonext_train: %s at step %lld; stopping. The last good checkpoint is %s\n", what.c_str(),
-                 (long long)st_.step + 1, fs::exists(last_) ? last_.c_str() : "(none yet)");
+                 (long long)step, fs::exists(last_) ? last_.c_str() : "(none yet)");
     return 1;
   }
 
@@ -507,6 +557,9 @@ class Run {
   std::unique_ptr<EmoNeXt> model_;      // f32: the master weights
   MixedPrecision amp_;                  // --amp: the 16-bit copy that runs the backbone, and fp16's loss scale
   AdamW opt_;
+  StepChecks checks_;                   // the step's checks on the device, and the figures not read yet
+  InputStaging input_;                  // the batches' way up to a GPU
+  std::vector<QueuedStep> queued_;      // the steps those figures belong to
   GradientBuckets buckets_;             // the gradients' sum over the ranks (mpirun)
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
   const Schedule schedule_;

@@ -1,7 +1,8 @@
 // The optimizer's fused update (CPU): AdamW on every parameter of a list in one
 // pass over p, m, v and g, where the op-by-op form read and wrote them some 35
 // times, and one parallel loop over the whole list's chunks (multi_tensor.h).
-// The formula is kernels/formulas.h's adamw_apply, shared with the CUDA twin.
+// The formula is kernels/formulas.h's adamw_apply, shared with the CUDA twin, and so
+// is the training step's check before it (kernels.h, step_check_apply).
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/cpu/multi_tensor.h"
 #include "kernels/dispatch.h"
@@ -10,6 +11,7 @@
 namespace emonext::kernels::cpu {
 
 void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream) {
+  if (adamw_skips(a)) return;
   dispatch_floating<Types>(a.dtype, "adamw_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
@@ -30,5 +32,7 @@ void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Str
     }
   });
 }
+
+void step_check(const StepCheck& a, Stream) { step_check_apply(a); }
 
 }  // namespace emonext::kernels::cpu

@@ -51,24 +51,26 @@ __device__ void adamw_range(T* p, T* m, T* v, const T* g, int64_t first, int64_t
   }
 }
 
-// A block per (parameter, chunk) of the launch's map.
+// A block per (parameter, chunk) of the launch's map. The scalars are worked out per
+// block, since t and the gradients' factor may live in device memory (step_check's).
 template <class T, int V>
-__global__ void adamw_kernel(AdamWChunks c, AdamWScalars<acc_t<T>> s) {
+__global__ void adamw_kernel(AdamWChunks c, AdamWStep a) {
+  if (adamw_skips(a)) return;
   const int t = c.tensor_of_block[blockIdx.x];
   const int64_t first = int64_t(c.chunk_of_block[blockIdx.x]) * kChunk;
   const int64_t last = first + kChunk < c.n[t] ? first + kChunk : c.n[t];
-  s.decay = acc_t<T>(c.extra[t]);
+  const AdamWScalars<acc_t<T>> s = adamw_scalars<acc_t<T>>(a, c.extra[t]);
   adamw_range<T, V>(static_cast<T*>(c.ptr[0][t]), static_cast<T*>(c.ptr[1][t]), static_cast<T*>(c.ptr[2][t]),
                     static_cast<const T*>(c.ptr[3][t]), first, last, s);
 }
+
+__global__ void step_check_kernel(StepCheck a) { step_check_apply(a); }
 
 }  // namespace
 
 void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream st) {
   dispatch_floating<Types>(a.dtype, "adamw_step", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    using A = acc_t<T>;
-    const AdamWScalars<A> s = adamw_scalars<A>(a, 1.0);  // each parameter's decay comes with it
     bool packs = true;  // chunks start at multiples of kChunk, so aligned bases suffice
     for (const AdamWTensor& x : tensors) packs = packs && aligned16({x.p, x.m, x.v, x.g});
     auto fill = [&](AdamWChunks& c, int slot, size_t i) {
@@ -81,10 +83,14 @@ void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Str
       return x.n;
     };
     launch_over_chunks<AdamWChunks>(tensors.size(), kChunk, fill, [&](const AdamWChunks& c, int blocks) {
-      if (packs) EMONEXT_LAUNCH((adamw_kernel<T, kPackSize<T>>), unsigned(blocks), kThreads, 0, st, c, s);
-      else EMONEXT_LAUNCH((adamw_kernel<T, 1>), unsigned(blocks), kThreads, 0, st, c, s);
+      if (packs) EMONEXT_LAUNCH((adamw_kernel<T, kPackSize<T>>), unsigned(blocks), kThreads, 0, st, c, a);
+      else EMONEXT_LAUNCH((adamw_kernel<T, 1>), unsigned(blocks), kThreads, 0, st, c, a);
     });
   });
 }
+
+// The step's check is a few hundred additions: one thread, so that its order is the
+// CPU twin's and the norm the same bits.
+void step_check(const StepCheck& a, Stream st) { EMONEXT_LAUNCH(step_check_kernel, 1, 1, 0, st, a); }
 
 }  // namespace emonext::kernels::cuda

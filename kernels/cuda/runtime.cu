@@ -16,9 +16,11 @@ namespace emonext::kernels::cuda {
 namespace {
 
 std::atomic<uint64_t> g_launches{0};
+std::atomic<uint64_t> g_host_waits{0};
 
 struct DeviceState {
   cudaStream_t stream = nullptr;
+  cudaStream_t copy_stream = nullptr;  // the input's copies (copy_in_async), made at first use
   cublasHandle_t cublas = nullptr;
 #if EMONEXT_WITH_CUDNN
   cudnnHandle_t cudnn = nullptr;
@@ -146,10 +148,60 @@ void memcpy(void* dst, const void* src, size_t bytes, CopyKind kind, int device)
                                                             : cudaMemcpyDeviceToDevice;
   EMONEXT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, k, s.stream));
   // Host memory here is pageable and owned by the caller: wait until the copy is done.
-  if (kind != CopyKind::DeviceToDevice) EMONEXT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  if (kind != CopyKind::DeviceToDevice) {
+    g_host_waits.fetch_add(1, std::memory_order_relaxed);
+    EMONEXT_CUDA_CHECK(cudaStreamSynchronize(s.stream));
+  }
 }
 
-void synchronize(int device) { EMONEXT_CUDA_CHECK(cudaStreamSynchronize(state(device).stream)); }
+void synchronize(int device) {
+  g_host_waits.fetch_add(1, std::memory_order_relaxed);
+  EMONEXT_CUDA_CHECK(cudaStreamSynchronize(state(device).stream));
+}
+
+uint64_t host_waits() { return g_host_waits.load(std::memory_order_relaxed); }
+
+void* allocate_pinned(size_t bytes) {
+  void* p = nullptr;
+  EMONEXT_CUDA_CHECK(cudaMallocHost(&p, bytes == 0 ? 1 : bytes));
+  return p;
+}
+
+void free_pinned(void* p) noexcept {
+  if (p) EMONEXT_CUDA_WARN(cudaFreeHost(p));
+}
+
+Event event_create() {
+  cudaEvent_t e = nullptr;
+  EMONEXT_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  return e;
+}
+
+void event_destroy(Event e) noexcept {
+  if (e) EMONEXT_CUDA_WARN(cudaEventDestroy(static_cast<cudaEvent_t>(e)));
+}
+
+void copy_in_async(void* dst, const void* src, size_t bytes, int device, Event after, Event done) {
+  DeviceState& s = state(device);
+  if (!s.copy_stream) EMONEXT_CUDA_CHECK(cudaStreamCreateWithFlags(&s.copy_stream, cudaStreamNonBlocking));
+  if (after) EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(s.copy_stream, static_cast<cudaEvent_t>(after), 0));
+  if (bytes) EMONEXT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s.copy_stream));
+  if (done) EMONEXT_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(done), s.copy_stream));
+}
+
+void record_event(Event e, int device) { EMONEXT_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(e), state(device).stream)); }
+
+void stream_wait_event(Event e, int device) {
+  EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(state(device).stream, static_cast<cudaEvent_t>(e), 0));
+}
+
+void host_wait_event(Event e) {
+  const cudaError_t ready = cudaEventQuery(static_cast<cudaEvent_t>(e));
+  if (ready == cudaSuccess) return;
+  if (ready != cudaErrorNotReady) EMONEXT_CUDA_CHECK(ready);
+  g_host_waits.fetch_add(1, std::memory_order_relaxed);
+  EMONEXT_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e)));
+}
 
 MemoryStats memory_stats(int device) {
   DeviceState& s = state(device);

@@ -27,6 +27,30 @@ enum class CopyKind { HostToDevice, DeviceToHost, DeviceToDevice };
 // Ordered on the device's stream; returns once the host side may be reused or read.
 void memcpy(void* dst, const void* src, size_t bytes, CopyKind kind, int device);
 void synchronize(int device);
+// Times the host has waited for a GPU's queue so far (all devices): synchronize() and
+// every copy to or from pageable host memory. A training step aims at none.
+uint64_t host_waits();
+
+// ---- the training input's way up without a host wait (core/staging.h) ----
+// Page-locked host memory: a copy from it runs on the GPU's copy engine while the host
+// goes on.
+void* allocate_pinned(size_t bytes);
+void free_pinned(void* p) noexcept;
+// An event (a cudaEvent_t without timing): a point in a stream's work.
+using Event = void*;
+Event event_create();
+void event_destroy(Event e) noexcept;
+// Queues dst <- src (`bytes` of pinned host memory) on the device's copy stream, a second
+// stream beside the one that computes: after the compute stream's work up to `after`
+// (an event record_event put there; one never recorded holds nothing back), and records
+// `done` there after the copy.
+void copy_in_async(void* dst, const void* src, size_t bytes, int device, Event after, Event done);
+// Records e on the device's compute stream, after the work queued there so far.
+void record_event(Event e, int device);
+// The compute stream's later work waits for e: a wait on the GPU, not on the host.
+void stream_wait_event(Event e, int device);
+// The host waits for e; counted in host_waits() when e had not completed.
+void host_wait_event(Event e);
 
 struct MemoryStats { size_t in_use = 0, peak = 0, allocations = 0; };
 MemoryStats memory_stats(int device);
