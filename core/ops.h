@@ -77,6 +77,8 @@ Tensor log_softmax(const Tensor& a);
 // -sum_c q_c log p_c with q = (1 - smoothing) * onehot + smoothing / C.
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_smoothing = 0.0);
 // [N] i64 labels -> [N, classes] with `on` at the label and `off` elsewhere (not differentiable).
+// Labels on the CPU outside [0, classes) are an error; on a GPU they are not read back (a
+// wait for the device) and give a row of `off` (the kernels never index by a label).
 Tensor one_hot(const Tensor& labels, int64_t classes, DType dtype, double on = 1.0, double off = 0.0);
 
 // ---- across the ranks of a data-parallel run (core/dist.h; alone, each is the identity) ----
@@ -127,6 +129,11 @@ Tensor se_gate(const Tensor& x, const Tensor& gate);
 // (channels-last), grid [N, Ho, Wo, 2] -> [N, Ho, Wo, C], bilinear with zeros padding, as
 // F.grid_sample. deterministic: the CUDA input gradient avoids order-dependent float atomics.
 Tensor affine_grid(const Tensor& theta, int64_t h, int64_t w, bool align_corners);
+// The same with affine_grid's base grid given (affine_grid_base's [1, h*w, 3] of (x, y, 1) per
+// output pixel), which affine_grid otherwise makes on the host and copies up each call: a
+// wait for a GPU that a layer calling it every step makes once.
+Tensor affine_grid_base(int64_t h, int64_t w, bool align_corners, DType dtype, Device device);
+Tensor affine_grid(const Tensor& theta, const Tensor& base, int64_t h, int64_t w);
 Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, bool deterministic = false);
 
 // Dense 2-D convolution on channels-last x [N, H, W, Cin] with PyTorch's weight

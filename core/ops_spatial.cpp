@@ -22,19 +22,31 @@ std::vector<double> grid_coordinates(int64_t n, bool align_corners) {
 }
 }  // namespace
 
-Tensor affine_grid(const Tensor& theta, int64_t h, int64_t w, bool align_corners) {
-  check_floating("affine_grid", theta);
-  EMONEXT_CHECK(theta.dim() == 3 && theta.size(1) == 2 && theta.size(2) == 3, "affine_grid: theta must be [N, 2, 3], got ",
-                theta.str());
+Tensor affine_grid_base(int64_t h, int64_t w, bool align_corners, DType dtype, Device device) {
   EMONEXT_CHECK(h > 0 && w > 0, "affine_grid: output size ", h, "x", w, " must be positive");
   const std::vector<double> xs = grid_coordinates(w, align_corners), ys = grid_coordinates(h, align_corners);
   std::vector<double> base;
   base.reserve(size_t(h * w * 3));
   for (int64_t i = 0; i < h; ++i)
     for (int64_t j = 0; j < w; ++j) base.insert(base.end(), {xs[size_t(j)], ys[size_t(i)], 1.0});
+  return Tensor::from_vector(base, {1, h * w, 3}, dtype, device);
+}
+
+Tensor affine_grid(const Tensor& theta, const Tensor& base, int64_t h, int64_t w) {
+  check_floating("affine_grid", theta);
+  EMONEXT_CHECK(theta.dim() == 3 && theta.size(1) == 2 && theta.size(2) == 3, "affine_grid: theta must be [N, 2, 3], got ",
+                theta.str());
+  EMONEXT_CHECK(h > 0 && w > 0, "affine_grid: output size ", h, "x", w, " must be positive");
+  check_same("affine_grid", theta, base);
+  EMONEXT_CHECK(base.shape() == Shape({1, h * w, 3}), "affine_grid: the base grid ", base.str(), " is not affine_grid_base(", h,
+                ", ", w, ")'s [1, ", h * w, ", 3]");
   // grid[n, p] = theta[n] @ (x_p, y_p, 1): one batched matmul, differentiable in theta.
-  const Tensor b = Tensor::from_vector(base, {1, h * w, 3}, theta.dtype(), theta.device());
-  return matmul(b, theta.transpose(1, 2)).reshape({theta.size(0), h, w, 2});
+  return matmul(base, theta.transpose(1, 2)).reshape({theta.size(0), h, w, 2});
+}
+
+Tensor affine_grid(const Tensor& theta, int64_t h, int64_t w, bool align_corners) {
+  check_floating("affine_grid", theta);
+  return affine_grid(theta, affine_grid_base(h, w, align_corners, theta.dtype(), theta.device()), h, w);
 }
 
 Tensor grid_sample(const Tensor& input, const Tensor& grid, bool align_corners, bool deterministic) {

@@ -158,7 +158,11 @@ Tensor SpatialTransformer::theta(const Tensor& x) {
 
 Tensor SpatialTransformer::forward(const Tensor& x) {
   EMONEXT_CHECK(x.dim() == 4 && x.size(3) == 3, "SpatialTransformer: expected images [N, H, W, 3], got ", x.str());
-  const Tensor grid = affine_grid(theta(x), x.size(1), x.size(2), true);
+  const Tensor t = theta(x);
+  const int64_t h = x.size(1), w = x.size(2);
+  if (!grid_base.defined() || grid_base.size(1) != h * w || grid_base.dtype() != t.dtype() || grid_base.device() != t.device())
+    grid_base = affine_grid_base(h, w, true, t.dtype(), t.device());
+  const Tensor grid = affine_grid(t, grid_base, h, w);
   return grid_sample(x, grid, true, deterministic);
 }
 

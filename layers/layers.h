@@ -106,6 +106,7 @@ class SpatialTransformer : public Module {
   Tensor forward(const Tensor& x);                   // [N, H, W, 3] -> [N, H, W, 3]
   bool deterministic = false;                        // the CUDA input gradient of grid_sample
   ModuleList localization, fc_loc;
+  Tensor grid_base;  // affine_grid's base grid for the last input's size, made once (not a buffer)
   Conv2d *conv1, *conv2;
   BatchNorm2d *bn1, *bn2;
   Linear *fc1, *fc2;

@@ -9,12 +9,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -465,25 +466,22 @@ TEST(Train, TheCudaRunResumesBitForBit) {
 // The step on a GPU queues its work without waiting for the device: the gradient norm,
 // clipping, fp16's check and AdamW's skip stay there (StepChecks) and the host reads the
 // steps' figures once per --log-every; batches go up through pinned buffers on a copy
-// stream (InputStaging). Reading every step from pageable memory gives the same bits:
-// steps.csv, the skipped fp16 steps, the weights, the halt's step.
+// stream (InputStaging). Reading every step, from pageable memory, gives the same bits:
+// every step's loss, learning rate and gradient norm (which the weights determine), the
+// skipped fp16 steps, the step a NaN stops at.
 TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
   REQUIRE_GPU();
-  const std::string common = " --synthetic 32 --model atto --img-size 32 --batch 8 --workers 2 --drop-path 0.1 --device cuda";
-  const std::string eager = " --log-every 1 --pageable-input";
+  const std::string common = " --model atto --img-size 32 --batch 4 --workers 1 --drop-path 0.1 --device cuda";
   std::string out;
-  for (const std::string& flags : {std::string(" --max-steps 6"), std::string(" --max-steps 10 --amp fp16 --loss-scale 16777216")}) {
+  for (const std::string& flags : {std::string(" --benchmark 6"), std::string(" --benchmark 8 --amp fp16 --loss-scale 131072")}) {
     SCOPED_TRACE(flags);
     const ScratchDir a("cuda_deferred"), b("cuda_eager");
-    ASSERT_EQ(run(common + flags + " --log-every 50 --out " + a, &out), 0) << out;
+    ASSERT_EQ(run(common + flags + " --log-every 2 --out " + a, &out), 0) << out;
     const std::string deferred_out = out;
-    ASSERT_EQ(run(common + flags + eager + " --out " + b, &out), 0) << out;
+    ASSERT_EQ(run(common + flags + " --log-every 1 --pageable-input --out " + b, &out), 0) << out;
     const std::vector<std::string> rows = leading_fields(a + "/steps.csv", 4);
     ASSERT_GE(rows.size(), 6u);
-    EXPECT_EQ(rows, leading_fields(b + "/steps.csv", 4)) << "loss, learning rate and gradient norm of every step";
-    EXPECT_EQ(read_all(a + "/last.safetensors"), read_all(b + "/last.safetensors"));
-    EXPECT_EQ(read_all(a + "/last.state.safetensors"), read_all(b + "/last.state.safetensors"))
-        << "AdamW's step count and the loss scale, read back from the device";
+    EXPECT_EQ(rows, leading_fields(b + "/steps.csv", 4)) << "step, loss, learning rate and gradient norm";
     const auto skips = [](const std::string& log) {
       std::vector<std::string> lines;
       std::istringstream in(log);
@@ -493,11 +491,12 @@ TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
     };
     EXPECT_EQ(skips(deferred_out), skips(out));
     if (flags.find("fp16") != std::string::npos) {
-      EXPECT_GE(skips(out).size(), 8u) << out;
+      EXPECT_GE(skips(out).size(), 1u) << out;
+      EXPECT_LT(skips(out).size(), 8u) << "no step was taken\n" << out;
     }
   }
   const ScratchDir nan("cuda_nan");
-  EXPECT_EQ(run(common + " --lr 1e30 --schedule constant --clip 0 --max-steps 6 --log-every 50 --out " + nan, &out), 1) << out;
+  EXPECT_EQ(run(common + " --benchmark 6 --lr 1e30 --schedule constant --clip 0 --log-every 50 --out " + nan, &out), 1) << out;
   EXPECT_NE(out.find("at step 2; stopping. The last good checkpoint is (none yet)"), std::string::npos) << out;
 }
 
@@ -507,18 +506,25 @@ TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
 TEST(Train, TheCudaStepWaitsForTheGpuOnlyToReadItsFigures) {
   REQUIRE_GPU();
   const ScratchDir d("cuda_waits");
-  const std::string common = " --benchmark 15 --model atto --img-size 32 --batch 8 --device cuda --workers 1 --log-every 4 --out " + d;
-  const std::regex counts(R"((\d+) host waits for the GPU in (\d+) steps \((\d+) reads of the steps' figures\))");
+  const std::string common = " --benchmark 9 --model atto --img-size 32 --batch 4 --device cuda --workers 1 --log-every 2 --out " + d;
+  // The benchmark line's "W host waits for the GPU in S steps (R reads of the steps' figures)".
+  const auto counts = [](const std::string& log) {
+    std::array<long long, 3> wsr{-1, -1, -1};
+    const size_t at = log.find(" host waits for the GPU in ");
+    if (at == std::string::npos) return wsr;
+    const size_t start = log.rfind(", ", at) + 2;
+    std::sscanf(log.c_str() + start, "%lld host waits for the GPU in %lld steps (%lld reads", &wsr[0], &wsr[1], &wsr[2]);
+    return wsr;
+  };
   std::string out;
-  std::smatch m;
   ASSERT_EQ(run(common, &out), 0) << out;
-  ASSERT_TRUE(std::regex_search(out, m, counts)) << out;
-  EXPECT_EQ(m[2].str(), "12");
-  EXPECT_EQ(m[3].str(), "3") << "steps 4-7, 8-11 and 12-15";
-  EXPECT_EQ(m[1].str(), m[3].str()) << out;
+  std::array<long long, 3> c = counts(out);
+  EXPECT_EQ(c[1], 6) << out;
+  EXPECT_EQ(c[2], 3) << "steps 4-5, 6-7 and 8-9\n" << out;
+  EXPECT_EQ(c[0], c[2]) << out;
   ASSERT_EQ(run(common + " --pageable-input", &out), 0) << out;
-  ASSERT_TRUE(std::regex_search(out, m, counts)) << out;
-  EXPECT_EQ(std::stoi(m[1].str()), 3 + 2 * 12) << out;
+  c = counts(out);
+  EXPECT_EQ(c[0], 3 + 2 * 6) << out;
 }
 
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {

@@ -11,8 +11,9 @@
 #      tools/gpu_deps.sh packs (15,000 training images and the validation set);
 #   5. every cuda-labelled test and the CUDA parity and training tests, with
 #      compute-sanitizer's memcheck and racecheck over f32 op-table tests beside them;
-#   6. what time is left: the cost of EMONEXT_SYNC_LAUNCHES=1 (the debugging switch).
-# The timed parts (2, 3, 4, 6) run alone.
+#   6. the training step's throughput levers, each switched off in turn;
+#   7. what time is left: the cost of EMONEXT_SYNC_LAUNCHES=1 (the debugging switch).
+# The timed parts (2, 3, 4, 6, 7) run alone.
 # Each part has a time box and writes what it has before the next starts, so a run cut
 # short still returns the finished parts. The report (gpu_report.md) and the raw files
 # go to $OUT when it is set (the device tool's output folder; at most 8 files come back),
@@ -275,7 +276,33 @@ else
   fi
 fi
 
-# ---- 6. the debugging switch's cost ----------------------------------------------------------------
+# ---- 6. the throughput levers on and off (timed, so alone) ----------------------------------------
+# Each lever of the training step switched off in turn (docs/PERF.md, "A step without host
+# waits"), all on again at the end: the engine's --benchmark lines, with launches and host
+# waits per step.
+levers() {
+  local shapes=("atto 48 256" "tiny 224 64") steps=23 amp=bf16
+  ((smoke)) && shapes=("atto 32 8") steps=5 amp=off
+  local s model size batch lever
+  for s in "${shapes[@]}"; do
+    read -r model size batch <<<"$s"
+    for lever in "" "--log-every 1" "--pageable-input" ""; do
+      # shellcheck disable=SC2086  # $lever is zero or two words
+      echo "$model/$size batch $batch, ${lever:-every lever on}: $("$train" --benchmark "$steps" --model "$model" --img-size "$size" \
+          --batch "$batch" --device "$device" --amp "$amp" --no-ema --overwrite --out "$logs/levers" $lever | grep '^benchmark')"
+    done
+  done
+}
+part "throughput levers" 100 levers >"$logs/levers.log" 2>&1
+{
+  echo "## The step's levers on and off (--benchmark, --amp bf16; --log-every 1: the host reads every step's figures;"
+  echo "## --pageable-input: batches copied from pageable memory)"
+  echo
+  sed 's/^/- /' "$logs/levers.log"
+  echo
+} >>"$report"
+
+# ---- 7. the debugging switch's cost ----------------------------------------------------------------
 sync_cost() {
   local s=(--benchmark 23 --model atto --img-size 48 --batch 256 --device "$device" --no-ema --out "$logs/sync")
   ((smoke)) && s=(--benchmark 5 --model atto --img-size 48 --batch 8 --device cpu --no-ema --out "$logs/sync")

@@ -336,6 +336,8 @@ class Run {
     const int64_t global_batch = q.images;
     for (ConvNeXt* m : {static_cast<ConvNeXt*>(model_.get()), static_cast<ConvNeXt*>(&amp_.runner())})
       m->shard = ranks == 1 ? BatchShard{} : BatchShard{dist::rank() * (global_batch / ranks), global_batch, c_.sync_batch};
+    for (int64_t v : b.labels.to_int_vector())  // on the host: the loss's checks do not read a GPU's labels back
+      EMONEXT_CHECK(v >= 0 && v < c_.classes, "a batch holds label ", v, ", outside the model's ", c_.classes, " classes");
     const std::vector<Tensor> in =
         c_.pinned_input ? input_.put({b.images, b.labels}) : std::vector<Tensor>{b.images.to(dev_), b.labels.to(dev_)};
     const Tensor &x = in[0], &y = in[1];
