@@ -47,6 +47,13 @@ TEST(Errors, LabelsAndIndicesOutOfRange) {
   EXPECT_NE(i.find("index 4 is out of range"), std::string::npos) << i;
 }
 
+TEST(Errors, AffineGridRefusesABaseGridOfAnotherSize) {
+  const Tensor theta = Tensor::zeros({1, 2, 3}), base = affine_grid_base(4, 4, true, DType::F32, Device::cpu());
+  EXPECT_EQ(affine_grid(theta, base, 4, 4).to_vector(), affine_grid(theta, 4, 4, true).to_vector());
+  const std::string m = error_of([&] { affine_grid(theta, base, 5, 5); });
+  EXPECT_NE(m.find("is not affine_grid_base(5, 5)'s [1, 25, 3]"), std::string::npos) << m;
+}
+
 TEST(Errors, BadViews) {
   EXPECT_NE(error_of([] { Tensor::zeros({2, 3}).reshape({4}); }).find("cannot reshape [2, 3]"), std::string::npos);
   EXPECT_NE(error_of([] { Tensor::zeros({2, 3}).expand({2, 4}); }).find("cannot expand"), std::string::npos);

@@ -9,6 +9,7 @@
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
+#include "core/staging.h"
 #include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/multi_tensor.cuh"
 #include "models/emonext.h"
@@ -295,6 +296,42 @@ TEST(Cuda, SumSquaresMatchesTheCpu) {
       expect_close(sum_squares(gpu), sum_squares(cpu), t == DType::F64 ? 1e-12 : 1e-5, what + ", no empty tensor");
     }
   }
+}
+
+// The training input's staging (core/staging.h): each batch arrives whole; a batch's
+// tensors stay as they were through the next put (two slots), and a new shape (a short
+// last batch) gets new device memory. In the steady state a put makes the host wait for
+// nothing (here every event has completed; on a GPU the host waits only when it is two
+// batches ahead). On the CPU the tensors pass through as they are.
+TEST(Cuda, InputStagingDeliversEveryBatchWithoutAHostWait) {
+  REQUIRE_GPU();
+  InputStaging staging(kGpu);
+  Generator gen(3);
+  std::vector<Tensor> previous_host, previous_device;
+  for (int k = 0; k < 6; ++k) {
+    const int64_t n = k == 4 ? 3 : 4;  // batch 4 is short
+    const std::vector<Tensor> host{randn({n, 5, 5, 3}, gen), Tensor::from_ints(std::vector<int64_t>(size_t(n), k), {n})};
+    const uint64_t before = gpu_host_waits();
+    const std::vector<Tensor> got = staging.put(host);
+    const uint64_t waits = gpu_host_waits() - before;
+    if (k == 4) {
+      EXPECT_GT(waits, 0u) << "a new shape waits for the device before it allocates";
+    } else if (k >= 2) {
+      EXPECT_EQ(waits, 0u) << "batch " << k << ": the slot's buffers are there already";
+    }
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_EQ(got[0].device(), kGpu);
+    EXPECT_EQ(got[0].to_vector(), host[0].to_vector()) << "batch " << k;
+    EXPECT_EQ(got[1].to_int_vector(), host[1].to_int_vector()) << "batch " << k;
+    if (k > 0) {
+      EXPECT_EQ(previous_device[0].to_vector(), previous_host[0].to_vector()) << "batch " << k - 1 << " overwritten";
+    }
+    previous_host = host;
+    previous_device = got;
+  }
+  InputStaging on_cpu(Device::cpu());
+  const Tensor t = Tensor::ones({2, 2});
+  EXPECT_EQ(on_cpu.put({t})[0].data_ptr(), t.data_ptr());
 }
 
 // The optimiser's work per step on a GPU is a few launches for the whole model (the
