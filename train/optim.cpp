@@ -19,19 +19,17 @@ AdamW::AdamW(Module& model, Options o) : o_(o), params_(model.named_parameters()
 }
 
 void AdamW::step(double lr, double grad_scale) {
-  NoGradGuard no_grad;
   ++t_;
-  std::vector<Tensor> grads;
-  grads.reserve(params_.size());  // the list below points into it
-  std::vector<AdamWParam> list;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    grads.push_back(params_[i].tensor->grad());
-    if (grads.back().defined()) list.push_back({params_[i].tensor, &grads.back(), &m_[i], &v_[i], decay_[i]});
-  }
-  adamw_update_(list, {lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, t_, grad_scale});  // a few launches in all
+  update({lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, t_, grad_scale});
 }
 
 void AdamW::step(double lr, const Tensor& control) {
+  AdamWHyper h{lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay};
+  h.control = &control;
+  update(h);
+}
+
+void AdamW::update(const AdamWHyper& h) {
   NoGradGuard no_grad;
   std::vector<Tensor> grads;
   grads.reserve(params_.size());  // the list below points into it
@@ -40,9 +38,7 @@ void AdamW::step(double lr, const Tensor& control) {
     grads.push_back(params_[i].tensor->grad());
     if (grads.back().defined()) list.push_back({params_[i].tensor, &grads.back(), &m_[i], &v_[i], decay_[i]});
   }
-  AdamWHyper h{lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay};
-  h.control = &control;
-  adamw_update_(list, h);
+  adamw_update_(list, h);  // a few launches in all
 }
 
 std::vector<std::pair<std::string, Tensor*>> AdamW::state() {

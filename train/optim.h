@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/ops.h"
 #include "kernels/kernels.h"
 #include "layers/module.h"
 
@@ -36,6 +37,8 @@ class AdamW {
   void set_steps(int64_t t) { t_ = t; }
 
  private:
+  void update(const AdamWHyper& h);  // adamw_update_ on every parameter with a gradient
+
   Options o_;
   std::vector<Module::Named> params_;
   std::vector<Tensor> m_, v_;
