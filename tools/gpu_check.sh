@@ -6,7 +6,8 @@
 #      PyTorch twin (f32, bf16 autocast channels_last, torch.compile) and timm's
 #      convnext_tiny (tools/reference/head_to_head.py);
 #   3. kernel_bench in f32 and bf16 at ConvNeXt-Tiny's stage 1 and stage 3 (% of the copy
-#      bandwidth measured in the same run, ratios to cuDNN or naive kernels);
+#      bandwidth measured in the same run, ratios to cuDNN or naive kernels), and which GELU
+#      a cuBLASLt GEMM's fused GELU epilogue computes (tools/reference/cublaslt_gelu.py);
 #   4. a short real-data run: EmoNeXt-atto at 48, --amp bf16, on the FER2013 subset that
 #      tools/gpu_deps.sh packs (15,000 training images and the validation set);
 #   5. every cuda-labelled test and the CUDA parity and training tests, with
@@ -199,6 +200,10 @@ for r in csv.DictReader(open(sys.argv[1])):
 EOF
   echo
 } >>"$report"
+
+# ---- 3b. which GELU a GEMM's fused epilogue computes (before the engine uses cuBLASLt's) ------
+part "GELU epilogue" 60 $py tools/reference/cublaslt_gelu.py --device "$device" >"$logs/gelu_epilogue.log" 2>&1
+{ echo "## A GEMM with the GELU epilogue (torch._addmm_activation) against the exact and tanh GELU"; echo; echo '```'; cat "$logs/gelu_epilogue.log"; echo '```'; echo; } >>"$report"
 
 # ---- 4. a short real-data run (timed, so alone) -----------------------------------------------------------------
 real_run() {
