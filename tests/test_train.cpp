@@ -521,7 +521,12 @@ TEST(Train, TheCudaStepWaitsForTheGpuOnlyToReadItsFigures) {
   std::array<long long, 3> c = counts(out);
   EXPECT_EQ(c[1], 6) << out;
   EXPECT_EQ(c[2], 3) << "steps 4-5, 6-7 and 8-9\n" << out;
+#if EMONEXT_CUDA_EMULATION
   EXPECT_EQ(c[0], c[2]) << out;
+#else  // on a GPU the host also waits when it is two batches ahead of it (a pinned buffer still in use)
+  EXPECT_GE(c[0], c[2]) << out;
+  EXPECT_LE(c[0], c[2] + c[1]) << out;
+#endif
   ASSERT_EQ(run(common + " --pageable-input", &out), 0) << out;
   c = counts(out);
   EXPECT_EQ(c[0], 3 + 2 * 6) << out;

@@ -244,7 +244,7 @@ tests() {
   OMP_NUM_THREADS=2 ctest --test-dir "$build" -L cuda --timeout 120 -j 12 --output-on-failure >"$out/ctest_cuda.log" 2>&1
   local a=$?
   grep -c "no CUDA device answers" "$build/Testing/Temporary/LastTest.log" >"$logs/unreached"
-  OMP_NUM_THREADS=4 ctest --test-dir "$build" -R "OnCudaMatches|TheCudaRun" --timeout 120 -j 3 --output-on-failure \
+  OMP_NUM_THREADS=4 ctest --test-dir "$build" -R "OnCudaMatches|TheCudaRun|TheCudaStep" --timeout 120 -j 3 --output-on-failure \
       >>"$out/ctest_cuda.log" 2>&1
   local b=$?
   grep -c "no CUDA device answers" "$build/Testing/Temporary/LastTest.log" >>"$logs/unreached"
