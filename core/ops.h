@@ -80,6 +80,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, double label_sm
 // Labels on the CPU outside [0, classes) are an error; on a GPU they are not read back (a
 // wait for the device) and give a row of `off` (the kernels never index by a label).
 Tensor one_hot(const Tensor& labels, int64_t classes, DType dtype, double on = 1.0, double off = 0.0);
+// The check one_hot and cross_entropy make: labels a 1-D i64 tensor and, on the CPU, within
+// [0, classes), else an error naming `op`. A caller about to move labels to a GPU checks them
+// here first.
+void check_labels(const char* op, const Tensor& labels, int64_t classes);
 
 // ---- across the ranks of a data-parallel run (core/dist.h; alone, each is the identity) ----
 // x summed over the ranks, every rank receiving the same bits; the gradient is the sum

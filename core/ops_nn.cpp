@@ -24,11 +24,13 @@ Tensor softmax_impl(bool log, const char* name, const Tensor& a) {
   });
 }
 
+}  // namespace
+
 // Labels on the CPU are checked to lie in [0, classes). Labels on a GPU are not read back:
 // that would make the host wait for the device in every training step. The one_hot
 // kernels compare each class with the label and never index by it, so a label out of
-// range there gives a row of `off` values, not a stray write; the trainer checks its
-// batches' labels on the host before they go up.
+// range there gives a row of `off` values, not a stray write; the trainer and evaluate()
+// check their labels here while they are still on the host.
 void check_labels(const char* op, const Tensor& labels, int64_t classes) {
   EMONEXT_CHECK(labels.dtype() == DType::I64 && labels.dim() == 1, op, ": labels must be a 1-D i64 tensor, got ",
                 labels.str());
@@ -36,8 +38,6 @@ void check_labels(const char* op, const Tensor& labels, int64_t classes) {
   for (int64_t v : labels.to_int_vector())
     EMONEXT_CHECK(v >= 0 && v < classes, op, ": label ", v, " is outside [0, ", classes, ")");
 }
-
-}  // namespace
 
 Tensor softmax(const Tensor& a) { return softmax_impl(false, "softmax", a); }
 Tensor log_softmax(const Tensor& a) { return softmax_impl(true, "log_softmax", a); }

@@ -24,6 +24,7 @@
 #include "models/checkpoint.h"
 #include "tests/test_util.h"
 #include "train/data.h"
+#include "train/evaluate.h"
 
 namespace emonext::test {
 namespace {
@@ -569,6 +570,27 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
   for (const char* f : {"config.json", "metrics.csv", "steps.csv", "best.safetensors", "best.state.safetensors", "last.safetensors",
                         "last.state.safetensors", "confusion.csv"})
     EXPECT_TRUE(fs::exists(d + "/run/" + f)) << f;
+}
+
+// Labels beyond the model's classes (a dataset of seven emotions, a three-class model)
+// are an error naming them, on every device: the loss does not read a GPU's labels back,
+// so evaluate() checks them on the host, before they index the confusion matrix.
+TEST(Train, EvaluatingLabelsBeyondTheModelsClassesIsAnError) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  Dataset data = synthetic_dataset(4, 1);
+  for (Sample& s : data.samples) s.label = 1;
+  data.samples[2].label = 6;
+  for (const Device dev : devices) {
+    EmoNeXt model(convnext_size("atto"), 3, 32);
+    model.to(dev);
+    try {
+      evaluate(model, data, 4, dev, {});
+      ADD_FAILURE() << dev << ": label 6 of a 3-class model was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("evaluate: label 6 is outside [0, 3)"), std::string::npos) << dev << ": " << e.what();
+    }
+  }
 }
 
 TEST(Train, ANonFiniteLossStopsTheRunNamingTheStepAndCheckpoint) {

@@ -49,7 +49,9 @@ Evaluation evaluate(EmoNeXt& model, const Dataset& data, int64_t batch, Device d
     if (labels.empty()) continue;
     const int64_t n = int64_t(labels.size());
     const Tensor logits = mean(model.forward(to_batch(crops).to(device)).logits.reshape({n, views, classes}), {1});
-    batch_loss[k] = cross_entropy(logits, Tensor::from_ints(labels, {n}).to(device)).item() * double(n);
+    const Tensor host_labels = Tensor::from_ints(labels, {n});
+    check_labels("evaluate", host_labels, classes);  // here, on the host: they index the confusion matrix below
+    batch_loss[k] = cross_entropy(logits, host_labels.to(device)).item() * double(n);
     const std::vector<double> l = logits.to_vector();
     for (size_t j = 0; j < labels.size(); ++j) {
       const double* row = l.data() + j * size_t(classes);

@@ -108,10 +108,11 @@ struct BenchmarkTally {
   static constexpr int64_t kSkip = 3;
   Clock::time_point start;
   double wait_seconds = 0;
-  // GPU launches, host waits and reads of the step figures so far when the steady state begins
+  // When the steady state begins: GPU launches, host waits, reads of the step figures and
+  // seconds in the gradients' all-reduce so far.
   uint64_t launches_at_start = 0, waits_at_start = 0;
   int64_t reads_at_start = 0;
-  double reduce_at_start = 0;                          // seconds in the gradients' all-reduce so far, then
+  double reduce_at_start = 0;
 };
 
 // One training run: the model and what trains it (AdamW, the EMA, the fp16 loss scaler,
@@ -336,8 +337,7 @@ class Run {
     const int64_t global_batch = q.images;
     for (ConvNeXt* m : {static_cast<ConvNeXt*>(model_.get()), static_cast<ConvNeXt*>(&amp_.runner())})
       m->shard = ranks == 1 ? BatchShard{} : BatchShard{dist::rank() * (global_batch / ranks), global_batch, c_.sync_batch};
-    for (int64_t v : b.labels.to_int_vector())  // on the host: the loss's checks do not read a GPU's labels back
-      EMONEXT_CHECK(v >= 0 && v < c_.classes, "a batch holds label ", v, ", outside the model's ", c_.classes, " classes");
+    check_labels("training batch", b.labels, c_.classes);  // on the host: the loss does not read a GPU's labels back
     const std::vector<Tensor> in =
         c_.pinned_input ? input_.put({b.images, b.labels}) : std::vector<Tensor>{b.images.to(dev_), b.labels.to(dev_)};
     const Tensor &x = in[0], &y = in[1];
