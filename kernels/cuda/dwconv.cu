@@ -8,7 +8,9 @@
 // (8 + K - 1)^2 x 32 input tile in shared memory (each input value read from DRAM
 // once per tile, a warp reading 32 consecutive channels), then each thread keeps
 // its channel's K*K taps in registers and produces one output row of 8 with a
-// sliding window of 8 + K - 1 values. The weight gradient is tiled the same way
+// sliding window of 8 + K - 1 values. For bf16 and f16 a thread takes two channels
+// (dwconv_correlate_pairs_kernel: 32-bit loads, a 16-bit tile; DwConv::packed turns
+// it off). The weight gradient is tiled the same way
 // (dwconv_weight_tiled_kernel), and takes the bias gradient (the sums of dy) from
 // the dy tile it has staged anyway. Other K, and f64, use the simple kernels: one
 // thread per output element, and one per (row chunk, tap, channel) for the weight
@@ -19,6 +21,7 @@
 
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/pack.cuh"
 #include "kernels/cuda/partials.cuh"
 #include "kernels/cuda/workspace.cuh"
 #include "kernels/dispatch.h"
@@ -82,6 +85,67 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
 #pragma unroll
   for (int j = 0; j < kTile; ++j)
     if (w0 + j < p.w) y[((n * p.h + h0 + row) * p.w + w0 + j) * p.c + c] = store<T>(acc[j]);
+}
+
+// The same correlation for bf16/f16 with two channels per thread: a block covers 64
+// channels, and every global and shared-memory access moves a pair of 16-bit values
+// (a warp reads a row's 128 contiguous bytes where the kernel above reads 64, and one
+// shared load feeds two channels' FMAs), while the tile keeps the input's 16-bit
+// values (25 KB at K = 7, as the f32 tile above). The taps are read one row of K per
+// channel at a time, from the weight (L1-resident), so that two channels' windows and
+// accumulators fit in the registers that one channel's 49 taps took. The arithmetic is
+// the kernel above's, in the same order, in f32: the same bits.
+template <class T, int K>
+__global__ void __launch_bounds__(256) dwconv_correlate_pairs_kernel(DwConv p, T* y, const T* x, const T* w, const T* b, bool flip) {
+  using P = Pack<T, 2>;
+  constexpr int kIn = kTile + K - 1;
+  __shared__ P tile[kIn * kIn * kTileChannels];
+  const int lane = int(threadIdx.x), row = int(threadIdx.y);
+  const int64_t tiles_w = (p.w + kTile - 1) / kTile;
+  const int64_t h0 = int64_t(blockIdx.x) / tiles_w * kTile, w0 = int64_t(blockIdx.x) % tiles_w * kTile;
+  const int64_t c = (int64_t(blockIdx.y) * kTileChannels + lane) * 2, n = blockIdx.z, pad = K / 2;  // channels c, c + 1
+  P zero;
+  zero.v[0] = zero.v[1] = store<T>(0.0f);
+  for (int pos = row; pos < kIn * kIn; pos += int(blockDim.y)) {
+    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
+    const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
+    tile[pos * kTileChannels + lane] = in ? load_pack<2>(x + ((n * p.h + hi) * p.w + wi) * p.c + c) : zero;
+  }
+  __syncthreads();
+  if (c >= p.c || h0 + row >= p.h) return;  // after the barrier: every thread helped stage
+  const T *w_a = w + c * (K * K), *w_b = w_a + K * K;
+  float acc_a[kTile], acc_b[kTile];
+  const float bias_a = b ? load(b[c]) : 0.0f, bias_b = b ? load(b[c + 1]) : 0.0f;
+#pragma unroll
+  for (int j = 0; j < kTile; ++j) acc_a[j] = bias_a, acc_b[j] = bias_b;
+#pragma unroll
+  for (int i = 0; i < K; ++i) {
+    float taps_a[K], taps_b[K], window_a[kIn], window_b[kIn];
+#pragma unroll
+    for (int q = 0; q < K; ++q) {
+      const int t = flip ? K * K - 1 - (i * K + q) : i * K + q;
+      taps_a[q] = load(w_a[t]), taps_b[q] = load(w_b[t]);
+    }
+#pragma unroll
+    for (int q = 0; q < kIn; ++q) {
+      const P v = tile[((row + i) * kIn + q) * kTileChannels + lane];
+      window_a[q] = load(v.v[0]), window_b[q] = load(v.v[1]);
+    }
+#pragma unroll
+    for (int j = 0; j < kTile; ++j)
+#pragma unroll
+      for (int q = 0; q < K; ++q) {
+        acc_a[j] += window_a[j + q] * taps_a[q];
+        acc_b[j] += window_b[j + q] * taps_b[q];
+      }
+  }
+#pragma unroll
+  for (int j = 0; j < kTile; ++j)
+    if (w0 + j < p.w) {
+      P out;
+      out.v[0] = store<T>(acc_a[j]), out.v[1] = store<T>(acc_b[j]);
+      store_pack<2>(y + ((n * p.h + h0 + row) * p.w + w0 + j) * p.c + c, out);
+    }
 }
 
 // Weight gradient, tiled: block (32 channels, 8 rows) for channel group blockIdx.y walks
@@ -208,12 +272,23 @@ void correlate(const DwConv& p, void* y, const void* x, const void* w, const voi
     using T = typename decltype(tag)::type;
     T* out = static_cast<T*>(y);
     const T *in = static_cast<const T*>(x), *wt = static_cast<const T*>(w), *bias = static_cast<const T*>(b);
+    const dim3 block(kTileChannels, kTile);
+    const unsigned tiles = unsigned(((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile));
+    const bool tiled = p.n <= 65535 && (p.k == 3 || p.k == 5 || p.k == 7);
+    if constexpr (sizeof(T) == 2) {
+      const int64_t pair_groups = (p.c + 2 * kTileChannels - 1) / (2 * kTileChannels);
+      if (tiled && p.packed && p.c % 2 == 0 && pair_groups <= 65535 && aligned(4, {y, x})) {
+        const dim3 grid(tiles, unsigned(pair_groups), unsigned(p.n));
+        if (p.k == 7) EMONEXT_LAUNCH((dwconv_correlate_pairs_kernel<T, 7>), grid, block, 0, s, p, out, in, wt, bias, flip);
+        else if (p.k == 5) EMONEXT_LAUNCH((dwconv_correlate_pairs_kernel<T, 5>), grid, block, 0, s, p, out, in, wt, bias, flip);
+        else EMONEXT_LAUNCH((dwconv_correlate_pairs_kernel<T, 3>), grid, block, 0, s, p, out, in, wt, bias, flip);
+        return;
+      }
+    }
     // f64 (for checks, not speed) would need 50 KB of static shared memory at K = 7: simple kernel.
     if constexpr (!std::is_same_v<T, double>) {
-      const dim3 grid(unsigned(((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile)),
-                      unsigned((p.c + kTileChannels - 1) / kTileChannels), unsigned(p.n));
-      const dim3 block(kTileChannels, kTile);
-      if (grid.y <= 65535 && grid.z <= 65535 && (p.k == 3 || p.k == 5 || p.k == 7)) {
+      const dim3 grid(tiles, unsigned((p.c + kTileChannels - 1) / kTileChannels), unsigned(p.n));
+      if (grid.y <= 65535 && tiled) {
         if (p.k == 7) EMONEXT_LAUNCH((dwconv_correlate_tiled_kernel<T, 7>), grid, block, 0, s, p, out, in, wt, bias, flip);
         else if (p.k == 5) EMONEXT_LAUNCH((dwconv_correlate_tiled_kernel<T, 5>), grid, block, 0, s, p, out, in, wt, bias, flip);
         else EMONEXT_LAUNCH((dwconv_correlate_tiled_kernel<T, 3>), grid, block, 0, s, p, out, in, wt, bias, flip);

@@ -20,12 +20,14 @@ struct alignas(sizeof(T) * V) Pack {
 
 template <class T> constexpr int kPackSize = Pack<T>::kSize;
 
-// Whether every pointer may be read as packs of 16 bytes.
-inline bool aligned16(std::initializer_list<const void*> ptrs) {
+// Whether every pointer is a multiple of `bytes` (a power of two) from address 0: may
+// be read as packs of that many bytes.
+inline bool aligned(uintptr_t bytes, std::initializer_list<const void*> ptrs) {
   for (const void* p : ptrs)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+    if (reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
   return true;
 }
+inline bool aligned16(std::initializer_list<const void*> ptrs) { return aligned(16, ptrs); }
 
 // Calls f(std::integral_constant<int, V>{}) with V = kPackSize<T> when rows of c elements
 // at every pointer can be moved as packs (c a multiple of V, 16-byte aligned pointers),

@@ -12,10 +12,14 @@
 #include "core/staging.h"
 #include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/multi_tensor.cuh"
+#include "kernels/cuda/runtime.h"
 #include "models/emonext.h"
 #include "tests/op_cases.h"
 #include "tests/test_util.h"
 #include "train/optim.h"
+#if EMONEXT_CUDA_EMULATION
+#include "kernels/cuda/emulation/scheduler.h"
+#endif
 
 namespace emonext::test {
 namespace {
@@ -439,6 +443,45 @@ TEST(Cuda, WrongDeviceIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("different devices"), std::string::npos) << e.what();
   }
   EXPECT_THROW(Tensor::zeros({2}, DType::F32, Device::cuda(cuda_device_count())), Error);
+}
+
+// The 16-bit depthwise kernel with two channels per thread (DwConv::packed) gives the
+// one-channel kernel's bits, forward and input gradient, at ConvNeXt's channel counts and
+// at ones that leave a group of 64 partly empty (40, 96) or that the pairs cannot take
+// (41: odd, so both settings run the one-channel kernel); the maps are not multiples of
+// the 8 x 8 tile. The op tests check the packed kernel (the default) against the CPU.
+TEST(Cuda, PackedSixteenBitDepthwiseGivesTheOneChannelKernelsBits) {
+  REQUIRE_GPU();
+  Generator gen(7);
+  struct Case { int64_t n, h, w, c, k; };
+  for (DType t : {DType::BF16, DType::F16}) {
+    for (const Case& cs : {Case{2, 9, 11, 96, 7}, Case{1, 8, 8, 40, 7}, Case{1, 7, 7, 768, 7}, Case{2, 6, 5, 42, 5},
+                           Case{1, 4, 9, 64, 3}, Case{1, 5, 6, 41, 7}}) {
+      const std::string what = detail::concat(dtype_name(t), " ", cs.n, "x", cs.h, "x", cs.w, "x", cs.c, " k", cs.k);
+      const Tensor x = randn({cs.n, cs.h, cs.w, cs.c}, gen, 0, 1, t, kGpu), w = randn({cs.c, cs.k * cs.k}, gen, 0, 0.2, t, kGpu);
+      const Tensor b = randn({cs.c}, gen, 0, 1, t, kGpu);
+      kernels::DwConv p{t, cs.n, cs.h, cs.w, cs.c, cs.k};
+      const kernels::Stream s = kernels::cuda::stream(0);
+      auto run = [&](bool packed) {
+        p.packed = packed;
+        const Tensor y = Tensor::empty(x.shape(), t, kGpu), dx = Tensor::empty(x.shape(), t, kGpu);
+#if EMONEXT_CUDA_EMULATION
+        const uint64_t pairs = emu::launches_named("dwconv_correlate_pairs_kernel");
+#endif
+        kernels::cuda::dwconv_forward(p, y.data_ptr(), x.data_ptr(), w.data_ptr(), b.data_ptr(), s);
+        kernels::cuda::dwconv_backward_input(p, dx.data_ptr(), x.data_ptr(), w.data_ptr(), s);
+#if EMONEXT_CUDA_EMULATION
+        EXPECT_EQ(emu::launches_named("dwconv_correlate_pairs_kernel") - pairs, packed && cs.c % 2 == 0 ? 2u : 0u)
+            << what << (packed ? ": packed" : ": one channel per thread");
+#endif
+        return std::pair{y.to_vector(), dx.to_vector()};
+      };
+      const auto [y1, dx1] = run(false);
+      const auto [y2, dx2] = run(true);
+      EXPECT_EQ(y2, y1) << what << ": forward";
+      EXPECT_EQ(dx2, dx1) << what << ": input gradient";
+    }
+  }
 }
 
 TEST(Cuda, StepsReuseThePooledMemory) {

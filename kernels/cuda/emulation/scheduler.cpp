@@ -129,6 +129,7 @@ std::vector<void*> g_stacks;  // reused across launches
 Schedule g_schedule;
 bool g_schedule_read = false;
 std::map<const void*, size_t> g_dynamic_optin;
+std::map<std::string, uint64_t> g_launches_by_name;
 
 void* stack_at(size_t i) {
   while (g_stacks.size() <= i) {
@@ -320,6 +321,14 @@ void set_max_dynamic_shared(const void* kernel, size_t bytes) {
   g_dynamic_optin[kernel] = bytes;
 }
 
+uint64_t launches_named(const std::string& part) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  uint64_t n = 0;
+  for (const auto& [name, count] : g_launches_by_name)
+    if (name.find(part) != std::string::npos) n += count;
+  return n;
+}
+
 cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
                    const std::function<void()>& body) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
@@ -331,6 +340,7 @@ cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, 
   const auto optin = g_dynamic_optin.find(kernel);
   const size_t limit = optin == g_dynamic_optin.end() ? kSharedPerBlockDefault : std::min(optin->second, kSharedPerBlockOptin);
   if (shared_bytes > limit) return cudaErrorInvalidValue;
+  ++g_launches_by_name[name];
 
   Block b;
   b.kernel = name;

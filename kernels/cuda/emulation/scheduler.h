@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 
 #include <cuda_runtime.h>
 
@@ -29,6 +30,10 @@ constexpr int kMultiProcessors = 132;
 
 // Per-kernel opt-in to more dynamic shared memory (cudaFuncSetAttribute).
 void set_max_dynamic_shared(const void* kernel, size_t bytes);
+
+// Launches so far (each run to its end or not) of kernels whose name, as
+// EMONEXT_LAUNCH spelt it, contains `part`: lets a test see which of an op's kernels ran.
+uint64_t launches_named(const std::string& part);
 
 // Runs body once per thread of the grid. Returns the error a GPU would give for
 // a bad configuration; throws emonext::Error on a deadlock, naming the kernel.
