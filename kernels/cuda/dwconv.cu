@@ -87,6 +87,21 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
     if (w0 + j < p.w) y[((n * p.h + h0 + row) * p.w + w0 + j) * p.c + c] = store<T>(acc[j]);
 }
 
+// stage_input_tile for two channels per thread: the input window's 16-bit pairs as they
+// are (channels c and c + 1 of each pixel, c even), zeros outside the image or past C.
+template <class T, int K>
+__device__ void stage_input_pairs(Pack<T, 2>* tile, const T* x, const DwConv& p, int64_t n, int64_t h0, int64_t w0, int64_t c) {
+  constexpr int kIn = kTile + K - 1;
+  const int64_t pad = K / 2;
+  Pack<T, 2> zero;
+  zero.v[0] = zero.v[1] = store<T>(0.0f);
+  for (int pos = int(threadIdx.y); pos < kIn * kIn; pos += int(blockDim.y)) {
+    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
+    const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
+    tile[pos * kTileChannels + threadIdx.x] = in ? load_pack<2>(x + ((n * p.h + hi) * p.w + wi) * p.c + c) : zero;
+  }
+}
+
 // The same correlation for bf16/f16 with two channels per thread: a block covers 64
 // channels, and every global and shared-memory access moves a pair of 16-bit values
 // (a warp reads a row's 128 contiguous bytes where the kernel above reads 64, and one
@@ -103,14 +118,8 @@ __global__ void __launch_bounds__(256) dwconv_correlate_pairs_kernel(DwConv p, T
   const int lane = int(threadIdx.x), row = int(threadIdx.y);
   const int64_t tiles_w = (p.w + kTile - 1) / kTile;
   const int64_t h0 = int64_t(blockIdx.x) / tiles_w * kTile, w0 = int64_t(blockIdx.x) % tiles_w * kTile;
-  const int64_t c = (int64_t(blockIdx.y) * kTileChannels + lane) * 2, n = blockIdx.z, pad = K / 2;  // channels c, c + 1
-  P zero;
-  zero.v[0] = zero.v[1] = store<T>(0.0f);
-  for (int pos = row; pos < kIn * kIn; pos += int(blockDim.y)) {
-    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
-    const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
-    tile[pos * kTileChannels + lane] = in ? load_pack<2>(x + ((n * p.h + hi) * p.w + wi) * p.c + c) : zero;
-  }
+  const int64_t c = (int64_t(blockIdx.y) * kTileChannels + lane) * 2, n = blockIdx.z;  // channels c, c + 1
+  stage_input_pairs<T, K>(tile, x, p, n, h0, w0, c);
   __syncthreads();
   if (c >= p.c || h0 + row >= p.h) return;  // after the barrier: every thread helped stage
   const T *w_a = w + c * (K * K), *w_b = w_a + K * K;
@@ -213,6 +222,77 @@ __global__ void __launch_bounds__(256) dwconv_weight_tiled_kernel(DwConv p, acc_
   const int64_t run = (std::min<int64_t>(p.c - c0, kTileChannels)) * (K * K);
   A* out = part_w + int64_t(blockIdx.x) * p.c * (K * K) + c0 * (K * K);
   for (int64_t q = row * kTileChannels + lane; q < run; q += kTileChannels * kTile) out[q] = xs[q];
+}
+
+// The weight gradient for bf16/f16 with two channels per thread (block: 32 channel pairs
+// x 8 rows, 16-bit pair tiles of x and dy as in dwconv_correlate_pairs_kernel). Two
+// channels' 49 taps do not fit one thread's registers, so the taps are split by row:
+// thread row i < K sums tap row i (K taps for each channel) over every output pixel of
+// the block's tiles, row by row and column by column, and thread row K sums dy for the
+// bias. Each tap has one owner, so the block writes its partials without a reduction.
+// The sums run in another order than the one-channel kernel's (a row of dy at a time,
+// not a tile row per thread): the same values to f32 rounding, not the same bits.
+template <class T, int K>
+__global__ void __launch_bounds__(256) dwconv_weight_pairs_kernel(DwConv p, float* part_w, float* part_b, const T* dy,
+                                                                 const T* x, int64_t tiles_per_block) {
+  using P = Pack<T, 2>;
+  constexpr int kIn = kTile + K - 1;
+  __shared__ P xs[kIn * kIn * kTileChannels];
+  __shared__ P gs[kTile * kTile * kTileChannels];
+  const int lane = int(threadIdx.x), row = int(threadIdx.y);
+  const int64_t c = (int64_t(blockIdx.y) * kTileChannels + lane) * 2;  // channels c, c + 1
+  const int64_t tiles_w = (p.w + kTile - 1) / kTile, tiles_h = (p.h + kTile - 1) / kTile;
+  const int64_t total = p.n * tiles_h * tiles_w, first = int64_t(blockIdx.x) * tiles_per_block;
+  P zero;
+  zero.v[0] = zero.v[1] = store<T>(0.0f);
+  float acc_a[K], acc_b[K];  // thread row i < K: taps (i, 0..K-1); row K: acc_a[0], acc_b[0] are the bias sums
+#pragma unroll
+  for (int q = 0; q < K; ++q) acc_a[q] = 0, acc_b[q] = 0;
+  for (int64_t tile = first; tile < first + tiles_per_block && tile < total; ++tile) {
+    const int64_t n = tile / (tiles_h * tiles_w), h0 = (tile / tiles_w) % tiles_h * kTile, w0 = tile % tiles_w * kTile;
+    __syncthreads();  // the previous tile's reads are done
+    stage_input_pairs<T, K>(xs, x, p, n, h0, w0, c);
+    for (int pos = row; pos < kTile * kTile; pos += int(blockDim.y)) {
+      const int64_t ho = h0 + pos / kTile, wo = w0 + pos % kTile;
+      const bool in = c < p.c && ho < p.h && wo < p.w;
+      gs[pos * kTileChannels + lane] = in ? load_pack<2>(dy + ((n * p.h + ho) * p.w + wo) * p.c + c) : zero;
+    }
+    __syncthreads();
+    if (row < K) {
+      for (int r = 0; r < kTile; ++r) {
+        float window_a[kIn], window_b[kIn];
+#pragma unroll
+        for (int q = 0; q < kIn; ++q) {
+          const P v = xs[((r + row) * kIn + q) * kTileChannels + lane];
+          window_a[q] = load(v.v[0]), window_b[q] = load(v.v[1]);
+        }
+#pragma unroll
+        for (int col = 0; col < kTile; ++col) {
+          const P g = gs[(r * kTile + col) * kTileChannels + lane];
+          const float g_a = load(g.v[0]), g_b = load(g.v[1]);
+#pragma unroll
+          for (int q = 0; q < K; ++q) {
+            acc_a[q] += g_a * window_a[col + q];
+            acc_b[q] += g_b * window_b[col + q];
+          }
+        }
+      }
+    } else if (row == K) {
+      for (int pos = 0; pos < kTile * kTile; ++pos) {
+        const P g = gs[pos * kTileChannels + lane];
+        acc_a[0] += load(g.v[0]), acc_b[0] += load(g.v[1]);
+      }
+    }
+  }
+  if (c >= p.c) return;
+  const int64_t taps = K * K;
+  if (row < K) {
+    float* out = part_w + int64_t(blockIdx.x) * p.c * taps + c * taps + row * K;
+#pragma unroll
+    for (int q = 0; q < K; ++q) out[q] = acc_a[q], out[taps + q] = acc_b[q];
+  } else if (row == K && part_b) {
+    part_b[int64_t(blockIdx.x) * p.c + c] = acc_a[0], part_b[int64_t(blockIdx.x) * p.c + c + 1] = acc_b[0];
+  }
 }
 
 // The same correlation, one thread per output element, for any K.
@@ -320,11 +400,25 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
       if (db) sum_partials<T>(static_cast<T*>(dw), part_w.as<A>(), taps_c, static_cast<T*>(db), part_b.as<A>(), p.c, chunks, s);
       else sum_partials<T>(static_cast<T*>(dw), part_w.as<A>(), 1, chunks, taps_c, s);
     };
+    const int64_t tiles = p.n * ((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile);
+    const int64_t tiles_per_block = 16, blocks = (tiles + tiles_per_block - 1) / tiles_per_block;
+    const bool tiled = (p.k == 3 || p.k == 5 || p.k == 7) && blocks <= 2147483647;
+    if constexpr (sizeof(T) == 2) {
+      const int64_t pair_groups = (p.c + 2 * kTileChannels - 1) / (2 * kTileChannels);
+      if (tiled && p.packed && p.c % 2 == 0 && pair_groups <= 65535 && aligned(4, {dy, x})) {
+        Workspace part_w(size_t(blocks * taps_c) * sizeof(A)), part_b(db ? size_t(blocks * p.c) * sizeof(A) : 0);
+        A *pw = part_w.as<A>(), *pb = db ? part_b.as<A>() : nullptr;
+        const dim3 grid{unsigned(blocks), unsigned(pair_groups)}, block{kTileChannels, kTile};
+        if (p.k == 7) EMONEXT_LAUNCH((dwconv_weight_pairs_kernel<T, 7>), grid, block, 0, s, p, pw, pb, g, in, tiles_per_block);
+        else if (p.k == 5) EMONEXT_LAUNCH((dwconv_weight_pairs_kernel<T, 5>), grid, block, 0, s, p, pw, pb, g, in, tiles_per_block);
+        else EMONEXT_LAUNCH((dwconv_weight_pairs_kernel<T, 3>), grid, block, 0, s, p, pw, pb, g, in, tiles_per_block);
+        sum_chunks(part_w, part_b, blocks);
+        return;
+      }
+    }
     if constexpr (!std::is_same_v<T, double>) {
-      const int64_t tiles = p.n * ((p.h + kTile - 1) / kTile) * ((p.w + kTile - 1) / kTile);
-      const int64_t tiles_per_block = 16, blocks = (tiles + tiles_per_block - 1) / tiles_per_block;
       const unsigned groups = unsigned((p.c + kTileChannels - 1) / kTileChannels);
-      if ((p.k == 3 || p.k == 5 || p.k == 7) && groups <= 65535 && blocks <= 2147483647) {
+      if (tiled && groups <= 65535) {
         Workspace part_w(size_t(blocks * taps_c) * sizeof(A)), part_b(db ? size_t(blocks * p.c) * sizeof(A) : 0);
         A *pw = part_w.as<A>(), *pb = db ? part_b.as<A>() : nullptr;
         const dim3 grid(unsigned(blocks), groups), block(kTileChannels, kTile);

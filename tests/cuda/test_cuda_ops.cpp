@@ -445,41 +445,50 @@ TEST(Cuda, WrongDeviceIsAClearError) {
   EXPECT_THROW(Tensor::zeros({2}, DType::F32, Device::cuda(cuda_device_count())), Error);
 }
 
-// The 16-bit depthwise kernel with two channels per thread (DwConv::packed) gives the
-// one-channel kernel's bits, forward and input gradient, at ConvNeXt's channel counts and
-// at ones that leave a group of 64 partly empty (40, 96) or that the pairs cannot take
-// (41: odd, so both settings run the one-channel kernel); the maps are not multiples of
-// the 8 x 8 tile. The op tests check the packed kernel (the default) against the CPU.
-TEST(Cuda, PackedSixteenBitDepthwiseGivesTheOneChannelKernelsBits) {
+// The 16-bit depthwise kernels with two channels per thread (DwConv::packed) against the
+// one-channel kernels, at ConvNeXt's channel counts and at ones that leave a group of 64
+// partly empty (40, 96) or that the pairs cannot take (41: odd, so both settings run the
+// one-channel kernels); the maps are not multiples of the 8 x 8 tile. The forward and the
+// input gradient give the same bits; the weight and bias gradients sum in another order,
+// so they agree to a rounding of the 16-bit result. The op tests check the packed kernels
+// (the default) against the CPU.
+TEST(Cuda, PackedSixteenBitDepthwiseMatchesTheOneChannelKernels) {
   REQUIRE_GPU();
   Generator gen(7);
   struct Case { int64_t n, h, w, c, k; };
   for (DType t : {DType::BF16, DType::F16}) {
     for (const Case& cs : {Case{2, 9, 11, 96, 7}, Case{1, 8, 8, 40, 7}, Case{1, 7, 7, 768, 7}, Case{2, 6, 5, 42, 5},
-                           Case{1, 4, 9, 64, 3}, Case{1, 5, 6, 41, 7}}) {
+                           Case{1, 4, 9, 64, 3}, Case{1, 5, 6, 41, 7}, Case{3, 17, 16, 64, 7}}) {
       const std::string what = detail::concat(dtype_name(t), " ", cs.n, "x", cs.h, "x", cs.w, "x", cs.c, " k", cs.k);
-      const Tensor x = randn({cs.n, cs.h, cs.w, cs.c}, gen, 0, 1, t, kGpu), w = randn({cs.c, cs.k * cs.k}, gen, 0, 0.2, t, kGpu);
-      const Tensor b = randn({cs.c}, gen, 0, 1, t, kGpu);
+      const Tensor x = randn({cs.n, cs.h, cs.w, cs.c}, gen, 0, 1, t, kGpu), dy = randn(x.shape(), gen, 0, 1, t, kGpu);
+      const Tensor w = randn({cs.c, cs.k * cs.k}, gen, 0, 0.2, t, kGpu), b = randn({cs.c}, gen, 0, 1, t, kGpu);
       kernels::DwConv p{t, cs.n, cs.h, cs.w, cs.c, cs.k};
       const kernels::Stream s = kernels::cuda::stream(0);
+      struct Out { Tensor y, dx, dw, db; };
       auto run = [&](bool packed) {
         p.packed = packed;
-        const Tensor y = Tensor::empty(x.shape(), t, kGpu), dx = Tensor::empty(x.shape(), t, kGpu);
+        Out o{Tensor::empty(x.shape(), t, kGpu), Tensor::empty(x.shape(), t, kGpu), Tensor::empty(w.shape(), t, kGpu),
+              Tensor::empty(b.shape(), t, kGpu)};
 #if EMONEXT_CUDA_EMULATION
-        const uint64_t pairs = emu::launches_named("dwconv_correlate_pairs_kernel");
+        const uint64_t correlate = emu::launches_named("dwconv_correlate_pairs_kernel");
+        const uint64_t weight = emu::launches_named("dwconv_weight_pairs_kernel");
 #endif
-        kernels::cuda::dwconv_forward(p, y.data_ptr(), x.data_ptr(), w.data_ptr(), b.data_ptr(), s);
-        kernels::cuda::dwconv_backward_input(p, dx.data_ptr(), x.data_ptr(), w.data_ptr(), s);
+        kernels::cuda::dwconv_forward(p, o.y.data_ptr(), x.data_ptr(), w.data_ptr(), b.data_ptr(), s);
+        kernels::cuda::dwconv_backward_input(p, o.dx.data_ptr(), dy.data_ptr(), w.data_ptr(), s);
+        kernels::cuda::dwconv_backward_weight(p, o.dw.data_ptr(), o.db.data_ptr(), dy.data_ptr(), x.data_ptr(), s);
 #if EMONEXT_CUDA_EMULATION
-        EXPECT_EQ(emu::launches_named("dwconv_correlate_pairs_kernel") - pairs, packed && cs.c % 2 == 0 ? 2u : 0u)
-            << what << (packed ? ": packed" : ": one channel per thread");
+        const bool pairs = packed && cs.c % 2 == 0;
+        EXPECT_EQ(emu::launches_named("dwconv_correlate_pairs_kernel") - correlate, pairs ? 2u : 0u) << what << " packed=" << packed;
+        EXPECT_EQ(emu::launches_named("dwconv_weight_pairs_kernel") - weight, pairs ? 1u : 0u) << what << " packed=" << packed;
 #endif
-        return std::pair{y.to_vector(), dx.to_vector()};
+        return o;
       };
-      const auto [y1, dx1] = run(false);
-      const auto [y2, dx2] = run(true);
-      EXPECT_EQ(y2, y1) << what << ": forward";
-      EXPECT_EQ(dx2, dx1) << what << ": input gradient";
+      const Out one = run(false), two = run(true);
+      EXPECT_EQ(two.y.to_vector(), one.y.to_vector()) << what << ": forward";
+      EXPECT_EQ(two.dx.to_vector(), one.dx.to_vector()) << what << ": input gradient";
+      const double tol = t == DType::BF16 ? 1.0 / 128 : 1.0 / 1024;  // two 16-bit roundings of nearly equal f32 sums
+      expect_rel(two.dw, one.dw, tol, what + ": weight gradient");
+      expect_rel(two.db, one.db, tol, what + ": bias gradient");
     }
   }
 }
