@@ -30,9 +30,10 @@ struct Gemm {
 struct DwConv {
   DType dtype = DType::F32;
   int64_t n = 0, h = 0, w = 0, c = 0, k = 7;
-  // bf16/f16 on a GPU: the forward and the input gradient move two channels per thread
-  // as one 32-bit load (kernels/cuda/dwconv.cu); false keeps one channel per thread, the
-  // kernel the packed one is checked and timed against. The results are the same bits.
+  // bf16/f16 on a GPU: the kernels move two channels per thread as one 32-bit load
+  // (kernels/cuda/dwconv.cu); false keeps one channel per thread, the kernels the packed
+  // ones are checked and timed against (the same bits but for the weight gradient's
+  // order of summation).
   bool packed = true;
 };
 

@@ -8,15 +8,15 @@
 // (8 + K - 1)^2 x 32 input tile in shared memory (each input value read from DRAM
 // once per tile, a warp reading 32 consecutive channels), then each thread keeps
 // its channel's K*K taps in registers and produces one output row of 8 with a
-// sliding window of 8 + K - 1 values. For bf16 and f16 a thread takes two channels
-// (dwconv_correlate_pairs_kernel: 32-bit loads, a 16-bit tile; DwConv::packed turns
-// it off). The weight gradient is tiled the same way
+// sliding window of 8 + K - 1 values. The weight gradient is tiled the same way
 // (dwconv_weight_tiled_kernel), and takes the bias gradient (the sums of dy) from
-// the dy tile it has staged anyway. Other K, and f64, use the simple kernels: one
-// thread per output element, and one per (row chunk, tap, channel) for the weight
-// gradient, whose centre tap, which sees every dy, sums the bias gradient. Every
-// weight and bias gradient sums fixed chunks and then adds the chunks in a fixed
-// order: the same bits run after run.
+// the dy tile it has staged anyway. For bf16 and f16 (C even) a thread takes two
+// channels instead (dwconv_correlate_pairs_kernel, dwconv_weight_pairs_kernel: 32-bit
+// loads, 16-bit tiles; DwConv::packed = false keeps the one-channel kernels). Other
+// K, and f64, use the simple kernels: one thread per output element, and one per (row
+// chunk, tap, channel) for the weight gradient, whose centre tap, which sees every dy,
+// sums the bias gradient. Every weight and bias gradient sums fixed chunks and then
+// adds the chunks in a fixed order: the same bits run after run.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_types.cuh"

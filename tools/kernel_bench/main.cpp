@@ -498,8 +498,9 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
        [=, &d] { naive_gpu::grid_sample_backward(d.sample, dimg_f32->data<float>(), dgridb->data_ptr(), d.dimg.data_ptr(), d.img.data_ptr(), d.grid.data_ptr()); },
        [=] { return std::max(max_error(*img_out, dimg_f32->to(img_out->dtype())), max_error(*dgrid, *dgridb)); }},
   };
-  // bf16/f16: the depthwise kernel's two-channels-per-thread form (the default, which the
-  // rows above time) against its one-channel form, the same bits (DwConv::packed).
+  // bf16/f16: the depthwise kernels' two-channels-per-thread form (the default, which the
+  // rows above time) against their one-channel form (DwConv::packed): the same bits
+  // forward and backward input, the weight gradient summed in another order.
   if (dtype_size(t) == 2) {
     kernels::DwConv one = d.conv;
     one.packed = false;
@@ -511,6 +512,10 @@ std::vector<Case> gpu_cases(Data& d, Data& host, Buffers& keep) {
                      [=, &d] { kernels::cuda::dwconv_backward_input(d.conv, y->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st); },
                      [=, &d] { kernels::cuda::dwconv_backward_input(one, yb->data_ptr(), d.dy.data_ptr(), d.w.data_ptr(), st); },
                      [=] { return max_error(*y, *yb); }});
+    cases.push_back({"dwconv7x7 packed", "backward weight", "one channel/thread", 2 * n * s, 2 * 49 * n,
+                     [=, &d] { kernels::cuda::dwconv_backward_weight(d.conv, dw->data_ptr(), nullptr, d.dy.data_ptr(), d.x.data_ptr(), st); },
+                     [=, &d] { kernels::cuda::dwconv_backward_weight(one, dwb->data_ptr(), nullptr, d.dy.data_ptr(), d.x.data_ptr(), st); },
+                     [=] { return max_error(*dw, *dwb); }});
   }
   for (Case& c : either_device_cases(d, keep)) cases.push_back(std::move(c));
   return cases;
