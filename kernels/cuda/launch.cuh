@@ -24,9 +24,9 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
             Args&&... args) {
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return;  // empty work: nothing to launch
 #if EMONEXT_CUDA_EMULATION
-  (void)stream;  // emulated streams run their work at once, in call order
+  // The arguments are copied, as a real launch copies them: a captured launch runs later.
   const cudaError_t status = emu::launch(name, reinterpret_cast<const void*>(kernel), grid, block, shared_bytes,
-                                         [&] { kernel(args...); });
+                                         static_cast<cudaStream_t>(stream), [=] { kernel(args...); });
 #else
   kernel<<<grid, block, shared_bytes, static_cast<cudaStream_t>(stream)>>>(std::forward<Args>(args)...);
   const cudaError_t status = cudaGetLastError();

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/check.cuh"
@@ -17,6 +18,7 @@ namespace {
 
 std::atomic<uint64_t> g_launches{0};
 std::atomic<uint64_t> g_host_waits{0};
+std::atomic<int> g_captures{0};  // streams being captured, all devices together
 
 struct DeviceState {
   cudaStream_t stream = nullptr;
@@ -27,6 +29,17 @@ struct DeviceState {
 #endif
   std::unordered_map<void*, size_t> live;  // allocation sizes, for the statistics
   MemoryStats stats;
+  // While the stream is captured (begin_capture .. end_capture):
+  bool capturing = false;
+  std::unordered_map<void*, size_t> graph_memory;  // allocated during the capture and not yet freed
+  std::vector<void*> freed_during_capture;         // older memory freed during it: released after the first replay
+};
+
+// An instantiated graph and what its first replay must release.
+struct GraphState {
+  cudaGraphExec_t exec = nullptr;
+  std::vector<void*> free_after_first_replay;
+  bool replayed = false;
 };
 
 struct Registry {
@@ -119,6 +132,7 @@ void* allocate(size_t bytes, int device) {
                         " bytes in use by the engine): ", cudaGetErrorString(status)));
   }
   std::lock_guard<std::mutex> lock(registry().mu);
+  if (s.capturing) s.graph_memory[p] = bytes;
   s.live[p] = bytes;
   s.stats.in_use += bytes;
   s.stats.allocations += 1;
@@ -136,13 +150,30 @@ void deallocate(void* ptr, int device) {
       s.stats.in_use -= it->second;
       s.live.erase(it);
     }
+    // During a capture a free becomes part of the graph, which may free only its own
+    // memory: older memory waits for the graph's first replay.
+    if (s.capturing && s.graph_memory.erase(ptr) == 0) {
+      s.freed_during_capture.push_back(ptr);
+      return;
+    }
   }
   EMONEXT_CUDA_WARN(cudaFreeAsync(ptr, s.stream));  // called from destructors: report, never throw
 }
 
+namespace {
+// A host wait cannot be part of a graph: say which one was tried.
+void refuse_while_capturing(const DeviceState& s, int device, const char* what) {
+  if (s.capturing)
+    fail(detail::concat("cuda:", device, ": ", what, " while the stream is captured as a graph: a graph's work "
+                        "cannot wait for the host or make the host wait"));
+}
+}  // namespace
+
 void memcpy(void* dst, const void* src, size_t bytes, CopyKind kind, int device) {
   if (bytes == 0) return;
   DeviceState& s = state(device);
+  if (kind != CopyKind::DeviceToDevice)
+    refuse_while_capturing(s, device, kind == CopyKind::HostToDevice ? "a copy from host memory" : "a copy to host memory");
   const cudaMemcpyKind k = kind == CopyKind::HostToDevice   ? cudaMemcpyHostToDevice
                            : kind == CopyKind::DeviceToHost ? cudaMemcpyDeviceToHost
                                                             : cudaMemcpyDeviceToDevice;
@@ -155,6 +186,7 @@ void memcpy(void* dst, const void* src, size_t bytes, CopyKind kind, int device)
 }
 
 void synchronize(int device) {
+  refuse_while_capturing(state(device), device, "synchronize");
   g_host_waits.fetch_add(1, std::memory_order_relaxed);
   EMONEXT_CUDA_CHECK(cudaStreamSynchronize(state(device).stream));
 }
@@ -183,6 +215,7 @@ void event_destroy(Event e) noexcept {
 
 void copy_in_async(void* dst, const void* src, size_t bytes, int device, Event after, Event done) {
   DeviceState& s = state(device);
+  refuse_while_capturing(s, device, "an input copy on the copy stream");
   if (!s.copy_stream) EMONEXT_CUDA_CHECK(cudaStreamCreateWithFlags(&s.copy_stream, cudaStreamNonBlocking));
   if (after) EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(s.copy_stream, static_cast<cudaEvent_t>(after), 0));
   if (bytes) EMONEXT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s.copy_stream));
@@ -201,6 +234,98 @@ void host_wait_event(Event e) {
   if (ready != cudaErrorNotReady) EMONEXT_CUDA_CHECK(ready);
   g_host_waits.fetch_add(1, std::memory_order_relaxed);
   EMONEXT_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(e)));
+}
+
+void begin_capture(int device) {
+  DeviceState& s = state(device);
+  EMONEXT_CHECK(!s.capturing, "cuda:", device, ": a graph capture began while another was under way");
+  EMONEXT_CUDA_CHECK(cudaSetDevice(device));
+  // Thread-local mode: a call on this thread that could wait on the captured work fails
+  // (other threads, such as the data loader's, are not concerned).
+  EMONEXT_CUDA_CHECK(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal));
+  std::lock_guard<std::mutex> lock(registry().mu);
+  s.capturing = true;
+  g_captures.fetch_add(1);
+}
+
+bool capturing(int device) { return state(device).capturing; }
+
+namespace {
+// Stops the capture in the stream and in the bookkeeping; returns the captured graph
+// (nullptr if the stream's capture had failed).
+cudaGraph_t stop_capture(DeviceState& s, std::vector<void*>& freed_before, std::unordered_map<void*, size_t>& still_held) {
+  cudaGraph_t graph = nullptr;
+  const cudaError_t status = cudaStreamEndCapture(s.stream, &graph);
+  if (status != cudaSuccess) (void)cudaGetLastError();
+  std::lock_guard<std::mutex> lock(registry().mu);
+  s.capturing = false;
+  g_captures.fetch_sub(1);
+  freed_before.swap(s.freed_during_capture);
+  still_held.swap(s.graph_memory);
+  return status == cudaSuccess ? graph : nullptr;
+}
+}  // namespace
+
+Graph end_capture(int device) {
+  DeviceState& s = state(device);
+  EMONEXT_CHECK(s.capturing, "cuda:", device, ": end_capture without begin_capture");
+  std::vector<void*> freed_before;
+  std::unordered_map<void*, size_t> still_held;
+  cudaGraph_t graph = stop_capture(s, freed_before, still_held);
+  auto release = [&] {
+    for (void* p : freed_before) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+  };
+  if (!graph) {
+    release();
+    fail(detail::concat("cuda:", device, ": the graph capture failed (a call the capture does not allow was made during it)"));
+  }
+  if (!still_held.empty()) {
+    size_t bytes = 0;
+    for (const auto& [p, n] : still_held) bytes += n;
+    EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
+    release();
+    fail(detail::concat("cuda:", device, ": ", still_held.size(), " block(s) of memory (", bytes, " bytes) allocated while "
+                        "capturing a graph are still held when the capture ends; a graph's memory must be freed within it"));
+  }
+  auto* g = new GraphState;
+  g->free_after_first_replay = std::move(freed_before);
+  const cudaError_t status = cudaGraphInstantiate(&g->exec, graph, 0);
+  EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
+  if (status != cudaSuccess) {
+    for (void* p : g->free_after_first_replay) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+    delete g;
+    EMONEXT_CUDA_CHECK(status);
+  }
+  return g;
+}
+
+void abandon_capture(int device) noexcept {
+  DeviceState& s = state(device);
+  if (!s.capturing) return;
+  std::vector<void*> freed_before;
+  std::unordered_map<void*, size_t> still_held;
+  if (cudaGraph_t graph = stop_capture(s, freed_before, still_held)) EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
+  for (void* p : freed_before) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+}
+
+void replay(Graph graph, int device) {
+  auto* g = static_cast<GraphState*>(graph);
+  DeviceState& s = state(device);
+  EMONEXT_CUDA_CHECK(cudaGraphLaunch(g->exec, s.stream));
+  count_launch("cudaGraphLaunch");
+  if (!g->replayed) {
+    g->replayed = true;
+    for (void* p : std::exchange(g->free_after_first_replay, {})) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+  }
+}
+
+void graph_destroy(Graph graph, int device) noexcept {
+  auto* g = static_cast<GraphState*>(graph);
+  if (!g) return;
+  DeviceState& s = state(device);
+  for (void* p : g->free_after_first_replay) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+  EMONEXT_CUDA_WARN(cudaGraphExecDestroy(g->exec));
+  delete g;
 }
 
 MemoryStats memory_stats(int device) {
@@ -243,7 +368,7 @@ bool sync_launches() {
 
 void count_launch(const char* name) {
   g_launches.fetch_add(1, std::memory_order_relaxed);
-  if (!sync_launches()) return;
+  if (!sync_launches() || g_captures.load() > 0) return;  // a captured launch runs at the replay
   const cudaError_t status = cudaDeviceSynchronize();
   if (status != cudaSuccess)
     fail(detail::concat("CUDA error in ", name, " (found at once: EMONEXT_SYNC_LAUNCHES is set): ", cudaGetErrorString(status)));

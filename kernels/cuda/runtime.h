@@ -52,6 +52,25 @@ void stream_wait_event(Event e, int device);
 // The host waits for e; counted in host_waits() when e had not completed.
 void host_wait_event(Event e);
 
+// ---- CUDA graphs (core/graph.h): a stream's work recorded once, replayed many times ----
+// While the device's compute stream is captured, the work queued on it is recorded, not
+// run. The memory allocated meanwhile is the graph's (the same addresses at every
+// replay, no values kept from one replay to the next) and must be freed before the
+// capture ends; memory from before the capture that is freed meanwhile is released
+// after the graph's first replay (the graph may still read it until then). A host wait
+// meanwhile (a copy to or from pageable host memory, synchronize) or work on the copy
+// stream is an error that names what was tried.
+using Graph = void*;
+void begin_capture(int device);
+bool capturing(int device);
+// Ends the capture; returns the graph, ready to replay. Fails (discarding it) when memory
+// allocated during the capture is still held.
+Graph end_capture(int device);
+// Ends a capture that failed, discarding what it recorded. Never throws.
+void abandon_capture(int device) noexcept;
+void replay(Graph g, int device);
+void graph_destroy(Graph g, int device) noexcept;
+
 struct MemoryStats { size_t in_use = 0, peak = 0, allocations = 0; };
 MemoryStats memory_stats(int device);
 

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "core/autograd.h"
+#include "core/graph.h"
 #include "core/ops.h"
 #include "core/safetensors.h"
 #include "core/staging.h"
@@ -491,6 +492,67 @@ TEST(Cuda, PackedSixteenBitDepthwiseMatchesTheOneChannelKernels) {
       expect_rel(two.db, one.db, tol, what + ": bias gradient");
     }
   }
+}
+
+// A GPU graph (core/graph.h) replays the work it captured: a small training step
+// (forward, loss, backward, an in-place update of the weights) captured once and replayed
+// four times gives the bits of four eager steps, each replay reading the input the host
+// put in the same buffers before it. Capturing runs nothing. The step's temporaries, its
+// gradients among them, are the graph's own memory; the weights and buffers outlive it.
+TEST(Cuda, AGraphReplaysItsCapturedStepWithTheEagerBits) {
+  REQUIRE_GPU();
+  Generator gen(5);
+  const Tensor w0 = randn({6, 12}, gen, 0, 0.3), b0 = randn({6}, gen, 0, 0.1);
+  std::vector<Tensor> xs, ys;
+  for (int64_t i = 0; i < 4; ++i) {
+    xs.push_back(randn({8, 12}, gen));
+    ys.push_back(Tensor::from_ints({i % 6, 1, 2, 3, 4, 5, (i + 2) % 6, 0}, {8}));
+  }
+  struct Net {
+    Tensor w, b, x, y, loss;
+  };
+  auto make = [&] {
+    return Net{w0.to(kGpu).set_requires_grad(), b0.to(kGpu).set_requires_grad(), Tensor::zeros({8, 12}, DType::F32, kGpu),
+               Tensor::from_ints(std::vector<int64_t>(8, 0), {8}, kGpu), Tensor::zeros({}, DType::F32, kGpu)};
+  };
+  auto step = [](Net& n) {
+    const Tensor loss = cross_entropy(gelu(linear(n.x, n.w, n.b)), n.y, 0.1);
+    loss.backward();
+    for (const Tensor* p : {&n.w, &n.b}) {
+      p->detach().copy_(sub(p->detach(), mul(p->grad(), 0.5)));
+      p->set_grad(Tensor());
+    }
+    n.loss.copy_(loss.detach());
+  };
+  Net eager = make(), graphed = make();
+  const GpuGraph graph(kGpu, [&] { step(graphed); });
+  EXPECT_EQ(graphed.w.to_vector(), w0.to_vector()) << "capturing ran the step";
+  for (size_t i = 0; i < xs.size(); ++i) {
+    for (Net* n : {&eager, &graphed}) {
+      n->x.copy_(xs[i]);
+      n->y.copy_(ys[i]);
+    }
+    step(eager);
+    graph.replay();
+    EXPECT_EQ(graphed.loss.to_vector(), eager.loss.to_vector()) << "step " << i;
+    EXPECT_EQ(graphed.w.to_vector(), eager.w.to_vector()) << "step " << i;
+    EXPECT_EQ(graphed.b.to_vector(), eager.b.to_vector()) << "step " << i;
+  }
+  EXPECT_NE(eager.w.to_vector(), w0.to_vector());
+}
+
+// What a graph cannot hold is refused at the capture, naming it, and the device works on:
+// a host wait (a copy to the host), and memory allocated inside that outlives the capture.
+TEST(Cuda, AGraphRefusesAHostWaitAndMemoryThatOutlivesIt) {
+  REQUIRE_GPU();
+  const Tensor x = Tensor::from_vector({1.0, 2.0, 3.0}, {3}, DType::F32).to(kGpu);
+  expect_error([&] { GpuGraph g(kGpu, [&] { (void)mul(x, 2.0).to_vector(); }); },
+               "a copy to host memory while the stream is captured as a graph");
+  Tensor kept;
+  expect_error([&] { GpuGraph g(kGpu, [&] { kept = mul(x, 3.0); }); }, "allocated while capturing a graph are still held");
+  kept = Tensor();
+  EXPECT_EQ(mul(x, 2.0).to_vector(), (std::vector<double>{2, 4, 6})) << "the stream after the refused captures";
+  EXPECT_FALSE(kernels::cuda::capturing(0));
 }
 
 TEST(Cuda, StepsReuseThePooledMemory) {

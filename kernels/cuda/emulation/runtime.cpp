@@ -8,7 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "kernels/cuda/emulation/scheduler.h"
 #include "kernels/kernels.h"
@@ -17,6 +20,17 @@ struct CUstream_st { int id = 0; };
 struct CUmemPoolHandle_st { int id = 0; };
 struct CUevent_st { int id = 0; };
 struct cublasContext { cudaStream_t stream = nullptr; };
+// A captured graph and its instance: the recorded work in order, and the memory it
+// allocated and freed while captured (its memory nodes: the same addresses at every
+// replay, released with the instance).
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+  std::vector<void*> memory;
+};
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
+  std::vector<void*> memory;
+};
 
 namespace {
 thread_local cudaError_t g_last_error = cudaSuccess;
@@ -41,7 +55,7 @@ cudaError_t cudaSetDevice(int device) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDevice(int* device) { *device = g_device; return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize();  // below, with the graphs
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   if (device != 0) return record(cudaErrorInvalidDevice);
   std::memset(p, 0, sizeof(*p));
@@ -95,7 +109,7 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t);  // below, with the graphs
 cudaError_t cudaEventCreate(cudaEvent_t* e) { *e = new CUevent_st; return cudaSuccess; }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }  // every stream's work is done when queued
@@ -110,29 +124,79 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { ret
 // ---- memory: real heap blocks ----
 // Filled with 0xFF bytes, as shared memory is: a GPU's fresh memory holds whatever was
 // there before, so a kernel that reads memory nobody wrote gets NaN here, not zeros.
-cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) {
+// Memory allocated while a stream is captured is the graph's: its 0xFF fill is recorded
+// too (a graph's memory holds no values from one replay to the next), and a free of it
+// while captured is kept until the graph's instance is destroyed.
+namespace {
+CUgraph_st* g_capture = nullptr;  // the graph being captured (one at a time)
+}  // namespace
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   if (!*p) return record(cudaErrorMemoryAllocation);
   std::memset(*p, 0xFF, bytes);
+  void* block = *p;
+  emonext::emu::run_or_record(stream, [block, bytes] { std::memset(block, 0xFF, bytes); });
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) { return cudaMallocAsync(p, bytes, nullptr); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { std::free(p); return cudaSuccess; }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
+  if (g_capture && emonext::emu::capturing(stream)) g_capture->memory.push_back(p);
+  else std::free(p);
+  return cudaSuccess;
+}
 cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
 cudaError_t cudaMallocHost(void** p, size_t bytes) {  // pinned host memory: plain heap memory here
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   return *p ? cudaSuccess : record(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaFreeHost(void* p) { std::free(p); return cudaSuccess; }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t) {
-  std::memmove(dst, src, bytes);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind, cudaStream_t stream) {
+  emonext::emu::run_or_record(stream, [=] { std::memmove(dst, src, bytes); });
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (g_capture) return record(cudaErrorStreamCaptureUnsupported);  // a host wait, as on a GPU
   return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
-cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) {
-  std::memset(dst, value, bytes);
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream) {
+  emonext::emu::run_or_record(stream, [=] { std::memset(dst, value, bytes); });
+  return cudaSuccess;
+}
+
+// ---- graphs: capture records the stream's work (scheduler.h), a launch replays it ----
+// A host wait while a stream is captured is an error, as on a GPU (where it also ends
+// the capture's usefulness).
+cudaError_t cudaDeviceSynchronize() { return g_capture ? record(cudaErrorStreamCaptureUnsupported) : cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return g_capture ? record(cudaErrorStreamCaptureUnsupported) : cudaSuccess; }
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (g_capture) return record(cudaErrorIllegalState);
+  g_capture = new CUgraph_st;
+  emonext::emu::begin_capture(stream);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  if (!g_capture || !emonext::emu::capturing(stream)) return record(cudaErrorIllegalState);
+  g_capture->work = emonext::emu::end_capture();
+  *graph = std::exchange(g_capture, nullptr);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  *exec = new CUgraphExec_st{graph->work, std::exchange(graph->memory, {})};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (emonext::emu::capturing(stream)) return record(cudaErrorStreamCaptureUnsupported);
+  for (const std::function<void()>& work : exec->work) work();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  for (void* p : exec->memory) std::free(p);
+  delete exec;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  for (void* p : graph->memory) std::free(p);
+  delete graph;
   return cudaSuccess;
 }
 
@@ -149,7 +213,7 @@ const char* cublasGetStatusString(cublasStatus_t s) {
                                                                                                 : "CUBLAS_STATUS_INVALID_VALUE";
 }
 
-cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
                                           int k, const void* alpha, const void* A, cudaDataType Atype, int lda,
                                           long long strideA, const void* B, cudaDataType Btype, int ldb, long long strideB,
                                           const void* beta, void* C, cudaDataType Ctype, int ldc, long long strideC,
@@ -178,6 +242,6 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t tran
   g.batch = batch;
   g.alpha = f64 ? float(*static_cast<const double*>(alpha)) : *static_cast<const float*>(alpha);
   g.beta = f64 ? float(*static_cast<const double*>(beta)) : *static_cast<const float*>(beta);
-  emonext::kernels::cpu::gemm(g, nullptr);
+  emonext::emu::run_or_record(handle->stream, [g] { emonext::kernels::cpu::gemm(g, nullptr); });
   return CUBLAS_STATUS_SUCCESS;
 }

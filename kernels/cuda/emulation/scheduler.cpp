@@ -16,6 +16,7 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -329,19 +330,12 @@ uint64_t launches_named(const std::string& part) {
   return n;
 }
 
-cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
-                   const std::function<void()>& body) {
+namespace {
+
+// Runs the grid: blocks one after another, each block's threads as fibers.
+void run_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, const std::function<void()>& body) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
   schedule();
-  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
-  if (threads == 0 || threads > uint64_t(kMaxThreadsPerBlock) || block.x > 1024 || block.y > 1024 || block.z > 64)
-    return cudaErrorInvalidConfiguration;
-  if (grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) return cudaErrorInvalidConfiguration;
-  const auto optin = g_dynamic_optin.find(kernel);
-  const size_t limit = optin == g_dynamic_optin.end() ? kSharedPerBlockDefault : std::min(optin->second, kSharedPerBlockOptin);
-  if (shared_bytes > limit) return cudaErrorInvalidValue;
-  ++g_launches_by_name[name];
-
   Block b;
   b.kernel = name;
   b.body = &body;
@@ -357,6 +351,57 @@ cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, 
         b.bid = uint3{x, y, z};
         run_block(b, number++);
       }
+}
+
+std::mutex g_capture_mutex;
+cudaStream_t g_captured = nullptr;  // the stream being captured, if any
+std::vector<std::function<void()>> g_recorded;
+
+}  // namespace
+
+void begin_capture(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  EMONEXT_CHECK(!g_captured, "emulation: a capture began while another was under way");
+  g_captured = stream;
+  g_recorded.clear();
+}
+
+std::vector<std::function<void()>> end_capture() {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  g_captured = nullptr;
+  return std::exchange(g_recorded, {});
+}
+
+bool capturing(cudaStream_t stream) {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  return g_captured && g_captured == stream;
+}
+
+void run_or_record(cudaStream_t stream, std::function<void()> work) {
+  {
+    std::lock_guard<std::mutex> lock(g_capture_mutex);
+    if (g_captured && g_captured == stream) {
+      g_recorded.push_back(std::move(work));
+      return;
+    }
+  }
+  work();
+}
+
+cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                   const std::function<void()>& body) {
+  {
+    std::lock_guard<std::mutex> lock(g_launch_mutex);
+    const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+    if (threads == 0 || threads > uint64_t(kMaxThreadsPerBlock) || block.x > 1024 || block.y > 1024 || block.z > 64)
+      return cudaErrorInvalidConfiguration;
+    if (grid.y > 65535 || grid.z > 65535 || grid.x > 2147483647u) return cudaErrorInvalidConfiguration;
+    const auto optin = g_dynamic_optin.find(kernel);
+    const size_t limit = optin == g_dynamic_optin.end() ? kSharedPerBlockDefault : std::min(optin->second, kSharedPerBlockOptin);
+    if (shared_bytes > limit) return cudaErrorInvalidValue;
+    ++g_launches_by_name[name];
+  }
+  run_or_record(stream, [=] { run_grid(name, grid, block, shared_bytes, body); });
   return cudaSuccess;
 }
 

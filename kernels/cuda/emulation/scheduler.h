@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -35,9 +36,20 @@ void set_max_dynamic_shared(const void* kernel, size_t bytes);
 // EMONEXT_LAUNCH spelt it, contains `part`: lets a test see which of an op's kernels ran.
 uint64_t launches_named(const std::string& part);
 
-// Runs body once per thread of the grid. Returns the error a GPU would give for
-// a bad configuration; throws emonext::Error on a deadlock, naming the kernel.
-cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes,
+// Runs body once per thread of the grid, at once or, while `stream` is captured, at each
+// replay of the graph (body must then hold copies of the kernel's arguments). Returns the
+// error a GPU would give for a bad configuration, at the launch; throws emonext::Error on
+// a deadlock, naming the kernel.
+cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                    const std::function<void()>& body);
+
+// Stream capture (CUDA graphs; runtime.cpp): while one stream is captured, the work
+// queued on it (kernels, copies, memsets, gemms, fresh memory's 0xFF fill) is recorded
+// in order instead of run, and a replay runs the record.
+void begin_capture(cudaStream_t stream);
+std::vector<std::function<void()>> end_capture();
+bool capturing(cudaStream_t stream);
+// Runs `work` now, or records it when `stream` is being captured.
+void run_or_record(cudaStream_t stream, std::function<void()> work);
 
 }  // namespace emonext::emu
