@@ -4,7 +4,10 @@
 // the same by-value arguments (a learning rate or a step count passed by value is
 // replayed as it was; one read from device memory is current). The rules, which a
 // capture enforces (kernels/cuda/runtime.h): no host wait inside, and the memory the work
-// allocates is freed within it. CUDA devices only.
+// allocates is freed within it. Run the work once before capturing it: libraries make
+// their handles and workspaces at first use (cuBLAS with cudaMalloc, which a capture
+// refuses), and the tensors that last from step to step must exist already. CUDA
+// devices only.
 #pragma once
 #include <functional>
 

@@ -138,7 +138,10 @@ cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   emonext::emu::run_or_record(stream, [block, bytes] { std::memset(block, 0xFF, bytes); });
   return cudaSuccess;
 }
-cudaError_t cudaMalloc(void** p, size_t bytes) { return cudaMallocAsync(p, bytes, nullptr); }
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (g_capture) return record(cudaErrorStreamCaptureUnsupported);  // not stream-ordered: not capturable
+  return cudaMallocAsync(p, bytes, nullptr);
+}
 cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
   if (g_capture && emonext::emu::capturing(stream)) g_capture->memory.push_back(p);
   else std::free(p);
@@ -202,6 +205,9 @@ cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
 
 // ---- cuBLAS: the CPU backend's gemm ----
 cublasStatus_t cublasCreate(cublasHandle_t* h) {
+  // A real handle allocates its workspace with cudaMalloc, which a capture refuses: make
+  // the handle before capturing (run the work once first).
+  if (g_capture) return CUBLAS_STATUS_ALLOC_FAILED;
   std::lock_guard<std::mutex> lock(g_objects_mutex);
   *h = &g_cublas.emplace_back();
   return CUBLAS_STATUS_SUCCESS;
@@ -209,8 +215,10 @@ cublasStatus_t cublasCreate(cublasHandle_t* h) {
 cublasStatus_t cublasDestroy(cublasHandle_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) { h->stream = s; return CUBLAS_STATUS_SUCCESS; }
 const char* cublasGetStatusString(cublasStatus_t s) {
-  return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : s == CUBLAS_STATUS_NOT_SUPPORTED ? "CUBLAS_STATUS_NOT_SUPPORTED"
-                                                                                                : "CUBLAS_STATUS_INVALID_VALUE";
+  return s == CUBLAS_STATUS_SUCCESS         ? "CUBLAS_STATUS_SUCCESS"
+         : s == CUBLAS_STATUS_NOT_SUPPORTED ? "CUBLAS_STATUS_NOT_SUPPORTED"
+         : s == CUBLAS_STATUS_ALLOC_FAILED  ? "CUBLAS_STATUS_ALLOC_FAILED"
+                                            : "CUBLAS_STATUS_INVALID_VALUE";
 }
 
 cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
