@@ -65,7 +65,9 @@ BatchNorm2d::BatchNorm2d(int64_t c, double eps_, double momentum_) : eps(eps_), 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (training()) {
     NoGradGuard no_grad;
-    num_batches_tracked = (num_batches_tracked.to(DType::F64) + 1.0).to(DType::I64);
+    // In place, as the running statistics are: the count keeps its memory from step to
+    // step, so a captured step (core/graph.h) adds to the same counter at each replay.
+    num_batches_tracked.copy_(num_batches_tracked.to(DType::F64) + 1.0);
   }
   if (training() && shard && shard->sync && dist::size() > 1) return synced_forward(x);
   return batch_norm(x, weight, bias, running_mean, running_var, training(), momentum, eps);

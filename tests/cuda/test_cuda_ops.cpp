@@ -557,6 +557,61 @@ TEST(Cuda, AGraphRefusesAHostWaitAndMemoryThatOutlivesIt) {
   EXPECT_FALSE(kernels::cuda::capturing(0));
 }
 
+// EmoNeXt's forward, loss and backward (spatial transformer, BatchNorm's running
+// statistics, SE, attention) and an in-place update of every parameter, captured after a
+// warm-up step and replayed, give the eager steps' bits: nothing in them waits for the
+// host or keeps memory past the step. Drop path is off: its draws' Philox offset is
+// passed by value, so a replay would repeat the captured draws (the training step's
+// graph needs it read from the device first; docs/ARCHITECTURE.md).
+TEST(Cuda, EmoNeXtsStepReplaysAsAGraphWithTheEagerBits) {
+  REQUIRE_GPU();
+  Generator gen(8);
+  const int64_t n = 2, size = EmoNeXt::kMinImageSize;
+  std::vector<Tensor> xs, ys;
+  for (int64_t i = 0; i < 3; ++i) {
+    xs.push_back(rand({n, size, size, 3}, gen, 0, 1));
+    ys.push_back(Tensor::from_ints({i % 7, (i + 3) % 7}, {n}));
+  }
+  struct Run {
+    EmoNeXt model{convnext_size("atto"), 7, EmoNeXt::kMinImageSize, 0.0};
+    Tensor x = Tensor::zeros({2, EmoNeXt::kMinImageSize, EmoNeXt::kMinImageSize, 3}, DType::F32, kGpu);
+    Tensor y = Tensor::from_ints({0, 0}, {2}, kGpu), loss = Tensor::zeros({}, DType::F32, kGpu);
+    Run() {
+      Generator init(3);
+      init_weights(model, init);
+      model.to(kGpu);
+    }
+    void step() {
+      const Tensor l = emonext_loss(model.forward(x), y, 0.2);
+      l.backward();
+      for (const Module::Named& p : model.named_parameters())
+        if (p.tensor->grad().defined()) p.tensor->detach().copy_(sub(p.tensor->detach(), mul(p.tensor->grad(), 0.01)));
+      model.zero_grad();
+      loss.copy_(l.detach());
+    }
+  };
+  Run eager, graphed;
+  graphed.x.copy_(xs[0]);
+  graphed.y.copy_(ys[0]);
+  graphed.step();  // the warm-up: cuBLAS's handle, the affine grid's base; also the eager run's first step
+  eager.x.copy_(xs[0]);
+  eager.y.copy_(ys[0]);
+  eager.step();
+  const GpuGraph graph(kGpu, [&] { graphed.step(); });
+  for (size_t i = 1; i < xs.size(); ++i) {
+    for (Run* r : {&eager, &graphed}) {
+      r->x.copy_(xs[i]);
+      r->y.copy_(ys[i]);
+    }
+    eager.step();
+    graph.replay();
+    EXPECT_EQ(graphed.loss.to_vector(), eager.loss.to_vector()) << "step " << i;
+    const auto ge = graphed.model.named_parameters(), ee = eager.model.named_parameters();
+    for (size_t k = 0; k < ee.size(); ++k)
+      ASSERT_EQ(ge[k].tensor->to_vector(), ee[k].tensor->to_vector()) << ee[k].name << " after step " << i;
+  }
+}
+
 TEST(Cuda, StepsReuseThePooledMemory) {
   REQUIRE_GPU();
   Generator gen(1);
