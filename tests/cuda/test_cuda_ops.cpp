@@ -455,6 +455,9 @@ TEST(Cuda, WrongDeviceIsAClearError) {
 // (the default) against the CPU.
 TEST(Cuda, PackedSixteenBitDepthwiseMatchesTheOneChannelKernels) {
   REQUIRE_GPU();
+#if !EMONEXT_WITH_CUDA
+  GTEST_SKIP() << "this build has no CUDA kernels to compare";
+#else
   Generator gen(7);
   struct Case { int64_t n, h, w, c, k; };
   for (DType t : {DType::BF16, DType::F16}) {
@@ -492,6 +495,7 @@ TEST(Cuda, PackedSixteenBitDepthwiseMatchesTheOneChannelKernels) {
       expect_rel(two.db, one.db, tol, what + ": bias gradient");
     }
   }
+#endif
 }
 
 // A GPU graph (core/graph.h) replays the work it captured: a small training step
@@ -554,7 +558,6 @@ TEST(Cuda, AGraphRefusesAHostWaitAndMemoryThatOutlivesIt) {
   expect_error([&] { GpuGraph g(kGpu, [&] { kept = mul(x, 3.0); }); }, "allocated while capturing a graph are still held");
   kept = Tensor();
   EXPECT_EQ(mul(x, 2.0).to_vector(), (std::vector<double>{2, 4, 6})) << "the stream after the refused captures";
-  EXPECT_FALSE(kernels::cuda::capturing(0));
 }
 
 // EmoNeXt's forward, loss and backward (spatial transformer, BatchNorm's running
