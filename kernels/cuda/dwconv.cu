@@ -87,18 +87,18 @@ __global__ void __launch_bounds__(256) dwconv_correlate_tiled_kernel(DwConv p, T
     if (w0 + j < p.w) y[((n * p.h + h0 + row) * p.w + w0 + j) * p.c + c] = store<T>(acc[j]);
 }
 
-// stage_input_tile for two channels per thread: the input window's 16-bit pairs as they
+// For two channels per thread: loads the side x side window of src (an [n, h, w, c]
+// tensor of p's shape) whose top-left is (top, left) in image n as 16-bit pairs as they
 // are (channels c and c + 1 of each pixel, c even), zeros outside the image or past C.
-template <class T, int K>
-__device__ void stage_input_pairs(Pack<T, 2>* tile, const T* x, const DwConv& p, int64_t n, int64_t h0, int64_t w0, int64_t c) {
-  constexpr int kIn = kTile + K - 1;
-  const int64_t pad = K / 2;
+// Every thread of the (32, 8) block takes part; the caller places the barrier.
+template <class T, int side>
+__device__ void stage_pairs(Pack<T, 2>* tile, const T* src, const DwConv& p, int64_t n, int64_t top, int64_t left, int64_t c) {
   Pack<T, 2> zero;
   zero.v[0] = zero.v[1] = store<T>(0.0f);
-  for (int pos = int(threadIdx.y); pos < kIn * kIn; pos += int(blockDim.y)) {
-    const int64_t hi = h0 - pad + pos / kIn, wi = w0 - pad + pos % kIn;
+  for (int pos = int(threadIdx.y); pos < side * side; pos += int(blockDim.y)) {
+    const int64_t hi = top + pos / side, wi = left + pos % side;
     const bool in = c < p.c && hi >= 0 && hi < p.h && wi >= 0 && wi < p.w;
-    tile[pos * kTileChannels + threadIdx.x] = in ? load_pack<2>(x + ((n * p.h + hi) * p.w + wi) * p.c + c) : zero;
+    tile[pos * kTileChannels + threadIdx.x] = in ? load_pack<2>(src + ((n * p.h + hi) * p.w + wi) * p.c + c) : zero;
   }
 }
 
@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(256) dwconv_correlate_pairs_kernel(DwConv p, T
   const int64_t tiles_w = (p.w + kTile - 1) / kTile;
   const int64_t h0 = int64_t(blockIdx.x) / tiles_w * kTile, w0 = int64_t(blockIdx.x) % tiles_w * kTile;
   const int64_t c = (int64_t(blockIdx.y) * kTileChannels + lane) * 2, n = blockIdx.z;  // channels c, c + 1
-  stage_input_pairs<T, K>(tile, x, p, n, h0, w0, c);
+  stage_pairs<T, kIn>(tile, x, p, n, h0 - K / 2, w0 - K / 2, c);
   __syncthreads();
   if (c >= p.c || h0 + row >= p.h) return;  // after the barrier: every thread helped stage
   const T *w_a = w + c * (K * K), *w_b = w_a + K * K;
@@ -243,20 +243,14 @@ __global__ void __launch_bounds__(256) dwconv_weight_pairs_kernel(DwConv p, floa
   const int64_t c = (int64_t(blockIdx.y) * kTileChannels + lane) * 2;  // channels c, c + 1
   const int64_t tiles_w = (p.w + kTile - 1) / kTile, tiles_h = (p.h + kTile - 1) / kTile;
   const int64_t total = p.n * tiles_h * tiles_w, first = int64_t(blockIdx.x) * tiles_per_block;
-  P zero;
-  zero.v[0] = zero.v[1] = store<T>(0.0f);
   float acc_a[K], acc_b[K];  // thread row i < K: taps (i, 0..K-1); row K: acc_a[0], acc_b[0] are the bias sums
 #pragma unroll
   for (int q = 0; q < K; ++q) acc_a[q] = 0, acc_b[q] = 0;
   for (int64_t tile = first; tile < first + tiles_per_block && tile < total; ++tile) {
     const int64_t n = tile / (tiles_h * tiles_w), h0 = (tile / tiles_w) % tiles_h * kTile, w0 = tile % tiles_w * kTile;
     __syncthreads();  // the previous tile's reads are done
-    stage_input_pairs<T, K>(xs, x, p, n, h0, w0, c);
-    for (int pos = row; pos < kTile * kTile; pos += int(blockDim.y)) {
-      const int64_t ho = h0 + pos / kTile, wo = w0 + pos % kTile;
-      const bool in = c < p.c && ho < p.h && wo < p.w;
-      gs[pos * kTileChannels + lane] = in ? load_pack<2>(dy + ((n * p.h + ho) * p.w + wo) * p.c + c) : zero;
-    }
+    stage_pairs<T, kIn>(xs, x, p, n, h0 - K / 2, w0 - K / 2, c);
+    stage_pairs<T, kTile>(gs, dy, p, n, h0, w0, c);
     __syncthreads();
     if (row < K) {
       for (int r = 0; r < kTile; ++r) {

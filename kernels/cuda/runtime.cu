@@ -35,12 +35,16 @@ struct DeviceState {
   std::vector<void*> freed_during_capture;         // older memory freed during it: released after the first replay
 };
 
-// An instantiated graph and what its first replay must release.
+// An instantiated graph and what its first replay must release (empty once released).
 struct GraphState {
   cudaGraphExec_t exec = nullptr;
   std::vector<void*> free_after_first_replay;
-  bool replayed = false;
 };
+
+// Frees each block on the stream, after the work queued there so far.
+void free_on_stream(const std::vector<void*>& blocks, cudaStream_t stream) noexcept {
+  for (void* p : blocks) EMONEXT_CUDA_WARN(cudaFreeAsync(p, stream));
+}
 
 struct Registry {
   std::mutex mu;
@@ -248,8 +252,6 @@ void begin_capture(int device) {
   g_captures.fetch_add(1);
 }
 
-bool capturing(int device) { return state(device).capturing; }
-
 namespace {
 // Stops the capture in the stream and in the bookkeeping; returns the captured graph
 // (nullptr if the stream's capture had failed).
@@ -272,18 +274,15 @@ Graph end_capture(int device) {
   std::vector<void*> freed_before;
   std::unordered_map<void*, size_t> still_held;
   cudaGraph_t graph = stop_capture(s, freed_before, still_held);
-  auto release = [&] {
-    for (void* p : freed_before) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
-  };
   if (!graph) {
-    release();
+    free_on_stream(freed_before, s.stream);
     fail(detail::concat("cuda:", device, ": the graph capture failed (a call the capture does not allow was made during it)"));
   }
   if (!still_held.empty()) {
     size_t bytes = 0;
     for (const auto& [p, n] : still_held) bytes += n;
     EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
-    release();
+    free_on_stream(freed_before, s.stream);
     fail(detail::concat("cuda:", device, ": ", still_held.size(), " block(s) of memory (", bytes, " bytes) allocated while "
                         "capturing a graph are still held when the capture ends; a graph's memory must be freed within it"));
   }
@@ -292,7 +291,7 @@ Graph end_capture(int device) {
   const cudaError_t status = cudaGraphInstantiate(&g->exec, graph, 0);
   EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
   if (status != cudaSuccess) {
-    for (void* p : g->free_after_first_replay) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+    free_on_stream(g->free_after_first_replay, s.stream);
     delete g;
     EMONEXT_CUDA_CHECK(status);
   }
@@ -305,7 +304,7 @@ void abandon_capture(int device) noexcept {
   std::vector<void*> freed_before;
   std::unordered_map<void*, size_t> still_held;
   if (cudaGraph_t graph = stop_capture(s, freed_before, still_held)) EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
-  for (void* p : freed_before) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+  free_on_stream(freed_before, s.stream);
 }
 
 void replay(Graph graph, int device) {
@@ -313,17 +312,13 @@ void replay(Graph graph, int device) {
   DeviceState& s = state(device);
   EMONEXT_CUDA_CHECK(cudaGraphLaunch(g->exec, s.stream));
   count_launch("cudaGraphLaunch");
-  if (!g->replayed) {
-    g->replayed = true;
-    for (void* p : std::exchange(g->free_after_first_replay, {})) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
-  }
+  free_on_stream(std::exchange(g->free_after_first_replay, {}), s.stream);
 }
 
 void graph_destroy(Graph graph, int device) noexcept {
   auto* g = static_cast<GraphState*>(graph);
   if (!g) return;
-  DeviceState& s = state(device);
-  for (void* p : g->free_after_first_replay) EMONEXT_CUDA_WARN(cudaFreeAsync(p, s.stream));
+  free_on_stream(g->free_after_first_replay, state(device).stream);
   EMONEXT_CUDA_WARN(cudaGraphExecDestroy(g->exec));
   delete g;
 }

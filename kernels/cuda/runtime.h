@@ -62,7 +62,6 @@ void host_wait_event(Event e);
 // stream is an error that names what was tried.
 using Graph = void*;
 void begin_capture(int device);
-bool capturing(int device);
 // Ends the capture; returns the graph, ready to replay. Fails (discarding it) when memory
 // allocated during the capture is still held.
 Graph end_capture(int device);

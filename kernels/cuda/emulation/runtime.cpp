@@ -27,10 +27,7 @@ struct CUgraph_st {
   std::vector<std::function<void()>> work;
   std::vector<void*> memory;
 };
-struct CUgraphExec_st {
-  std::vector<std::function<void()>> work;
-  std::vector<void*> memory;
-};
+struct CUgraphExec_st : CUgraph_st {};
 
 namespace {
 thread_local cudaError_t g_last_error = cudaSuccess;
@@ -133,7 +130,6 @@ CUgraph_st* g_capture = nullptr;  // the graph being captured (one at a time)
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   if (!*p) return record(cudaErrorMemoryAllocation);
-  std::memset(*p, 0xFF, bytes);
   void* block = *p;
   emonext::emu::run_or_record(stream, [block, bytes] { std::memset(block, 0xFF, bytes); });
   return cudaSuccess;
@@ -184,7 +180,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
-  *exec = new CUgraphExec_st{graph->work, std::exchange(graph->memory, {})};
+  *exec = new CUgraphExec_st{{graph->work, std::exchange(graph->memory, {})}};
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
@@ -192,16 +188,15 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   for (const std::function<void()>& work : exec->work) work();
   return cudaSuccess;
 }
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
-  for (void* p : exec->memory) std::free(p);
-  delete exec;
-  return cudaSuccess;
-}
-cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+namespace {
+template <class G> cudaError_t destroy_graph(G* graph) {
   for (void* p : graph->memory) std::free(p);
   delete graph;
   return cudaSuccess;
 }
+}  // namespace
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) { return destroy_graph(graph); }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return destroy_graph(exec); }
 
 // ---- cuBLAS: the CPU backend's gemm ----
 cublasStatus_t cublasCreate(cublasHandle_t* h) {
