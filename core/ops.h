@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "kernels/formulas.h"
 
 namespace emonext {
 
@@ -170,8 +171,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Ten
 // grad_scale (gradient clipping's factor, applied here rather than in a pass of its
 // own). Parameters with decay false skip the weight decay. Checked before anything
 // changes; refused while grad mode is on and a param requires grad.
-// With `control` (step_check_'s state, on the parameters' device), t and grad_scale are
-// read from it on the device instead, and a step it marks skipped changes nothing.
+// With `control` (step_check_'s state, on the parameters' device), lr, t and grad_scale
+// are read from it on the device instead, and a step it marks skipped changes nothing.
 struct AdamWHyper {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01;
   int64_t t = 1;
@@ -192,16 +193,19 @@ void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& e
 // (kernels::step_check_apply): from the gradients' sum_squares parts (f32), the loss (f32
 // [] or [1]), the logits (f32 [N, classes]) and the labels (i64 [N]), it updates `state`
 // (f64, kernels::kStateSize values: the loss scale, fp16's good steps, AdamW's t, the
-// halt, the clip factor and the skip that adamw_update_'s control reads) and writes the
-// step's figures into row `row` of `records` (f64 [rows, kernels::kRecordSize]). One
-// launch; every tensor on one device.
+// halt, the clip factor, the skip, the run's step count and the schedule's learning rate
+// at it, which adamw_update_'s control reads) and writes the step's figures into row
+// (step count mod rows) of `records` (f64 [rows, kernels::kRecordSize]). One launch, every
+// tensor on one device, and nothing passed by value that changes from step to step: a
+// CUDA graph can replay it.
 struct StepCheckHyper {
   double clip = 0;             // the maximum gradient norm; 0: none
   bool scaler = false;         // fp16's dynamic loss scale
   double scale_floor = 0;      // the scale below which fp16 halts
+  kernels::LrSchedule schedule;  // the learning rate at each step
 };
-void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& parts, const Tensor& loss, const Tensor& logits,
-                 const Tensor& labels, const StepCheckHyper& h);
+void step_check_(Tensor& state, Tensor& records, const Tensor& parts, const Tensor& loss, const Tensor& logits, const Tensor& labels,
+                 const StepCheckHyper& h);
 
 // ---- random fills from a counter-based generator: the same numbers on every backend ----
 class Generator {
@@ -212,9 +216,15 @@ class Generator {
   void set_state(uint64_t seed, uint64_t counter) { seed_ = seed; counter_ = counter; }
   // Reserves the Philox counters for n values and returns the first.
   uint64_t take(int64_t n) { const uint64_t c = counter_; counter_ += uint64_t((n + 3) / 4); return c; }
+  // A CUDA graph's draws (train/step_graph.h): while a base is set (an i64 scalar on the
+  // draws' device), each draw's kernel adds the value it finds there when it runs to the
+  // counter take() gave it, so that a replay draws new numbers once the base is moved on.
+  void set_counter_base(const Tensor* base) { counter_base_ = base; }
+  const Tensor* counter_base() const { return counter_base_; }
 
  private:
   uint64_t seed_ = 0, counter_ = 0;
+  const Tensor* counter_base_ = nullptr;
 };
 Tensor rand(const Shape& shape, Generator& gen, double low = 0.0, double high = 1.0, DType dtype = DType::F32,
             Device device = Device::cpu());

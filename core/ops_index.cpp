@@ -77,7 +77,12 @@ Tensor random_fill(kernels::RandomKind kind, const Shape& shape, Generator& gen,
   EMONEXT_CHECK(is_floating(dtype), "rand/randn: dtype must be floating, got ", dtype_name(dtype));
   Tensor out = Tensor::empty(shape, dtype, device);
   const uint64_t counter = gen.take(out.numel());
-  if (out.numel() > 0) EMONEXT_KERNEL(device, random, view_of(out), kind, gen.seed(), counter, a, b);
+  const Tensor* base = gen.counter_base();
+  if (base)
+    EMONEXT_CHECK(base->dtype() == DType::I64 && base->numel() == 1 && base->device() == device, "rand/randn: the generator's ",
+                  "counter base must be an i64 scalar on ", device.str(), ", got ", base->str());
+  const auto* base_ptr = base ? static_cast<const uint64_t*>(base->data_ptr()) : nullptr;
+  if (out.numel() > 0) EMONEXT_KERNEL(device, random, view_of(out), kind, gen.seed(), counter, base_ptr, a, b);
   return out;
 }
 }  // namespace

@@ -28,7 +28,7 @@ void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h) {
     if (p.numel() == 0) continue;
     grads.push_back(x.grad->contiguous());
     list.push_back({x.param->data_ptr(), x.exp_avg->data_ptr(), x.exp_avg_sq->data_ptr(), grads.back().data_ptr(), p.numel(),
-                    x.decay ? 1 - h.lr * h.weight_decay : 1.0});
+                    x.decay ? h.weight_decay : 0.0});
   }
   if (list.empty()) return;
   kernels::AdamWStep a;
@@ -53,8 +53,8 @@ void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& e
   adamw_update_({{&param, &grad, &exp_avg, &exp_avg_sq}}, h);
 }
 
-void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& parts, const Tensor& loss, const Tensor& logits,
-                 const Tensor& labels, const StepCheckHyper& h) {
+void step_check_(Tensor& state, Tensor& records, const Tensor& parts, const Tensor& loss, const Tensor& logits, const Tensor& labels,
+                 const StepCheckHyper& h) {
   const char* op = "step_check_";
   const Device dev = state.device();
   const auto check = [&](const Tensor& t, DType dtype, const char* what, bool shape_ok) {
@@ -63,7 +63,10 @@ void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& part
   };
   check(state, DType::F64, "the state", state.numel() == kernels::kStateSize);
   check(records, DType::F64, "the records", records.dim() == 2 && records.shape()[1] == kernels::kRecordSize);
-  EMONEXT_CHECK(row >= 0 && row < records.shape()[0], op, ": row ", row, " is outside the records' ", records.shape()[0]);
+  EMONEXT_CHECK(records.shape()[0] >= 1, op, ": the records need a row at least, got ", records.str());
+  EMONEXT_CHECK(h.schedule.cycle > h.schedule.warmup && h.schedule.warmup >= 0 && h.schedule.total >= 1, op,
+                ": the schedule needs 0 <= warmup < cycle and total >= 1, got warmup ", h.schedule.warmup, ", cycle ",
+                h.schedule.cycle, ", total ", h.schedule.total);
   check(parts, DType::F32, "the gradients' parts", parts.dim() == 1);
   check(loss, DType::F32, "the loss", loss.numel() == 1);
   check(logits, DType::F32, "the logits", logits.dim() == 2);
@@ -71,7 +74,8 @@ void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& part
   check_inplace(op, state);
   kernels::StepCheck a;
   a.state = static_cast<double*>(state.data_ptr());
-  a.record = static_cast<double*>(records.data_ptr()) + row * kernels::kRecordSize;
+  a.records = static_cast<double*>(records.data_ptr());
+  a.ring_rows = records.shape()[0];
   a.parts = static_cast<const float*>(parts.data_ptr());
   a.n_parts = parts.numel();
   a.loss = static_cast<const float*>(loss.data_ptr());
@@ -82,6 +86,7 @@ void step_check_(Tensor& state, Tensor& records, int64_t row, const Tensor& part
   a.clip = h.clip;
   a.scaler = h.scaler;
   a.scale_floor = h.scale_floor;
+  a.schedule = h.schedule;
   EMONEXT_KERNEL(dev, step_check, a);
 }
 

@@ -77,12 +77,12 @@ struct TensorSpan {
 };
 
 // One AdamW step (kernels/formulas.h, adamw_apply) on a list of parameters: p, m and v are
-// updated in place from g; decay is the parameter's own 1 - lr * weight_decay.
+// updated in place from g; weight_decay is the parameter's own (0 where it is exempt).
 struct AdamWTensor {
   void *p = nullptr, *m = nullptr, *v = nullptr;
   const void* g = nullptr;
   int64_t n = 0;
-  double decay = 1;
+  double weight_decay = 0;
 };
 // The training step's bookkeeping on the device (step_check below), so that the host
 // need not wait for the gradient norm: a block of f64 values kept from step to step ...
@@ -93,6 +93,8 @@ enum StepState : int {
   kHalted,      // 0, or why every later update is skipped: a StepHalt
   kGradScale,   // what AdamW multiplies the gradients by: clipping's factor / the loss scale
   kSkip,        // 1: AdamW leaves this step's parameters, moments and t as they are
+  kRunSteps,    // the run's steps so far, skipped ones too: the schedule's step and the ring's row
+  kLearningRate,  // the step's learning rate, from the schedule at kRunSteps
   kStateSize
 };
 enum StepHalt : int { kRunning = 0, kNonFiniteLoss, kNonFiniteGradients, kScaleUnderflow };
@@ -102,7 +104,8 @@ inline constexpr int64_t kScaleGrowthInterval = 2000;  // PyTorch's GradScaler d
 
 struct StepCheck {
   double* state = nullptr;           // [kStateSize]
-  double* record = nullptr;          // [kRecordSize]: this step's row of the ring
+  double* records = nullptr;         // [ring_rows, kRecordSize]: step s writes row s mod ring_rows
+  int64_t ring_rows = 1;
   const float* parts = nullptr;      // [n_parts]: sum_squares of the (loss-scaled) gradients
   int64_t n_parts = 0;
   const float* loss = nullptr;       // the step's loss, unscaled
@@ -112,13 +115,19 @@ struct StepCheck {
   double clip = 0;                   // the maximum gradient norm; 0: no clipping
   bool scaler = false;               // fp16's dynamic loss scale is on
   double scale_floor = 0;            // fp16 halts when the scale falls below this
+  LrSchedule schedule;               // the learning rate's, at kRunSteps
 };
 // The whole check, one thread's work (both backends run it as written): the norm in
 // f64 in the parts' order, divided by the loss scale; then either a step (the clip
 // factor, t + 1, fp16's good count) or a skip (inf/NaN gradients: fp16 halves its scale;
 // without fp16, or a non-finite loss, the run halts and every later update is skipped).
+// Everything that changes from step to step is read from and written to the state, so
+// that a CUDA graph replaying the launch takes a new step each time.
 EMONEXT_HD void step_check_apply(const StepCheck& a) {
   double* st = a.state;
+  const int64_t step = int64_t(st[kRunSteps]);
+  st[kRunSteps] = double(step + 1);
+  st[kLearningRate] = scheduled_lr(a.schedule, step);
   double total = 0;
   for (int64_t i = 0; i < a.n_parts; ++i) total += double(a.parts[i]);
   const double scale = st[kLossScale], norm = m_sqrt(total) / scale;
@@ -151,7 +160,7 @@ EMONEXT_HD void step_check_apply(const StepCheck& a) {
     if (scale / 2 < a.scale_floor) st[kHalted] = double(kScaleUnderflow);
   }
   st[kSkip] = skip ? 1 : 0;
-  double* rec = a.record;
+  double* rec = a.records + (step % a.ring_rows) * kRecordSize;
   rec[kRecLoss] = loss;
   rec[kRecCorrect] = double(correct);
   rec[kRecNorm] = norm;
@@ -160,9 +169,10 @@ EMONEXT_HD void step_check_apply(const StepCheck& a) {
   rec[kRecHalted] = st[kHalted];
 }
 
-// The scalars of an AdamW step that the whole list shares. t and grad_scale are the
-// host's unless `control` points at step_check's state, on the tensors' device: then
-// they are read from there, and a step it marks skipped changes nothing.
+// The scalars of an AdamW step that the whole list shares. The learning rate, t and
+// grad_scale are the host's unless `control` points at step_check's state, on the
+// tensors' device: then they are read from there, and a step it marks skipped changes
+// nothing.
 struct AdamWStep {
   DType dtype = DType::F32;
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
@@ -170,15 +180,16 @@ struct AdamWStep {
   const double* control = nullptr;
 };
 EMONEXT_HD bool adamw_skips(const AdamWStep& a) { return a.control != nullptr && a.control[kSkip] != 0; }
-// The step's scalars for one parameter (decay: its 1 - lr * weight_decay) in the
-// accumulation type A, as both backends hand them to adamw_apply: torch's bias
-// corrections, in f64, from t.
+// The step's scalars for one parameter (weight_decay: its own, 0 where exempt) in the
+// accumulation type A, as both backends hand them to adamw_apply: the decay 1 - lr *
+// weight_decay and torch's bias corrections, in f64, from t.
 template <class A>
-EMONEXT_HD AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
+EMONEXT_HD AdamWScalars<A> adamw_scalars(const AdamWStep& a, double weight_decay) {
+  const double lr = a.control ? a.control[kLearningRate] : a.lr;
   const double t = a.control ? a.control[kAdamSteps] : a.t;
   const double grad_scale = a.control ? a.control[kGradScale] : a.grad_scale;
-  return {A(grad_scale), A(decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps),
-          A(m_sqrt(1 - m_pow(a.beta2, t))), A(-a.lr / (1 - m_pow(a.beta1, t)))};
+  return {A(grad_scale), A(1 - lr * weight_decay), A(a.beta1), A(1 - a.beta1), A(a.beta2), A(1 - a.beta2), A(a.eps),
+          A(m_sqrt(1 - m_pow(a.beta2, t))), A(-lr / (1 - m_pow(a.beta1, t)))};
 }
 
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
@@ -186,8 +197,9 @@ EMONEXT_HD AdamWScalars<A> adamw_scalars(const AdamWStep& a, double decay) {
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
   void fill(const View& dst, double value, Stream s);                                              \
   /* contiguous floating dst; uniform in [a, b) or normal(mean a, std b) */                        \
-  void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, double a,         \
-              double b, Stream s);                                                                 \
+  /* counter_base: null, or a device u64 added to counter (a CUDA graph's draws, core/ops.h) */  \
+  void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter,                  \
+              const uint64_t* counter_base, double a, double b, Stream s);                         \
   void unary(UnaryOp op, const View& out, const View& in, double scalar, Stream s);                \
   void binary(BinaryOp op, const View& out, const View& a, const View& b, Stream s);               \
   void compare(CompareOp op, const View& out_u8, const View& a, const View& b, Stream s);          \

@@ -234,6 +234,13 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
     scaler.on = true;
     scaler.scale = 4;
     StepChecks checks(dev, 8, 0.5, scaler, opt_b);
+    const kernels::LrSchedule lr{.peak = 1e-2};  // constant, as the host's steps below
+    // One step as the trainer takes it: the check queued, counted, AdamW reading its control.
+    const auto take_step = [&](StepChecks& c, const Tensor& step_loss) {
+      c.check(b, step_loss, logits, labels, lr);
+      c.count();
+      opt_b.step(c.control());
+    };
     Generator gen(9);
     std::vector<double> norms;
     for (int step = 0; step < 4; ++step) {  // gradients as fp16 leaves them: times the scale, 4
@@ -243,8 +250,7 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
         b.named_parameters()[i].tensor->set_grad(a.named_parameters()[i].tensor->grad().clone());
       norms.push_back(grad_norm(a) / 4);
       opt_a.step(1e-2, clip_factor(norms.back(), 0.5) / 4);
-      checks.check(b, loss, logits, labels);
-      opt_b.step(1e-2, checks.control());
+      take_step(checks, loss);
     }
     EXPECT_EQ(opt_b.steps(), 0) << "the host's count waits for read()";
     std::vector<StepRecord> r = checks.read();
@@ -269,8 +275,7 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
     const auto before = params(b);
     const auto before_m = moments(opt_b);
     b.fc.bias.set_grad(Tensor::from_vector({1, INFINITY, 1}, {3}, DType::F32, dev));
-    checks.check(b, loss, logits, labels);
-    opt_b.step(1e-2, checks.control());
+    take_step(checks, loss);
     r = checks.read();
     ASSERT_EQ(r.size(), 1u);
     EXPECT_TRUE(r[0].skipped);
@@ -283,18 +288,21 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
     EXPECT_EQ(scaler.good, 0);
     // 2000 good steps in a row double it: the host's count, uploaded, is the device's.
     scaler.good = 1999;
-    checks.upload();
+    checks.upload(5);
     b.fc.bias.set_grad(Tensor::ones({3}, DType::F32, dev));
-    checks.check(b, loss, logits, labels);
-    opt_b.step(1e-2, checks.control());
+    take_step(checks, loss);
     r = checks.read();
     EXPECT_FALSE(r[0].skipped);
     EXPECT_NE(params(b), before);
     EXPECT_EQ(opt_b.steps(), 5);
     EXPECT_EQ(scaler.scale, 4);
     EXPECT_EQ(scaler.good, 0);
-    for (int i = 0; i < 8; ++i) checks.check(b, loss, logits, labels);
-    EXPECT_THROW(checks.check(b, loss, logits, labels), Error) << "a ninth step overruns a ring of 8";
+    for (int i = 0; i < 8; ++i) {
+      checks.check(b, loss, logits, labels, lr);
+      checks.count();
+    }
+    EXPECT_THROW(checks.check(b, loss, logits, labels, lr), Error) << "a ninth step overruns a ring of 8";
+    EXPECT_THROW(checks.count(), Error);
     checks.read();
 
     // Without fp16, non-finite gradients halt the run: this and every later update skipped.
@@ -303,11 +311,9 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
     const auto halted_at = params(b);
     const int64_t t = opt_b.steps();
     b.fc.bias.set_grad(Tensor::from_vector({1, NAN, 1}, {3}, DType::F32, dev));
-    halting.check(b, loss, logits, labels);
-    opt_b.step(1e-2, halting.control());
+    take_step(halting, loss);
     b.fc.bias.set_grad(Tensor::ones({3}, DType::F32, dev));
-    halting.check(b, loss, logits, labels);
-    opt_b.step(1e-2, halting.control());
+    take_step(halting, loss);
     r = halting.read();
     ASSERT_EQ(r.size(), 2u);
     EXPECT_EQ(r[0].halted, kernels::kNonFiniteGradients);
@@ -316,17 +322,68 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
     EXPECT_EQ(opt_b.steps(), t);
     // A non-finite loss halts too; fp16's scale falling below 2^-24 does.
     StepChecks bad_loss(dev, 1, 0, off, opt_b);
-    bad_loss.check(b, Tensor::from_vector({NAN}, {1}, DType::F32, dev), logits, labels);
+    take_step(bad_loss, Tensor::from_vector({NAN}, {1}, DType::F32, dev));
     EXPECT_EQ(bad_loss.read()[0].halted, kernels::kNonFiniteLoss);
     LossScaler tiny;
     tiny.on = true;
     tiny.scale = LossScaler::kFloor;
     StepChecks floor(dev, 1, 0, tiny, opt_b);
     b.fc.bias.set_grad(Tensor::from_vector({1, INFINITY, 1}, {3}, DType::F32, dev));
-    floor.check(b, loss, logits, labels);
+    take_step(floor, loss);
     r = floor.read();
     EXPECT_TRUE(r[0].skipped);
     EXPECT_EQ(r[0].halted, kernels::kScaleUnderflow);
+  }
+}
+
+// The learning rate comes from the device's step count (so that a CUDA graph replaying
+// the step follows the schedule): AdamW with the control takes the host's scheduled steps
+// bit for bit, through a warm restart; the ring's rows wrap and read() returns them in
+// order; upload(k) resumes the count at step k.
+TEST(Optim, TheDevicesLearningRateAndRingFollowTheRunsStepCount) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  const kernels::LrSchedule sched{.kind = Schedule::Restarts, .peak = 0.1, .warmup = 2, .cycle = 5, .total = 100};
+  for (const Device dev : devices) {
+    SCOPED_TRACE(dev.str());
+    TwoLayers a, b;
+    for (TwoLayers* net : {&a, &b}) {
+      Generator same(4);
+      NoGradGuard no_grad;
+      for (const Module::Named& p : net->named_parameters()) p.tensor->copy_(randn(p.tensor->shape(), same));
+      net->to(dev);
+    }
+    AdamW opt_a(a, {}), opt_b(b, {});
+    LossScaler off;
+    StepChecks checks(dev, 3, 0, off, opt_b);
+    const Tensor logits = Tensor::from_vector({1, 0}, {1, 2}, DType::F32, dev);
+    const Tensor labels = Tensor::from_ints({0}, {1}, dev);
+    Generator gen(2);
+    std::vector<double> losses;
+    for (int64_t step = 0; step < 8; ++step) {
+      for (const Module::Named& p : a.named_parameters()) p.tensor->set_grad(randn(p.tensor->shape(), gen, 0, 1, DType::F32, dev));
+      for (size_t i = 0; i < a.named_parameters().size(); ++i)
+        b.named_parameters()[i].tensor->set_grad(a.named_parameters()[i].tensor->grad().clone());
+      opt_a.step(learning_rate(sched.kind, sched.peak, step, sched.warmup, sched.cycle, sched.total));
+      checks.check(b, Tensor::from_vector({double(step)}, {1}, DType::F32, dev), logits, labels, sched);
+      checks.count();
+      opt_b.step(checks.control());
+      if (checks.pending() < 2 && step < 7) continue;  // reads after steps 1, 3, 5 and 7: rows 0-1, 2-0, 1-2, 0-1
+      const std::vector<StepRecord> r = checks.read();
+      ASSERT_EQ(r.size(), 2u);
+      for (const StepRecord& x : r) losses.push_back(x.loss);
+    }
+    EXPECT_EQ(losses, (std::vector<double>{0, 1, 2, 3, 4, 5, 6, 7}));
+    for (size_t i = 0; i < a.named_parameters().size(); ++i)
+      EXPECT_EQ(a.named_parameters()[i].tensor->to_vector(), b.named_parameters()[i].tensor->to_vector())
+          << a.named_parameters()[i].name;
+    EXPECT_EQ(checks.control().to_vector()[kernels::kLearningRate], learning_rate(sched.kind, sched.peak, 7, 2, 5, 100));
+    checks.upload(11);  // a resumed run at step 11: c = 1, in the warm-up
+    checks.check(b, Tensor::from_vector({0}, {1}, DType::F32, dev), logits, labels, sched);
+    checks.count();
+    EXPECT_EQ(checks.read().size(), 1u);
+    EXPECT_EQ(checks.control().to_vector()[kernels::kLearningRate], 0.1 * 1 / 2);
+    EXPECT_EQ(checks.control().to_vector()[kernels::kRunSteps], 12);
   }
 }
 

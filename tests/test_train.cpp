@@ -464,10 +464,35 @@ TEST(Train, TheCudaRunResumesBitForBit) {
   EXPECT_EQ(loss_column(b + "/steps.csv"), straight);
 }
 
+// On one GPU the training step is captured as a CUDA graph at its second step and
+// replayed (StepGraph): the learning rate, the step count, the ring row and drop path's
+// Philox counter reach the replays through device memory, so a graphed run gives the
+// eager run's bits (every step's loss, learning rate and gradient norm, and the epochs'
+// validation) with drop path at 0.5, where a replay drawing the captured step's numbers
+// again would change them; and a graphed run stopped mid-epoch and resumed (captured
+// again in the new process) gives the straight run's.
+TEST(Train, TheGraphedCudaRunGivesTheEagerRunsBitsAndResumes) {
+  REQUIRE_GPU();
+  const std::string common = " --synthetic 16 --model atto --img-size 32 --batch 4 --epochs 2 --workers 1 --log-every 3 "
+                             "--drop-path 0.5 --device cuda";
+  const ScratchDir graphed("graph_on"), eager("graph_off"), resumed("graph_resumed");
+  std::string out;
+  ASSERT_EQ(run(common + " --out " + graphed, &out), 0) << out;
+  ASSERT_EQ(run(common + " --cuda-graph off --out " + eager, &out), 0) << out;
+  const std::vector<std::string> steps = leading_fields(graphed + "/steps.csv", 4);
+  ASSERT_EQ(steps.size(), 8u);
+  EXPECT_EQ(steps, leading_fields(eager + "/steps.csv", 4)) << "step, loss, learning rate and gradient norm";
+  EXPECT_EQ(leading_fields(graphed + "/metrics.csv", 6), leading_fields(eager + "/metrics.csv", 6)) << "the epochs' figures";
+  ASSERT_EQ(run(common + " --max-steps 6 --out " + resumed, &out), 0) << out;  // mid-epoch 2 (4 steps an epoch)
+  ASSERT_EQ(run("--resume " + resumed + " --device cuda --max-steps 8", &out), 0) << out;
+  EXPECT_EQ(leading_fields(resumed + "/steps.csv", 4), steps);
+}
+
 // The step on a GPU queues its work without waiting for the device: the gradient norm,
 // clipping, fp16's check and AdamW's skip stay there (StepChecks) and the host reads the
 // steps' figures once per --log-every; batches go up through pinned buffers on a copy
-// stream (InputStaging). Reading every step, from pageable memory, gives the same bits:
+// stream (InputStaging); the step replays as a CUDA graph. Reading every step, from
+// pageable memory, with the step's kernels launched one by one, gives the same bits:
 // every step's loss, learning rate and gradient norm (which the weights determine), the
 // skipped fp16 steps, the step a NaN stops at.
 TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
@@ -479,7 +504,7 @@ TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
     const ScratchDir a("cuda_deferred"), b("cuda_eager");
     ASSERT_EQ(run(common + flags + " --log-every 2 --out " + a, &out), 0) << out;
     const std::string deferred_out = out;
-    ASSERT_EQ(run(common + flags + " --log-every 1 --pageable-input --out " + b, &out), 0) << out;
+    ASSERT_EQ(run(common + flags + " --log-every 1 --pageable-input --cuda-graph off --out " + b, &out), 0) << out;
     const std::vector<std::string> rows = leading_fields(a + "/steps.csv", 4);
     ASSERT_GE(rows.size(), 6u);
     EXPECT_EQ(rows, leading_fields(b + "/steps.csv", 4)) << "step, loss, learning rate and gradient norm";
@@ -503,7 +528,9 @@ TEST(Train, TheCudaRunReadingItsFiguresOncePerIntervalGivesTheSameBits) {
 
 // Counted in emulation: in the steady state the host waits for the GPU only to read the
 // steps' figures, once per --log-every; copying batches up from pageable memory adds two
-// waits a step (images and labels).
+// waits a step (images and labels). A step replayed as a CUDA graph is four launches
+// (two input copies, the Philox counter's fill, the replay); launched one by one,
+// hundreds.
 TEST(Train, TheCudaStepWaitsForTheGpuOnlyToReadItsFigures) {
   REQUIRE_GPU();
   const ScratchDir d("cuda_waits");
@@ -517,8 +544,14 @@ TEST(Train, TheCudaStepWaitsForTheGpuOnlyToReadItsFigures) {
     std::sscanf(log.c_str() + start, "%lld host waits for the GPU in %lld steps (%lld reads", &wsr[0], &wsr[1], &wsr[2]);
     return wsr;
   };
+  const auto launches = [](const std::string& log) {
+    const size_t at = log.find(" GPU launches per step");
+    return at == std::string::npos ? -1.0 : std::stod(log.substr(log.rfind(", ", at) + 2));
+  };
   std::string out;
   ASSERT_EQ(run(common, &out), 0) << out;
+  EXPECT_EQ(launches(out), 4) << out;
+  EXPECT_NE(out.find(", 8 of the 9 steps replayed from a CUDA graph"), std::string::npos) << out;
   std::array<long long, 3> c = counts(out);
   EXPECT_EQ(c[1], 6) << out;
   EXPECT_EQ(c[2], 3) << "steps 4-5, 6-7 and 8-9\n" << out;
@@ -531,6 +564,10 @@ TEST(Train, TheCudaStepWaitsForTheGpuOnlyToReadItsFigures) {
   ASSERT_EQ(run(common + " --pageable-input", &out), 0) << out;
   c = counts(out);
   EXPECT_EQ(c[0], 3 + 2 * 6) << out;
+  ASSERT_EQ(run(common + " --cuda-graph off", &out), 0) << out;
+  EXPECT_GT(launches(out), 100) << out;
+  EXPECT_NE(out.find("the step not a CUDA graph"), std::string::npos) << out;
+  EXPECT_EQ(counts(out)[0], counts(out)[2]) << "no more waits\n" << out;
 }
 
 TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {

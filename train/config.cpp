@@ -35,6 +35,11 @@ const std::vector<std::pair<std::string, Schedule>>& names_of<Schedule>() {
   return n;
 }
 template <>
+const std::vector<std::pair<std::string, Switch>>& names_of<Switch>() {
+  static const std::vector<std::pair<std::string, Switch>> n = {{"on", Switch::On}, {"off", Switch::Off}};
+  return n;
+}
+template <>
 const std::vector<std::pair<std::string, DeviceChoice>>& names_of<DeviceChoice>() {
   return device_choices();
 }
@@ -189,6 +194,9 @@ const Setting kSettings[] = {
     EMONEXT_COMMAND("training", "--pageable-input", "", "false", pinned_input, kAny,
                     "on a GPU: copy each batch up from pageable memory, a wait for the device per step (default: pinned buffers "
                     "on a copy stream; to time them)"),
+    EMONEXT_COMMAND("training", "--cuda-graph", nullptr, nullptr, cuda_graph, kAny,
+                    "on one GPU: capture the training step as a CUDA graph at its second step and replay it, one launch a step "
+                    "(off: its kernels launched one by one, to time it; the same bits either way)"),
     EMONEXT_ROW("parallel", "ranks", nullptr, "", nullptr, false, ranks, between(1, 1 << 16), ""),
     EMONEXT_FLAG("parallel", "sync_batch", "--sync-batch", "true", sync_batch,
                  "under mpirun: BatchNorm's statistics and the attention over the global batch, as one process computes them "

@@ -18,6 +18,7 @@ namespace emonext {
 
 enum class Amp { Off, BF16, F16 };                 // --amp off|bf16|f16 (f16 with a dynamic loss scale)
 const char* amp_name(Amp a);
+enum class Switch { Off, On };                     // an option's on|off
 
 struct TrainConfig {
   // data: one of data_dir (train/ val/ [test/] folders), csv (fer2013.csv), synthetic > 0
@@ -45,6 +46,7 @@ struct TrainConfig {
   bool val_random_crop = false;  // the reference's validation view (a random crop); default: centre
   int64_t log_every = 50;        // plain-output progress lines; on a GPU, the reads of the steps' figures
   bool pinned_input = true;      // on a GPU: batches up through pinned buffers on a copy stream (core/staging.h)
+  Switch cuda_graph = Switch::On;  // on one GPU: the step captured and replayed as a CUDA graph (train/step_graph.h)
   // Data parallelism (mpirun -np N emonext_train): ranks is the run's number of
   // processes (MPI's, not an option; --resume refuses another number).
   int64_t ranks = 1;

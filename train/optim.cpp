@@ -23,8 +23,8 @@ void AdamW::step(double lr, double grad_scale) {
   update({lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, t_, grad_scale});
 }
 
-void AdamW::step(double lr, const Tensor& control) {
-  AdamWHyper h{lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay};
+void AdamW::step(const Tensor& control) {
+  AdamWHyper h{0, o_.beta1, o_.beta2, o_.eps, o_.weight_decay};
   h.control = &control;
   update(h);
 }
@@ -77,31 +77,42 @@ StepChecks::StepChecks(Device dev, int64_t capacity, double clip, LossScaler& sc
   upload();
 }
 
-void StepChecks::upload() {
+void StepChecks::upload(int64_t run_steps) {
+  EMONEXT_CHECK(pending_ == 0, "StepChecks: ", pending_, " steps are not read yet; read() before upload()");
+  EMONEXT_CHECK(run_steps >= 0 && run_steps < (int64_t(1) << 53), "StepChecks: a run's step count must be in [0, 2^53), got ",
+                run_steps);
   std::vector<double> s(kernels::kStateSize, 0.0);
   s[kernels::kLossScale] = scaler_.factor();
   s[kernels::kGoodSteps] = double(scaler_.good);
   s[kernels::kAdamSteps] = double(opt_.steps());
+  s[kernels::kRunSteps] = double(run_steps);
   state_.copy_(Tensor::from_vector(s, {kernels::kStateSize}, DType::F64));
+  steps_ = run_steps;
 }
 
 Tensor StepChecks::loss_scale() const { return state_.slice(0, kernels::kLossScale, kernels::kLossScale + 1).to(DType::F32); }
 
-void StepChecks::check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels) {
+void StepChecks::check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels,
+                       const kernels::LrSchedule& schedule) {
   EMONEXT_CHECK(pending_ < capacity_, "StepChecks: ", capacity_, " steps since the last read fill the ring; read() first");
   NoGradGuard no_grad;
   Tensor parts = grad_norm_parts(model);
   if (!parts.defined()) parts = Tensor::zeros({0}, DType::F32, dev_);
-  step_check_(state_, records_, pending_, parts, loss.detach(), logits.detach().contiguous(), labels,
-              {clip_, scaler_.on, LossScaler::kFloor});
+  step_check_(state_, records_, parts, loss.detach(), logits.detach().contiguous(), labels,
+              {clip_, scaler_.on, LossScaler::kFloor, schedule});
+}
+
+void StepChecks::count() {
+  EMONEXT_CHECK(pending_ < capacity_, "StepChecks: ", capacity_, " steps since the last read fill the ring; read() first");
   ++pending_;
+  ++steps_;
 }
 
 std::vector<StepRecord> StepChecks::read() {
-  const std::vector<double> b = block_.slice(0, 0, kernels::kStateSize + pending_ * kernels::kRecordSize).to_vector();
+  const std::vector<double> b = block_.to_vector();  // the state and the whole ring (the trainer's has at most 1000 rows)
   std::vector<StepRecord> out;
-  for (int64_t i = 0; i < pending_; ++i) {
-    const double* r = b.data() + kernels::kStateSize + i * kernels::kRecordSize;
+  for (int64_t s = steps_ - pending_; s < steps_; ++s) {
+    const double* r = b.data() + kernels::kStateSize + (s % capacity_) * kernels::kRecordSize;
     out.push_back({r[kernels::kRecLoss], r[kernels::kRecNorm], r[kernels::kRecScale], int64_t(r[kernels::kRecCorrect]),
                    r[kernels::kRecSkipped] != 0, kernels::StepHalt(int(r[kernels::kRecHalted]))});
   }
@@ -132,20 +143,7 @@ Schedule schedule_from_name(const std::string& name) {
 }
 
 double learning_rate(Schedule s, double peak, int64_t step, int64_t warmup, int64_t cycle, int64_t total_steps) {
-  switch (s) {
-    case Schedule::Constant: return peak;
-    case Schedule::Restarts: {
-      const int64_t c = step % cycle;
-      if (c < warmup) return peak * double(c) / double(warmup);
-      return peak * (1 + std::cos(M_PI * double(c - warmup) / double(cycle - warmup))) / 2;
-    }
-    case Schedule::Cosine:
-    default: {
-      if (step < warmup) return peak * double(step) / double(warmup);
-      const double t = std::min(1.0, double(step - warmup) / double(std::max<int64_t>(1, total_steps - warmup)));
-      return peak * (1 + std::cos(M_PI * t)) / 2;
-    }
-  }
+  return kernels::scheduled_lr({s, peak, warmup, cycle, total_steps}, step);
 }
 
 Ema::Ema(Module& model, int64_t every) : every_(every) {

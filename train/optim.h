@@ -27,10 +27,10 @@ class AdamW {
   // Parameters without a gradient are left alone. The gradients are used multiplied by
   // grad_scale (clip_factor's result), which leaves them as they are in .grad.
   void step(double lr, double grad_scale = 1.0);
-  // The same with the step count, the gradients' factor and whether to skip read on the
-  // device from `control` (StepChecks::control()); steps() then counts on the device, and
-  // StepChecks::read() brings it back.
-  void step(double lr, const Tensor& control);
+  // The same with the learning rate, the step count, the gradients' factor and whether to
+  // skip read on the device from `control` (StepChecks::control()); steps() then counts on
+  // the device, and StepChecks::read() brings it back.
+  void step(const Tensor& control);
   int64_t steps() const { return t_; }
   // The moments, named "exp_avg.<param>" and "exp_avg_sq.<param>", for checkpoints.
   std::vector<std::pair<std::string, Tensor*>> state();
@@ -70,25 +70,31 @@ struct StepRecord {
 
 // A training step's checks kept on the device, so that the host need not wait for
 // them: the gradient norm, clipping's factor, fp16's overflow check and loss scale,
-// AdamW's step count and the skip live in a small f64 block that AdamW reads
-// (control()); each step's figures go to a row of a ring of `capacity` rows, which the
-// host reads with one transfer when it wants them (read()).
+// AdamW's step count, the skip, the run's step count and the schedule's learning rate
+// live in a small f64 block that AdamW reads (control()); step s's figures go to row
+// s mod capacity of a ring, which the host reads with one transfer when it wants them
+// (read()). Nothing a step's launches take by value changes from step to step, so a CUDA
+// graph can replay them.
 class StepChecks {
  public:
   StepChecks(Device dev, int64_t capacity, double clip, LossScaler& scaler, AdamW& opt);
-  // The host's copies (the scaler, AdamW's step count) onto the device: at the start, and
-  // after a resume has loaded them.
-  void upload();
+  // The host's copies (the scaler, AdamW's step count, the run's step count) onto the
+  // device: at the start, and after a resume has loaded them. No steps may be pending.
+  void upload(int64_t run_steps = 0);
   // The loss scale as an f32 device scalar, to multiply an fp16 step's loss by.
   Tensor loss_scale() const;
-  // After the backward pass and any sum over the ranks: one launch that checks the step
-  // and records it. At most capacity() steps between reads.
-  void check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels);
+  // After the backward pass and any sum over the ranks: queues the one launch that checks
+  // the step, sets its learning rate (`schedule` at the run's step count) and records it.
+  // It changes nothing on the host (a graph can capture it): count() the step after.
+  void check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels, const kernels::LrSchedule& schedule);
+  // Counts one step whose check is queued (check(), or a graph's replay of it), for
+  // read(). At most capacity() steps between reads.
+  void count();
   const Tensor& control() const { return state_; }
   int64_t capacity() const { return capacity_; }
   int64_t pending() const { return pending_; }
   int64_t reads() const { return reads_; }  // read() calls so far
-  // The records of the steps checked since the last read, oldest first (one transfer:
+  // The records of the steps counted since the last read, oldest first (one transfer:
   // the host waits for the device here), with the scaler's state and AdamW's step count
   // copied back into the host's objects.
   std::vector<StepRecord> read();
@@ -96,6 +102,7 @@ class StepChecks {
  private:
   Device dev_;
   int64_t capacity_, pending_ = 0, reads_ = 0;
+  int64_t steps_ = 0;  // the run's steps counted, as the device's kRunSteps will be
   double clip_;
   LossScaler& scaler_;
   AdamW& opt_;
@@ -103,13 +110,11 @@ class StepChecks {
   Tensor state_, records_;  // views of it: [kStateSize] and [capacity, kRecordSize]
 };
 
-enum class Schedule { Restarts, Cosine, Constant };
-Schedule schedule_from_name(const std::string& name);  // restarts, cosine, constant
-// The learning rate at optimiser step `step` (0-based):
-//   restarts: the reference's cosine with warm restarts: c = step mod cycle; peak * c / warmup
-//             while c < warmup, else peak * (1 + cos(pi (c - warmup) / (cycle - warmup))) / 2
-//   cosine:   linear warm-up over `warmup` steps, then one cosine to 0 at total_steps
-//   constant: peak
+// restarts, cosine, constant: kernels/formulas.h's scheduled_lr says what each does.
+using Schedule = kernels::Schedule;
+Schedule schedule_from_name(const std::string& name);
+// The learning rate at optimiser step `step` (0-based): kernels::scheduled_lr, the
+// formula the device's step check uses.
 double learning_rate(Schedule s, double peak, int64_t step, int64_t warmup, int64_t cycle, int64_t total_steps);
 
 // The reference's EMA of the weights and BatchNorm buffers: every `every` optimiser

@@ -30,6 +30,7 @@
 #include "train/run_data.h"
 #include "train/run_files.h"
 #include "train/run_report.h"
+#include "train/step_graph.h"
 
 namespace emonext {
 
@@ -130,8 +131,11 @@ class Run {
         checks_(dev, steps_between_reads(c, dev), c.clip, amp_.scaler, opt_),
         input_(dev),
         ema_(c.ema ? std::make_unique<Ema>(*model_, c.ema_every) : nullptr),
-        schedule_(c.schedule),
+        schedule_{c.schedule, c.lr, c.warmup, c.cycle, 1},
         dp_gen_(amp_.runner().generator()),  // drop path draws from the model that runs the blocks
+        graph_(c.cuda_graph == Switch::On && dev.is_cuda() && dist::size() == 1
+                   ? std::make_unique<StepGraph>(dev, dp_gen_, [this](const std::vector<Tensor>& in) { queue_step(in); })
+                   : nullptr),
         progress_(c.log_every),
         last_(c.out + "/last.safetensors"),
         last_state_(c.out + "/last.state.safetensors"),
@@ -160,8 +164,9 @@ class Run {
     }
     std::vector<double> losses;
     std::vector<std::pair<std::string, Tensor>> dump;
+    schedule_.total = c_.steps;
     for (int64_t s = 0; s < c_.steps; ++s) {
-      step(b, {.images = b.labels.numel() * dist::size(), .lr = lr_at(s, c_.steps)}, [&](const EmoNeXtOutput& out) {
+      step(b, {.images = b.labels.numel() * dist::size(), .lr = lr_at(s)}, [&](const EmoNeXtOutput& out) {
         if (s > 0) return;
         dump.emplace_back("logits", out.logits.detach().to(Device::cpu()));
         for (const Module::Named& p : model_->named_parameters())
@@ -193,6 +198,7 @@ class Run {
     const int64_t total_steps = c_.benchmark > 0   ? c_.benchmark
                                 : c_.max_steps > 0 ? std::min(c_.max_steps, c_.epochs * steps_per_epoch)
                                                    : c_.epochs * steps_per_epoch;
+    schedule_.total = total_steps;
     if (!c_.resume.empty() && c_.benchmark == 0 && resumed_run_is_over(total_steps)) return 0;
     std::optional<SigintToFlag> sigint(std::in_place);
     const auto t_start = Clock::now();
@@ -215,7 +221,7 @@ class Run {
         report_unreadable(b.unreadable);
         if (b.labels.numel() == 0) continue;
         step(b, {.epoch = st_.epoch, .batch = b.index + 1, .batches = loader.batches(), .images = b.labels.numel() * dist::size(),
-                 .lr = lr_at(st_.step, total_steps)});
+                 .lr = lr_at(st_.step)});
         st_.batch_in_epoch = b.index + 1;
         const bool last = c_.benchmark > 0 ? st_.step >= c_.benchmark : c_.max_steps > 0 && st_.step >= c_.max_steps;
         const bool bench_start = c_.benchmark > 0 && st_.step == BenchmarkTally::kSkip;
@@ -256,7 +262,7 @@ class Run {
       // A run that stops on the epoch's last batch has finished the epoch: "last" then
       // resumes at the next one, not at an empty remainder of this one.
       if (!stop || st_.batch_in_epoch >= loader.batches()) st_.batch_in_epoch = 0;
-      if (end_epoch(data.val, tally, loader.wait_seconds(), total_steps)) stop = true;
+      if (end_epoch(data.val, tally, loader.wait_seconds())) stop = true;
       if (stop && st_.batch_in_epoch > 0) {
         save_last();  // mid-epoch: resume continues this epoch
         break;
@@ -286,7 +292,7 @@ class Run {
     if (!c_.resume.empty()) {
       load_weights(*model_, c_.resume + "/last.safetensors", c_);
       st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), amp_.scaler);
-      checks_.upload();
+      checks_.upload(st_.step);
       dp_gen_.set_state(c_.seed + 1, st_.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,
                   (long long)st_.epoch, (long long)st_.batch_in_epoch);
@@ -315,16 +321,18 @@ class Run {
   // One training step, the one that training, --overfit-batch and --benchmark all take:
   // forward, loss, backward, the step's checks, AdamW, the EMA, all queued on the device
   // without a wait for it. The checks (StepChecks) compute the gradient norm, clipping's
-  // factor and fp16's overflow check on the device, and AdamW reads them there: a step
-  // whose gradients overflow under fp16 is skipped and the loss scale halved (it still
-  // counts as a step), and a non-finite loss, or non-finite gradients without fp16,
-  // halts every later update until the host reads the figures (read_steps) and stops.
-  // `inspect`, when given, sees the outputs after the backward pass, while the master's
-  // parameters hold the step's gradients. q: the step's batch and learning rate; the
-  // step's number is filled in.
+  // factor, fp16's overflow check and the step's learning rate on the device, and AdamW
+  // reads them there: a step whose gradients overflow under fp16 is skipped and the loss
+  // scale halved (it still counts as a step), and a non-finite loss, or non-finite
+  // gradients without fp16, halts every later update until the host reads the figures
+  // (read_steps) and stops. `inspect`, when given, sees the outputs after the backward
+  // pass, while the master's parameters hold the step's gradients. q: the step's batch
+  // and learning rate (for the logs); the step's number is filled in.
   //
   // On a GPU the batch goes up through pinned buffers on a copy stream (InputStaging),
-  // so the host does not wait for the device within a step.
+  // so the host does not wait for the device within a step; on one GPU the step's device
+  // work (queue_step) is replayed as a CUDA graph from the second step on (StepGraph), and
+  // this function's own host work (the count, the EMA every few steps) runs either way.
   //
   // On several ranks (mpirun) b is this rank's share of the global batch of q.images, and
   // the loss it backs through is its part of the global batch's loss: with --sync-batch
@@ -334,12 +342,23 @@ class Run {
   // are the loss, the correct count and a Ctrl-C when the step's figures are read.
   void step(const Batch& b, QueuedStep q, const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
     const int ranks = dist::size();
-    const int64_t global_batch = q.images;
     for (ConvNeXt* m : {static_cast<ConvNeXt*>(model_.get()), static_cast<ConvNeXt*>(&amp_.runner())})
-      m->shard = ranks == 1 ? BatchShard{} : BatchShard{dist::rank() * (global_batch / ranks), global_batch, c_.sync_batch};
+      m->shard = ranks == 1 ? BatchShard{} : BatchShard{dist::rank() * (q.images / ranks), q.images, c_.sync_batch};
     check_labels("training batch", b.labels, c_.classes);  // on the host: the loss does not read a GPU's labels back
     const std::vector<Tensor> in =
         c_.pinned_input ? input_.put({b.images, b.labels}) : std::vector<Tensor>{b.images.to(dev_), b.labels.to(dev_)};
+    if (graph_ && !inspect) graph_->step(in);
+    else queue_step(in, inspect);
+    checks_.count();
+    q.step = ++st_.step;
+    queued_.push_back(q);
+    if (ema_) ema_->update(*model_, st_.step);
+  }
+
+  // The step's device work on the batch in = {images, labels}: queued, no wait, and no
+  // host state that a later step reads is changed, so that StepGraph can capture it.
+  void queue_step(const std::vector<Tensor>& in, const std::function<void(const EmoNeXtOutput&)>& inspect = {}) {
+    const int ranks = dist::size();
     const Tensor &x = in[0], &y = in[1];
     const EmoNeXtOutput out = amp_.forward(x);
     const Tensor loss = ranks == 1        ? emonext_loss(out, y, c_.label_smoothing)
@@ -354,12 +373,9 @@ class Run {
     amp_.gradients_to_master();
     if (ranks > 1) buckets_.all_reduce(*model_);
     if (inspect) inspect(out);
-    checks_.check(*model_, loss, out.logits, y);
-    opt_.step(q.lr, checks_.control());  // AdamW unscales and clips the gradients as it reads them, or skips
+    checks_.check(*model_, loss, out.logits, y, schedule_);
+    opt_.step(checks_.control());  // AdamW unscales and clips the gradients as it reads them, or skips
     model_->zero_grad();
-    q.step = ++st_.step;
-    queued_.push_back(q);
-    if (ema_) ema_->update(*model_, st_.step);
   }
 
   // What read_steps found: why the run must stop ("" when it goes on) and at which step,
@@ -424,8 +440,8 @@ class Run {
     return "";
   }
 
-  // The schedule's learning rate at optimiser step `step` of `total`.
-  double lr_at(int64_t step, int64_t total) const { return learning_rate(schedule_, c_.lr, step, c_.warmup, c_.cycle, total); }
+  // The schedule's learning rate at step `step` (as the device's step check computes it).
+  double lr_at(int64_t step) const { return kernels::scheduled_lr(schedule_, step); }
 
   // Runs f with the EMA's weights in the model when the EMA is on, the model's own put
   // back afterwards (also when f throws).
@@ -445,14 +461,14 @@ class Run {
   // The close of an epoch: validation (with the EMA's weights when on), its line in the
   // log and row in metrics.csv, the best checkpoints when it is the best epoch so far,
   // early stopping's count. Returns true when the patience has run out.
-  bool end_epoch(const Dataset& val, const EpochTally& t, double data_wait, int64_t total_steps) {
+  bool end_epoch(const Dataset& val, const EpochTally& t, double data_wait) {
     const Evaluation ev = evaluate_model(val, {false, c_.val_random_crop, c_.seed, st_.epoch});
     const double ips = t.images_per_second();
     std::printf("epoch %lld step %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f img/s, data wait %.1f s\n",
                 (long long)st_.epoch, (long long)st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, ema_ ? " (EMA)" : "",
                 ips, data_wait);
     std::fflush(stdout);
-    if (logs_) logs_->epoch(st_.epoch, st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, lr_at(st_.step, total_steps), ips, data_wait);
+    if (logs_) logs_->epoch(st_.epoch, st_.step, t.loss(), t.accuracy(), ev.loss, ev.accuracy, lr_at(st_.step), ips, data_wait);
     const bool best = ev.accuracy > st_.best_accuracy;
     if (best) {
       st_.best_accuracy = ev.accuracy;
@@ -512,7 +528,10 @@ class Run {
                              double(gpu_launches() - b.launches_at_start) / double(steady_steps)) +
                              ", " + std::to_string(gpu_host_waits() - b.waits_at_start) + " host waits for the GPU in " +
                              std::to_string(steady_steps) + " steps (" + std::to_string(checks_.reads() - b.reads_at_start) +
-                             " reads of the steps' figures)"
+                             " reads of the steps' figures), " +
+                             (graph_ ? std::to_string(graph_->replays()) + " of the " + std::to_string(st_.step) +
+                                           " steps replayed from a CUDA graph"
+                                     : std::string("the step not a CUDA graph"))
                        : "";
     const std::string ranks =
         dist::size() > 1 ? " on each of " + std::to_string(dist::size()) + " ranks" +
@@ -564,8 +583,9 @@ class Run {
   std::vector<QueuedStep> queued_;      // the steps those figures belong to
   GradientBuckets buckets_;             // the gradients' sum over the ranks (mpirun)
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
-  const Schedule schedule_;
+  kernels::LrSchedule schedule_;        // its total steps set when the run knows them
   Generator& dp_gen_;
+  std::unique_ptr<StepGraph> graph_;    // --cuda-graph on, on one GPU
   bool warned_small_scale_ = false;
   RunState st_;
   Progress progress_;

@@ -40,7 +40,9 @@ void fill(const View& dst, double value, Stream) {
   });
 }
 
-void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, double a, double b, Stream) {
+void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, const uint64_t* counter_base, double a, double b,
+            Stream) {
+  if (counter_base) counter += *counter_base;
   dispatch_floating<Types>(dst.dtype, "random", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* d = typed<T>(dst);

@@ -19,7 +19,7 @@ void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Str
 #pragma omp parallel for schedule(static) if (chunks.size() > 1)
     for (size_t c = 0; c < chunks.size(); ++c) {
       const AdamWTensor& x = tensors[chunks[c].tensor];
-      const AdamWScalars<A> s = adamw_scalars<A>(a, x.decay);
+      const AdamWScalars<A> s = adamw_scalars<A>(a, x.weight_decay);
       T *p = static_cast<T*>(x.p), *m = static_cast<T*>(x.m), *v = static_cast<T*>(x.v);
       const T* g = static_cast<const T*>(x.g);
       for (int64_t i = chunks[c].first; i < chunks[c].last; ++i) {

@@ -37,7 +37,9 @@ __global__ void fill_kernel(View dst, T value) {
 }
 
 template <class T>
-__global__ void random_kernel(T* dst, int64_t n, RandomKind kind, uint64_t seed, uint64_t counter, float a, float b) {
+__global__ void random_kernel(T* dst, int64_t n, RandomKind kind, uint64_t seed, uint64_t counter, const uint64_t* counter_base,
+                              float a, float b) {
+  if (counter_base) counter += *counter_base;  // read when the kernel runs: a graph's replay draws anew
   EMONEXT_GRID_STRIDE(i, n) {
     const philox::U32x4 r = philox::philox4x32_10(counter + uint64_t(i / 4), seed);
     const int lane = int(i % 4);
@@ -148,12 +150,13 @@ void fill(const View& dst, double value, Stream s) {
   });
 }
 
-void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, double a, double b, Stream s) {
+void random(const View& dst, RandomKind kind, uint64_t seed, uint64_t counter, const uint64_t* counter_base, double a, double b,
+            Stream s) {
   dispatch_floating<Types>(dst.dtype, "random", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const int64_t n = dst.numel();
     EMONEXT_LAUNCH(random_kernel<T>, blocks_for(n, kThreads), kThreads, 0, s, static_cast<T*>(dst.data), n, kind, seed,
-                   counter, float(a), float(b));
+                   counter, counter_base, float(a), float(b));
   });
 }
 

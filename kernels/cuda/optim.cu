@@ -18,7 +18,7 @@ namespace {
 constexpr unsigned kThreads = 256;
 constexpr int64_t kChunk = 16384;  // elements per block: 64 per thread
 
-// p, m, v, g per parameter; extra: its decay, 1 - lr * weight_decay.
+// p, m, v, g per parameter; extra: its weight decay (0 where exempt).
 using AdamWChunks = TensorChunks<4, 36, 320, double>;
 
 // Elements [first, last) of one parameter: packs of V from first (a multiple of V),
@@ -79,7 +79,7 @@ void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Str
       c.ptr[1][slot] = x.m;
       c.ptr[2][slot] = x.v;
       c.ptr[3][slot] = const_cast<void*>(x.g);  // read only
-      c.extra[slot] = x.decay;
+      c.extra[slot] = x.weight_decay;
       return x.n;
     };
     launch_over_chunks<AdamWChunks>(tensors.size(), kChunk, fill, [&](const AdamWChunks& c, int blocks) {

@@ -1,0 +1,60 @@
+#include "train/step_graph.h"
+
+#include "core/base/error.h"
+
+namespace emonext {
+
+StepGraph::StepGraph(Device device, Generator& gen, Queue queue) : device_(device), gen_(gen), queue_(std::move(queue)) {
+  EMONEXT_CHECK(device_.is_cuda(), "a step graph runs on a CUDA device; ", device_.str(), " is not one");
+}
+
+bool StepGraph::fits(const std::vector<Tensor>& inputs) const {
+  if (inputs.size() != inputs_.size()) return false;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].shape() != inputs_[i].shape() || inputs[i].dtype() != inputs_[i].dtype()) return false;
+  return true;
+}
+
+void StepGraph::step(const std::vector<Tensor>& inputs) {
+  if (!warmed_up_ || (graph_ && !fits(inputs))) {
+    queue_(inputs);
+    warmed_up_ = true;
+    return;
+  }
+  if (!graph_) capture(inputs);
+  for (size_t i = 0; i < inputs.size(); ++i) inputs_[i].copy_(inputs[i]);
+  // The fill takes the counter by value, as a double: exact below 2^53 (a run draws a
+  // few dozen counters a step).
+  EMONEXT_CHECK(gen_.counter() < (uint64_t(1) << 53), "the drop-path generator's counter passed 2^53");
+  counter_base_.fill_(double(gen_.counter()));
+  graph_->replay();
+  gen_.set_state(gen_.seed(), gen_.counter() + draws_per_step_);
+  ++replays_;
+}
+
+void StepGraph::capture(const std::vector<Tensor>& inputs) {
+  for (const Tensor& t : inputs) inputs_.push_back(Tensor::empty(t.shape(), t.dtype(), device_));
+  counter_base_ = Tensor::zeros({1}, DType::I64, device_);
+  // While capturing, the draws count their counters from 0 on top of the base; the
+  // generator is put back as it was, and each replay moves it on by what a step took.
+  struct PutBack {
+    Generator& gen;
+    uint64_t counter;
+    ~PutBack() {
+      gen.set_state(gen.seed(), counter);
+      gen.set_counter_base(nullptr);
+    }
+  } put_back{gen_, gen_.counter()};
+  gen_.set_state(gen_.seed(), 0);
+  gen_.set_counter_base(&counter_base_);
+  try {
+    graph_ = std::make_unique<GpuGraph>(device_, [&] { queue_(inputs_); });
+  } catch (const Error& e) {
+    inputs_.clear();
+    throw Error(std::string("the training step could not be captured as a CUDA graph (--cuda-graph off runs it eagerly): ") +
+                e.what());
+  }
+  draws_per_step_ = gen_.counter();
+}
+
+}  // namespace emonext
