@@ -291,7 +291,7 @@ levers() {
   local s model size batch lever
   for s in "${shapes[@]}"; do
     read -r model size batch <<<"$s"
-    for lever in "" "--log-every 1" "--pageable-input" ""; do
+    for lever in "" "--cuda-graph off" "--log-every 1" "--pageable-input" ""; do
       # shellcheck disable=SC2086  # $lever is zero or two words
       echo "$model/$size batch $batch, ${lever:-every lever on}: $("$train" --benchmark "$steps" --model "$model" --img-size "$size" \
           --batch "$batch" --device "$device" --amp "$amp" --no-ema --overwrite --out "$logs/levers" $lever | grep '^benchmark')"
@@ -300,8 +300,8 @@ levers() {
 }
 part "throughput levers" 100 levers >"$logs/levers.log" 2>&1
 {
-  echo "## The step's levers on and off (--benchmark, --amp bf16; --log-every 1: the host reads every step's figures;"
-  echo "## --pageable-input: batches copied from pageable memory)"
+  echo "## The step's levers on and off (--benchmark, --amp bf16; --cuda-graph off: the step's kernels launched one by one;"
+  echo "## --log-every 1: the host reads every step's figures; --pageable-input: batches copied from pageable memory)"
   echo
   sed 's/^/- /' "$logs/levers.log"
   echo
