@@ -189,6 +189,18 @@ void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h);
 // The same for one parameter.
 void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h);
 
+// The EMA of a model's tensors (kernels::ema_step): each `average` moves toward its
+// `model` tensor (same shape, dtype and device; the averages contiguous) after the steps
+// that are multiples of `every`, with the reference's decay at that step; a few
+// launches for the whole list. With `control` (step_check_'s state) the step is read
+// there on the device (the run's step count after the step's check).
+struct EmaHyper {
+  int64_t every = 16;
+  int64_t step = 0;  // the optimiser step just taken, 1-based
+  const Tensor* control = nullptr;
+};
+void ema_update_(const std::vector<Tensor*>& averages, const std::vector<const Tensor*>& model, const EmaHyper& h);
+
 // The training step's checks on the device, so that the host need not wait for them
 // (kernels::step_check_apply): from the gradients' sum_squares parts (f32), the loss (f32
 // [] or [1]), the logits (f32 [N, classes]) and the labels (i64 [N]), it updates `state`

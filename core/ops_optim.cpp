@@ -1,12 +1,26 @@
 // The optimiser's update as one op: AdamW over a list of parameters, fused into a few
-// multi-tensor launches (kernels/*/optim).
+// multi-tensor launches (kernels/*/optim); the weights' EMA the same way; the training
+// step's check.
 #include <cmath>
+#include <map>
 
 #include "core/backend.h"
 #include "core/op_checks.h"
 #include "core/ops.h"
 
 namespace emonext {
+
+namespace {
+// `control` as step_check_'s state on `dev`: its data for a kernel, or null without one.
+const double* control_data(const char* op, const Tensor* control, Device dev) {
+  if (!control) return nullptr;
+  const Tensor& c = *control;
+  EMONEXT_CHECK(c.dtype() == DType::F64 && c.is_contiguous() && c.numel() == kernels::kStateSize && c.device() == dev, op,
+                ": the control must be step_check_'s state (f64 [", int(kernels::kStateSize), "] on ", dev.str(), "), got ",
+                c.str());
+  return static_cast<const double*>(c.data_ptr());
+}
+}  // namespace
 
 void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h) {
   const char* op = "adamw_update_";
@@ -39,14 +53,39 @@ void adamw_update_(const std::vector<AdamWParam>& params, const AdamWHyper& h) {
   a.eps = h.eps;
   a.t = double(h.t);
   a.grad_scale = h.grad_scale;
-  if (h.control) {
-    const Tensor& c = *h.control;
-    EMONEXT_CHECK(c.dtype() == DType::F64 && c.is_contiguous() && c.numel() == kernels::kStateSize && c.device() == first.device(), op,
-                  ": the control must be step_check_'s state (f64 [", int(kernels::kStateSize), "] on ", first.device().str(),
-                  "), got ", c.str());
-    a.control = static_cast<const double*>(c.data_ptr());
-  }
+  a.control = control_data(op, h.control, first.device());
   EMONEXT_KERNEL(first.device(), adamw_step, a, list);
+}
+
+void ema_update_(const std::vector<Tensor*>& averages, const std::vector<const Tensor*>& model, const EmaHyper& h) {
+  const char* op = "ema_update_";
+  EMONEXT_CHECK(averages.size() == model.size(), op, ": ", averages.size(), " averages for ", model.size(), " tensors");
+  EMONEXT_CHECK(h.every >= 1 && (h.control || h.step >= 1), op, ": every must be at least 1 and the step start at 1, got every ",
+                h.every, ", step ", h.step);
+  if (averages.empty()) return;
+  const Device dev = averages.front()->device();
+  std::vector<Tensor> sources;  // contiguous, alive until the kernels have read them
+  sources.reserve(model.size());
+  std::map<DType, std::vector<kernels::EmaTensor>> lists;  // one launch list per dtype
+  for (size_t i = 0; i < averages.size(); ++i) {
+    Tensor& v = *averages[i];
+    const Tensor& x = *model[i];
+    EMONEXT_CHECK(v.shape() == x.shape() && v.dtype() == x.dtype() && v.device() == dev && x.device() == dev, op, ": the average ",
+                  v.str(), " does not match its tensor ", x.str());
+    EMONEXT_CHECK(v.is_contiguous(), op, ": the averages must be contiguous, got ", v.str());
+    check_inplace(op, v);
+    if (v.numel() == 0) continue;
+    sources.push_back(x.contiguous());
+    lists[v.dtype()].push_back({v.data_ptr(), sources.back().data_ptr(), v.numel()});
+  }
+  kernels::EmaStep a;
+  a.every = h.every;
+  a.step = h.step;
+  a.control = control_data(op, h.control, dev);
+  for (const auto& [dtype, list] : lists) {
+    a.dtype = dtype;
+    EMONEXT_KERNEL(dev, ema_step, a, list);
+  }
 }
 
 void adamw_update_(Tensor& param, const Tensor& grad, Tensor& exp_avg, Tensor& exp_avg_sq, const AdamWHyper& h) {

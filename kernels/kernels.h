@@ -192,6 +192,40 @@ EMONEXT_HD AdamWScalars<A> adamw_scalars(const AdamWStep& a, double weight_decay
           A(m_sqrt(1 - m_pow(a.beta2, t))), A(-lr / (1 - m_pow(a.beta1, t)))};
 }
 
+// The EMA of the weights (train/optim.h, Ema) on a list of tensors of one dtype: after
+// the steps that are multiples of `every`, each average v moves toward the model's x,
+// v = v d + x (1 - d) with the reference's decay d = min(0.99, 1 - (1 + s - 100)^(-2/3)),
+// or v = x while s <= 100 (d = 0) and for integral tensors (counters). The step s is the
+// host's unless `control` points at step_check's state: then it is read there (its run
+// step count, the step just checked), so that a CUDA graph's replay takes its own.
+struct EmaTensor {
+  void* v = nullptr;
+  const void* x = nullptr;
+  int64_t n = 0;
+};
+struct EmaStep {
+  DType dtype = DType::F32;
+  int64_t every = 16;
+  int64_t step = 0;                 // the optimiser step just taken (1-based)
+  const double* control = nullptr;
+};
+// The decay after the step, or -1 when the step leaves the averages as they are.
+EMONEXT_HD double ema_decay(const EmaStep& a) {
+  const int64_t s = a.control ? int64_t(a.control[kRunSteps]) : a.step;
+  if (s % a.every != 0) return -1;
+  if (s <= 100) return 0;
+  const double d = 1 - m_pow(double(1 + s - 100), -2.0 / 3.0);
+  return d < 0.99 ? d : 0.99;
+}
+// One value of the average, in the accumulation type A: the op-by-op form's
+// v * d + x * (1 - d).
+template <class A>
+EMONEXT_HD A ema_apply(A v, A x, double d) {
+  if (d == 0) return x;
+  const A kept = v * A(d), moved = x * A(1 - d);
+  return kept + moved;
+}
+
 #define EMONEXT_KERNEL_DECLARATIONS                                                                   \
   /* elementwise.{cpp,cu}: every view has the output's shape (broadcast inputs have stride 0) */   \
   void copy(const View& dst, const View& src, Stream s); /* any dtype to any dtype */               \
@@ -289,6 +323,7 @@ EMONEXT_HD AdamWScalars<A> adamw_scalars(const AdamWStep& a, double weight_decay
   void max_pool_backward(const Pool& p, void* dx, const void* dy, const int64_t* argmax, Stream s);\
   /* optim.{cpp,cu}: one read of p, m, v and g, one write of p, m and v */                        \
   void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Stream s);         \
+  void ema_step(const EmaStep& a, const std::vector<EmaTensor>& tensors, Stream s);               \
   void step_check(const StepCheck& a, Stream s); /* one launch of one thread */
 
 namespace cpu {

@@ -446,5 +446,38 @@ TEST(Optim, EmaFollowsTheReferencesDecayEverySixteenSteps) {
   EXPECT_GT(std::fabs(expected - 150.0), 1.0) << "at step 300 the average lags the value: the decay was applied";
 }
 
+// The EMA queued every step with the step read on the device (what a CUDA graph
+// replays) gives the host's updates bit for bit: nothing on the steps between, the
+// plain copy up to step 100, the decay after, the counter copied; on every device.
+TEST(Optim, TheEmaReadingItsStepOnTheDeviceEqualsTheHosts) {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  for (const Device dev : devices) {
+    SCOPED_TRACE(dev.str());
+    BatchNorm2d bn(70000);  // more than one chunk (16,384 values) a tensor
+    bn.to(dev);
+    Ema host(bn, 16), device(bn, 16);
+    Generator gen(5);
+    std::vector<double> state(kernels::kStateSize, 0.0);
+    for (int64_t s = 1; s <= 130; ++s) {
+      {
+        NoGradGuard no_grad;
+        for (const Module::Named& t : bn.named_tensors())
+          if (t.tensor->dtype() == DType::I64) t.tensor->fill_(double(s));
+          else t.tensor->copy_(randn(t.tensor->shape(), gen, 0, 1, DType::F32, dev));
+      }
+      host.update(bn, s);
+      state[kernels::kRunSteps] = double(s);  // as step_check_ leaves it after step s
+      device.update(bn, Tensor::from_vector(state, {kernels::kStateSize}, DType::F64, dev));
+      if (s != 15 && s != 16 && s != 112 && s != 128) continue;
+      for (size_t i = 0; i < host.state().size(); ++i)
+        ASSERT_EQ(host.state()[i].second->to_vector(), device.state()[i].second->to_vector()) << host.state()[i].first << " at step " << s;
+    }
+    const std::vector<double> last = host.state()[0].second->to_vector();
+    EXPECT_NE(last, bn.weight.to_vector()) << "after step 100 the average lags the weights";
+    EXPECT_EQ(host.state().back().second->to_vector()[0], 128) << "num_batches_tracked copied at step 128";
+  }
+}
+
 }  // namespace
 }  // namespace emonext::test

@@ -468,23 +468,24 @@ TEST(Train, TheCudaRunResumesBitForBit) {
 // replayed (StepGraph): the learning rate, the step count, the ring row and drop path's
 // Philox counter reach the replays through device memory, so a graphed run gives the
 // eager run's bits (every step's loss, learning rate and gradient norm, and the epochs'
-// validation) with drop path at 0.5, where a replay drawing the captured step's numbers
+// validation, which the EMA's weights make: its first update, a copy, is step 16's, in
+// the graph) with drop path at 0.5, where a replay drawing the captured step's numbers
 // again would change them; and a graphed run stopped mid-epoch and resumed (captured
 // again in the new process) gives the straight run's.
 TEST(Train, TheGraphedCudaRunGivesTheEagerRunsBitsAndResumes) {
   REQUIRE_GPU();
-  const std::string common = " --synthetic 16 --model atto --img-size 32 --batch 4 --epochs 2 --workers 1 --log-every 3 "
+  const std::string common = " --synthetic 16 --model atto --img-size 32 --batch 2 --epochs 2 --workers 1 --log-every 3 "
                              "--drop-path 0.5 --device cuda";
   const ScratchDir graphed("graph_on"), eager("graph_off"), resumed("graph_resumed");
   std::string out;
   ASSERT_EQ(run(common + " --out " + graphed, &out), 0) << out;
   ASSERT_EQ(run(common + " --cuda-graph off --out " + eager, &out), 0) << out;
   const std::vector<std::string> steps = leading_fields(graphed + "/steps.csv", 4);
-  ASSERT_EQ(steps.size(), 8u);
+  ASSERT_EQ(steps.size(), 16u);
   EXPECT_EQ(steps, leading_fields(eager + "/steps.csv", 4)) << "step, loss, learning rate and gradient norm";
   EXPECT_EQ(leading_fields(graphed + "/metrics.csv", 6), leading_fields(eager + "/metrics.csv", 6)) << "the epochs' figures";
-  ASSERT_EQ(run(common + " --max-steps 6 --out " + resumed, &out), 0) << out;  // mid-epoch 2 (4 steps an epoch)
-  ASSERT_EQ(run("--resume " + resumed + " --device cuda --max-steps 8", &out), 0) << out;
+  ASSERT_EQ(run(common + " --max-steps 12 --out " + resumed, &out), 0) << out;  // mid-epoch 2 (8 steps an epoch)
+  ASSERT_EQ(run("--resume " + resumed + " --device cuda --max-steps 16", &out), 0) << out;
   EXPECT_EQ(leading_fields(resumed + "/steps.csv", 4), steps);
 }
 

@@ -155,24 +155,31 @@ Ema::Ema(Module& model, int64_t every) : every_(every) {
 }
 
 void Ema::update(Module& model, int64_t step) {
-  if (step % every_ != 0) return;
+  if (step % every_ == 0) apply(model, {.every = every_, .step = step});  // no launch on the other steps
+}
+
+void Ema::update(Module& model, const Tensor& control) { apply(model, {.every = every_, .control = &control}); }
+
+void Ema::apply(Module& model, const EmaHyper& h) {
   NoGradGuard no_grad;
-  const double d = step <= 100 ? 0.0 : std::min(0.99, 1 - std::pow(double(1 + step - 100), -2.0 / 3.0));
   const std::vector<Module::Named> now = model.named_tensors();
+  EMONEXT_CHECK(now.size() == values_.size(), "Ema: the model has ", now.size(), " tensors, the average ", values_.size());
+  std::vector<Tensor*> averages;
+  std::vector<const Tensor*> tensors;
   for (size_t i = 0; i < now.size(); ++i) {
-    const Tensor& x = *now[i].tensor;
-    if (x.dtype() == DType::I64 || d == 0.0) values_[i] = x.detach().clone();  // counters and the first 100 steps: copy
-    else values_[i] = values_[i] * d + x.detach().to(values_[i].dtype()) * (1 - d);
+    averages.push_back(&values_[i]);
+    tensors.push_back(now[i].tensor);
   }
+  ema_update_(averages, tensors, h);
 }
 
 void Ema::swap(Module& model) {
   NoGradGuard no_grad;
   const std::vector<Module::Named> now = model.named_tensors();
   for (size_t i = 0; i < now.size(); ++i) {
-    Tensor tmp = now[i].tensor->detach().clone();
+    const Tensor tmp = now[i].tensor->detach().clone();
     now[i].tensor->copy_(values_[i]);
-    values_[i] = tmp;
+    values_[i].copy_(tmp);  // in place: a captured step's EMA update writes to these addresses
   }
 }
 

@@ -119,15 +119,23 @@ double learning_rate(Schedule s, double peak, int64_t step, int64_t warmup, int6
 
 // The reference's EMA of the weights and BatchNorm buffers: every `every` optimiser
 // steps s, decay d = min(0.99, 1 - (1 + s - 100)^(-2/3)), a plain copy while s <= 100.
+// One pass over every tensor, a few launches (ema_update_ in core/ops.h).
 class Ema {
  public:
   explicit Ema(Module& model, int64_t every = 16);
-  void update(Module& model, int64_t step);  // call after every optimiser step
-  // Swaps the EMA values into the model (and back on the second call).
+  void update(Module& model, int64_t step);  // call after every optimiser step (1-based)
+  // The same with the step read on the device from `control` (StepChecks::control(),
+  // after the step's check): queued every step, it updates on the steps it is due, so a
+  // CUDA graph can replay it.
+  void update(Module& model, const Tensor& control);
+  // Swaps the EMA values into the model (and back on the second call), in place: every
+  // tensor keeps its memory.
   void swap(Module& model);
   std::vector<std::pair<std::string, Tensor*>> state();  // "ema.<name>"
 
  private:
+  void apply(Module& model, const EmaHyper& h);
+
   int64_t every_;
   std::vector<std::string> names_;
   std::vector<Tensor> values_;

@@ -1,5 +1,5 @@
 // A training step as one CUDA graph (--cuda-graph, on by default on a single GPU): the
-// step's forward, loss, backward, checks and AdamW update are captured once and then
+// step's forward, loss, backward, checks, AdamW update and EMA are captured once and then
 // replayed, one launch a step in place of several hundred, and the host code that queues
 // them (autograd, the ops' checks, the allocator) runs once instead of every step.
 //
@@ -11,8 +11,9 @@
 //   - drop path's random draws: the generator's Philox counter, which the draws' kernels
 //     read from a device scalar that the host moves on before each replay (the draws
 //     then use the very counters an eager step would: the same bits).
-// The step's host bookkeeping (the step count, StepChecks::count, the EMA every 16
-// steps) stays with the caller, which runs it for replays as for eager steps.
+//   - the EMA's every-16 decision and decay: from the step count in that state too.
+// The step's host bookkeeping (the step count, StepChecks::count) stays with the caller,
+// which runs it for replays as for eager steps.
 #pragma once
 #include <functional>
 #include <memory>

@@ -332,7 +332,7 @@ class Run {
   // On a GPU the batch goes up through pinned buffers on a copy stream (InputStaging),
   // so the host does not wait for the device within a step; on one GPU the step's device
   // work (queue_step) is replayed as a CUDA graph from the second step on (StepGraph), and
-  // this function's own host work (the count, the EMA every few steps) runs either way.
+  // this function's own host work (the labels' check, the count) runs either way.
   //
   // On several ranks (mpirun) b is this rank's share of the global batch of q.images, and
   // the loss it backs through is its part of the global batch's loss: with --sync-batch
@@ -352,7 +352,6 @@ class Run {
     checks_.count();
     q.step = ++st_.step;
     queued_.push_back(q);
-    if (ema_) ema_->update(*model_, st_.step);
   }
 
   // The step's device work on the batch in = {images, labels}: queued, no wait, and no
@@ -376,6 +375,7 @@ class Run {
     checks_.check(*model_, loss, out.logits, y, schedule_);
     opt_.step(checks_.control());  // AdamW unscales and clips the gradients as it reads them, or skips
     model_->zero_grad();
+    if (ema_) ema_->update(*model_, checks_.control());  // on the steps it is due, read on the device
   }
 
   // What read_steps found: why the run must stop ("" when it goes on) and at which step,

@@ -2,7 +2,10 @@
 // pass over p, m, v and g, where the op-by-op form read and wrote them some 35
 // times, and one parallel loop over the whole list's chunks (multi_tensor.h).
 // The formula is kernels/formulas.h's adamw_apply, shared with the CUDA twin, and so
-// is the training step's check before it (kernels.h, step_check_apply).
+// is the training step's check before it (kernels.h, step_check_apply). The weights'
+// EMA is one such pass too (ema_step).
+#include <type_traits>
+
 #include "kernels/cpu/cpu_types.h"
 #include "kernels/cpu/multi_tensor.h"
 #include "kernels/dispatch.h"
@@ -28,6 +31,24 @@ void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Str
         p[i] = store<T>(pi);
         m[i] = store<T>(mi);
         v[i] = store<T>(vi);
+      }
+    }
+  });
+}
+
+void ema_step(const EmaStep& a, const std::vector<EmaTensor>& tensors, Stream) {
+  const double d = ema_decay(a);
+  if (d < 0) return;
+  dispatch_all<Types>(a.dtype, "ema_step", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const std::vector<TensorChunk> chunks = tensor_chunks(tensors.size(), 1 << 14, [&](size_t i) { return tensors[i].n; });
+#pragma omp parallel for schedule(static) if (chunks.size() > 1)
+    for (size_t c = 0; c < chunks.size(); ++c) {
+      T* v = static_cast<T*>(tensors[chunks[c].tensor].v);
+      const T* x = static_cast<const T*>(tensors[chunks[c].tensor].x);
+      for (int64_t i = chunks[c].first; i < chunks[c].last; ++i) {
+        if constexpr (std::is_integral_v<T>) v[i] = x[i];
+        else v[i] = store<T>(ema_apply<acc_t<T>>(load(v[i]), load(x[i]), d));
       }
     }
   });

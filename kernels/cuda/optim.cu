@@ -3,7 +3,9 @@
 // whole model (kernels/cuda/multi_tensor.cuh), where the op-by-op form took some
 // 15 launches and 35 passes per parameter. A thread moves 16-byte packs when
 // every pointer allows; the formula is kernels/formulas.h's adamw_apply, shared with
-// the CPU twin.
+// the CPU twin. The weights' EMA (ema_step) is one such pass too.
+#include <type_traits>
+
 #include "kernels/cuda/cuda_types.cuh"
 #include "kernels/cuda/launch.cuh"
 #include "kernels/cuda/multi_tensor.cuh"
@@ -64,6 +66,24 @@ __global__ void adamw_kernel(AdamWChunks c, AdamWStep a) {
                     static_cast<const T*>(c.ptr[3][t]), first, last, s);
 }
 
+// The EMA: v, x per tensor (no extra).
+using EmaChunks = TensorChunks<2, 64, 320, uint8_t>;
+
+template <class T>
+__global__ void ema_kernel(EmaChunks c, EmaStep a) {
+  const double d = ema_decay(a);  // read per block: the step may live in step_check's state
+  if (d < 0) return;
+  const int t = c.tensor_of_block[blockIdx.x];
+  const int64_t first = int64_t(c.chunk_of_block[blockIdx.x]) * kChunk;
+  const int64_t last = first + kChunk < c.n[t] ? first + kChunk : c.n[t];
+  T* v = static_cast<T*>(c.ptr[0][t]);
+  const T* x = static_cast<const T*>(c.ptr[1][t]);
+  for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x) {
+    if constexpr (std::is_integral_v<T>) v[i] = x[i];
+    else v[i] = store<T>(ema_apply<acc_t<T>>(load(v[i]), load(x[i]), d));
+  }
+}
+
 __global__ void step_check_kernel(StepCheck a) { step_check_apply(a); }
 
 }  // namespace
@@ -85,6 +105,20 @@ void adamw_step(const AdamWStep& a, const std::vector<AdamWTensor>& tensors, Str
     launch_over_chunks<AdamWChunks>(tensors.size(), kChunk, fill, [&](const AdamWChunks& c, int blocks) {
       if (packs) EMONEXT_LAUNCH((adamw_kernel<T, kPackSize<T>>), unsigned(blocks), kThreads, 0, st, c, a);
       else EMONEXT_LAUNCH((adamw_kernel<T, 1>), unsigned(blocks), kThreads, 0, st, c, a);
+    });
+  });
+}
+
+void ema_step(const EmaStep& a, const std::vector<EmaTensor>& tensors, Stream st) {
+  dispatch_all<Types>(a.dtype, "ema_step", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    auto fill = [&](EmaChunks& c, int slot, size_t i) {
+      c.ptr[0][slot] = tensors[i].v;
+      c.ptr[1][slot] = const_cast<void*>(tensors[i].x);  // read only
+      return tensors[i].n;
+    };
+    launch_over_chunks<EmaChunks>(tensors.size(), kChunk, fill, [&](const EmaChunks& c, int blocks) {
+      EMONEXT_LAUNCH(ema_kernel<T>, unsigned(blocks), kThreads, 0, st, c, a);
     });
   });
 }
