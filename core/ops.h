@@ -7,8 +7,8 @@
 #pragma once
 #include <vector>
 
+#include "core/base/schedule.h"
 #include "core/tensor.h"
-#include "kernels/formulas.h"
 
 namespace emonext {
 
@@ -214,7 +214,7 @@ struct StepCheckHyper {
   double clip = 0;             // the maximum gradient norm; 0: none
   bool scaler = false;         // fp16's dynamic loss scale
   double scale_floor = 0;      // the scale below which fp16 halts
-  kernels::LrSchedule schedule;  // the learning rate at each step
+  LrSchedule schedule;          // the learning rate at each step
 };
 void step_check_(Tensor& state, Tensor& records, const Tensor& parts, const Tensor& loss, const Tensor& logits, const Tensor& labels,
                  const StepCheckHyper& h);

@@ -31,7 +31,6 @@ EMONEXT_HD float m_erf(float x) { return ::erff(x); }
 EMONEXT_HD double m_erf(double x) { return ::erf(x); }
 EMONEXT_HD float m_tanh(float x) { return ::tanhf(x); }
 EMONEXT_HD double m_tanh(double x) { return ::tanh(x); }
-EMONEXT_HD double m_cos(double x) { return ::cos(x); }
 
 // GELU as PyTorch defines it. Exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
 // Tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -128,37 +127,6 @@ EMONEXT_HD void adamw_apply(A& p, A& m, A& v, A g, const AdamWScalars<A>& s) {
   v = v * s.beta2 + s.one_minus_beta2 * g * g;       // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
   const A denom = m_sqrt(v) / s.bias2_sqrt + s.eps;  // exp_avg_sq.sqrt() / bias_correction2_sqrt + eps
   p = p + s.neg_step_size * m / denom;               // param.addcdiv_(exp_avg, denom, value=-step_size)
-}
-
-// The learning-rate schedules, as the host logs them and the device's step check
-// (kernels.h) hands them to AdamW. The learning rate at optimiser step `step` (0-based):
-//   Restarts: the reference's cosine with warm restarts: c = step mod cycle; peak * c / warmup
-//             while c < warmup, else peak * (1 + cos(pi (c - warmup) / (cycle - warmup))) / 2
-//   Cosine:   linear warm-up over `warmup` steps, then one cosine to 0 at `total` steps
-//   Constant: peak
-enum class Schedule : int { Restarts, Cosine, Constant };
-struct LrSchedule {
-  Schedule kind = Schedule::Constant;
-  double peak = 0;
-  int64_t warmup = 0, cycle = 1, total = 1;
-};
-EMONEXT_HD double scheduled_lr(const LrSchedule& s, int64_t step) {
-  const double pi = 3.14159265358979323846;
-  switch (s.kind) {
-    case Schedule::Constant: return s.peak;
-    case Schedule::Restarts: {
-      const int64_t c = step % s.cycle;
-      if (c < s.warmup) return s.peak * double(c) / double(s.warmup);
-      return s.peak * (1 + m_cos(pi * double(c - s.warmup) / double(s.cycle - s.warmup))) / 2;
-    }
-    case Schedule::Cosine:
-    default: {
-      if (step < s.warmup) return s.peak * double(step) / double(s.warmup);
-      const int64_t span = s.total - s.warmup > 1 ? s.total - s.warmup : 1;
-      const double t = double(step - s.warmup) / double(span);
-      return s.peak * (1 + m_cos(pi * (t < 1.0 ? t : 1.0))) / 2;
-    }
-  }
 }
 
 // torch.nn.utils.clip_grad_norm_'s factor: max_norm / (norm + 1e-6) when the norm is

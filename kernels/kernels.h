@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/base/schedule.h"
 #include "kernels/formulas.h"
 #include "kernels/view.h"
 

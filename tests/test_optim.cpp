@@ -234,7 +234,7 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
     scaler.on = true;
     scaler.scale = 4;
     StepChecks checks(dev, 8, 0.5, scaler, opt_b);
-    const kernels::LrSchedule lr{.peak = 1e-2};  // constant, as the host's steps below
+    const LrSchedule lr{.peak = 1e-2};  // constant, as the host's steps below
     // One step as the trainer takes it: the check queued, counted, AdamW reading its control.
     const auto take_step = [&](StepChecks& c, const Tensor& step_loss) {
       c.check(b, step_loss, logits, labels, lr);
@@ -343,7 +343,7 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
 TEST(Optim, TheDevicesLearningRateAndRingFollowTheRunsStepCount) {
   std::vector<Device> devices{Device::cpu()};
   if (cuda_available()) devices.push_back(Device::cuda());
-  const kernels::LrSchedule sched{.kind = Schedule::Restarts, .peak = 0.1, .warmup = 2, .cycle = 5, .total = 100};
+  const LrSchedule sched{.kind = Schedule::Restarts, .peak = 0.1, .warmup = 2, .cycle = 5, .total = 100};
   for (const Device dev : devices) {
     SCOPED_TRACE(dev.str());
     TwoLayers a, b;

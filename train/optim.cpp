@@ -93,7 +93,7 @@ void StepChecks::upload(int64_t run_steps) {
 Tensor StepChecks::loss_scale() const { return state_.slice(0, kernels::kLossScale, kernels::kLossScale + 1).to(DType::F32); }
 
 void StepChecks::check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels,
-                       const kernels::LrSchedule& schedule) {
+                       const LrSchedule& schedule) {
   EMONEXT_CHECK(pending_ < capacity_, "StepChecks: ", capacity_, " steps since the last read fill the ring; read() first");
   NoGradGuard no_grad;
   Tensor parts = grad_norm_parts(model);
@@ -143,7 +143,7 @@ Schedule schedule_from_name(const std::string& name) {
 }
 
 double learning_rate(Schedule s, double peak, int64_t step, int64_t warmup, int64_t cycle, int64_t total_steps) {
-  return kernels::scheduled_lr({s, peak, warmup, cycle, total_steps}, step);
+  return scheduled_lr({s, peak, warmup, cycle, total_steps}, step);
 }
 
 Ema::Ema(Module& model, int64_t every) : every_(every) {

@@ -86,7 +86,7 @@ class StepChecks {
   // After the backward pass and any sum over the ranks: queues the one launch that checks
   // the step, sets its learning rate (`schedule` at the run's step count) and records it.
   // It changes nothing on the host (a graph can capture it): count() the step after.
-  void check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels, const kernels::LrSchedule& schedule);
+  void check(Module& model, const Tensor& loss, const Tensor& logits, const Tensor& labels, const LrSchedule& schedule);
   // Counts one step whose check is queued (check(), or a graph's replay of it), for
   // read(). At most capacity() steps between reads.
   void count();
@@ -110,10 +110,9 @@ class StepChecks {
   Tensor state_, records_;  // views of it: [kStateSize] and [capacity, kRecordSize]
 };
 
-// restarts, cosine, constant: kernels/formulas.h's scheduled_lr says what each does.
-using Schedule = kernels::Schedule;
+// restarts, cosine, constant: core/base/schedule.h says what each does.
 Schedule schedule_from_name(const std::string& name);
-// The learning rate at optimiser step `step` (0-based): kernels::scheduled_lr, the
+// The learning rate at optimiser step `step` (0-based): scheduled_lr, the
 // formula the device's step check uses.
 double learning_rate(Schedule s, double peak, int64_t step, int64_t warmup, int64_t cycle, int64_t total_steps);
 

@@ -441,7 +441,7 @@ class Run {
   }
 
   // The schedule's learning rate at step `step` (as the device's step check computes it).
-  double lr_at(int64_t step) const { return kernels::scheduled_lr(schedule_, step); }
+  double lr_at(int64_t step) const { return scheduled_lr(schedule_, step); }
 
   // Runs f with the EMA's weights in the model when the EMA is on, the model's own put
   // back afterwards (also when f throws).
@@ -583,7 +583,7 @@ class Run {
   std::vector<QueuedStep> queued_;      // the steps those figures belong to
   GradientBuckets buckets_;             // the gradients' sum over the ranks (mpirun)
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
-  kernels::LrSchedule schedule_;        // its total steps set when the run knows them
+  LrSchedule schedule_;        // its total steps set when the run knows them
   Generator& dp_gen_;
   std::unique_ptr<StepGraph> graph_;    // --cuda-graph on, on one GPU
   bool warned_small_scale_ = false;
