@@ -72,6 +72,14 @@ struct TwoLayers : Module {
   }
 };
 
+// Gives net the weights every other net given them has (Generator(4)'s draws), on dev.
+void seed_alike(TwoLayers& net, Device dev = Device::cpu()) {
+  Generator same(4);
+  NoGradGuard no_grad;
+  for (const Module::Named& p : net.named_parameters()) p.tensor->copy_(randn(p.tensor->shape(), same));
+  net.to(dev);
+}
+
 TEST(Optim, AdamWExemptsNormsAndBiasesWhenAsked) {
   // Zero gradients leave the moments at 0 and the update at 0: only weight decay moves
   // a parameter, by the factor 1 - lr * wd, and only where it applies.
@@ -172,13 +180,7 @@ TEST(Optim, ClippingScalesToTheMaximumNormAndReportsTheNormBefore) {
 TEST(Optim, ClippingInsideAdamWEqualsClippingTheGradientsFirst) {
   TwoLayers a, b;
   Generator gen(9);
-  for (TwoLayers* net : {&a, &b}) {
-    Generator same(4);
-    for (const Module::Named& p : net->named_parameters()) {
-      NoGradGuard no_grad;
-      p.tensor->copy_(randn(p.tensor->shape(), same));
-    }
-  }
+  for (TwoLayers* net : {&a, &b}) seed_alike(*net);
   AdamW opt_a(a, {}), opt_b(b, {});
   for (int step = 0; step < 3; ++step) {
     for (const Module::Named& p : a.named_parameters()) p.tensor->set_grad(randn(p.tensor->shape(), gen, 0, 3.0));
@@ -208,12 +210,7 @@ TEST(Optim, TheDevicesStepChecksEqualTheHostsAndSkipAsItDid) {
   for (const Device dev : devices) {
     SCOPED_TRACE(dev.str());
     TwoLayers a, b;
-    for (TwoLayers* net : {&a, &b}) {
-      Generator same(4);
-      NoGradGuard no_grad;
-      for (const Module::Named& p : net->named_parameters()) p.tensor->copy_(randn(p.tensor->shape(), same));
-      net->to(dev);
-    }
+    for (TwoLayers* net : {&a, &b}) seed_alike(*net, dev);
     const auto params = [](TwoLayers& net) {
       std::vector<std::vector<double>> out;
       for (const Module::Named& p : net.named_parameters()) out.push_back(p.tensor->to_vector());
@@ -347,12 +344,7 @@ TEST(Optim, TheDevicesLearningRateAndRingFollowTheRunsStepCount) {
   for (const Device dev : devices) {
     SCOPED_TRACE(dev.str());
     TwoLayers a, b;
-    for (TwoLayers* net : {&a, &b}) {
-      Generator same(4);
-      NoGradGuard no_grad;
-      for (const Module::Named& p : net->named_parameters()) p.tensor->copy_(randn(p.tensor->shape(), same));
-      net->to(dev);
-    }
+    for (TwoLayers* net : {&a, &b}) seed_alike(*net, dev);
     AdamW opt_a(a, {}), opt_b(b, {});
     LossScaler off;
     StepChecks checks(dev, 3, 0, off, opt_b);

@@ -10,7 +10,7 @@
 //     of the step's figures: StepChecks' state on the device (train/optim.h);
 //   - drop path's random draws: the generator's Philox counter, which the draws' kernels
 //     read from a device scalar that the host moves on before each replay (the draws
-//     then use the very counters an eager step would: the same bits).
+//     then use the very counters an eager step would: the same bits);
 //   - the EMA's every-16 decision and decay: from the step count in that state too.
 // The step's host bookkeeping (the step count, StepChecks::count) stays with the caller,
 // which runs it for replays as for eager steps.
