@@ -115,6 +115,15 @@ enum class GeluApprox { None, Tanh };  // None: the exact erf form (ConvNeXt's)
 Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::None);
 // gelu(x + bias) in one pass, bias [C] along the last dim of x.
 Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx = GeluApprox::None);
+// The block's inverted bottleneck but for the second Linear's bias:
+// gelu(x w1^T + b1) w2^T, x [..., C], w1 [H, C], b1 [H], w2 [C2, H]. With the tanh GELU
+// and `epilogue`, the first product ends in bias + GELU (keeping the pre-activation for
+// the backward) and the backward's product into the GELU ends in its derivative and
+// b1's gradient: cuBLASLt's epilogues on a GPU, the same steps after the product on the
+// CPU (kernels::GemmEpilogue), which saves two passes over the [..., H] activations.
+// Otherwise (erf, f64, H not a multiple of 8, or `epilogue` off) it is linear, bias_gelu
+// and linear: the reference the fused path is held to.
+Tensor gelu_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, GeluApprox approx, bool epilogue);
 // Depthwise convolution, stride 1, padding K/2: x [N, H, W, C], weight [C, 1, K, K]
 // (PyTorch's layout; K odd), bias [C] or undefined. Matches
 // F.conv2d(x.permute(0,3,1,2), weight, bias, padding=K//2, groups=C).permute(0,2,3,1).

@@ -52,6 +52,61 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx) {
   });
 }
 
+namespace {
+
+// c [m, n] = a [m, k] @ b^T (b [n, k]) or a @ b (b [k, n]) with an epilogue; a, b, bias and
+// aux contiguous, aux [m, n].
+void gemm_with_epilogue(kernels::GemmEpilogue epilogue, const Tensor& c, const Tensor& a, const Tensor& b, bool b_transposed,
+                        const Tensor& bias, const Tensor& aux) {
+  kernels::Gemm g;
+  g.dtype = c.dtype();
+  g.trans_b = b_transposed;
+  g.m = a.size(0); g.k = a.size(1); g.n = c.size(1);
+  g.a = a.data_ptr(); g.lda = g.k;
+  g.b = b.data_ptr(); g.ldb = b.size(1);
+  g.c = c.data_ptr(); g.ldc = g.n;
+  g.epilogue = epilogue;
+  if (epilogue == kernels::GemmEpilogue::BiasGeluTanh) g.bias = bias.data_ptr();
+  else g.bias_grad = bias.data_ptr();
+  g.aux = aux.data_ptr(); g.ldaux = g.n;
+  EMONEXT_KERNEL(c.device(), gemm, g);
+}
+
+}  // namespace
+
+Tensor gelu_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, GeluApprox approx, bool epilogue) {
+  check_floating("gelu_mlp", x);
+  for (const Tensor* t : {&w1, &b1, &w2}) check_same("gelu_mlp", x, *t);
+  EMONEXT_CHECK(w1.dim() == 2 && x.dim() >= 1 && x.size(-1) == w1.size(1) && (b1.shape() == Shape{w1.size(0)}) &&
+                    w2.dim() == 2 && w2.size(1) == w1.size(0),
+                "gelu_mlp: input ", shape_str(x.shape()), ", w1 ", shape_str(w1.shape()), ", b1 ", shape_str(b1.shape()),
+                " and w2 ", shape_str(w2.shape()), " do not chain (expected [..., C], [H, C], [H], [C2, H])");
+  const int64_t hidden = w1.size(0);
+  const bool fused = epilogue && approx == GeluApprox::Tanh && x.dtype() != DType::F64 && hidden % 8 == 0 && x.numel() > 0;
+  if (!fused) return linear(bias_gelu(linear(x, w1), b1, approx), w2);
+  Shape out_shape = x.shape();
+  out_shape.back() = w2.size(0);
+  const Tensor x2 = x.reshape({-1, x.size(-1)});
+  const int64_t rows = x2.size(0);
+  Tensor y, act, pre;
+  const Tensor w1c = w1.detach().contiguous(), w2c = w2.detach().contiguous();
+  {
+    NoGradGuard no_grad;
+    act = Tensor::empty({rows, hidden}, x.dtype(), x.device());
+    pre = Tensor::empty({rows, hidden}, x.dtype(), x.device());
+    gemm_with_epilogue(kernels::GemmEpilogue::BiasGeluTanh, act, x2.detach().contiguous(), w1c, true, b1.detach().contiguous(), pre);
+    y = matmul(act, w2c.transpose(0, 1));
+  }
+  y = record(y, "gelu_mlp", {x2, w1, b1, w2}, [x2, w1c, w2c, act, pre](const Tensor& g) {
+    const Tensor gc = g.contiguous();
+    Tensor dpre = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
+    Tensor db1 = Tensor::empty({pre.size(1)}, pre.dtype(), pre.device());
+    gemm_with_epilogue(kernels::GemmEpilogue::GeluTanhBackward, dpre, gc, w2c, false, db1, pre);
+    return Grads{matmul(dpre, w1c), matmul(dpre.transpose(0, 1), x2.detach()), db1, matmul(gc.transpose(0, 1), act)};
+  });
+  return y.reshape(out_shape);
+}
+
 Tensor depthwise_conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_floating("depthwise_conv2d", x);
   check_same("depthwise_conv2d", x, weight);

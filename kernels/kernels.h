@@ -12,6 +12,18 @@
 
 namespace emonext::kernels {
 
+// What a GEMM does to its f32 result before it is rounded and stored. The CUDA backend
+// runs these as cuBLASLt epilogues (CUBLASLT_EPILOGUE_GELU_AUX_BIAS and
+// CUBLASLT_EPILOGUE_DGELU_BGRAD, whose GELU is the tanh form), the CPU backend after
+// its own product; both need batch 1, alpha 1, beta 0.
+enum class GemmEpilogue {
+  None,
+  // aux = acc + bias[col] (the pre-activation, for the backward), c = gelu_tanh(aux).
+  BiasGeluTanh,
+  // c = acc * gelu_tanh'(aux), bias_grad[col] = the column sums of c as stored.
+  GeluTanhBackward,
+};
+
 // Row-major batched matrix product: C = alpha * op(A) @ op(B) + beta * C, with
 // op(X) = X or X^T, for `batch` matrices at the given element strides.
 struct Gemm {
@@ -23,6 +35,11 @@ struct Gemm {
   void* c = nullptr; int64_t ldc = 0, stride_c = 0;
   int64_t batch = 1;
   float alpha = 1.0f, beta = 0.0f;
+  GemmEpilogue epilogue = GemmEpilogue::None;
+  const void* bias = nullptr;  // [n], BiasGeluTanh
+  void* bias_grad = nullptr;   // [n], GeluTanhBackward
+  void* aux = nullptr;         // [m, ldaux]: written by BiasGeluTanh, read by GeluTanhBackward
+  int64_t ldaux = 0;
 };
 
 // Depthwise KxK convolution, stride 1, padding K/2, on channels-last x [n, h, w, c]

@@ -195,11 +195,12 @@ ConvNeXtBlock::ConvNeXtBlock(int64_t c, double rate, Generator* gen_, double lay
 
 Tensor ConvNeXtBlock::forward(const Tensor& x) const {
   Tensor h = norm.forward(dwconv.forward(x));
-  h = bias_gelu(linear(h, pwconv1.weight), pwconv1.bias);  // pwconv1's bias fused into the GELU
-  // x + drop_path(gamma * pwconv2(h)): pwconv2's bias, the layer scale, drop path and the
-  // residual add in one op.
+  // pwconv2(gelu(pwconv1(h))) but for pwconv2's bias; pwconv1's bias fused into the GELU.
+  h = gelu_mlp(h, pwconv1.weight, pwconv1.bias, pwconv2.weight, gelu, gemm_epilogue);
+  // x + drop_path(gamma * (h + pwconv2's bias)): the bias, the layer scale, drop path and
+  // the residual add in one op.
   const Tensor draws = drop_path_draws(x.size(0), drop_path_rate, training(), *gen, x.device(), shard);
-  return layer_scale_residual(x, linear(h, pwconv2.weight), pwconv2.bias, gamma, draws, 1.0 - drop_path_rate);
+  return layer_scale_residual(x, h, pwconv2.bias, gamma, draws, 1.0 - drop_path_rate);
 }
 
 }  // namespace emonext

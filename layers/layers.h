@@ -139,6 +139,11 @@ class ConvNeXtBlock : public Module {
   double drop_path_rate;
   Generator* gen;  // the model's, for drop path
   const BatchShard* shard = nullptr;  // the model's
+  // The GELU's form: ConvNeXt's exact erf unless the model is made with the tanh form;
+  // with tanh, `gemm_epilogue` runs pwconv1 + bias + GELU (and its backward) in the
+  // GEMMs' epilogues (gelu_mlp).
+  GeluApprox gelu = GeluApprox::None;
+  bool gemm_epilogue = true;
 };
 
 }  // namespace emonext

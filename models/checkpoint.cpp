@@ -46,6 +46,7 @@ void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<
   extra["classes"] = std::to_string(model.head.weight.size(0));
   extra["image_size"] = std::to_string(model.image_size);
   extra["labels"] = join(labels);
+  extra["gelu"] = model.gelu() == GeluApprox::Tanh ? "tanh" : "erf";
   extra["engine"] = "emonext-engine 0.1.0";
   save_safetensors(path, tensors, extra);
 }
@@ -67,6 +68,11 @@ CheckpointInfo read_checkpoint_info(const std::map<std::string, std::string>& me
   info.image_size = limits::parse_int(need("image_size"), path + ": metadata 'image_size'", EmoNeXt::kMinImageSize,
                                       limits::kMaxModelImageSize);
   info.labels = split(need("labels"));
+  if (const auto it = metadata.find("gelu"); it != metadata.end()) {
+    EMONEXT_CHECK(it->second == "erf" || it->second == "tanh", path, ": metadata 'gelu' is '", it->second.substr(0, 40),
+                  "'; expected erf or tanh");
+    info.gelu = it->second == "tanh" ? GeluApprox::Tanh : GeluApprox::None;
+  }
   info.metadata = metadata;
   EMONEXT_CHECK(int64_t(info.labels.size()) == info.classes, path, ": ", info.labels.size(), " labels for ", info.classes,
                 " classes in its metadata");
@@ -116,6 +122,7 @@ std::unique_ptr<EmoNeXt> load_emonext(const std::string& path, CheckpointInfo* i
   const SafeTensors file = load_safetensors(path);
   const CheckpointInfo info = read_checkpoint_info(file, path);
   auto model = std::make_unique<EmoNeXt>(convnext_size(info.model), info.classes, info.image_size);
+  model->set_gelu(info.gelu);
   load_state(*model, file.tensors, path);
   model->eval();
   if (info_out) *info_out = info;

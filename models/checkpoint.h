@@ -3,7 +3,8 @@
 // that PyTorch's EmoNeXt loads them with load_state_dict(strict=True). The
 // __metadata__ says what model the tensors make:
 //   format "emonext", model (size name), classes, image_size, labels (comma-separated,
-//   in logit order), engine (version), and whatever else the writer adds.
+//   in logit order), gelu (erf or tanh; files without it are erf), engine (version),
+//   and whatever else the writer adds.
 #pragma once
 #include <map>
 #include <memory>
@@ -23,6 +24,7 @@ struct CheckpointInfo {
   std::string model;  // size name
   int64_t classes = 7, image_size = 224;
   std::vector<std::string> labels;
+  GeluApprox gelu = GeluApprox::None;  // metadata 'gelu': erf (or absent) or tanh
   std::map<std::string, std::string> metadata;  // everything in the file's __metadata__
 };
 

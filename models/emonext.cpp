@@ -68,6 +68,15 @@ ConvNeXt::ConvNeXt(const ConvNeXtSize& size_, int64_t classes, double drop_path,
   register_module("head", &head);
 }
 
+void ConvNeXt::set_gelu(GeluApprox form, bool gemm_epilogue) {
+  gelu_ = form;
+  for (auto& stage : blocks)
+    for (ConvNeXtBlock* b : stage) {
+      b->gelu = form;
+      b->gemm_epilogue = gemm_epilogue;
+    }
+}
+
 Tensor ConvNeXt::forward_features(const Tensor& x) const {
   EMONEXT_CHECK(x.dim() == 4 && x.size(3) == 3, "ConvNeXt: expected images [N, H, W, 3] (channels-last), got ", x.str());
   Tensor h = x;

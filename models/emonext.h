@@ -49,6 +49,11 @@ class ConvNeXt : public Module {
   // A data-parallel rank's part of the global batch (layers/layers.h), which the
   // trainer sets before each step; the default is a whole batch in one process.
   BatchShard shard;
+  // The blocks' GELU: ConvNeXt's exact erf (the default, what pretrained weights were
+  // trained with) or the tanh form, which lets `gemm_epilogue` fuse pwconv1's bias and
+  // GELU into its GEMM (ConvNeXtBlock). A checkpoint records the form.
+  void set_gelu(GeluApprox form, bool gemm_epilogue = true);
+  GeluApprox gelu() const { return gelu_; }
 
   ConvNeXtSize size;
   ModuleList downsample_layers, stages;
@@ -59,6 +64,7 @@ class ConvNeXt : public Module {
 
  private:
   Generator gen_;
+  GeluApprox gelu_ = GeluApprox::None;
 };
 
 struct EmoNeXtOutput {

@@ -85,6 +85,7 @@ const std::vector<OpCase>& op_cases() {
       {"grid_sample_no_align", [](V x) { return grid_sample(x[0], x[1], false); }},
       {"stn_sample", [](V x) { return grid_sample(x[0], affine_grid(x[1], 6, 6, true), true); }},
       {"conv2d_patchify_ragged", [](V x) { return conv2d(x[0], x[1], x[2], 4, 0); }},
+      {"gelu_mlp_tanh", [](V x) { return gelu_mlp(x[0], x[1], x[2], x[3], GeluApprox::Tanh, true); }},
   };
   return cases;
 }

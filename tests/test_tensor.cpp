@@ -311,5 +311,50 @@ TEST(Tensor, GeluInF32IsAccurateOverItsWholeRange) {
   check(a.grad(), b.grad(), "gelu backward");
 }
 
+// ConvNeXt's pwconv1 -> GELU -> pwconv2 with the tanh GELU: the GEMM-epilogue path
+// (gelu_mlp's CPU twin of cuBLASLt's GELU_AUX_BIAS and DGELU_BGRAD) gives the unfused
+// ops' bits in f32 (the same products, the same GELU formulas, the bias gradient summed
+// in the same chunks), and their values in bf16 to its rounding. 126 rows: two of the
+// bias gradient's 64-row chunks, the second partial.
+TEST(GeluMlp, TheGemmEpiloguePathGivesTheUnfusedBits) {
+  using namespace test;
+  Generator gen(7);
+  for (DType t : {DType::F32, DType::BF16}) {
+    const std::vector<Tensor> in = {randn({2, 7, 9, 40}, gen, 0, 1, t), randn({160, 40}, gen, 0, 0.2, t),
+                                    randn({160}, gen, 0, 0.5, t), randn({40, 160}, gen, 0, 0.1, t)};
+    const Tensor dy = randn({2, 7, 9, 40}, gen, 0, 1, t);
+    const GeluMlpRun fused = run_gelu_mlp(in, dy, true), unfused = run_gelu_mlp(in, dy, false);
+    EXPECT_EQ(fused.op, "gelu_mlp");
+    EXPECT_EQ(unfused.op, "linear");
+    const char* names[] = {"y", "dx", "dw1", "db1", "dw2"};
+    for (size_t i = 0; i < fused.values.size(); ++i) {
+      ASSERT_EQ(fused.values[i].shape(), unfused.values[i].shape()) << names[i];
+      if (t == DType::F32)
+        EXPECT_EQ(fused.values[i].to_vector(), unfused.values[i].to_vector()) << names[i] << " differs in f32";
+      else  // the epilogue applies the bias and GELU before the product is rounded to bf16
+        expect_rel(fused.values[i], unfused.values[i], 2e-2, std::string("bf16 ") + names[i]);
+    }
+  }
+}
+
+// Where the epilogue does not apply, gelu_mlp is the unfused ops: the erf GELU (ConvNeXt's),
+// f64, a hidden width that is not a multiple of 8 (cuBLASLt's rule for the kept
+// pre-activation); operands that do not chain are refused by name.
+TEST(GeluMlp, RunsUnfusedWhereTheEpilogueDoesNotApplyAndChecksItsShapes) {
+  using namespace test;
+  Generator gen(8);
+  const Tensor x = randn({5, 8}, gen), w1 = randn({16, 8}, gen), b1 = randn({16}, gen), w2 = randn({8, 16}, gen);
+  EXPECT_EQ(gelu_mlp(x, w1, b1, w2, GeluApprox::Tanh, true).grad_fn(), nullptr);  // no gradient asked: no node
+  const Tensor xg = x.detach().clone().set_requires_grad();
+  EXPECT_EQ(producing_op(gelu_mlp(xg, w1, b1, w2, GeluApprox::Tanh, true)), "gelu_mlp");
+  EXPECT_EQ(producing_op(gelu_mlp(xg, w1, b1, w2, GeluApprox::None, true)), "linear");
+  EXPECT_EQ(producing_op(gelu_mlp(xg.to(DType::F64), w1.to(DType::F64), b1.to(DType::F64), w2.to(DType::F64), GeluApprox::Tanh, true)),
+            "linear");
+  const Tensor w1_12 = randn({12, 8}, gen), b1_12 = randn({12}, gen), w2_12 = randn({8, 12}, gen);
+  EXPECT_EQ(producing_op(gelu_mlp(xg, w1_12, b1_12, w2_12, GeluApprox::Tanh, true)), "linear");
+  expect_error([&] { gelu_mlp(x, w1, b1, w2_12, GeluApprox::Tanh, true); }, "do not chain");
+  expect_error([&] { gelu_mlp(x, w1, b1_12, w2, GeluApprox::Tanh, true); }, "do not chain");
+}
+
 }  // namespace
 }  // namespace emonext

@@ -171,6 +171,16 @@ TEST(Untrusted, CheckpointMetadataIsParsedAndBounded) {
   expect_error([&] { info(m); }, "'classes': '7abc' is not a whole number");
   m["classes"] = "99999999999999999999";
   expect_error([&] { info(m); }, "is not a whole number");
+  m = ok;  // the GELU's form: erf when absent (files from before the key), erf or tanh, nothing else
+  EXPECT_EQ(read_checkpoint_info(m, "c").gelu, GeluApprox::None);
+  m["gelu"] = "tanh";
+  EXPECT_EQ(read_checkpoint_info(m, "c").gelu, GeluApprox::Tanh);
+  m["gelu"] = "erf";
+  EXPECT_EQ(read_checkpoint_info(m, "c").gelu, GeluApprox::None);
+  m["gelu"] = std::string(5000, 'x');
+  const std::string said = error_of([&] { info(m); });
+  EXPECT_NE(said.find("metadata 'gelu' is 'xxxx"), std::string::npos) << said;
+  EXPECT_LT(said.size(), 200u) << "the hostile value is quoted in full";
 }
 
 TEST(Untrusted, TrainingStateSettingsAreRangeChecked) {
@@ -183,6 +193,7 @@ TEST(Untrusted, TrainingStateSettingsAreRangeChecked) {
            {"batch", "-5", "--batch must be in [1, 65536]"},
            {"lr", "nan", "setting lr: 'nan' is not a finite number"},
            {"schedule", "bogus", "setting schedule: is restarts|cosine|constant, got 'bogus'"},
+           {"gelu", "exact", "setting gelu: is erf|tanh, got 'exact'"},
            {"epochs", "1e400", "not a number"}}) {
     auto bad = m;
     bad["setting." + key] = value;

@@ -15,8 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "core/autograd.h"
 #include "core/base/error.h"
 #include "core/device.h"
+#include "core/ops.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
 
@@ -128,6 +130,30 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double to
     if (!(err <= worst)) { worst = err; at = i; }  // NaN counts as worst
   }
   EXPECT_LE(worst, tol) << what << ": element " << at << " is " << a[at] << ", expected " << b[at];
+}
+
+// The op that made y, past the reshapes that restore its shape ("" for no node).
+inline std::string producing_op(const Tensor& y) {
+  const Node* node = y.grad_fn().get();
+  while (node && node->name == "reshape" && !node->next.empty()) node = node->next[0].get();
+  return node ? node->name : "";
+}
+
+// gelu_mlp (tanh GELU) on copies of x, w1, b1, w2 with the GEMM epilogues on or off: its
+// output, then the four gradients for the output's gradient dy, and the name of the op
+// that made the output ("gelu_mlp" when fused; the unfused path ends in "linear").
+struct GeluMlpRun {
+  std::vector<Tensor> values;  // y, dx, dw1, db1, dw2
+  std::string op;
+};
+inline GeluMlpRun run_gelu_mlp(const std::vector<Tensor>& inputs, const Tensor& dy, bool epilogue) {
+  std::vector<Tensor> in;
+  for (const Tensor& t : inputs) in.push_back(t.detach().clone().set_requires_grad());
+  const Tensor y = gelu_mlp(in[0], in[1], in[2], in[3], GeluApprox::Tanh, epilogue);
+  GeluMlpRun r{{y.detach()}, producing_op(y)};
+  y.backward(dy);
+  for (const Tensor& t : in) r.values.push_back(t.grad());
+  return r;
 }
 
 // max |a - b| <= tol * max |b| (or tol * min_scale when that is larger): the error

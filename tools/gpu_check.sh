@@ -201,7 +201,7 @@ EOF
   echo
 } >>"$report"
 
-# ---- 3b. which GELU a GEMM's fused epilogue computes (before the engine uses cuBLASLt's) ------
+# ---- 3b. which GELU a GEMM's fused epilogue computes (--gemm-epilogue fuses it only with --gelu tanh) ----
 part "GELU epilogue" 60 $py tools/reference/cublaslt_gelu.py --device "$device" >"$logs/gelu_epilogue.log" 2>&1
 { echo "## A GEMM with the GELU epilogue (torch._addmm_activation) against the exact and tanh GELU"; echo; echo '```'; cat "$logs/gelu_epilogue.log"; echo '```'; echo; } >>"$report"
 
@@ -291,17 +291,18 @@ levers() {
   local s model size batch lever
   for s in "${shapes[@]}"; do
     read -r model size batch <<<"$s"
-    for lever in "" "--cuda-graph off" "--log-every 1" "--pageable-input" ""; do
-      # shellcheck disable=SC2086  # $lever is zero or two words
+    for lever in "" "--cuda-graph off" "--log-every 1" "--pageable-input" "--gelu tanh" "--gelu tanh --gemm-epilogue off" ""; do
+      # shellcheck disable=SC2086  # $lever is zero to four words
       echo "$model/$size batch $batch, ${lever:-every lever on}: $("$train" --benchmark "$steps" --model "$model" --img-size "$size" \
           --batch "$batch" --device "$device" --amp "$amp" --no-ema --overwrite --out "$logs/levers" $lever | grep '^benchmark')"
     done
   done
 }
-part "throughput levers" 100 levers >"$logs/levers.log" 2>&1
+part "throughput levers" 130 levers >"$logs/levers.log" 2>&1
 {
   echo "## The step's levers on and off (--benchmark, --amp bf16; --cuda-graph off: the step's kernels launched one by one;"
-  echo "## --log-every 1: the host reads every step's figures; --pageable-input: batches copied from pageable memory)"
+  echo "## --log-every 1: the host reads every step's figures; --pageable-input: batches copied from pageable memory;"
+  echo "## --gelu tanh: the tanh GELU, its bias and GELU in cuBLASLt's epilogues; with --gemm-epilogue off: in bias_gelu)"
   echo
   sed 's/^/- /' "$logs/levers.log"
   echo

@@ -19,6 +19,7 @@ MixedPrecision::MixedPrecision(const TrainConfig& c, EmoNeXt& master, Device dev
   if (c.loss_scale > 0) scaler.scale = c.loss_scale;
   if (c.amp == Amp::Off) return;
   low_ = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path, c.backbone);
+  low_->set_gelu(c.gelu, c.gemm_epilogue == Switch::On);
   low_->to(dev);
   low_->to(dtype_);
   low_->train();

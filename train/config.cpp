@@ -40,6 +40,11 @@ const std::vector<std::pair<std::string, Switch>>& names_of<Switch>() {
   return n;
 }
 template <>
+const std::vector<std::pair<std::string, GeluApprox>>& names_of<GeluApprox>() {
+  static const std::vector<std::pair<std::string, GeluApprox>> n = {{"erf", GeluApprox::None}, {"tanh", GeluApprox::Tanh}};
+  return n;
+}
+template <>
 const std::vector<std::pair<std::string, DeviceChoice>>& names_of<DeviceChoice>() {
   return device_choices();
 }
@@ -168,6 +173,9 @@ const Setting kSettings[] = {
     EMONEXT_ROW("model", "init", "--init", "CKPT", nullptr, false, init, kAny,
                 "start from a checkpoint (convnext_import's); its size, classes and image size are the defaults of the three above"),
     EMONEXT_SETTING("model", "drop_path", "--drop-path", "P", drop_path, (Range{0, 1, false, true}), "the last block's drop-path rate"),
+    EMONEXT_SETTING("model", "gelu", "--gelu", nullptr, gelu, kAny,
+                    "the blocks' GELU: erf (ConvNeXt's, which pretrained weights learnt) or tanh (PyTorch's approximate='tanh', "
+                    "within 4.7e-4 of erf), the form --gemm-epilogue fuses"),
     EMONEXT_COMMAND("training", "--device", nullptr, nullptr, device, kAny, "auto takes the GPU when one answers"),
     EMONEXT_SETTING("training", "epochs", "--epochs", "N", epochs, between(1, 1e9), "epochs"),
     EMONEXT_SETTING("training", "batch", "--batch", "B", batch, between(1, double(limits::kMaxBatch)), "images per step"),
@@ -197,6 +205,9 @@ const Setting kSettings[] = {
     EMONEXT_COMMAND("training", "--cuda-graph", nullptr, nullptr, cuda_graph, kAny,
                     "on one GPU: capture the training step as a CUDA graph at its second step and replay it, one launch a step "
                     "(off: its kernels launched one by one, to time it; the same bits either way)"),
+    EMONEXT_COMMAND("training", "--gemm-epilogue", nullptr, nullptr, gemm_epilogue, kAny,
+                    "with --gelu tanh: pwconv1's bias and GELU, and their backward, end the blocks' GEMMs (cuBLASLt's "
+                    "epilogues on a GPU) rather than a pass of their own (off: the separate pass, to time or check it)"),
     EMONEXT_ROW("parallel", "ranks", nullptr, "", nullptr, false, ranks, between(1, 1 << 16), ""),
     EMONEXT_FLAG("parallel", "sync_batch", "--sync-batch", "true", sync_batch,
                  "under mpirun: BatchNorm's statistics and the attention over the global batch, as one process computes them "

@@ -47,6 +47,8 @@ struct TrainConfig {
   int64_t log_every = 50;        // plain-output progress lines; on a GPU, the reads of the steps' figures
   bool pinned_input = true;      // on a GPU: batches up through pinned buffers on a copy stream (core/staging.h)
   Switch cuda_graph = Switch::On;  // on one GPU: the step captured and replayed as a CUDA graph (train/step_graph.h)
+  GeluApprox gelu = GeluApprox::None;  // the blocks' GELU: erf (ConvNeXt's) or tanh
+  Switch gemm_epilogue = Switch::On;   // with the tanh GELU: pwconv1 + bias + GELU in one GEMM (core/ops.h gelu_mlp)
   // Data parallelism (mpirun -np N emonext_train): ranks is the run's number of
   // processes (MPI's, not an option; --resume refuses another number).
   int64_t ranks = 1;

@@ -48,6 +48,7 @@ int64_t peak_rss_mb() {
 // --init; on the device; in training mode.
 std::unique_ptr<EmoNeXt> make_model(const TrainConfig& c, Device dev) {
   auto model = std::make_unique<EmoNeXt>(convnext_size(c.model), c.classes, c.image_size, c.drop_path, c.backbone);
+  model->set_gelu(c.gelu, c.gemm_epilogue == Switch::On);
   Generator init_gen(c.seed);
   init_weights(*model, init_gen);
   if (!c.init.empty()) {

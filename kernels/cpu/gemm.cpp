@@ -1,5 +1,7 @@
 // Matrix products on the CPU through CBLAS (OpenBLAS). bf16 and f16 operands
-// are widened to f32, multiplied with f32 accumulation, and narrowed back.
+// are widened to f32, multiplied with f32 accumulation, and narrowed back; an
+// epilogue (Gemm::epilogue: cuBLASLt's bias + GELU and its backward, whose CPU twin
+// this is) acts on the f32 product before the narrowing.
 //
 // Threads: BLAS runs single-threaded (blas.h) and the engine's OpenMP threads share
 // the work out (batches, or slices of the larger side of C).
@@ -8,8 +10,11 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/vector_math.h"  // before kernels/formulas.h
+
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/cpu_types.h"
+#include "kernels/cpu/partials.h"
 #include "kernels/dispatch.h"
 #include "kernels/kernels.h"
 
@@ -61,6 +66,43 @@ void parallel_gemm(const Gemm& g) {
   }
 }
 
+// The epilogue on one matrix's f32 product `acc` (row r at acc + r * ldacc; for f32, g.c
+// itself: each element is read before it is written), stored to g.c as T. The bias gradient sums the stored
+// values over fixed chunks of rows in double, as bias_gelu_backward does: in f32 the
+// fused product gives that op's bits.
+constexpr int64_t kRowsPerChunk = 64;
+
+template <class T, class Acc>
+void apply_epilogue(const Gemm& g, const Acc* acc, int64_t ldacc) {
+  using A = acc_t<T>;
+  T* c = static_cast<T*>(g.c);
+  T* aux = static_cast<T*>(g.aux);
+  if (g.epilogue == GemmEpilogue::BiasGeluTanh) {
+    const T* bias = static_cast<const T*>(g.bias);
+#pragma omp parallel for schedule(static) if (g.m * g.n > (1 << 15))
+    for (int64_t r = 0; r < g.m; ++r)
+      for (int64_t j = 0; j < g.n; ++j) {
+        const A pre = A(acc[r * ldacc + j]) + load(bias[j]);
+        aux[r * g.ldaux + j] = store<T>(pre);
+        c[r * g.ldc + j] = store<T>(gelu_tanh(pre));
+      }
+    return;
+  }
+  const int64_t chunks = (g.m + kRowsPerChunk - 1) / kRowsPerChunk;
+  std::vector<double> part(size_t(chunks * g.n), 0.0);
+#pragma omp parallel for schedule(static) if (g.m * g.n > (1 << 15))
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    double* sums = part.data() + ch * g.n;
+    for (int64_t r = ch * kRowsPerChunk; r < std::min(g.m, (ch + 1) * kRowsPerChunk); ++r)
+      for (int64_t j = 0; j < g.n; ++j) {
+        const T v = store<T>(A(acc[r * ldacc + j]) * gelu_tanh_grad(load(aux[r * g.ldaux + j])));
+        c[r * g.ldc + j] = v;
+        sums[j] += double(load(v));
+      }
+  }
+  sum_partials(static_cast<T*>(g.bias_grad), part.data(), 1, chunks, g.n);
+}
+
 }  // namespace
 
 void gemm(const Gemm& g, Stream) {
@@ -68,6 +110,24 @@ void gemm(const Gemm& g, Stream) {
   single_threaded_blas();
   dispatch_floating<Types>(g.dtype, "gemm", [&](auto tag) {
     using T = typename decltype(tag)::type;
+    if (g.epilogue != GemmEpilogue::None) {  // one matrix, C = A B, then the epilogue on C
+      Gemm f = g;
+      f.batch = 1; f.alpha = 1.0f; f.beta = 0.0f;
+      if constexpr (std::is_same_v<T, double>) {
+        fail("gemm: an epilogue needs f32, bf16 or f16, not f64");
+      } else if constexpr (std::is_same_v<T, float>) {  // the epilogue in place
+        parallel_gemm<float>(f);
+        apply_epilogue<T>(g, static_cast<const float*>(g.c), g.ldc);
+      } else {  // the product in f32, the epilogue before the narrowing
+        std::vector<float> fa = widen(static_cast<const T*>(g.a), g.k == 0 ? 0 : span(g.trans_a, g.m, g.k, g.lda));
+        std::vector<float> fb = widen(static_cast<const T*>(g.b), g.k == 0 ? 0 : span(g.trans_b, g.k, g.n, g.ldb));
+        std::vector<float> fc(size_t(g.m * g.n), 0.0f);
+        f.a = fa.data(); f.b = fb.data(); f.c = fc.data(); f.ldc = g.n;
+        parallel_gemm<float>(f);
+        apply_epilogue<T>(g, fc.data(), g.n);
+      }
+      return;
+    }
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
       parallel_gemm<T>(g);
     } else {  // widened to f32, one matrix at a time

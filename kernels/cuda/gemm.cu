@@ -1,15 +1,87 @@
 // Matrix products on the GPU through cuBLAS, fp32 accumulation for every
 // floating type but f64 (f64 accumulation). cuBLAS is column-major: a
 // row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so the
-// operands swap places and keep their own transpose flags.
+// operands swap places and keep their own transpose flags. A product with an
+// epilogue (bias + GELU, or its backward) goes through cuBLASLt.
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/runtime.h"
+#include "kernels/cuda/workspace.cuh"
 #include "kernels/kernels.h"
 
 namespace emonext::kernels::cuda {
 
-void gemm(const Gemm& g, Stream) {
+namespace {
+
+// cuBLASLt's descriptors, destroyed with the scope.
+struct LtMatmul {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  LtMatmul() = default;
+  LtMatmul(const LtMatmul&) = delete;
+  LtMatmul& operator=(const LtMatmul&) = delete;
+  ~LtMatmul() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+template <class V>
+void set(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t what, const V& value) {
+  EMONEXT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, what, &value, sizeof(value)));
+}
+
+// The most workspace cuBLASLt may ask for (NVIDIA's suggestion for Hopper). A call takes
+// what its algorithm needs from the device's pool (so a captured step holds it as graph
+// memory).
+constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
+
+// One product with its epilogue (batch 1, alpha 1, beta 0; core/ checks the shapes and
+// cuBLASLt's alignments: ldaux a multiple of 8). The algorithm is cuBLASLt's first
+// heuristic choice for the shape, asked on every call: host work only, so a captured
+// step asks once.
+void gemm_epilogue(const Gemm& g, cudaDataType_t type, Stream s) {
+  cublasLtHandle_t lt = cublaslt_handle();
+  LtMatmul mm;
+  EMONEXT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&mm.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  // The column-major C^T = op(B)^T op(A)^T: cuBLASLt's A is our B and its B our A.
+  set(mm.desc, CUBLASLT_MATMUL_DESC_TRANSA, int32_t(g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N));
+  set(mm.desc, CUBLASLT_MATMUL_DESC_TRANSB, int32_t(g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N));
+  const bool forward = g.epilogue == GemmEpilogue::BiasGeluTanh;
+  set(mm.desc, CUBLASLT_MATMUL_DESC_EPILOGUE,
+      uint32_t(forward ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_DGELU_BGRAD));
+  set(mm.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, forward ? const_cast<void*>(g.bias) : g.bias_grad);
+  set(mm.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, g.aux);
+  set(mm.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(g.ldaux));
+  const auto u = [](int64_t v) { return uint64_t(v); };
+  EMONEXT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&mm.a, type, u(g.trans_b ? g.k : g.n), u(g.trans_b ? g.n : g.k), g.ldb));
+  EMONEXT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&mm.b, type, u(g.trans_a ? g.m : g.k), u(g.trans_a ? g.k : g.m), g.lda));
+  EMONEXT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&mm.c, type, u(g.n), u(g.m), g.ldc));
+  EMONEXT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&mm.pref));
+  const uint64_t bytes = kLtWorkspaceBytes;
+  EMONEXT_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(mm.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof(bytes)));
+  cublasLtMatmulHeuristicResult_t choice{};
+  int found = 0;
+  EMONEXT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, mm.desc, mm.a, mm.b, mm.c, mm.c, mm.pref, 1, &choice, &found));
+  if (found == 0)
+    fail(detail::concat("gemm: cuBLASLt has no algorithm for the ", forward ? "bias + GELU" : "GELU backward",
+                        " epilogue at m ", g.m, ", n ", g.n, ", k ", g.k, " (", g.dtype,
+                        "); --gemm-epilogue off runs the unfused path"));
+  const Workspace workspace(choice.workspaceSize);
+  const float one = 1.0f, zero = 0.0f;
+  EMONEXT_CUBLAS_CHECK(cublasLtMatmul(lt, mm.desc, &one, g.b, mm.a, g.a, mm.b, &zero, g.c, mm.c, g.c, mm.c, &choice.algo,
+                                     workspace.as<void>(), choice.workspaceSize, static_cast<cudaStream_t>(s)));
+  count_launch("cublasLtMatmul");
+}
+
+}  // namespace
+
+void gemm(const Gemm& g, Stream s) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
   cudaDataType_t type;
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
@@ -19,6 +91,11 @@ void gemm(const Gemm& g, Stream) {
     case DType::BF16: type = CUDA_R_16BF; break;
     case DType::F16: type = CUDA_R_16F; break;
     default: fail(detail::concat("gemm: dtype ", g.dtype, " is not supported; expected f32, f64, bf16 or f16"));
+  }
+  if (g.epilogue != GemmEpilogue::None) {
+    if (compute != CUBLAS_COMPUTE_32F) fail("gemm: an epilogue needs f32, bf16 or f16, not f64");
+    gemm_epilogue(g, type, s);
+    return;
   }
   const double alpha64 = g.alpha, beta64 = g.beta;
   const float alpha32 = g.alpha, beta32 = g.beta;

@@ -24,6 +24,7 @@ struct DeviceState {
   cudaStream_t stream = nullptr;
   cudaStream_t copy_stream = nullptr;  // the input's copies (copy_in_async), made at first use
   cublasHandle_t cublas = nullptr;
+  cublasLtHandle_t cublaslt = nullptr;
 #if EMONEXT_WITH_CUDNN
   cudnnHandle_t cudnn = nullptr;
 #endif
@@ -337,6 +338,12 @@ cublasHandle_t cublas_handle() {
     EMONEXT_CUBLAS_CHECK(cublasSetStream(s.cublas, s.stream));
   }
   return s.cublas;
+}
+
+cublasLtHandle_t cublaslt_handle() {
+  DeviceState& s = state(current_device());
+  if (!s.cublaslt) EMONEXT_CUBLAS_CHECK(cublasLtCreate(&s.cublaslt));
+  return s.cublaslt;
 }
 
 #if EMONEXT_WITH_CUDNN

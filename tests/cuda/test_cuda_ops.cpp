@@ -498,6 +498,55 @@ TEST(Cuda, PackedSixteenBitDepthwiseMatchesTheOneChannelKernels) {
 #endif
 }
 
+// gelu_mlp with the tanh GELU on the GPU: cuBLASLt's GELU_AUX_BIAS and DGELU_BGRAD
+// epilogues against the unfused cuBLAS GEMMs and bias_gelu kernels, at ConvNeXt-T's
+// stage 1 and 4 widths (C 96 and 768, hidden 4C) in f32, bf16 and f16: forward and the
+// four gradients. In emulation the epilogues run on the CPU twin, so f32 gives the unfused
+// bits but for b1's gradient (the twin sums its columns in the CPU's order, bias_gelu's
+// backward kernel in the GPU's), and the test also sees that the fused path ran no
+// bias_gelu kernel; on a GPU (the GPU check runs this test) the bound allows for
+// cuBLASLt's own GEMM and GELU.
+TEST(Cuda, TheGemmEpiloguesMatchTheUnfusedBlockMlp) {
+  REQUIRE_GPU();
+  Generator gen(11);
+  struct Case { int64_t rows, c; };
+  for (DType t : {DType::F32, DType::BF16, DType::F16}) {
+    for (const Case& cs : {Case{130, 96}, Case{18, 768}}) {
+      const std::string what = detail::concat(dtype_name(t), " rows ", cs.rows, " C ", cs.c);
+      const std::vector<Tensor> in = {randn({cs.rows, cs.c}, gen, 0, 1, t, kGpu), randn({4 * cs.c, cs.c}, gen, 0, 0.1, t, kGpu),
+                                      randn({4 * cs.c}, gen, 0, 0.5, t, kGpu), randn({cs.c, 4 * cs.c}, gen, 0, 0.05, t, kGpu)};
+      const Tensor dy = randn({cs.rows, cs.c}, gen, 0, 1, t, kGpu);
+#if EMONEXT_CUDA_EMULATION
+      const uint64_t before = emu::launches_named("bias_gelu_backward");
+#endif
+      const GeluMlpRun fused = run_gelu_mlp(in, dy, true);
+#if EMONEXT_CUDA_EMULATION
+      EXPECT_EQ(emu::launches_named("bias_gelu_backward"), before) << what << ": the fused path ran bias_gelu's backward";
+#endif
+      const GeluMlpRun unfused = run_gelu_mlp(in, dy, false);
+#if EMONEXT_CUDA_EMULATION
+      EXPECT_GT(emu::launches_named("bias_gelu_backward"), before) << what;
+#endif
+      EXPECT_EQ(fused.op, "gelu_mlp");
+      const char* names[] = {"y", "dx", "dw1", "db1", "dw2"};
+      for (size_t i = 0; i < fused.values.size(); ++i) {
+        ASSERT_EQ(fused.values[i].device(), kGpu);
+#if EMONEXT_CUDA_EMULATION
+        if (t == DType::F32 && i != 3) {
+          EXPECT_EQ(fused.values[i].to_vector(), unfused.values[i].to_vector()) << what << ": " << names[i];
+          continue;
+        }
+        if (t == DType::F32) {
+          expect_rel(fused.values[i], unfused.values[i], 1e-5, what + ": " + names[i]);
+          continue;
+        }
+#endif
+        expect_rel(fused.values[i], unfused.values[i], t == DType::F32 ? 2e-3 : 3e-2, what + ": " + names[i]);
+      }
+    }
+  }
+}
+
 // A GPU graph (core/graph.h) replays the work it captured: a small training step
 // (forward, loss, backward, an in-place update of the weights) captured once and replayed
 // four times gives the bits of four eager steps, each replay reading the input the host

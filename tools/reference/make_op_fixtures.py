@@ -24,6 +24,15 @@ def randn(*s):
     return torch.randn(s, dtype=F)
 
 
+# Cases added after the fixtures were first written draw from here, so that the shared
+# generator's sequence (and every earlier case's inputs and weights) stays the same.
+LATE = torch.Generator().manual_seed(4321)
+
+
+def randn_from(gen, *s):
+    return torch.randn(s, dtype=F, generator=gen)
+
+
 def positive(*s):
     return torch.rand(s, dtype=F) + 0.5
 
@@ -157,6 +166,13 @@ CASES = {
                    lambda x, t: grid_sample(x, torch.nn.functional.affine_grid(t, (2, 3, 6, 6), align_corners=True), True)),
     # A patchify convolution whose windows leave the last rows and column uncovered (10 x 9 by 4).
     "conv2d_patchify_ragged": ([randn(2, 10, 9, 3), randn(6, 3, 4, 4) * 0.2, randn(6)], lambda x, w, b: conv2d(x, w, b, 4, 0)),
+    # The block's pwconv1 -> GELU (tanh) -> pwconv2 without pwconv2's bias (the engine's gelu_mlp,
+    # whose f32 run takes the GEMM-epilogue path); 16 hidden channels (the epilogue's multiple of 8).
+    # Its own generator: the draws of the cases before it were made, and stay, as they were.
+    "gelu_mlp_tanh": ([randn_from(LATE, 2, 3, 6), randn_from(LATE, 16, 6) * 0.5, randn_from(LATE, 16),
+                       randn_from(LATE, 5, 16) * 0.5],
+                      lambda x, w1, b1, w2: torch.nn.functional.linear(
+                          torch.nn.functional.gelu(torch.nn.functional.linear(x, w1, b1), approximate="tanh"), w2)),
 }
 
 def main():

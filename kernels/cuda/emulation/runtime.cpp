@@ -1,7 +1,9 @@
-// The CUDA runtime and cuBLAS functions the engine calls, played on the CPU in
-// the emulation build. Device memory is plain heap memory (so AddressSanitizer
-// sees every stray index), streams run their work at once in call order, and
-// cuBLAS' gemm is the CPU backend's. The device reports itself like an H100.
+// The CUDA runtime, cuBLAS and cuBLASLt functions the engine calls, played on the
+// CPU in the emulation build. Device memory is plain heap memory (so
+// AddressSanitizer sees every stray index), streams run their work at once in call
+// order, and cuBLAS' gemm and cuBLASLt's matmul with its epilogues are the CPU
+// backend's gemm. The device reports itself like an H100.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -10,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -20,6 +23,7 @@ struct CUstream_st { int id = 0; };
 struct CUmemPoolHandle_st { int id = 0; };
 struct CUevent_st { int id = 0; };
 struct cublasContext { cudaStream_t stream = nullptr; };
+struct cublasLtContext { int id = 0; };
 // A captured graph and its instance: the recorded work in order, and the memory it
 // allocated and freed while captured (its memory nodes: the same addresses at every
 // replay, released with the instance).
@@ -37,6 +41,7 @@ CUmemPoolHandle_st g_pool;
 std::mutex g_objects_mutex;
 std::deque<CUstream_st> g_streams;
 std::deque<cublasContext> g_cublas;
+std::deque<cublasLtContext> g_cublaslt;
 
 cudaError_t record(cudaError_t e) {
   if (e != cudaSuccess) g_last_error = e;
@@ -246,5 +251,149 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
   g.alpha = f64 ? float(*static_cast<const double*>(alpha)) : *static_cast<const float*>(alpha);
   g.beta = f64 ? float(*static_cast<const double*>(beta)) : *static_cast<const float*>(beta);
   emonext::emu::run_or_record(handle->stream, [g] { emonext::kernels::cpu::gemm(g, nullptr); });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// ---- cuBLASLt: a matmul with the epilogues the engine uses, on the CPU backend's gemm ----
+// The descriptors are cuBLASLt's own semi-opaque structs; the emulation keeps its
+// fields in their storage.
+namespace {
+struct LtDesc {
+  int32_t trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
+  uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  void* bias = nullptr;
+  void* aux = nullptr;
+  int64_t ldaux = 0;
+};
+struct LtLayout {
+  cudaDataType type = CUDA_R_32F;
+  uint64_t rows = 0, cols = 0;
+  int64_t ld = 0;
+};
+static_assert(sizeof(LtDesc) <= sizeof(cublasLtMatmulDescOpaque_t) && sizeof(LtLayout) <= sizeof(cublasLtMatrixLayoutOpaque_t));
+
+template <class F, class Opaque>
+F* fields(Opaque* o) { return reinterpret_cast<F*>(o->data); }
+
+template <class V>
+cublasStatus_t read_attribute(V* out, const void* buf, size_t size) {
+  if (!buf || size != sizeof(V)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(out, buf, sizeof(V));
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// The row-major product that a column-major D = op(A) op(B) is (as in cublasGemmStridedBatchedEx).
+bool lt_gemm(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c, emonext::kernels::Gemm* g) {
+  using emonext::DType;
+  using emonext::kernels::GemmEpilogue;
+  if (a.type != b.type || b.type != c.type) return false;
+  switch (a.type) {
+    case CUDA_R_32F: g->dtype = DType::F32; break;
+    case CUDA_R_16BF: g->dtype = DType::BF16; break;
+    case CUDA_R_16F: g->dtype = DType::F16; break;
+    default: return false;
+  }
+  const bool ta = d.trans_a == CUBLAS_OP_T, tb = d.trans_b == CUBLAS_OP_T;
+  const uint64_t m = c.cols, n = c.rows, k = ta ? a.rows : a.cols;
+  if ((ta ? a.cols : a.rows) != n || (tb ? b.rows : b.cols) != m || (tb ? b.cols : b.rows) != k) return false;
+  if (c.ld < int64_t(c.rows) || a.ld < int64_t(a.rows) || b.ld < int64_t(b.rows)) return false;
+  g->trans_a = tb;
+  g->trans_b = ta;
+  g->m = int64_t(m); g->n = int64_t(n); g->k = int64_t(k);
+  g->lda = b.ld; g->ldb = a.ld; g->ldc = c.ld;
+  switch (d.epilogue) {
+    case CUBLASLT_EPILOGUE_DEFAULT: g->epilogue = GemmEpilogue::None; break;
+    case CUBLASLT_EPILOGUE_GELU_AUX_BIAS: g->epilogue = GemmEpilogue::BiasGeluTanh; g->bias = d.bias; break;
+    case CUBLASLT_EPILOGUE_DGELU_BGRAD: g->epilogue = GemmEpilogue::GeluTanhBackward; g->bias_grad = d.bias; break;
+    default: return false;
+  }
+  if (g->epilogue != GemmEpilogue::None) {
+    // cuBLASLt's rules for the GELU input matrix: ld divisible by 8, no less than D's rows.
+    if (!d.bias || !d.aux || d.ldaux % 8 != 0 || d.ldaux < int64_t(c.rows)) return false;
+    g->aux = d.aux;
+    g->ldaux = d.ldaux;
+  }
+  return true;
+}
+}  // namespace
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) {
+  if (g_capture) return CUBLAS_STATUS_ALLOC_FAILED;  // as cublasCreate
+  std::lock_guard<std::mutex> lock(g_objects_mutex);
+  *h = &g_cublaslt.emplace_back();
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc, cublasComputeType_t compute, cudaDataType_t scale) {
+  if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *desc = new cublasLtMatmulDescOpaque_t{};
+  new (fields<LtDesc>(*desc)) LtDesc{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t desc) { delete desc; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const void* buf,
+                                              size_t size) {
+  LtDesc& d = *fields<LtDesc>(desc);
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: return read_attribute(&d.trans_a, buf, size);
+    case CUBLASLT_MATMUL_DESC_TRANSB: return read_attribute(&d.trans_b, buf, size);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: return read_attribute(&d.epilogue, buf, size);
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return read_attribute(&d.bias, buf, size);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: return read_attribute(&d.aux, buf, size);
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: return read_attribute(&d.ldaux, buf, size);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* layout, cudaDataType type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+  *layout = new cublasLtMatrixLayoutOpaque_t{};
+  new (fields<LtLayout>(*layout)) LtLayout{type, rows, cols, ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t layout) { delete layout; return CUBLAS_STATUS_SUCCESS; }
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* pref) {
+  *pref = new cublasLtMatmulPreferenceOpaque_t{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t pref) { delete pref; return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void* buf, size_t) {
+  return buf ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+
+// One "algorithm" (the CPU gemm) for every product the emulation can run; none otherwise.
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
+                                              cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t* results, int* returned) {
+  emonext::kernels::Gemm g;
+  *returned = 0;
+  if (requested < 1 || std::memcmp(c, d, sizeof(*c)) != 0) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_gemm(*fields<LtDesc>(desc), *fields<LtLayout>(a), *fields<LtLayout>(b), *fields<LtLayout>(c), &g))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  results[0] = cublasLtMatmulHeuristicResult_t{};
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// D = alpha op(A) op(B) + beta C with alpha 1, beta 0 and C = D, as the engine calls it.
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t a, const void* B, cublasLtMatrixLayout_t b, const void* beta,
+                              const void* C, cublasLtMatrixLayout_t c, void* D, cublasLtMatrixLayout_t d,
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t stream) {
+  emonext::kernels::Gemm g;
+  if (!algo || *static_cast<const float*>(alpha) != 1.0f || *static_cast<const float*>(beta) != 0.0f || C != D ||
+      std::memcmp(c, d, sizeof(*c)) != 0)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!lt_gemm(*fields<LtDesc>(desc), *fields<LtLayout>(a), *fields<LtLayout>(b), *fields<LtLayout>(c), &g))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  g.a = B;
+  g.b = A;
+  g.c = D;
+  emonext::emu::run_or_record(stream, [g] { emonext::kernels::cpu::gemm(g, nullptr); });
   return CUBLAS_STATUS_SUCCESS;
 }
