@@ -112,6 +112,8 @@ Tensor index_select(const Tensor& a, int dim, const Tensor& index);
 // LayerNorm over the last dim: x [..., C], weight and bias [C].
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps);
 enum class GeluApprox { None, Tanh };  // None: the exact erf form (ConvNeXt's)
+// "erf" or "tanh": the form's name in checkpoints' metadata and emonext_train's --gelu.
+const char* gelu_name(GeluApprox approx);
 Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::None);
 // gelu(x + bias) in one pass, bias [C] along the last dim of x.
 Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx = GeluApprox::None);

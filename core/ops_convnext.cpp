@@ -23,6 +23,8 @@ Tensor gelu_backward(const Tensor& g, const Tensor& t, GeluApprox approx) {
 }
 }  // namespace
 
+const char* gelu_name(GeluApprox approx) { return approx == GeluApprox::Tanh ? "tanh" : "erf"; }
+
 Tensor gelu(const Tensor& x, GeluApprox approx) {
   check_floating("gelu", x);
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());

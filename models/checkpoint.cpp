@@ -46,7 +46,7 @@ void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<
   extra["classes"] = std::to_string(model.head.weight.size(0));
   extra["image_size"] = std::to_string(model.image_size);
   extra["labels"] = join(labels);
-  extra["gelu"] = model.gelu() == GeluApprox::Tanh ? "tanh" : "erf";
+  extra["gelu"] = gelu_name(model.gelu());
   extra["engine"] = "emonext-engine 0.1.0";
   save_safetensors(path, tensors, extra);
 }
@@ -69,9 +69,10 @@ CheckpointInfo read_checkpoint_info(const std::map<std::string, std::string>& me
                                       limits::kMaxModelImageSize);
   info.labels = split(need("labels"));
   if (const auto it = metadata.find("gelu"); it != metadata.end()) {
-    EMONEXT_CHECK(it->second == "erf" || it->second == "tanh", path, ": metadata 'gelu' is '", it->second.substr(0, 40),
-                  "'; expected erf or tanh");
-    info.gelu = it->second == "tanh" ? GeluApprox::Tanh : GeluApprox::None;
+    const GeluApprox none = GeluApprox::None, tanh = GeluApprox::Tanh;
+    EMONEXT_CHECK(it->second == gelu_name(none) || it->second == gelu_name(tanh), path, ": metadata 'gelu' is '",
+                  it->second.substr(0, 40), "'; expected ", gelu_name(none), " or ", gelu_name(tanh));
+    info.gelu = it->second == gelu_name(tanh) ? tanh : none;
   }
   info.metadata = metadata;
   EMONEXT_CHECK(int64_t(info.labels.size()) == info.classes, path, ": ", info.labels.size(), " labels for ", info.classes,

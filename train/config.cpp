@@ -41,7 +41,8 @@ const std::vector<std::pair<std::string, Switch>>& names_of<Switch>() {
 }
 template <>
 const std::vector<std::pair<std::string, GeluApprox>>& names_of<GeluApprox>() {
-  static const std::vector<std::pair<std::string, GeluApprox>> n = {{"erf", GeluApprox::None}, {"tanh", GeluApprox::Tanh}};
+  static const std::vector<std::pair<std::string, GeluApprox>> n = {{gelu_name(GeluApprox::None), GeluApprox::None},
+                                                                    {gelu_name(GeluApprox::Tanh), GeluApprox::Tanh}};
   return n;
 }
 template <>

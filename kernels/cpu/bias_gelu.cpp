@@ -3,8 +3,6 @@
 // new tensor, gelu' times g, then the column sums reading dx again, all on the
 // block's widest activations (4C channels). Sums run over fixed chunks of rows in
 // double, then the chunks in order: the same bits on any number of threads.
-#include <algorithm>
-#include <vector>
 
 #include "kernels/cpu/vector_math.h"  // before kernels/formulas.h
 
@@ -15,10 +13,6 @@
 
 namespace emonext::kernels::cpu {
 
-namespace {
-constexpr int64_t kRowsPerChunk = 64;
-}
-
 void bias_gelu_backward(DType dtype, bool tanh, void* dx, void* db, const void* g, const void* x, const void* b, int64_t rows,
                         int64_t c, Stream) {
   dispatch_floating<Types>(dtype, "bias_gelu_backward", [&](auto tag) {
@@ -26,23 +20,16 @@ void bias_gelu_backward(DType dtype, bool tanh, void* dx, void* db, const void* 
     using A = acc_t<T>;
     const T *pg = static_cast<const T*>(g), *px = static_cast<const T*>(x), *pb = static_cast<const T*>(b);
     T* pdx = static_cast<T*>(dx);
-    const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
-    std::vector<double> part(size_t(chunks * c), 0.0);
-#pragma omp parallel for schedule(static) if (rows * c > (1 << 15))
-    for (int64_t ch = 0; ch < chunks; ++ch) {
-      double* acc = part.data() + ch * c;
-      for (int64_t r = ch * kRowsPerChunk; r < std::min(rows, (ch + 1) * kRowsPerChunk); ++r) {
-        const T *__restrict gr = pg + r * c, *__restrict xr = px + r * c, *__restrict br = pb;
-        T* __restrict dxr = pdx + r * c;
-        // Two loops, each of which vectorises: the GELU's erff and expf go through libmvec.
-        if (tanh)
-          for (int64_t k = 0; k < c; ++k) dxr[k] = store<T>(load(gr[k]) * gelu_tanh_grad(A(load(xr[k]) + load(br[k]))));
-        else
-          for (int64_t k = 0; k < c; ++k) dxr[k] = store<T>(load(gr[k]) * gelu_erf_grad(A(load(xr[k]) + load(br[k]))));
-        for (int64_t k = 0; k < c; ++k) acc[k] += double(load(dxr[k]));
-      }
-    }
-    sum_partials(static_cast<T*>(db), part.data(), 1, chunks, c);
+    chunked_column_sums(static_cast<T*>(db), rows, c, kBiasRowsPerChunk, [&](int64_t r, double* __restrict acc) {
+      const T *__restrict gr = pg + r * c, *__restrict xr = px + r * c, *__restrict br = pb;
+      T* __restrict dxr = pdx + r * c;
+      // Two loops, each of which vectorises: the GELU's erff and expf go through libmvec.
+      if (tanh)
+        for (int64_t k = 0; k < c; ++k) dxr[k] = store<T>(load(gr[k]) * gelu_tanh_grad(A(load(xr[k]) + load(br[k]))));
+      else
+        for (int64_t k = 0; k < c; ++k) dxr[k] = store<T>(load(gr[k]) * gelu_erf_grad(A(load(xr[k]) + load(br[k]))));
+      for (int64_t k = 0; k < c; ++k) acc[k] += double(load(dxr[k]));
+    });
   });
 }
 

@@ -67,13 +67,11 @@ void parallel_gemm(const Gemm& g) {
 }
 
 // The epilogue on one matrix's f32 product `acc` (row r at acc + r * ldacc; for f32, g.c
-// itself: each element is read before it is written), stored to g.c as T. The bias gradient sums the stored
-// values over fixed chunks of rows in double, as bias_gelu_backward does: in f32 the
-// fused product gives that op's bits.
-constexpr int64_t kRowsPerChunk = 64;
-
-template <class T, class Acc>
-void apply_epilogue(const Gemm& g, const Acc* acc, int64_t ldacc) {
+// itself: each element is read before it is written), stored to g.c as T. The bias
+// gradient sums the stored values in bias_gelu_backward's chunks: in f32 the fused
+// product gives that op's bits.
+template <class T>
+void apply_epilogue(const Gemm& g, const float* acc, int64_t ldacc) {
   using A = acc_t<T>;
   T* c = static_cast<T*>(g.c);
   T* aux = static_cast<T*>(g.aux);
@@ -88,19 +86,13 @@ void apply_epilogue(const Gemm& g, const Acc* acc, int64_t ldacc) {
       }
     return;
   }
-  const int64_t chunks = (g.m + kRowsPerChunk - 1) / kRowsPerChunk;
-  std::vector<double> part(size_t(chunks * g.n), 0.0);
-#pragma omp parallel for schedule(static) if (g.m * g.n > (1 << 15))
-  for (int64_t ch = 0; ch < chunks; ++ch) {
-    double* sums = part.data() + ch * g.n;
-    for (int64_t r = ch * kRowsPerChunk; r < std::min(g.m, (ch + 1) * kRowsPerChunk); ++r)
-      for (int64_t j = 0; j < g.n; ++j) {
-        const T v = store<T>(A(acc[r * ldacc + j]) * gelu_tanh_grad(load(aux[r * g.ldaux + j])));
-        c[r * g.ldc + j] = v;
-        sums[j] += double(load(v));
-      }
-  }
-  sum_partials(static_cast<T*>(g.bias_grad), part.data(), 1, chunks, g.n);
+  chunked_column_sums(static_cast<T*>(g.bias_grad), g.m, g.n, kBiasRowsPerChunk, [&](int64_t r, double* sums) {
+    for (int64_t j = 0; j < g.n; ++j) {
+      const T v = store<T>(A(acc[r * ldacc + j]) * gelu_tanh_grad(load(aux[r * g.ldaux + j])));
+      c[r * g.ldc + j] = v;
+      sums[j] += double(load(v));
+    }
+  });
 }
 
 }  // namespace

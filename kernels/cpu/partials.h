@@ -11,7 +11,9 @@
 // then the lanes pairwise: one running sum is a chain of dependent adds the compiler may
 // not reorder, kLanes of them vectorise, and the order is still fixed.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "kernels/cpu/cpu_types.h"
 
@@ -27,6 +29,22 @@ void sum_partials(T* out, const double* part, int64_t outer, int64_t chunks, int
       for (int64_t k = 0; k < chunks; ++k) acc += part[(o * chunks + k) * n + j];
       out[o * n + j] = store<T>(acc_t<T>(acc * scale));
     }
+}
+
+// The column sums out[j] of a [rows, n] result that row(r, sums) writes, row r adding
+// its n terms into sums (its chunk's double partials): chunks of rows_per_chunk rows
+// shared over the threads, then sum_partials. bias_gelu's backward and the GEMM's GELU
+// epilogue sum in kBiasRowsPerChunk chunks, so that the fused path has the unfused bits.
+constexpr int64_t kBiasRowsPerChunk = 64;
+
+template <class T, class Row>
+void chunked_column_sums(T* out, int64_t rows, int64_t n, int64_t rows_per_chunk, Row row) {
+  const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
+  std::vector<double> part(size_t(chunks * n), 0.0);
+#pragma omp parallel for schedule(static) if (rows * n > (1 << 15))
+  for (int64_t ch = 0; ch < chunks; ++ch)
+    for (int64_t r = ch * rows_per_chunk; r < std::min(rows, (ch + 1) * rows_per_chunk); ++r) row(r, part.data() + ch * n);
+  sum_partials(out, part.data(), 1, chunks, n);
 }
 
 constexpr int kLanes = 8;
