@@ -243,6 +243,19 @@ TEST(DataParallel, ShardedEvaluationPrintsOneProcesssFigures) {
   EXPECT_EQ(figures(3), one);
 }
 
+// --help under mpirun: rank 0 alone prints the options, and every rank finalises MPI
+// before its exit, so the job ends with 0 (mpirun fails a job whose rank exits without).
+TEST(DataParallel, HelpUnderMpirunPrintsOnceAndEndsTheJob) {
+  REQUIRE_MPI();
+  std::string out;
+  EXPECT_EQ(train(2, "--help", &out), 0) << out;
+  size_t usages = 0;
+  for (size_t at = out.find("usage: emonext_train"); at != std::string::npos; at = out.find("usage: emonext_train", at + 1))
+    ++usages;
+  EXPECT_EQ(usages, 1u) << out;
+  EXPECT_NE(out.find("--sync-batch"), std::string::npos) << out;
+}
+
 // A rank that dies, or stops answering, stops the run: mpirun ends every rank when one
 // is killed; a rank that hangs leaves the others waiting at their next collective for
 // --timeout seconds, after which they stop every rank, naming the collective.

@@ -275,13 +275,16 @@ TEST(Train, AnOutFolderThatCannotBeWrittenIsRefusedFirst) {
 }
 
 // --init CKPT builds the model the checkpoint holds: its size, classes and image size
-// need not be repeated, and when given they must agree with it.
+// need not be repeated, and when given they must agree with it; its GELU form is kept
+// unless --gelu says another.
 TEST(Train, InitTakesTheModelFromTheCheckpoint) {
   const ScratchDir d("init");
   EmoNeXt model(convnext_size("atto"), 7, 32);
   Generator gen(3);
   init_weights(model, gen);
   save_checkpoint(d + "/atto32.safetensors", model, fer2013_labels());
+  model.set_gelu(GeluApprox::Tanh, true);
+  save_checkpoint(d + "/atto32_tanh.safetensors", model, fer2013_labels());
   save_safetensors(d + "/plain.safetensors", {{"w", Tensor::ones({2})}});
   const std::string data = " --synthetic 32 --batch 16 --max-steps 1 --device cpu --workers 1";
   std::string out;
@@ -295,6 +298,12 @@ TEST(Train, InitTakesTheModelFromTheCheckpoint) {
       << out;
   EXPECT_EQ(run("--init " + d + "/plain.safetensors" + data + " --out " + d + "/run_plain", &out), 1) << out;
   EXPECT_NE(out.find("--init: " + d + "/plain.safetensors: not an EmoNeXt checkpoint of this engine"), std::string::npos) << out;
+  for (const auto& [ckpt, flags, gelu] : {std::tuple{"atto32", "", "erf"}, std::tuple{"atto32_tanh", "", "tanh"},
+                                          std::tuple{"atto32_tanh", " --gelu erf", "erf"}, std::tuple{"atto32", " --gelu tanh", "tanh"}}) {
+    const std::string run_dir = d + "/run_" + ckpt + (*flags ? "_given" : "");
+    ASSERT_EQ(run("--init " + d + "/" + ckpt + ".safetensors" + flags + data + " --out " + run_dir, &out), 0) << out;
+    EXPECT_EQ(load_safetensors_metadata(run_dir + "/last.safetensors").at("gelu"), gelu) << ckpt << flags;
+  }
 }
 
 // Validation picks "best" and stops the run after --patience epochs without a better

@@ -60,11 +60,13 @@ int main(int argc, char** argv) {
       if (const std::optional<TrainConfig> saved = saved_config(resume)) c = *saved;
       else std::printf("note: %s/last.state.safetensors predates saved settings; the options given are used as they are\n", resume.c_str());
     } else if (!init.empty()) {
-      // --init CKPT makes the model the checkpoint holds (size, classes, image size).
+      // --init CKPT makes the model the checkpoint holds (size, classes, image size, GELU
+      // form); --gelu given too overrides the form, the others must agree with it.
       const CheckpointInfo info = read_checkpoint_info(load_safetensors_metadata(init), init);
       c.model = info.model;
       c.classes = info.classes;
       c.image_size = info.image_size;
+      c.gelu = info.gelu;
     } else if (!has_flag(argc, argv, "--model") && !has_flag(argc, argv, "--img-size") && !has_flag(argc, argv, "--help") &&
                !has_flag(argc, argv, "-h") && (device == "cpu" || (device != "cuda" && !cuda_available()))) {
       // No GPU: the recipe a CPU finishes (REFERENCE.md's is for 224 x 224 on a GPU).
@@ -80,6 +82,7 @@ int main(int argc, char** argv) {
   }
   cli::Options options("emonext_train", kSynopsis);
   add_train_options(options, c);
+  options.on_help([] { dist::finalize(); });  // under mpirun a rank that exits without it fails the job
   options.parse(argc, argv);
   c.ranks = dist::size();
   dist::set_timeout(c.timeout);

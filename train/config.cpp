@@ -172,7 +172,8 @@ const Setting kSettings[] = {
     EMONEXT_SETTING("model", "image_size", "--img-size", "S", image_size, between(double(EmoNeXt::kMinImageSize), double(limits::kMaxModelImageSize)),
                     "image size: 224 (the reference); smaller for CPU runs, e.g. 48"),
     EMONEXT_ROW("model", "init", "--init", "CKPT", nullptr, false, init, kAny,
-                "start from a checkpoint (convnext_import's); its size, classes and image size are the defaults of the three above"),
+                "start from a checkpoint (convnext_import's); its size, classes, image size and GELU form are the defaults of "
+                "--model, --classes, --img-size and --gelu"),
     EMONEXT_SETTING("model", "drop_path", "--drop-path", "P", drop_path, (Range{0, 1, false, true}), "the last block's drop-path rate"),
     EMONEXT_SETTING("model", "gelu", "--gelu", nullptr, gelu, kAny,
                     "the blocks' GELU: erf (ConvNeXt's, which pretrained weights learnt) or tanh (PyTorch's approximate='tanh', "

@@ -85,12 +85,20 @@ class Options {
     return *this;
   }
 
+  // What --help does after printing, before its exit 0: a tool that must end in order
+  // says how (emonext_train under mpirun finalises MPI, as every rank prints the help).
+  Options& on_help(std::function<void()> done) {
+    on_help_ = std::move(done);
+    return *this;
+  }
+
   // Reads argv through the table; --help (or -h) prints help() and exits 0.
   void parse(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--help" || a == "-h") {
-        std::cout << help();
+        std::cout << help() << std::flush;
+        if (on_help_) on_help_();
         std::exit(0);
       }
       const Option* o = find(a);
@@ -148,6 +156,7 @@ class Options {
   std::string tool_, synopsis_, section_;
   std::vector<Option> rows_;
   std::vector<std::string>* positional_ = nullptr;
+  std::function<void()> on_help_;
   std::set<std::string> given_;
 };
 
