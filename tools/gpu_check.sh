@@ -115,10 +115,14 @@ if ((!smoke)); then
       exit 2
     fi
   fi
-  if [[ -z "${CUDNN_ROOT:-}" ]]; then  # cuDNN: beside the toolkit, in a pip wheel, or wherever the image has it
-    h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name cudnn.h 2>/dev/null | head -1)
-    [[ -n "$h" ]] && export CUDNN_ROOT=$(dirname "$(dirname "$h")")
-  fi
+  # cuDNN and NCCL: beside the toolkit, in a pip wheel, or wherever the image has them
+  # (without MPI here, NCCL builds for the cuda test of its calls on one rank)
+  for lib in CUDNN NCCL; do
+    root_var=${lib}_ROOT
+    [[ -n "${!root_var:-}" ]] && continue
+    h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name "${lib,,}.h" 2>/dev/null | head -1)
+    [[ -n "$h" ]] && export "$root_var=$(dirname "$(dirname "$h")")"
+  done
   # Open MPI is a Debian package the GPU image lacks: the check builds one-process runs
   command -v mpicc >/dev/null || cmake_extra+=(-DEMONEXT_MPI=OFF)
   mkdir -p "$data" && [[ -f .deps/fer2013_subset.tar.gz ]] && tar -xzf .deps/fer2013_subset.tar.gz -C "$data"
@@ -147,7 +151,7 @@ if ((!smoke)); then
   if ! part "build" 300 build_step; then
     grep -E "error" -A3 "$out/build.log" | head -40
   fi
-  grep "^-- emonext:" "$out/build.log"
+  grep "^-- emonext:" "$out/build.log" | sed 's/^-- emonext: /- build: /' | tee -a "$report.parts" || true
   spills=$(grep "bytes spill stores" "$out/build.log" | grep -vc " 0 bytes spill stores, 0 bytes spill loads")
   echo "ptxas reports: $(grep -c 'bytes spill stores' "$out/build.log"), with local-memory spills: $spills" | tee -a "$report.parts"
   wait "$warm"

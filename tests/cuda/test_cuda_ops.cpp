@@ -13,6 +13,7 @@
 #include "core/staging.h"
 #include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/multi_tensor.cuh"
+#include "kernels/cuda/nccl.h"
 #include "kernels/cuda/runtime.h"
 #include "models/emonext.h"
 #include "tests/op_cases.h"
@@ -301,6 +302,39 @@ TEST(Cuda, SumSquaresMatchesTheCpu) {
       expect_close(sum_squares(gpu), sum_squares(cpu), t == DType::F64 ? 1e-12 : 1e-5, what + ", no empty tensor");
     }
   }
+}
+
+// NCCL's calls as a data-parallel run on GPUs makes them, on one rank (the GPU machines
+// lent to this project have one GPU, and NCCL refuses two ranks on one device): the
+// communicator from an id, in-place sums of f32 and f64 on NCCL's stream behind the work
+// the device's stream queued before them, the device's stream waiting for them, and the
+// polled wait. One rank's sum is its own values: what this shows is that the calls, their
+// stream and their events work on a GPU, not the arithmetic across ranks.
+TEST(Cuda, NcclsSumRunsOnItsStreamWithOneRank) {
+#if !EMONEXT_WITH_NCCL || EMONEXT_CUDA_EMULATION
+  GTEST_SKIP() << "this build has no NCCL (CMake did not find it beside the CUDA toolkit, or the emulation build)";
+#else
+  REQUIRE_GPU();
+  namespace kc = kernels::cuda;
+  char id[kc::kNcclIdBytes] = {};
+  kc::nccl_unique_id(id);
+  ASSERT_FALSE(kc::nccl_ready());
+  kc::nccl_init(id, 0, 1, 0);
+  ASSERT_TRUE(kc::nccl_ready());
+  Generator gen(31);
+  for (DType t : {DType::F32, DType::F64}) {
+    SCOPED_TRACE(dtype_name(t));
+    const Tensor x = randn({3, 1 << 20}, gen, 0, 1, t);
+    Tensor summed = x.to(kGpu) * 2.0;  // written by the device's stream just before the sum reads it
+    const uint64_t before = kc::launches();
+    kc::nccl_all_reduce_sum_start(summed.data_ptr(), summed.numel(), t == DType::F64, 0);
+    EXPECT_EQ(kc::launches(), before + 1);
+    const Tensor after = summed * 3.0;  // queued behind the sum
+    ASSERT_TRUE(kc::nccl_wait(0, 60.0));
+    EXPECT_EQ(summed.to_vector(), (x * 2.0).to_vector());
+    EXPECT_EQ(after.to_vector(), (x * 2.0 * 3.0).to_vector());
+  }
+#endif
 }
 
 // The training input's staging (core/staging.h): each batch arrives whole; a batch's
