@@ -249,10 +249,7 @@ TEST(DataParallel, HelpUnderMpirunPrintsOnceAndEndsTheJob) {
   REQUIRE_MPI();
   std::string out;
   EXPECT_EQ(train(2, "--help", &out), 0) << out;
-  size_t usages = 0;
-  for (size_t at = out.find("usage: emonext_train"); at != std::string::npos; at = out.find("usage: emonext_train", at + 1))
-    ++usages;
-  EXPECT_EQ(usages, 1u) << out;
+  EXPECT_EQ(occurrences(out, "usage: emonext_train"), 1u) << out;
   EXPECT_NE(out.find("--sync-batch"), std::string::npos) << out;
 }
 

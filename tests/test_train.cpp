@@ -409,8 +409,7 @@ TEST(Train, MixedPrecisionTrainsAndFp16SkipsOverflowingSteps) {
   const std::vector<std::string> c = loss_column(fp16 + "/steps.csv");
   ASSERT_EQ(c.size(), 12u);
   for (const std::string& r : c) EXPECT_TRUE(std::isfinite(loss_of(r))) << r;
-  size_t skipped = 0;
-  for (size_t at = out.find(" skipped: inf/NaN"); at != std::string::npos; at = out.find(" skipped: inf/NaN", at + 1)) ++skipped;
+  const size_t skipped = occurrences(out, " skipped: inf/NaN");
   EXPECT_GE(skipped, 8u) << "2^24 down to 2^16 takes 8 halvings";
   EXPECT_LT(skipped, 12u) << "no step was taken: " << out;
   // At a scale that does not overflow (this toy's gradient norm is in the thousands, so

@@ -65,6 +65,13 @@ inline std::string run_command(const std::string& cmd, int* code) {
   return out;
 }
 
+// How many times `piece` occurs in `text` (overlapping occurrences counted).
+inline size_t occurrences(const std::string& text, const std::string& piece) {
+  size_t n = 0;
+  for (size_t at = text.find(piece); at != std::string::npos; at = text.find(piece, at + 1)) ++n;
+  return n;
+}
+
 // A file's bytes (none when it cannot be read).
 inline std::vector<char> read_all(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
