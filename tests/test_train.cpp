@@ -768,7 +768,13 @@ TEST(Train, OverfitBatchMatchesThePyTorchTwin) {
   const std::string twin = "overfit " + d + "/init.safetensors " + d + "/batch.safetensors 3 " + d + "/twin.safetensors >/dev/null";
   ASSERT_EQ(run_twin(twin), 0) << twin;
   const SafeTensors ours = load_safetensors(d + "/ours.safetensors"), theirs = load_safetensors(d + "/twin.safetensors");
-  expect_rel(ours.at("loss"), theirs.at("loss"), 1e-4, "losses");
+  // The first loss is the model's at the twin's weights: 1e-4. The later ones follow
+  // AdamW's steps, whose first update is lr * sign(g): a gradient that is rounding noise
+  // around 0 flips its weight by 2 lr, and which ones flip depends on the CPU's BLAS
+  // kernels (this run in f32 against the twin's f64: 2e-5 with OpenBLAS's Haswell
+  // kernels, 7e-4 with its SkylakeX ones on an AVX-512 machine, loss 3): 1e-3.
+  expect_rel(ours.at("loss").slice(0, 0, 1), theirs.at("loss").slice(0, 0, 1), 1e-4, "the first loss");
+  expect_rel(ours.at("loss"), theirs.at("loss"), 1e-3, "losses");
   expect_rel(ours.at("logits"), theirs.at("logits"), 1e-4, "logits");
   const int64_t grads = expect_gradients_near(ours, theirs, 1e-4);
   EXPECT_EQ(grads, int64_t(model.named_parameters().size()) - 2);  // all but attention.value
