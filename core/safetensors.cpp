@@ -1,12 +1,15 @@
 #include "core/safetensors.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <tuple>
 
 #include "core/autograd.h"
 #include "core/base/file.h"
-#include "core/base/json.h"
+#include "core/base/escape.h"
 #include "core/base/limits.h"
 
 namespace emonext {
@@ -237,10 +240,17 @@ SafeTensors parse_safetensors(const char* bytes, size_t n, const std::string& pa
 
   const Json root = JsonParser(header, path).parse();
   EMONEXT_CHECK(root.kind == Json::Object, path, ": header is not a JSON object");
-  SafeTensors out;
-  out.metadata = metadata_of(root);
+  struct Entry {
+    const std::string* name;
+    DType dtype;
+    Shape shape;
+    int64_t begin, end;
+  };
+  std::vector<Entry> entries;  // in the header's order, which the result keeps
+  std::set<std::string> names;
   for (const auto& [name, entry] : root.fields) {
     if (name == "__metadata__") continue;
+    EMONEXT_CHECK(names.insert(name).second, path, ": tensor '", name, "' appears twice in the header");
     const Json* dtype = entry.get("dtype");
     const Json* shape = entry.get("shape");
     const Json* offsets = entry.get("data_offsets");
@@ -260,13 +270,33 @@ SafeTensors parse_safetensors(const char* bytes, size_t n, const std::string& pa
                   ", ", end, ") lies outside the ", data_size, " data bytes (truncated file?)");
     EMONEXT_CHECK(end - begin == expect, path, ": tensor '", name, "' has ", end - begin, " bytes, but ", dtype->text,
                   shape_str(s), " needs ", expect);
-    out.tensors.emplace_back(name, Tensor::from_bytes(data + begin, s, t));
+    entries.push_back({&name, t, std::move(s), begin, end});
   }
+  // As the reference library (safetensors' Metadata::validate): the tensors' bytes tile the
+  // data section in the order of their offsets, with no gap and no overlap. Tensors that
+  // shared bytes would each be copied out (2,000 entries over one 4 MiB block asked for
+  // 8 GiB); so the tensors hold exactly the data's bytes, and no more is allocated.
+  std::vector<const Entry*> by_offset;
+  for (const Entry& e : entries) by_offset.push_back(&e);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const Entry* a, const Entry* b) { return std::tie(a->begin, a->end) < std::tie(b->begin, b->end); });
+  int64_t at = 0;
+  for (const Entry* e : by_offset) {
+    EMONEXT_CHECK(e->begin == at, path, ": tensor '", *e->name, "' data [", e->begin, ", ", e->end, ") ",
+                  e->begin < at ? "overlaps another tensor's" : "leaves a gap after the tensor before it",
+                  " (the data section holds each tensor's bytes once, in order)");
+    at = e->end;
+  }
+  EMONEXT_CHECK(uint64_t(at) == data_size, path, ": the tensors hold ", at, " of the ", data_size,
+                " data bytes (the data section holds each tensor's bytes once, in order)");
+  SafeTensors out;
+  out.metadata = metadata_of(root);
+  for (const Entry& e : entries) out.tensors.emplace_back(*e.name, Tensor::from_bytes(data + e.begin, e.shape, e.dtype));
   return out;
 }
 
-void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+FileWriter safetensors_writer(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
   NoGradGuard no_grad;
   std::vector<Tensor> host;
   std::ostringstream header;
@@ -292,16 +322,18 @@ void save_safetensors(const std::string& path, const std::vector<std::pair<std::
   header << '}';
   std::string h = header.str();
   while ((8 + h.size()) % 8 != 0) h += ' ';  // the format pads the header to 8 bytes with spaces
-
-  // Written beside the target and renamed over it (write_file_atomically): a reader never
-  // sees half a file, and a failed write (a full disk) leaves the old file as it was.
-  write_file_atomically(path, [&](std::ostream& out) {
+  return [h = std::move(h), host = std::move(host)](std::ostream& out) {
     unsigned char len_bytes[8];
     for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(uint64_t(h.size()) >> (8 * i));
     out.write(reinterpret_cast<const char*>(len_bytes), 8);
     out.write(h.data(), std::streamsize(h.size()));
     for (const Tensor& t : host) out.write(static_cast<const char*>(t.data_ptr()), std::streamsize(t.numel() * int64_t(dtype_size(t.dtype()))));
-  });
+  };
+}
+
+void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  write_file_atomically(path, safetensors_writer(tensors, metadata));
 }
 
 }  // namespace emonext

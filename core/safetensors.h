@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/base/file.h"
 #include "core/tensor.h"
 
 namespace emonext {
@@ -27,7 +28,12 @@ SafeTensors parse_safetensors(const char* bytes, size_t n, const std::string& na
 // The file's __metadata__, from its header alone (a checkpoint's description without
 // reading its tensors); the same errors as load_safetensors for a damaged header.
 std::map<std::string, std::string> load_safetensors_metadata(const std::string& path);
-// Writes path.tmp and renames it over path: a reader never sees half a file.
+// The file's bytes, for write_files_atomically (core/base/file.h): the tensors are copied
+// to the host when the writer is made.
+FileWriter safetensors_writer(const std::vector<std::pair<std::string, Tensor>>& tensors,
+                              const std::map<std::string, std::string>& metadata = {});
+// Writes path.tmp and renames it over path (write_file_atomically): a reader never sees
+// half a file, and a failed write (a full disk) leaves the old file as it was.
 void save_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 

@@ -26,7 +26,7 @@ Shape contiguous_strides(const Shape& s) {
   int64_t acc = 1;
   for (size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i];
+    EMONEXT_CHECK(!__builtin_mul_overflow(acc, s[i], &acc), "shape ", shape_str(s), ": its strides overflow 64 bits");
   }
   return st;
 }

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <tuple>
 
 #include "core/base/error.h"
 #include "core/base/file.h"
@@ -393,6 +394,15 @@ class Unpickler {
       if (shape[d] > 0) last = limits::add(last, limits::mul(shape[d] - 1, stride[d], what), what);
     }
     if (offset < 0 || (n > 0 && last >= st.i)) zip_.corrupt("a tensor's view runs past its storage");
+    // Each view is copied out once: the same view again (tied weights) is the same tensor,
+    // and the copies together may hold at most the file's size, which views that overlap in
+    // a storage would pass (2,000 views of one 4 MiB storage asked for 8 GiB).
+    auto [seen, fresh] = views_.try_emplace(std::make_tuple(st.s, offset, shape, stride), nullptr);
+    if (!fresh) return seen->second;
+    copied_ = limits::add(copied_, limits::mul(n, esize, what), what);
+    if (uint64_t(copied_) > zip_.bytes.size())
+      fail(detail::concat(zip_.path, ": its tensors ask for more than the file's ", zip_.bytes.size(),
+                          " bytes (views that share one storage, each copied out); save them unshared (t.clone())"));
     Tensor out = Tensor::empty(shape, st.dtype);
     // Gather element by element through the strides (tensors are small next to I/O).
     const char* src = zip_.bytes.data() + at;
@@ -409,7 +419,7 @@ class Unpickler {
     }
     auto o = object(PyObject::Kind::Tensor);
     o->tensor = out;
-    return o;
+    return seen->second = o;
   }
 
   const Zip& zip_;
@@ -419,16 +429,11 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::map<uint32_t, PyRef> memo_;
   std::vector<PyRef> made_;
+  int64_t copied_ = 0;  // bytes of the tensors copied out so far
+  std::map<std::tuple<std::string, int64_t, Shape, Shape>, PyRef> views_;  // (storage, offset, shape, stride) -> its tensor
 };
 
 }  // namespace
-
-bool is_zip_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  char b[4] = {};
-  f.read(b, 4);
-  return f.gcount() == 4 && b[0] == 'P' && b[1] == 'K' && b[2] == 3 && b[3] == 4;
-}
 
 PyRef load_torch_file(const std::string& path) { return parse_torch_file(read_file(path), path); }
 

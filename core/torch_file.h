@@ -42,9 +42,6 @@ PyRef load_torch_file(const std::string& path);
 // The same from the file's bytes in memory; `name` names them in errors.
 PyRef parse_torch_file(std::vector<char> bytes, const std::string& name);
 
-// Whether the file starts as a zip archive does (what torch.save writes since 1.6).
-bool is_zip_file(const std::string& path);
-
 // Every (name, tensor) of a Dict whose values are tensors, in order (string keys only).
 std::vector<std::pair<std::string, Tensor>> tensor_dict(const PyObject& dict);
 

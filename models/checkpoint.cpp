@@ -31,15 +31,17 @@ std::vector<std::string> split(const std::string& s) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<std::string>& labels,
-                     std::map<std::string, std::string> extra) {
-  EMONEXT_CHECK(int64_t(labels.size()) == model.head.weight.size(0), "save_checkpoint: ", labels.size(),
+SafeTensors checkpoint_of(EmoNeXt& model, const std::vector<std::string>& labels, std::map<std::string, std::string> extra) {
+  EMONEXT_CHECK(int64_t(labels.size()) == model.head.weight.size(0), "checkpoint_of: ", labels.size(),
                 " labels for a model with ", model.head.weight.size(0), " classes");
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const Module::Named& t : model.named_tensors()) {
     Tensor v = t.tensor->detach().to(Device::cpu());
     if (v.dtype() != DType::I64) v = v.to(DType::F32);
-    tensors.emplace_back(t.name, v.contiguous());
+    v = v.contiguous();
+    // A copy, not the model's own memory (an f32 CPU model's tensor converts to itself):
+    // the content outlives changes to the model (the EMA's weights swapped back out).
+    tensors.emplace_back(t.name, v.data_ptr() == t.tensor->data_ptr() ? v.clone() : v);
   }
   extra["format"] = "emonext";
   extra["model"] = model.size.name;
@@ -48,7 +50,13 @@ void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<
   extra["labels"] = join(labels);
   extra["gelu"] = gelu_name(model.gelu());
   extra["engine"] = "emonext-engine 0.1.0";
-  save_safetensors(path, tensors, extra);
+  return {std::move(tensors), std::move(extra)};
+}
+
+void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<std::string>& labels,
+                     std::map<std::string, std::string> extra) {
+  const SafeTensors c = checkpoint_of(model, labels, std::move(extra));
+  save_safetensors(path, c.tensors, c.metadata);
 }
 
 CheckpointInfo read_checkpoint_info(const SafeTensors& file, const std::string& path) {

@@ -28,8 +28,12 @@ struct CheckpointInfo {
   std::map<std::string, std::string> metadata;  // everything in the file's __metadata__
 };
 
-// Writes the model's tensors (moved to the CPU as f32; the counter as i64) and the
-// metadata; the file appears whole or not at all (save_safetensors writes and renames).
+// The model's tensors (copied to the CPU as f32; the counter as i64) and the metadata,
+// as a checkpoint file's content (for save_safetensors, or safetensors_writer where a
+// checkpoint is written together with another file).
+SafeTensors checkpoint_of(EmoNeXt& model, const std::vector<std::string>& labels, std::map<std::string, std::string> extra = {});
+// Writes checkpoint_of's content; the file appears whole or not at all (save_safetensors
+// writes and renames).
 void save_checkpoint(const std::string& path, EmoNeXt& model, const std::vector<std::string>& labels,
                      std::map<std::string, std::string> extra = {});
 

@@ -9,6 +9,7 @@
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/file.h"
 #include "core/base/limits.h"
 #include "core/safetensors.h"
 #include "core/torch_file.h"
@@ -34,7 +35,7 @@ const char* weight_source_name(WeightSource s) {
 namespace {
 
 bool is_safetensors(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
+  std::ifstream f = open_regular_file(path);  // a FIFO is refused, not waited on
   unsigned char b[9] = {};
   f.read(reinterpret_cast<char*>(b), 9);
   return f.gcount() == 9 && b[8] == '{';

@@ -20,12 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-int run_tool(const std::string& tool, const std::string& args, std::string* output) {
-  int code = 0;
-  *output = run_command(tool + " " + args + " 2>&1", &code);
-  return code;
-}
-
 std::string read_text(const std::string& path) {
   const std::vector<char> b = read_all(path);
   return std::string(b.begin(), b.end());

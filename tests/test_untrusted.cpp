@@ -4,10 +4,12 @@
 // build in CI, where a read out of bounds or a leak fails the test too.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "core/base/limits.h"
 #include "core/safetensors.h"
@@ -15,10 +17,12 @@
 #include "models/checkpoint.h"
 #include "models/pretrained.h"
 #include "tests/image_bytes.h"
+#include "tests/torch_bytes.h"
 #include "tests/test_util.h"
 #include "train/config.h"
 #include "train/data.h"
 #include "train/image.h"
+#include "train/report_html.h"
 
 namespace emonext::test {
 namespace {
@@ -26,63 +30,6 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string bytes_of(const std::vector<char>& v) { return std::string(v.begin(), v.end()); }
-
-std::string le(uint64_t v, int n) {
-  std::string out;
-  for (int i = 0; i < n; ++i) out += char((v >> (8 * i)) & 0xFF);
-  return out;
-}
-
-// ---- torch.save files, made by hand: a stored zip and the pickle torch.save writes -----------
-struct ZipEntry {
-  std::string name, data;
-  uint64_t size_override = 0;  // when not 0: the central directory's size, as a zip64 value
-};
-
-std::string zip(const std::vector<ZipEntry>& entries) {
-  std::string out, central;
-  for (const ZipEntry& e : entries) {
-    const uint64_t local = out.size();
-    out += le(0x04034b50, 4) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4) + le(e.data.size(), 4) +
-           le(e.data.size(), 4) + le(e.name.size(), 2) + le(0, 2) + e.name + e.data;
-    const bool zip64 = e.size_override != 0;
-    const uint64_t size32 = zip64 ? 0xFFFFFFFF : e.data.size();
-    const std::string extra = zip64 ? le(1, 2) + le(16, 2) + le(e.size_override, 8) + le(e.size_override, 8) : "";
-    central += le(0x02014b50, 4) + le(20, 2) + le(20, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(0, 4) + le(size32, 4) +
-               le(size32, 4) + le(e.name.size(), 2) + le(extra.size(), 2) + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(local, 4) +
-               e.name + extra;
-  }
-  const uint64_t dir = out.size();
-  out += central;
-  out += le(0x06054b50, 4) + le(0, 2) + le(0, 2) + le(entries.size(), 2) + le(entries.size(), 2) + le(central.size(), 4) +
-         le(dir, 4) + le(0, 2);
-  return out;
-}
-
-// Pickle pieces (protocol 2).
-std::string unicode(const std::string& s) { return "X" + le(s.size(), 4) + s; }
-std::string integer(int64_t v) { return "\x8a\x08" + le(uint64_t(v), 8); }  // LONG1, 8 bytes
-std::string tuple_of(const std::vector<std::string>& items) {
-  std::string out = "(";
-  for (const std::string& i : items) out += i;
-  return out + "t";
-}
-
-// {'w': tensor} over one f32 storage of `numel` elements: the record torch.save writes,
-// with the shape, strides and offset given (the fields a hostile file lies about).
-std::string tensor_pickle(int64_t numel, const std::vector<int64_t>& shape, const std::vector<int64_t>& stride,
-                          int64_t offset = 0) {
-  std::vector<std::string> sh, st;
-  for (int64_t v : shape) sh.push_back(integer(v));
-  for (int64_t v : stride) st.push_back(integer(v));
-  const std::string pid = tuple_of({unicode("storage"), "ctorch\nFloatStorage\n", unicode("0"), unicode("cpu"), integer(numel)});
-  return "\x80\x02}" + unicode("w") + "ctorch._utils\n_rebuild_tensor_v2\n" +
-         tuple_of({pid + "Q", integer(offset), tuple_of(sh), tuple_of(st), "\x89", "}"}) + "Rs.";
-}
-
-std::string torch_file(const std::string& pickle, size_t storage_bytes = 16) {
-  return zip({{"archive/data.pkl", pickle}, {"archive/data/0", std::string(storage_bytes, '\0')}, {"archive/byteorder", "little"}});
-}
 
 PyRef load_torch_bytes(const std::string& bytes) { return parse_torch_file(std::vector<char>(bytes.begin(), bytes.end()), "t.pt"); }
 
@@ -103,8 +50,21 @@ TEST(Untrusted, TorchTensorRecordsThatLieAreRefused) {
       {tensor_pickle(4, {4}, {1}, -1), "runs past its storage"},
       {tensor_pickle(4, {-3}, {1}), "negative size -3"},
       {tensor_pickle(4, {1, 1, 1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 1, 1, 1, 1, 1}), "9 dimensions (at most 8)"},
+      // No elements, but sizes whose product overflows the strides (2^62 * 2^62).
+      {tensor_pickle(4, {0, int64_t(1) << 62, int64_t(1) << 62}, {1, 1, 1}), "more than 17179869184 elements"},
+      {tensor_pickle(4, {0, int64_t(1) << 20, int64_t(1) << 20}, {1, 1, 1}), "more than 17179869184 elements"},
   };
   for (const auto& [pickle, says] : cases) expect_error([&] { load_torch_bytes(torch_file(pickle)); }, says);
+}
+
+TEST(Untrusted, TorchTensorsThatShareAStorageMayNotAskForMoreThanTheFile) {
+  // The same view 2,000 times (tied weights, many times over): one copy, one tensor.
+  const int64_t numel = 1 << 16;
+  const PyRef tied = load_torch_bytes(torch_file(shared_storage_pickle(2000, numel, 0), size_t(numel) * 4));
+  EXPECT_EQ(tied->get("w0")->tensor.data_ptr(), tied->get("w1999")->tensor.data_ptr());
+  // 2,000 views of one 256 KiB storage that overlap: 256 MiB asked of a file of 300 KB.
+  expect_error([&] { load_torch_bytes(torch_file(shared_storage_pickle(2000, numel, 1), size_t(numel) * 4)); },
+               "its tensors ask for more than the file's");
 }
 
 TEST(Untrusted, TorchZipOffsetsThatWrapAreRefused) {
@@ -147,6 +107,30 @@ TEST(Untrusted, SafetensorsHeadersThatLieAreRefused) {
                "9 dimensions");
   expect_error([&] { parse(safetensors(R"({"w":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}})", std::string(8, 0))); },
                "not a number");
+  // Tensors share bytes, leave a gap, leave bytes over, or appear twice: refused as the
+  // reference library refuses them.
+  const std::string two = std::string(8, '\0');
+  expect_error([&] { parse(safetensors(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", two)); },
+               "tensor 'b' data [0, 4) overlaps another tensor's");
+  expect_error([&] { parse(safetensors(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", two)); },
+               "tensor 'a' data [4, 8) leaves a gap");
+  expect_error([&] { parse(safetensors(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", two)); },
+               "the tensors hold 4 of the 8 data bytes");
+  expect_error([&] { parse(safetensors(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", two)); },
+               "tensor 'a' appears twice");
+  {  // 2,000 entries over one 4 MiB block: 8 GiB asked of a 4 MiB file before; refused now
+    std::string header = "{";
+    for (int k = 0; k < 2000; ++k) header += std::string(k ? "," : "") + "\"w" + std::to_string(k) + R"(":{"dtype":"F32","shape":[1048576],"data_offsets":[0,4194304]})";
+    expect_error([&] { parse(safetensors(header + "}", std::string(size_t(4) << 20, '\0'))); }, "overlaps another tensor's");
+  }
+  // The header's order is kept, whatever the offsets' (the reference writes names sorted,
+  // bytes by dtype).
+  const SafeTensors ordered = parse(safetensors(R"({"z":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", two));
+  EXPECT_EQ(ordered.tensors[0].first, "z");
+  // A zero beside sizes whose product overflows: nothing to read, but strides that would.
+  expect_error([&] { parse(safetensors(R"({"w":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})", "")); },
+               "more than 17179869184 elements");
+  expect_error([&] { Tensor::empty({0, int64_t(1) << 62, int64_t(1) << 62}); }, "its strides overflow 64 bits");
   // Empty tensors and an empty data section are fine (and copy nothing from nowhere).
   const SafeTensors empty = parse(safetensors(R"({"w":{"dtype":"F32","shape":[0,3],"data_offsets":[0,0]}})", ""));
   EXPECT_EQ(empty.at("w").numel(), 0);
@@ -264,6 +248,90 @@ TEST(Untrusted, DamagedFer2013JpegsAreRefusedOrDecodedWithinBounds) {
   EXPECT_GT(refused, 0);
   // Cut short: refused (the decoder warns; a warning is not a half image).
   expect_error([&] { decode(face.substr(0, face.size() / 2)); }, "img: cannot decode the image (JPEG");
+}
+
+// A JPEG the decoder refuses at its header, made from a good one by one coordinated edit of
+// its frame header (SOF0: FF C0, length, precision, height, width, ...): 12-bit samples,
+// lossless (SOF3), arithmetic-coded (SOF9), a zero height.
+std::vector<std::pair<std::string, std::string>> jpegs_refused_at_the_header() {
+  const std::string good = jpeg_bytes(24, 24);
+  const size_t sof = good.find("\xff\xc0");
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string twelve = good;
+  twelve[sof + 4] = 12;
+  out.emplace_back("12-bit samples", twelve);
+  std::string lossless = good;
+  lossless[sof + 1] = char(0xC3);
+  out.emplace_back("lossless SOF3", lossless);
+  std::string arithmetic = good;
+  arithmetic[sof + 1] = char(0xC9);
+  out.emplace_back("arithmetic SOF9", arithmetic);
+  std::string zero = good;
+  zero[sof + 5] = zero[sof + 6] = 0;
+  out.emplace_back("zero height", zero);
+  return out;
+}
+
+TEST(Untrusted, AJpegRefusedAtItsHeaderLeavesTheDecoderAsItFoundIt) {
+  // libjpeg-turbo keeps a handle per loader thread; one refused file once left it
+  // mid-header, and every later JPEG on that thread failed ("two SOI markers").
+  const std::string good = jpeg_bytes(30, 20);
+  for (const auto& [what, bad] : jpegs_refused_at_the_header()) {
+    SCOPED_TRACE(what);
+    expect_error([&] { decode(bad); }, "img: cannot decode the image");
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(decode(good).w, 30);
+  }
+}
+
+TEST(Untrusted, AFolderWithOneBadJpegLosesOnlyThatImage) {
+  // A FER2013-style split of good faces and one 12-bit JPEG, read by one loader thread:
+  // every good image comes through, the bad one alone is named.
+  const ScratchDir d("untrusted_folder");
+  const std::string good = jpeg_bytes(48, 48);
+  for (const std::string& emotion : fer2013_labels()) {
+    fs::create_directories(d + "/val/" + emotion);
+    for (int k = 0; k < 3; ++k) std::ofstream(d + "/val/" + emotion + "/" + std::to_string(k) + ".jpg", std::ios::binary) << good;
+  }
+  std::ofstream(d + "/val/angry/00_bad.jpg", std::ios::binary) << jpegs_refused_at_the_header()[0].second;
+  const Dataset data = read_image_folders(d.path(), "val");
+  ASSERT_EQ(data.samples.size(), 22u);
+  Loader loader(data, 22, 48, false, Augment{}, 0, 0, 1);
+  const Batch b = loader.next();
+  EXPECT_EQ(b.labels.numel(), 21);
+  ASSERT_EQ(b.unreadable.size(), 1u);
+  EXPECT_NE(b.unreadable[0].find("00_bad.jpg"), std::string::npos) << b.unreadable[0];
+}
+
+TEST(Untrusted, AJpegOfThousandsOfScansIsRefusedAtOnce) {
+  const std::string progressive = progressive_jpeg_bytes(40, 32, 3);
+  EXPECT_EQ(decode(progressive).w, 40);  // a real encoder's 10 scans decode
+  // 10,000 scans over an 8192 x 8192 header: a minute of decoding, refused before any.
+  const std::string hostile = with_repeated_scans(progressive, 10000, 8192, 8192);
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error([&] { decode(hostile); }, "img: cannot decode the image (JPEG: 10010 scans; at most 100 are read)");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 1.0);
+  expect_error([&] { decode(with_repeated_scans(progressive, 91)); }, "101 scans");
+}
+
+// ---- what the tools draw and write ------------------------------------------------------------
+TEST(Untrusted, ChartsEndForEveryValueTheirPointsCanHold) {
+  // A chart's ticks once stepped by a fifth of the span: one ulp apart, the step rounded
+  // away and the loop drew the same tick until memory ran out (a plain 1-step run did).
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan(""), big = 1e308, tiny = 4.9e-324;
+  const std::vector<std::pair<double, double>> ys = {
+      {1.0, 1.0}, {1.0, std::nextafter(1.0, 2.0)}, {2.0794415416798357, std::nextafter(2.0794415416798357, 3.0)},
+      {-big, big}, {big, std::numeric_limits<double>::max()}, {0.0, tiny}, {tiny, tiny}, {-tiny, tiny}, {1e-300, 1e300},
+      {0.0, 0.0}, {nan, 1.0}, {1.0, inf}, {-inf, inf}, {nan, nan}, {1e15, std::nextafter(1e15, 2e15)}, {-1.0, -1.0}};
+  for (const auto& [a, b] : ys) {
+    SCOPED_TRACE(testing::Message() << a << " .. " << b);
+    for (const auto& x : std::vector<std::pair<double, double>>{{1, 2}, {a, b}, {5, 5}}) {
+      const std::string svg = html::line_chart("t", "x", {{"s", "#000", {{x.first, a}, {x.second, b}}}});
+      EXPECT_LT(svg.size(), 20000u);
+      EXPECT_EQ(svg.compare(svg.size() - 6, 6, "</svg>"), 0);
+    }
+    const std::string roofline = html::loglog_chart("t", "x", "y", {{"l", "#000", {{a, b}, {b, a}}}}, {{a, b, "m", "#000"}, {b, a, "n", "#000"}});
+    EXPECT_LT(roofline.size(), 20000u);
+  }
 }
 
 // ---- the loader -----------------------------------------------------------------------------------

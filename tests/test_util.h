@@ -65,6 +65,14 @@ inline std::string run_command(const std::string& cmd, int* code) {
   return out;
 }
 
+// One of the project's tools (its path) with these arguments: its exit code, and what it
+// printed on stdout and stderr in *output.
+inline int run_tool(const std::string& tool, const std::string& args, std::string* output) {
+  int code = 0;
+  *output = run_command(tool + " " + args + " 2>&1", &code);
+  return code;
+}
+
 // How many times `piece` occurs in `text` (overlapping occurrences counted).
 inline size_t occurrences(const std::string& text, const std::string& piece) {
   size_t n = 0;

@@ -25,7 +25,7 @@
 #include "core/autograd.h"
 #include "core/base/error.h"
 #include "core/base/file.h"
-#include "core/base/json.h"
+#include "core/base/escape.h"
 #include "core/base/options.h"
 #include "core/device.h"
 #include "core/dist.h"
@@ -117,8 +117,9 @@ std::vector<std::string> image_files(const std::vector<std::string>& inputs) {
   for (const std::string& in : inputs) {
     if (fs::is_directory(in)) {
       std::vector<std::string> found;
+      std::error_code ec;  // an entry whose type cannot be told (a link to itself) is skipped, as other non-images are
       for (const auto& e : fs::recursive_directory_iterator(in))
-        if (e.is_regular_file() && is_image(e.path())) found.push_back(e.path().string());
+        if (e.is_regular_file(ec) && is_image(e.path())) found.push_back(e.path().string());
       std::sort(found.begin(), found.end());
       files.insert(files.end(), found.begin(), found.end());
     } else {
@@ -158,10 +159,11 @@ int predict_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector
       const double* p = probs.data() + k * size_t(info.classes);
       const size_t best = size_t(std::max_element(p, p + info.classes) - p);
       if (json) {
+        // The labels are the checkpoint's text: escaped as the file names are.
         std::printf("{\"image\": \"%s\", \"label\": \"%s\", \"probabilities\": {", json_escape(names[k]).c_str(),
-                    info.labels[best].c_str());
+                    json_escape(info.labels[best]).c_str());
         for (int64_t c = 0; c < info.classes; ++c)
-          std::printf("%s\"%s\": %.6f", c ? ", " : "", info.labels[size_t(c)].c_str(), p[c]);
+          std::printf("%s\"%s\": %.6f", c ? ", " : "", json_escape(info.labels[size_t(c)]).c_str(), p[c]);
         std::printf("}}\n");
       } else {
         std::printf("%s: %s (%.3f) ", names[k].c_str(), info.labels[best].c_str(), p[best]);
@@ -196,18 +198,26 @@ int explain_images(EmoNeXt& model, const CheckpointInfo& info, const std::vector
     const std::vector<Explanation> ex = explain(model, views, device);
     for (size_t k = 0; k < ex.size(); ++k) {
       const Explanation& e = ex[k];
-      const std::string stem = std::to_string(first + k) + "_" + fs::path(names[k]).stem().string();
+      // The image's name, cut to 64 bytes (at a UTF-8 character's start): a 250-byte name
+      // plus ".gradcam.png" would pass the file system's 255.
+      std::string name = fs::path(names[k]).stem().string();
+      if (name.size() > 64) {
+        size_t cut = 64;
+        while (cut > 0 && (uint8_t(name[cut]) & 0xC0) == 0x80) --cut;
+        name.resize(cut);
+      }
+      const std::string stem = std::to_string(first + k) + "_" + name;
       const std::vector<std::pair<std::string, std::string>> pictures = {
           {stem + ".input.png", gray_png(e.view)}, {stem + ".stn.png", gray_png(e.transformed)}, {stem + ".gradcam.png", cam_png(e.transformed, e.cam)}};
       rows += "<div class=\"face\">";
       for (const auto& [file, png] : pictures) {
         html::write_atomically(dir + "/" + file, png);
-        rows += "<img src=\"" + html::escape(file) + "\">";
+        rows += "<img src=\"" + html_escape(file) + "\">";
       }
       const std::string& label = info.labels[size_t(e.predicted)];
-      rows += "<br>" + html::escape(names[k]) + ": <b>" + html::escape(label) + "</b><br>";
+      rows += "<br>" + html_escape(names[k]) + ": <b>" + html_escape(label) + "</b><br>";
       for (size_t c = 0; c < e.probabilities.size(); ++c)
-        rows.append(c ? ", " : "").append(html::escape(info.labels[c])).append(" ").append(std::to_string(int(std::lround(100 * e.probabilities[c])))).append("%");
+        rows.append(c ? ", " : "").append(html_escape(info.labels[c])).append(" ").append(std::to_string(int(std::lround(100 * e.probabilities[c])))).append("%");
       rows += "</div>\n";
       std::printf("%s: %s (%.3f) -> %s/%s.*.png\n", names[k].c_str(), label.c_str(), e.probabilities[size_t(e.predicted)], dir.c_str(),
                   stem.c_str());

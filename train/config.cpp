@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "core/base/error.h"
-#include "core/base/json.h"
+#include "core/base/escape.h"
 #include "core/base/limits.h"
 #include "models/checkpoint.h"
 
@@ -159,7 +159,7 @@ const Setting kSettings[] = {
     EMONEXT_SETTING("data", "data_dir", "--data", "DIR", data_dir, kAny,
                     "FER2013 image folders DIR/train, DIR/val and (if present) DIR/test"),
     EMONEXT_SETTING("data", "csv", "--csv", "FILE", csv, kAny, "the original fer2013.csv (Training / PublicTest / PrivateTest rows)"),
-    EMONEXT_SETTING("data", "synthetic", "--synthetic", "N", synthetic, between(0, 1 << 24), "N random images (smoke runs)"),
+    EMONEXT_SETTING("data", "synthetic", "--synthetic", "N", synthetic, between(0, double(limits::kMaxSynthetic)), "N random images (smoke runs)"),
     EMONEXT_ROW("data", "workers", "--workers", "K", nullptr, false, workers, between(0, 1024), "loader threads (0: the machine's cores)"),
     EMONEXT_FLAG("data", "hflip", "--no-hflip", "false", augment.hflip, "no random horizontal flips"),
     EMONEXT_FLAG("data", "vflip", "--no-vflip", "false", augment.vflip, "no random vertical flips"),

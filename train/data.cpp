@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/file.h"
 #include "core/base/limits.h"
 #include "core/base/philox.h"
 #include "models/checkpoint.h"
@@ -23,8 +24,22 @@ std::vector<int64_t> Dataset::class_counts() const {
   return counts;
 }
 
+namespace {
+
+// Synthetic sample i: its label, then its 48 x 48 pixels, from one Philox stream.
+int64_t synthetic_label(SampleRng& rng) { return int64_t(rng.uniform() * 7) % 7; }
+
+}  // namespace
+
 GrayImage Dataset::image(size_t i) const {
   const Sample& s = samples[i];
+  if (synthetic) {
+    SampleRng rng(seed, 1u << 20, uint64_t(i));
+    synthetic_label(rng);
+    std::vector<uint8_t> px(48 * 48);
+    for (uint8_t& p : px) p = uint8_t(rng.uniform() * 256);
+    return gray_from_bytes(px.data(), 48, 48);
+  }
   return s.path.empty() ? gray_from_bytes(s.pixels.data(), s.h, s.w) : load_gray_image(s.path);
 }
 
@@ -33,8 +48,9 @@ Dataset read_image_folders(const std::string& dir, const std::string& split) {
   EMONEXT_CHECK(fs::is_directory(root), root.string(), ": no such folder (expected ", dir, "/", split,
                 "/<emotion>/*.jpg with emotions ", "angry, disgust, fear, happy, neutral, sad, surprise)");
   const std::vector<std::string>& labels = fer2013_labels();
+  std::error_code ec;  // an entry whose type cannot be told (a link to itself) is skipped, as other non-images are
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory())
+    if (e.is_directory(ec))
       EMONEXT_CHECK(std::find(labels.begin(), labels.end(), e.path().filename().string()) != labels.end(), e.path().string(),
                     ": not one of the seven emotions (angry, disgust, fear, happy, neutral, sad, surprise)");
   Dataset d;
@@ -46,7 +62,7 @@ Dataset read_image_folders(const std::string& dir, const std::string& split) {
     for (const auto& e : fs::directory_iterator(folder)) {
       std::string ext = e.path().extension().string();
       std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
-      if (e.is_regular_file() && (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".pgm"))
+      if (e.is_regular_file(ec) && (ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".bmp" || ext == ".pgm"))
         files.push_back(e.path().string());
     }
     EMONEXT_CHECK(!files.empty(), folder.string(), ": no images (an empty class)");
@@ -57,8 +73,7 @@ Dataset read_image_folders(const std::string& dir, const std::string& split) {
 }
 
 Dataset read_fer2013_csv(const std::string& path, const std::string& usage) {
-  std::ifstream f(path, std::ios::binary);
-  EMONEXT_CHECK(f.good(), path, ": cannot open the file");
+  std::ifstream f = open_regular_file(path);  // a FIFO is refused, not waited on
   return read_fer2013_csv(f, path, usage);
 }
 
@@ -115,15 +130,16 @@ Dataset read_fer2013_csv(std::istream& f, const std::string& path, const std::st
 }
 
 Dataset synthetic_dataset(int64_t n, uint64_t seed) {
+  EMONEXT_CHECK(n >= 0 && n <= limits::kMaxSynthetic, "synthetic_dataset: ", n, " images (at most ", limits::kMaxSynthetic, ")");
   Dataset d;
   d.name = "synthetic";
+  d.synthetic = true;
+  d.seed = seed;
   for (int64_t i = 0; i < n; ++i) {
     SampleRng rng(seed, 1u << 20, uint64_t(i));
     Sample s;
     s.h = s.w = 48;
-    s.label = int64_t(rng.uniform() * 7) % 7;
-    s.pixels.resize(48 * 48);
-    for (uint8_t& p : s.pixels) p = uint8_t(rng.uniform() * 256);
+    s.label = synthetic_label(rng);
     d.samples.push_back(std::move(s));
   }
   return d;
@@ -176,7 +192,13 @@ Loader::Loader(const Dataset& data, int64_t batch, int64_t image_size, bool trai
 }
 
 Loader::~Loader() {
-  stop_ = true;
+  {
+    // Set under the lock: a worker that has just found nothing to do and is about to wait
+    // would otherwise miss the notify and wait for ever (a hang at the end of an epoch,
+    // found by emonext_fuzz's folder target, which makes a loader per input).
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
   cv_.notify_all();
   for (std::thread& t : workers_) t.join();
 }

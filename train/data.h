@@ -7,7 +7,6 @@
 // a seed gives the same batches whatever the number of loader threads, and a run
 // resumed at step k sees the batches a straight run would.
 #pragma once
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -23,7 +22,8 @@
 
 namespace emonext {
 
-// One labelled image: a file to decode, or pixels held in memory (CSV, synthetic).
+// One labelled image: a file to decode, pixels held in memory (CSV), or neither (a
+// synthetic set's image, drawn again when asked for).
 struct Sample {
   std::string path;
   std::vector<uint8_t> pixels;  // h x w gray when path is empty
@@ -34,6 +34,8 @@ struct Sample {
 struct Dataset {
   std::string name;  // "train", "val", "test" or "synthetic"
   std::vector<Sample> samples;
+  bool synthetic = false;  // image(i) draws sample i's pixels from `seed`
+  uint64_t seed = 0;
   std::vector<int64_t> class_counts() const;  // over fer2013_labels()
   GrayImage image(size_t i) const;            // decodes; throws emonext::Error naming the file
 };
@@ -49,7 +51,8 @@ Dataset read_image_folders(const std::string& dir, const std::string& split);
 Dataset read_fer2013_csv(const std::string& path, const std::string& usage);
 // The same from a stream; `path` names it in errors.
 Dataset read_fer2013_csv(std::istream& in, const std::string& path, const std::string& usage);
-// n random 48x48 images with random labels (benchmarks and smoke runs).
+// n random 48x48 images with random labels (benchmarks and smoke runs); the pixels are
+// drawn when an image is asked for, so the set holds its labels alone.
 Dataset synthetic_dataset(int64_t n, uint64_t seed);
 
 struct Augment {
@@ -120,7 +123,7 @@ class Loader {
   std::map<int64_t, Batch> ready_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::atomic<bool> stop_{false};
+  bool stop_ = false;  // guarded by mu_
   std::vector<std::thread> workers_;
   double wait_ = 0;
 };

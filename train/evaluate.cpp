@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 
 #include "core/autograd.h"
 #include "core/base/error.h"
+#include "core/base/escape.h"
+#include "core/base/file.h"
 #include "core/dist.h"
 #include "train/image.h"
 
@@ -113,16 +114,18 @@ void print_confusion(const Evaluation& e, const std::vector<std::string>& labels
 }
 
 void write_confusion_csv(const std::string& path, const Evaluation& e, const std::vector<std::string>& labels) {
-  std::ofstream cm(path);
-  cm << "true\\predicted";
-  for (const std::string& l : labels) cm << ',' << l;
-  cm << ",accuracy\n";
-  for (size_t t = 0; t < e.confusion.size(); ++t) {
-    cm << labels[t];
-    for (int64_t v : e.confusion[t]) cm << ',' << v;
-    cm << ',' << class_accuracy(e, t) << '\n';
-  }
-  EMONEXT_CHECK(cm.flush(), path, ": could not write the confusion matrix");
+  // Written beside its name and renamed (never through a link), the labels (a
+  // checkpoint's text) as CSV fields.
+  write_file_atomically(path, [&](std::ostream& cm) {
+    cm << "true\\predicted";
+    for (const std::string& l : labels) cm << ',' << csv_field(l);
+    cm << ",accuracy\n";
+    for (size_t t = 0; t < e.confusion.size(); ++t) {
+      cm << csv_field(labels[t]);
+      for (int64_t v : e.confusion[t]) cm << ',' << v;
+      cm << ',' << class_accuracy(e, t) << '\n';
+    }
+  });
 }
 
 }  // namespace emonext

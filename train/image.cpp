@@ -46,23 +46,50 @@ void check_dimensions(const std::string& name, int64_t w, int64_t h) {
                 " pixels: one side is more than ", limits::kMaxImageAspect, " times the other");
 }
 
+// A progressive JPEG's scans each pass over the whole image: a small file of thousands of
+// scans over a large header decodes for minutes (10,000 scans of 8192 x 8192: 57 s), and
+// nothing in it warns. Real encoders write at most ~10 (libjpeg's progressive script).
+// Each scan starts with an SOS marker (FF DA), which cannot occur inside entropy-coded
+// data (an FF there is followed by 00 or a restart marker), so the pairs are counted
+// before anything is decoded; a thumbnail inside an APP segment adds its own few.
+int64_t jpeg_scans(const uint8_t* data, size_t n) {
+  int64_t scans = 0;
+  for (const uint8_t* p = data; (p = static_cast<const uint8_t*>(std::memchr(p, 0xFF, size_t(data + n - p)))) && p + 1 < data + n; ++p)
+    scans += p[1] == 0xDA;
+  return scans;
+}
+
 // libjpeg-turbo (fuzzed upstream, continuously): the header first, then the pixels as
 // gray (the luma channel of a colour JPEG). A file the decoder has to guess at (a
-// warning: truncated data, a bad Huffman code) is refused, not half-decoded.
+// warning: truncated data, a bad Huffman code) is refused, not half-decoded. Each loader
+// thread keeps one decoder; any failure drops it, since a header it refused (12-bit
+// samples, a lossless or arithmetic-coded frame, a zero height) leaves it mid-header and
+// every later file on the thread would fail ("two SOI markers").
 GrayImage decode_jpeg(const uint8_t* data, size_t n, const std::string& name) {
   struct Closer { void operator()(void* h) const { tjDestroy(h); } };
-  thread_local std::unique_ptr<void, Closer> handle(tjInitDecompress());
-  EMONEXT_CHECK(handle, name, ": cannot start the JPEG decoder");
-  int w = 0, h = 0, subsampling = 0, colorspace = 0;
+  thread_local std::unique_ptr<void, Closer> handle;
   EMONEXT_CHECK(n <= ULONG_MAX, name, ": file too large");
-  if (tjDecompressHeader3(handle.get(), data, static_cast<unsigned long>(n), &w, &h, &subsampling, &colorspace) != 0)
-    fail(detail::concat(name, ": cannot decode the image (JPEG header: ", tjGetErrorStr2(handle.get()), ")"));
-  EMONEXT_CHECK(colorspace != TJCS_CMYK && colorspace != TJCS_YCCK, name, ": a CMYK JPEG (save it as RGB or gray)");
-  check_dimensions(name, w, h);
-  std::vector<uint8_t> gray(size_t(w) * size_t(h));
-  if (tjDecompress2(handle.get(), data, static_cast<unsigned long>(n), gray.data(), w, 0, h, TJPF_GRAY, TJFLAG_STOPONWARNING) != 0)
-    fail(detail::concat(name, ": cannot decode the image (JPEG: ", tjGetErrorStr2(handle.get()), ")"));
-  return gray_from_bytes(gray.data(), h, w);
+  const int64_t scans = jpeg_scans(data, n);
+  EMONEXT_CHECK(scans <= limits::kMaxJpegScans, name, ": cannot decode the image (JPEG: ", scans, " scans; at most ",
+                limits::kMaxJpegScans, " are read)");
+  if (!handle) handle.reset(tjInitDecompress());
+  EMONEXT_CHECK(handle, name, ": cannot start the JPEG decoder");
+  try {
+    int w = 0, h = 0, subsampling = 0, colorspace = 0;
+    if (tjDecompressHeader3(handle.get(), data, static_cast<unsigned long>(n), &w, &h, &subsampling, &colorspace) != 0)
+      fail(detail::concat(name, ": cannot decode the image (JPEG header: ", tjGetErrorStr2(handle.get()), ")"));
+    EMONEXT_CHECK(colorspace != TJCS_CMYK && colorspace != TJCS_YCCK, name, ": a CMYK JPEG (save it as RGB or gray)");
+    check_dimensions(name, w, h);
+    std::vector<uint8_t> gray(size_t(w) * size_t(h));
+    // TJFLAG_LIMITSCANS: libjpeg-turbo's own bound (500 scans), behind the count above.
+    if (tjDecompress2(handle.get(), data, static_cast<unsigned long>(n), gray.data(), w, 0, h, TJPF_GRAY,
+                      TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS) != 0)
+      fail(detail::concat(name, ": cannot decode the image (JPEG: ", tjGetErrorStr2(handle.get()), ")"));
+    return gray_from_bytes(gray.data(), h, w);
+  } catch (...) {
+    handle.reset();  // the next file starts from a fresh decoder
+    throw;
+  }
 }
 
 // A PNG's chunks (length, type, data, CRC after the 8-byte signature) walked before stb

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/base/error.h"
+#include "core/base/escape.h"
 #include "core/base/file.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -32,31 +33,29 @@ std::string num(double v, const char* f = "%.4g") {
   return b;
 }
 
-// About five round tick values across [lo, hi].
+// About five round tick values across [lo, hi], counted before they are made, so that
+// the loop ends whatever the span: one ulp wide (a step that rounds away when added),
+// 1e308 wide (a span that overflows), NaN or infinite ends (no ticks then).
 std::vector<double> ticks(double lo, double hi) {
+  if (!std::isfinite(lo) || !std::isfinite(hi)) return {};
   if (!(hi > lo)) return {lo};
-  const double raw = (hi - lo) / 5, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  const double raw = (hi / 2 - lo / 2) / 2.5, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  if (!(mag > 0) || !std::isfinite(mag)) return {lo, hi};
   const double step = raw / mag < 1.5 ? mag : raw / mag < 3.5 ? 2 * mag : raw / mag < 7.5 ? 5 * mag : 10 * mag;
+  const double first = std::ceil(lo / step), last = std::floor(hi / step + 1e-9);
+  // A span of a few ulps: multiples of the step so far from 0 that k + 1 rounds to k.
+  if (!(std::fabs(first) < 1e15 && std::fabs(last) < 1e15 && last - first < 20)) return {lo, hi};
   std::vector<double> out;
-  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) out.push_back(std::fabs(t) < step * 1e-9 ? 0 : t);
+  for (int64_t k = int64_t(first); k <= int64_t(last); ++k) out.push_back(k == 0 ? 0.0 : double(k) * step);
   return out;
 }
+
+// Where v lies between lo and hi, 0 to 1 (halves first: hi - lo may overflow).
+double fraction(double v, double lo, double hi) { return (v / 2 - lo / 2) / (hi / 2 - lo / 2); }
 
 const char* kFont = "font-family=\"sans-serif\" font-size=\"11\"";
 
 }  // namespace
-
-std::string escape(const std::string& text) {
-  std::string out;
-  for (char c : text) {
-    if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '&') out += "&amp;";
-    else if (c == '"') out += "&quot;";
-    else out += c;
-  }
-  return out;
-}
 
 std::string png(const uint8_t* pixels, int width, int height, int channels) {
   int n = 0;
@@ -105,12 +104,20 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
     }
   std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(width) + "\" height=\"" +
                     std::to_string(height) + "\" " + kFont + ">";
-  svg += "<text x=\"" + num(left) + "\" y=\"16\" font-weight=\"bold\">" + escape(title) + "</text>";
+  svg += "<text x=\"" + num(left) + "\" y=\"16\" font-weight=\"bold\">" + html_escape(title) + "</text>";
   if (!std::isfinite(x0)) return svg + "<text x=\"" + num(left) + "\" y=\"" + num(top + h / 2) + "\">no data yet</text></svg>";
-  if (x1 == x0) x1 = x0 + 1;
-  if (y1 == y0) y1 = y0 + (y0 == 0 ? 1 : std::fabs(y0) * 0.1);
-  const auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * w; };
-  const auto py = [&](double y) { return top + h - (y - y0) / (y1 - y0) * h; };
+  // One value: an axis from it up (down at the top of the range; adding 1 to 1e300
+  // changes nothing, so a relative span past that).
+  const auto widen = [](double& lo, double& hi, double by) {
+    if (hi != lo) return;
+    const double d = lo == 0 ? 1 : std::max(by, std::fabs(lo) * 1e-6);
+    if (std::isfinite(hi + d)) hi += d;
+    else lo -= d;
+  };
+  widen(x0, x1, 1.0);
+  widen(y0, y1, std::fabs(y0) * 0.1);
+  const auto px = [&](double x) { return left + fraction(x, x0, x1) * w; };
+  const auto py = [&](double y) { return top + h - fraction(y, y0, y1) * h; };
   svg += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(w) + "\" height=\"" + num(h) +
          "\" fill=\"none\" stroke=\"#bbb\"/>";
   for (double t : ticks(y0, y1))
@@ -119,7 +126,7 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
            "</text>";
   for (double t : ticks(x0, x1))
     svg += "<text x=\"" + num(px(t)) + "\" y=\"" + num(top + h + 14) + "\" text-anchor=\"middle\">" + num(t, "%.7g") + "</text>";
-  svg += "<text x=\"" + num(left + w / 2) + "\" y=\"" + num(height - 6) + "\" text-anchor=\"middle\">" + escape(x_label) + "</text>";
+  svg += "<text x=\"" + num(left + w / 2) + "\" y=\"" + num(height - 6) + "\" text-anchor=\"middle\">" + html_escape(x_label) + "</text>";
   double legend_x = left + 8;
   for (const Series& s : series) {
     std::string points;
@@ -131,7 +138,7 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
       svg += "<circle cx=\"" + num(px(s.points[0].first)) + "\" cy=\"" + num(py(s.points[0].second)) + "\" r=\"3\" fill=\"" + s.color + "\"/>";
     if (!s.name.empty()) {
       svg += "<rect x=\"" + num(legend_x) + "\" y=\"" + num(top + 6) + "\" width=\"10\" height=\"3\" fill=\"" + s.color + "\"/>";
-      svg += "<text x=\"" + num(legend_x + 14) + "\" y=\"" + num(top + 11) + "\">" + escape(s.name) + "</text>";
+      svg += "<text x=\"" + num(legend_x + 14) + "\" y=\"" + num(top + 11) + "\">" + html_escape(s.name) + "</text>";
       legend_x += 24 + 6.5 * double(s.name.size());
     }
   }
@@ -149,26 +156,35 @@ std::string loglog_chart(const std::string& title, const std::string& x_label, c
   for (const Mark& m : marks) widen(m.x, m.y);
   std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(width) + "\" height=\"" +
                     std::to_string(height) + "\" " + kFont + "><text x=\"" + num(left) + "\" y=\"16\" font-weight=\"bold\">" +
-                    escape(title) + "</text>";
+                    html_escape(title) + "</text>";
   if (!std::isfinite(x0)) return svg + "</svg>";
-  x0 = std::pow(10, std::floor(std::log10(x0))), x1 = std::pow(10, std::ceil(std::log10(x1)));
-  y0 = std::pow(10, std::floor(std::log10(y0))), y1 = std::pow(10, std::ceil(std::log10(y1) + 0.3));
-  if (x1 <= x0) x1 = x0 * 10;
-  if (y1 <= y0) y1 = y0 * 10;
-  const auto px = [&](double x) { return left + std::log10(x / x0) / std::log10(x1 / x0) * w; };
-  const auto py = [&](double y) { return top + h - std::log10(y / y0) / std::log10(y1 / y0) * h; };
+  // The axes in whole decades, as exponents (10^-324 is 0 and 10^309 infinite as doubles),
+  // with at most about 12 gridlines an axis.
+  const auto decades = [](double lo, double hi, double headroom) {
+    const int a = int(std::floor(std::log10(lo))), b = std::max(a + 1, int(std::ceil(std::log10(hi) + headroom)));
+    return std::pair<int, int>{a, b};
+  };
+  const auto [ex0, ex1] = decades(x0, x1, 0.0);
+  const auto [ey0, ey1] = decades(y0, y1, 0.3);
+  const auto px = [&, ex0 = ex0, ex1 = ex1](double x) { return left + (std::log10(x) - ex0) / (ex1 - ex0) * w; };
+  const auto py = [&, ey0 = ey0, ey1 = ey1](double y) { return top + h - (std::log10(y) - ey0) / (ey1 - ey0) * h; };
+  const auto power = [](int e) { return num(std::pow(10.0, e)); };
   svg += "<rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(w) + "\" height=\"" + num(h) +
          "\" fill=\"none\" stroke=\"#bbb\"/>";
-  for (double t = x0; t <= x1 * 1.0001; t *= 10)
-    svg += "<line x1=\"" + num(px(t)) + "\" x2=\"" + num(px(t)) + "\" y1=\"" + num(top) + "\" y2=\"" + num(top + h) +
-           "\" stroke=\"#eee\"/><text x=\"" + num(px(t)) + "\" y=\"" + num(top + h + 14) + "\" text-anchor=\"middle\">" +
-           num(t) + "</text>";
-  for (double t = y0; t <= y1 * 1.0001; t *= 10)
-    svg += "<line x1=\"" + num(left) + "\" x2=\"" + num(left + w) + "\" y1=\"" + num(py(t)) + "\" y2=\"" + num(py(t)) +
-           "\" stroke=\"#eee\"/><text x=\"" + num(left - 4) + "\" y=\"" + num(py(t) + 4) + "\" text-anchor=\"end\">" + num(t) +
+  for (int e = ex0; e <= ex1; e += std::max(1, (ex1 - ex0) / 12)) {
+    const double x = left + double(e - ex0) / (ex1 - ex0) * w;
+    svg += "<line x1=\"" + num(x) + "\" x2=\"" + num(x) + "\" y1=\"" + num(top) + "\" y2=\"" + num(top + h) +
+           "\" stroke=\"#eee\"/><text x=\"" + num(x) + "\" y=\"" + num(top + h + 14) + "\" text-anchor=\"middle\">" +
+           power(e) + "</text>";
+  }
+  for (int e = ey0; e <= ey1; e += std::max(1, (ey1 - ey0) / 12)) {
+    const double y = top + h - double(e - ey0) / (ey1 - ey0) * h;
+    svg += "<line x1=\"" + num(left) + "\" x2=\"" + num(left + w) + "\" y1=\"" + num(y) + "\" y2=\"" + num(y) +
+           "\" stroke=\"#eee\"/><text x=\"" + num(left - 4) + "\" y=\"" + num(y + 4) + "\" text-anchor=\"end\">" + power(e) +
            "</text>";
-  svg += "<text x=\"" + num(left + w / 2) + "\" y=\"" + num(height - 6) + "\" text-anchor=\"middle\">" + escape(x_label) + "</text>";
-  svg += "<text transform=\"translate(14," + num(top + h / 2) + ") rotate(-90)\" text-anchor=\"middle\">" + escape(y_label) + "</text>";
+  }
+  svg += "<text x=\"" + num(left + w / 2) + "\" y=\"" + num(height - 6) + "\" text-anchor=\"middle\">" + html_escape(x_label) + "</text>";
+  svg += "<text transform=\"translate(14," + num(top + h / 2) + ") rotate(-90)\" text-anchor=\"middle\">" + html_escape(y_label) + "</text>";
   svg += "<clipPath id=\"plot\"><rect x=\"" + num(left) + "\" y=\"" + num(top) + "\" width=\"" + num(w) + "\" height=\"" + num(h) +
          "\"/></clipPath>";
   double legend_y = top + 14;
@@ -179,14 +195,14 @@ std::string loglog_chart(const std::string& title, const std::string& x_label, c
     svg += "<polyline clip-path=\"url(#plot)\" fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"1.5\"" +
            (s.thin ? " stroke-dasharray=\"5,3\"" : "") + " points=\"" + points + "\"/>";
     svg += "<text x=\"" + num(left + w - 6) + "\" y=\"" + num(legend_y) + "\" text-anchor=\"end\" fill=\"" + s.color + "\">" +
-           escape(s.name) + "</text>";
+           html_escape(s.name) + "</text>";
     legend_y += 14;
   }
   for (const Mark& m : marks) {
     if (!(m.x > 0) || !(m.y > 0)) continue;
     svg += "<circle cx=\"" + num(px(m.x)) + "\" cy=\"" + num(py(m.y)) + "\" r=\"4\" fill=\"" + m.color + "\"><title>" +
-           escape(m.label) + "</title></circle><text x=\"" + num(px(m.x) + 6) + "\" y=\"" + num(py(m.y) - 5) + "\" font-size=\"9\">" +
-           escape(m.label) + "</text>";
+           html_escape(m.label) + "</title></circle><text x=\"" + num(px(m.x) + 6) + "\" y=\"" + num(py(m.y) - 5) + "\" font-size=\"9\">" +
+           html_escape(m.label) + "</text>";
   }
   return svg + "</svg>";
 }
@@ -197,17 +213,17 @@ std::string heatmap(const std::vector<std::vector<int64_t>>& counts, const std::
   const int width = left + n * cell + 80, height = top + n * cell + 16;
   std::string svg = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(width) + "\" height=\"" +
                     std::to_string(height) + "\" " + kFont + ">";
-  svg += "<text x=\"" + num(left + n * cell / 2.0) + "\" y=\"14\" text-anchor=\"middle\">" + escape(column_title) + "</text>";
+  svg += "<text x=\"" + num(left + n * cell / 2.0) + "\" y=\"14\" text-anchor=\"middle\">" + html_escape(column_title) + "</text>";
   svg += "<text transform=\"translate(12," + num(top + n * cell / 2.0) + ") rotate(-90)\" text-anchor=\"middle\">" +
-         escape(row_title) + "</text>";
+         html_escape(row_title) + "</text>";
   for (int c = 0; c < n; ++c)
     svg += "<text transform=\"translate(" + num(left + c * cell + cell / 2.0 + 4) + "," + num(top - 6) +
-           ") rotate(-60)\">" + escape(c < int(labels.size()) ? labels[size_t(c)] : std::to_string(c)) + "</text>";
+           ") rotate(-60)\">" + html_escape(c < int(labels.size()) ? labels[size_t(c)] : std::to_string(c)) + "</text>";
   for (int r = 0; r < n; ++r) {
     int64_t total = 0;
     for (int64_t v : counts[size_t(r)]) total += v;
     svg += "<text x=\"" + num(left - 6) + "\" y=\"" + num(top + r * cell + cell / 2.0 + 4) + "\" text-anchor=\"end\">" +
-           escape(r < int(labels.size()) ? labels[size_t(r)] : std::to_string(r)) + "</text>";
+           html_escape(r < int(labels.size()) ? labels[size_t(r)] : std::to_string(r)) + "</text>";
     for (int c = 0; c < n && c < int(counts[size_t(r)].size()); ++c) {
       const double share = total ? double(counts[size_t(r)][size_t(c)]) / double(total) : 0.0;
       const int shade = int(std::lround(255 * (1 - share)));

@@ -1,5 +1,5 @@
 // The pieces the engine's HTML pages are made of, with no library beyond stb_image_write:
-// escaping, PNG images (written by stb_image_write, embedded as base64 data URIs), and
+// PNG images (written by stb_image_write, embedded as base64 data URIs), and
 // charts as inline SVG (lines over x, points and lines on log-log axes, a heat map). A
 // page written with them opens offline in any browser: nothing is fetched, no script runs.
 #pragma once
@@ -7,9 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "core/base/escape.h"  // html_escape: text from files and the command line in a page
+
 namespace emonext::html {
 
-std::string escape(const std::string& text);
 // A PNG file of 8-bit pixels (1 gray or 3 RGB channels, rows top first), and the same as
 // a data URI for an <img>.
 std::string png(const uint8_t* pixels, int width, int height, int channels);

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "core/base/error.h"
+#include "core/base/limits.h"
 #include "models/checkpoint.h"
 
 namespace emonext {
@@ -25,7 +26,10 @@ void print_counts(const Dataset& d) {
 Splits read_splits(const TrainConfig& c) {
   Splits s;
   if (c.benchmark > 0 || c.synthetic > 0) {
-    s.train = synthetic_dataset(c.benchmark > 0 ? c.batch * std::min<int64_t>(c.benchmark, 64) : c.synthetic, c.seed);
+    // --benchmark: up to 64 batches, repeated over its steps (at most kMaxSynthetic images).
+    s.train = synthetic_dataset(c.benchmark > 0 ? std::min(c.batch * std::min<int64_t>(c.benchmark, 64), std::max(c.batch, limits::kMaxSynthetic))
+                                                : c.synthetic,
+                                c.seed);
     s.val = synthetic_dataset(std::max<int64_t>(c.batch, 64), c.seed + 1);
     s.val.name = "val";
   } else if (!c.csv.empty()) {

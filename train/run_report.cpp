@@ -126,17 +126,17 @@ void RunReport::write(EmoNeXt& model, Device device, const Evaluation* confusion
   const std::vector<std::string>& labels = fer2013_labels();
   const auto label_of = [&](int64_t k) { return k >= 0 && k < int64_t(labels.size()) ? labels[size_t(k)] : std::to_string(k); };
 
-  std::string page = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>EmoNeXt run " + html::escape(c_.out) +
+  std::string page = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>EmoNeXt run " + html_escape(c_.out) +
                      "</title>\n<style>body{font-family:sans-serif;margin:20px;color:#222}h2{margin-top:28px}"
                      ".charts svg{margin:4px 10px 4px 0}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;"
                      "text-align:left;font-size:13px}.face{display:inline-block;margin:6px 14px 10px 0;vertical-align:top;font-size:12px}"
                      ".face{width:300px}.face img{width:96px;height:96px;image-rendering:pixelated;margin-right:2px}</style></head><body>\n";
   const double last_epoch = epochs.empty() ? -1 : epochs.back()[0], last_step = steps.empty() ? 0 : steps.back()[0];
-  page += "<h1>EmoNeXt-" + html::escape(c_.model) + " at " + std::to_string(c_.image_size) + " x " + std::to_string(c_.image_size) + "</h1>\n";
-  page += "<p>" + html::escape(c_.out) + ": " + (epochs.empty() ? std::string("no epoch finished yet") :
+  page += "<h1>EmoNeXt-" + html_escape(c_.model) + " at " + std::to_string(c_.image_size) + " x " + std::to_string(c_.image_size) + "</h1>\n";
+  page += "<p>" + html_escape(c_.out) + ": " + (epochs.empty() ? std::string("no epoch finished yet") :
           "epoch " + std::to_string(int64_t(last_epoch) + 1) + " of " + std::to_string(c_.epochs)) + ", step " +
           std::to_string(int64_t(last_step)) + (epochs.empty() ? "" : ", validation accuracy " + percent(epochs.back()[5])) +
-          "; device " + html::escape(device_) + ".</p>\n";
+          "; device " + html_escape(device_) + ".</p>\n";
 
   page += "<h2>Curves</h2><div class=\"charts\">\n";
   page += html::line_chart("Loss per epoch", "epoch", {column(epochs, 0, 2, "train", "#1f77b4"), column(epochs, 0, 4, "validation", "#d62728")});
@@ -149,7 +149,7 @@ void RunReport::write(EmoNeXt& model, Device device, const Evaluation* confusion
   page += html::line_chart("Training images/s", "epoch", {column(epochs, 0, 7, "", "#ff7f0e")});
   page += "</div>\n";
 
-  page += "<h2>Confusion matrix: " + html::escape(confusion_title) + "</h2>\n";
+  page += "<h2>Confusion matrix: " + html_escape(confusion_title) + "</h2>\n";
   page += confusion ? html::heatmap(confusion->confusion, labels, "true emotion", "predicted emotion (the right column: accuracy)")
                     : std::string("<p>none yet</p>");
 
@@ -162,12 +162,12 @@ void RunReport::write(EmoNeXt& model, Device device, const Evaluation* confusion
     const int64_t truth = val_.samples[shown[k]].label;
     page += "<div class=\"face\"><img alt=\"input\" src=\"" + html::data_uri(gray_png(e.view)) + "\"><img alt=\"transformed\" src=\"" +
             html::data_uri(gray_png(e.transformed)) + "\"><img alt=\"grad-cam\" src=\"" + html::data_uri(cam_png(e.transformed, e.cam)) +
-            "\"><br>true <b>" + html::escape(label_of(truth)) + "</b>, predicted <b" +
-            (e.predicted == truth ? "" : " style=\"color:#c00\"") + ">" + html::escape(label_of(e.predicted)) + "</b><br>";
+            "\"><br>true <b>" + html_escape(label_of(truth)) + "</b>, predicted <b" +
+            (e.predicted == truth ? "" : " style=\"color:#c00\"") + ">" + html_escape(label_of(e.predicted)) + "</b><br>";
     faces_json += std::string(k ? ",\n" : "\n") + "{\"index\":" + std::to_string(shown[k]) + ",\"label\":" + std::to_string(truth) +
                   ",\"predicted\":" + std::to_string(e.predicted) + ",\"probabilities\":[";
     for (size_t c = 0; c < e.probabilities.size(); ++c) {
-      page.append(c ? " " : "").append(html::escape(label_of(int64_t(c)))).append(" ");
+      page.append(c ? " " : "").append(html_escape(label_of(int64_t(c)))).append(" ");
       page.append(percent(e.probabilities[c]));
       faces_json.append(c ? "," : "").append(json_number(e.probabilities[c]));
     }
@@ -175,10 +175,10 @@ void RunReport::write(EmoNeXt& model, Device device, const Evaluation* confusion
     page += "</div>\n";
   }
 
-  page += "<h2>Settings</h2><table><tr><th>setting</th><th>value</th></tr>\n<tr><td>device</td><td>" + html::escape(device_) +
+  page += "<h2>Settings</h2><table><tr><th>setting</th><th>value</th></tr>\n<tr><td>device</td><td>" + html_escape(device_) +
           "</td></tr><tr><td>engine</td><td>emonext-engine 0.1.0</td></tr>\n";
   for (const auto& [key, value] : setting_metadata(c_))
-    page += "<tr><td>" + html::escape(key.substr(8)) + "</td><td>" + html::escape(value) + "</td></tr>\n";
+    page += "<tr><td>" + html_escape(key.substr(8)) + "</td><td>" + html_escape(value) + "</td></tr>\n";
   page += "</table>\n";
 
   std::string confusion_json = "null";

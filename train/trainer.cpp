@@ -291,14 +291,18 @@ class Run {
   // config.json and the logs (RunLogs; --overwrite's removal of the old run's files).
   void open_outputs() {
     if (!c_.resume.empty()) {
-      load_weights(*model_, c_.resume + "/last.safetensors", c_);
-      st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), amp_.scaler);
+      const CheckpointInfo weights = load_weights(*model_, c_.resume + "/last.safetensors", c_);
+      const auto step = weights.metadata.find("step");
+      st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), amp_.scaler,
+                           step == weights.metadata.end() ? -1
+                                                          : limits::parse_int(step->second, c_.resume + "/last.safetensors: 'step'", 0,
+                                                                              limits::kMaxRunSteps));
       checks_.upload(st_.step);
       dp_gen_.set_state(c_.seed + 1, st_.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,
                   (long long)st_.epoch, (long long)st_.batch_in_epoch);
     }
-    if (writes_files()) logs_ = std::make_unique<RunLogs>(c_, dev_.str());
+    if (writes_files()) logs_ = std::make_unique<RunLogs>(c_, dev_.str(), st_.step);
   }
 
   // A resumed run that has done what its limits allow is said so, and nothing is trained
@@ -476,12 +480,13 @@ class Run {
       st_.bad_epochs = 0;
       best_eval_ = ev;
       best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + ", the best so far" + (ema_ ? " (EMA)" : "");
-      if (writes_files()) {
-        with_ema_weights([&] {
-          save_checkpoint(best_, *model_, fer2013_labels(),
-                          {{"epoch", std::to_string(st_.epoch)}, {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
+      if (writes_files()) {  // the weights (the EMA's when on) and the training state at that epoch, as one pair
+        const SafeTensors weights = with_ema_weights([&] {
+          return checkpoint_of(*model_, fer2013_labels(),
+                               {{"epoch", std::to_string(st_.epoch)}, {"step", std::to_string(st_.step)},
+                                {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
         });
-        save_state(c_.out + "/best.state.safetensors");  // the training state at that epoch
+        save_pair(best_, weights, c_.out + "/best.state.safetensors", state_of());
       }
     } else if (!best_eval_) {  // resumed: no best epoch of this process yet
       best_eval_ = ev;
@@ -564,14 +569,13 @@ class Run {
       if (unreadable_.insert(why).second) std::fprintf(stderr, "skipped unreadable image %s\n", why.c_str());
   }
 
-  void save_state(const std::string& path) {
+  SafeTensors state_of() {
     st_.drop_path_counter = dp_gen_.counter();
-    save_run_state(path, c_, opt_, ema_.get(), st_, amp_.scaler);
+    return run_state_of(c_, opt_, ema_.get(), st_, amp_.scaler);
   }
   void save_last() {
     if (!writes_files()) return;
-    save_checkpoint(last_, *model_, fer2013_labels(), {{"step", std::to_string(st_.step)}});
-    save_state(last_state_);
+    save_pair(last_, checkpoint_of(*model_, fer2013_labels(), {{"step", std::to_string(st_.step)}}), last_state_, state_of());
   }
 
   const TrainConfig& c_;
@@ -612,6 +616,9 @@ int run_training(const TrainConfig& c) {
     EMONEXT_CHECK(invalid_setting(c).empty(), invalid_setting(c));  // emonext_train refuses these first, as usage errors
     EMONEXT_CHECK(c.ranks == dist::size(), "the run's ranks (", c.ranks, ") are not MPI's (", dist::size(), ")");
     if (!overfit && dist::rank() == 0) check_out_folder(c);
+    // The model a checkpoint holds, from its metadata, before a model is built for it.
+    if (!c.init.empty()) check_checkpoint_fits(c.init, c);
+    if (!c.resume.empty()) check_checkpoint_fits(c.resume + "/last.safetensors", c);
     const Device dev = pick_device(c.device);
     // A rank's loader threads share its machine with the other ranks there.
     const int cores = int(std::max(1u, std::thread::hardware_concurrency()));

@@ -4,6 +4,7 @@
 // (docs/ARCHITECTURE.md, "Untrusted input"); a value past one is refused with an error
 // naming the file, the field and the limit.
 #pragma once
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <limits>
@@ -28,12 +29,22 @@ inline constexpr int64_t kMaxPickleObjects = int64_t(1) << 24;
 // resize to the model's size scales memory by the square of the aspect ratio).
 inline constexpr int64_t kMaxImagePixels = int64_t(1) << 26;
 inline constexpr int64_t kMaxImageAspect = 16;
+// A JPEG's scans (SOS markers): a progressive encoder writes about 10, and each scan is a
+// pass over the whole image.
+inline constexpr int64_t kMaxJpegScans = 100;
 // A model's input size and classes (checkpoint metadata, --img-size, --classes): EmoNeXt
 // is trained at 224 on 7 emotions; ImageNet-22k has 21,841 classes.
 inline constexpr int64_t kMaxModelImageSize = 2048;
 inline constexpr int64_t kMaxClasses = 100000;
 // A training batch (--batch, a training state): at most 65,536 images.
 inline constexpr int64_t kMaxBatch = int64_t(1) << 16;
+// A training state's step counts (2^52: the device's control block holds them as f64,
+// exact to 2^53, so a run resumed at the limit still writes a state the next resume
+// reads), and a run's logs read back by a resume (300 epochs of steps.csv is ~8 MB).
+inline constexpr int64_t kMaxRunSteps = int64_t(1) << 52;
+inline constexpr uint64_t kMaxLogBytes = uint64_t(1) << 30;
+// Synthetic images (--synthetic, a training state's setting): 2^20 of 48 x 48.
+inline constexpr int64_t kMaxSynthetic = int64_t(1) << 20;
 
 // a + b and a * b of non-negative sizes, or an error naming `what` when the result
 // passes 2^63 - 1.
@@ -51,16 +62,19 @@ int64_t mul(int64_t a, int64_t b, const Where&... what) {
 }
 
 // The element count of a shape read from a file: its rank, each size (>= 0) and the
-// product checked against the limits above.
+// product checked against the limits above. The product of the sizes other than 0 is
+// bounded too: a [0, 2^62, 2^62] tensor holds nothing, but its strides (products of the
+// sizes after each dimension) would overflow.
 template <class... Where>
 int64_t numel(const std::vector<int64_t>& shape, const Where&... what) {
   if (shape.size() > size_t(kMaxRank))
     fail(detail::concat(what..., ": ", shape.size(), " dimensions (at most ", kMaxRank, ")"));
-  int64_t n = 1;
+  int64_t n = 1, nonzero = 1;
   for (int64_t d : shape) {
     if (d < 0) fail(detail::concat(what..., ": negative size ", d));
-    n = mul(n, d, what...);
-    if (n > kMaxElements) fail(detail::concat(what..., ": more than ", kMaxElements, " elements"));
+    nonzero = mul(nonzero, std::max<int64_t>(d, 1), what...);
+    if (nonzero > kMaxElements) fail(detail::concat(what..., ": more than ", kMaxElements, " elements"));
+    n *= d;
   }
   return n;
 }

@@ -28,6 +28,8 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/base/file.h"
+#include "core/base/limits.h"
 #include "core/base/options.h"
 #include "core/ops.h"
 #include "kernels/cuda/cudnn_conv.h"
@@ -37,6 +39,9 @@
 
 namespace emonext::bench {
 namespace {
+
+// The largest buffer --shape may ask for, in elements.
+constexpr int64_t kMaxElements = int64_t(1) << 29;
 
 struct Options {
   DeviceChoice device = DeviceChoice::Auto;
@@ -67,6 +72,12 @@ void add_options(cli::Options& t, Options& o) {
               o.shape.clear();
               for (std::string part; std::getline(ss, part, ',');) o.shape.push_back(limits::parse_int(part, "--shape", 1, 1 << 20));
               EMONEXT_CHECK(o.shape.size() == 4, "--shape takes N,H,W,C, got '", v, "'");
+              // Each buffer of the widest kind ([N, H, W, 4C], the GELU's) at most 2^29
+              // elements: a few GiB in all (ConvNeXt-T's stage 1 at batch 128 is 2^27).
+              const int64_t widest = limits::mul(limits::mul(limits::mul(o.shape[0], o.shape[1], "--shape"), o.shape[2], "--shape"),
+                                                 4 * o.shape[3], "--shape");
+              EMONEXT_CHECK(widest <= kMaxElements, "--shape ", v, ": N*H*W*4C is ", widest, " elements, more than the ",
+                            kMaxElements, " a buffer may have here");
             }})
       .choice("--dtype", "the kernels' dtype (the CPU mode runs f32)", &o.dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}, {"f16", DType::F16}})
       .integer("--iters", "K", "timed runs of each kernel (the median is reported)", &o.iters, 1, 100000)
@@ -557,21 +568,27 @@ void write_roofline(const std::string& path, const std::vector<Result>& results,
     marks.push_back({intensity, r.c.flops / (r.baseline_ms * 1e6), r.c.baseline, "#aaaaaa"});
     char row[512];
     std::snprintf(row, sizeof row, "<tr><td>%s</td><td>%.3g</td><td>%.4g</td><td>%.0f%%</td><td>%s</td><td>%.4g</td></tr>\n",
-                  html::escape(name).c_str(), intensity, r.ms, 100 * r.c.bytes / (r.ms * 1e6) / bandwidth,
-                  html::escape(r.c.baseline).c_str(), r.baseline_ms);
+                  html_escape(name).c_str(), intensity, r.ms, 100 * r.c.bytes / (r.ms * 1e6) / bandwidth,
+                  html_escape(r.c.baseline).c_str(), r.baseline_ms);
     rows += row;
   }
   html::Series memory{"copy bandwidth " + std::to_string(int(bandwidth)) + " GB/s x intensity", "#2ca02c", {}};
   html::Series compute{"matmul " + std::to_string(int(matmul_gflops)) + " GFLOP/s", "#d62728", {}};
-  for (double x = lo / 10; x <= hi * 100; x *= 1.25) {
+  // The ceilings from a tenth of the lowest intensity to 100 times the highest, in steps
+  // of 1.25x counted first (a kernel of no FLOPs has intensity 0, where x *= 1.25 would
+  // never end).
+  lo = std::isfinite(lo) && lo > 1e-6 ? lo : 1e-6, hi = std::isfinite(hi) && hi > lo ? hi : lo;
+  const int points = int(std::ceil(std::log(hi * 1000 / lo) / std::log(1.25)));
+  for (int k = 0; k <= std::min(points, 400); ++k) {
+    const double x = lo / 10 * std::pow(1.25, k);
     memory.points.emplace_back(x, bandwidth * x);
     compute.points.emplace_back(x, matmul_gflops);
   }
   const std::string title = std::string("kernel_bench on ") + (gpu ? "cuda:0" : "the CPU") + ", " + dtype_name(dtype) + ", " + shape_str(shape);
   html::write_atomically(
-      path, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html::escape(title) +
+      path, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>" + html_escape(title) +
                 "</title><style>body{font-family:sans-serif;margin:20px}td,th{padding:2px 8px;border-bottom:1px solid #ddd;"
-                "font-size:13px;text-align:left}</style></head><body><h1>" + html::escape(title) +
+                "font-size:13px;text-align:left}</style></head><body><h1>" + html_escape(title) +
                 "</h1><p>Each kernel (blue) and its baseline (gray) at the FLOPs per byte of the kernel's minimum traffic; the "
                 "lines are this run's copy bandwidth and a " + std::to_string(n) + "&sup3; matmul. A memory-bound kernel sits on the "
                 "green line at its best.</p>\n" +
@@ -601,6 +618,13 @@ int run(int argc, char** argv) {
   if (!o.csv.empty()) {
     csv.open(o.csv);
     if (!csv) usage("--csv " + o.csv + ": cannot open the file for writing");
+  }
+  if (!o.html.empty()) {  // the same for --html, which is written at the end (atomically, beside its name)
+    try {
+      write_file_atomically(o.html, [](std::ostream& out) { out << "<!DOCTYPE html>\n<p>kernel_bench is running</p>\n"; });
+    } catch (const Error& e) {
+      usage(std::string("--html: ") + e.what());
+    }
   }
 
   const Shape shape = !o.shape.empty() ? o.shape : Shape{gpu ? 64 : 4, 56, 56, 96};
