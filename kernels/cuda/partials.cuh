@@ -5,9 +5,12 @@
 //
 //   out[o, j] = sum_{k < chunks} part[(o * chunks + k) * n + j],   o < outer, j < n
 //
-// A block of 32 x 32 threads takes 32 consecutive j (coalesced reads); its 32 rows
-// of threads each walk every 32nd chunk, and the 32 row sums are added in row order
-// through shared memory. The tree's shape depends only on the sizes.
+// A block of 32 x R threads takes 32 consecutive j (coalesced reads); its R rows of
+// threads each walk every R-th chunk, and the R row sums are added in row order through
+// shared memory. R is 32, or the number of chunks when there are fewer: a row that would
+// take no chunk would only add 0 (the sum starts at +0, so it is never -0 and adding +0
+// changes no bit), so the bits are those of 32 rows, with no idle threads. The tree's
+// shape depends only on the sizes.
 //
 // A kernel with two gradients to finish (a weight's and a bias's) hands both to one
 // launch: the grid's first blocks take the first sum, the rest the second, each with
@@ -48,14 +51,17 @@ __global__ void __launch_bounds__(1024) sum_partials_kernel(Partials<T> a, Parti
   const int64_t j = int64_t(blockIdx.x - (second ? blocks_a : 0u)) * 32 + threadIdx.x, o = blockIdx.y;
   A acc = kMax ? A(-INFINITY) : A(0);
   if (j < p.n)
-    for (int64_t k = threadIdx.y; k < chunks; k += 32) acc = combine<A, kMax>(acc, p.part[(o * chunks + k) * p.n + j]);
+    for (int64_t k = threadIdx.y; k < chunks; k += blockDim.y) acc = combine<A, kMax>(acc, p.part[(o * chunks + k) * p.n + j]);
   rows[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && j < p.n) {
-    for (int r = 1; r < 32; ++r) acc = combine<A, kMax>(acc, rows[r][threadIdx.x]);
+    for (unsigned r = 1; r < blockDim.y; ++r) acc = combine<A, kMax>(acc, rows[r][threadIdx.x]);
     p.out[o * p.n + j] = store<T>(kMax ? acc : acc * p.scale);
   }
 }
+
+// The block's rows: 32, or the chunks when there are fewer.
+inline unsigned rows_for(int64_t chunks) { return unsigned(chunks < 1 ? 1 : chunks < 32 ? chunks : 32); }
 
 }  // namespace partials_detail
 
@@ -65,7 +71,7 @@ template <class T, bool kMax = false>
 void sum_partials(T* out, const acc_t<T>* part, int64_t outer, int64_t chunks, int64_t n, Stream s,
                   acc_t<T> scale = acc_t<T>(1)) {
   const unsigned blocks = unsigned((n + 31) / 32);
-  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, kMax>), dim3(blocks, unsigned(outer)), dim3(32, 32), 0, s,
+  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, kMax>), dim3(blocks, unsigned(outer)), dim3(32, partials_detail::rows_for(chunks)), 0, s,
                  partials_detail::Partials<T>{out, part, n, scale}, partials_detail::Partials<T>{nullptr, nullptr, 0, acc_t<T>(1)},
                  blocks, chunks);
 }
@@ -76,7 +82,7 @@ template <class T>
 void sum_partials(T* out_a, const acc_t<T>* part_a, int64_t n_a, T* out_b, const acc_t<T>* part_b, int64_t n_b, int64_t chunks,
                   Stream s) {
   const unsigned blocks_a = unsigned((n_a + 31) / 32), blocks_b = unsigned((n_b + 31) / 32);
-  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, false>), dim3(blocks_a + blocks_b, 1u), dim3(32, 32), 0, s,
+  EMONEXT_LAUNCH((partials_detail::sum_partials_kernel<T, false>), dim3(blocks_a + blocks_b, 1u), dim3(32, partials_detail::rows_for(chunks)), 0, s,
                  partials_detail::Partials<T>{out_a, part_a, n_a, acc_t<T>(1)},
                  partials_detail::Partials<T>{out_b, part_b, n_b, acc_t<T>(1)}, blocks_a, chunks);
 }
