@@ -653,7 +653,7 @@ TEST(Train, ACorruptImageIsNamedSkippedAndCounted) {
 // Labels beyond the model's classes (a dataset of seven emotions, a three-class model)
 // are an error naming them, on every device: the loss does not read a GPU's labels back,
 // so evaluate() checks them on the host, before they index the confusion matrix.
-TEST(Train, EvaluatingLabelsBeyondTheModelsClassesIsAnError) {
+TEST(Train, EvaluatingLabelsBeyondTheModelsClassesIsAnErrorOnEveryDevice) {
   std::vector<Device> devices{Device::cpu()};
   if (cuda_available()) devices.push_back(Device::cuda());
   Dataset data = synthetic_dataset(4, 1);

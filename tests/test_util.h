@@ -23,8 +23,8 @@
 #include "core/tensor.h"
 
 // First line of every CUDA test: skips, saying why, where no GPU answers.
-#define REQUIRE_GPU()         \
-  if (!::emonext::cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << ::emonext::cuda_unavailable_reason()
+#define REQUIRE_GPU()                         \
+  if (!::emonext::test::cuda_available()) GTEST_SKIP() << "no CUDA device answers: " << ::emonext::cuda_unavailable_reason()
 
 // The PyTorch twin (tools/reference/emonext_twin.py) runs on Debian's python3-torch;
 // tests that compare against it skip, saying so, where it is missing.
@@ -39,6 +39,17 @@
   GTEST_SKIP() << "FER2013 is not at " << ::emonext::test::fer2013_dir() << " (see the README)"
 
 namespace emonext::test {
+
+// Says that the running test asked for a GPU (tests/test_labels.cpp).
+void note_gpu_test();
+
+// Whether a GPU answers, as a test asks it (the tests' unqualified cuda_available() is
+// this one): a test that asks runs device code where one answers, so it must have gpu in
+// its ctest label, which tests/test_labels.cpp checks on every machine, GPU or not.
+inline bool cuda_available() {
+  note_gpu_test();
+  return ::emonext::cuda_available();
+}
 
 inline std::string fer2013_dir() { return std::string(EMONEXT_SOURCE_DIR) + "/../shared/fer2013"; }
 
