@@ -26,9 +26,9 @@ void print_counts(const Dataset& d) {
 Splits read_splits(const TrainConfig& c) {
   Splits s;
   if (c.benchmark > 0 || c.synthetic > 0) {
-    // --benchmark: up to 64 batches, repeated over its steps (at most kMaxSynthetic images).
-    s.train = synthetic_dataset(c.benchmark > 0 ? std::min(c.batch * std::min<int64_t>(c.benchmark, 64), std::max(c.batch, limits::kMaxSynthetic))
-                                                : c.synthetic,
+    // --benchmark: up to 64 batches, repeated over its steps, and at most kMaxSynthetic
+    // images (more than the largest batch).
+    s.train = synthetic_dataset(c.benchmark > 0 ? std::min(c.batch * std::min<int64_t>(c.benchmark, 64), limits::kMaxSynthetic) : c.synthetic,
                                 c.seed);
     s.val = synthetic_dataset(std::max<int64_t>(c.batch, 64), c.seed + 1);
     s.val.name = "val";

@@ -56,11 +56,16 @@ std::string checkpoint_mismatch(const CheckpointInfo& info, const std::string& p
                         c.model, " / ", c.classes, " / ", c.image_size, " (--model, --classes and --img-size must be the checkpoint's)");
 }
 
-// A counter of the training state: a whole number in [0, hi].
-int64_t counter(const SafeTensors& f, const std::string& path, const char* key, int64_t hi) {
-  const auto it = f.metadata.find(key);
-  EMONEXT_CHECK(it != f.metadata.end(), path, ": no '", key, "' in the training state");
-  return limits::parse_int(it->second, path + ": '" + key + "'", 0, hi);
+// A value of a run file's metadata, which must be there.
+const std::string& metadata_value(const std::map<std::string, std::string>& metadata, const std::string& path, const char* key) {
+  const auto it = metadata.find(key);
+  EMONEXT_CHECK(it != metadata.end(), path, ": no '", key, "' in its metadata");
+  return it->second;
+}
+
+// A counter of a run file: a whole number in [0, hi].
+int64_t counter(const std::map<std::string, std::string>& metadata, const std::string& path, const char* key, int64_t hi) {
+  return limits::parse_int(metadata_value(metadata, path, key), path + ": '" + key + "'", 0, hi);
 }
 
 // A restored tensor into dst: exactly dst's shape and dtype (copy_ would broadcast a
@@ -115,33 +120,35 @@ void save_pair(const std::string& weights_path, const SafeTensors& weights, cons
                           {state_path, safetensors_writer(state.tensors, state.metadata)}});
 }
 
-RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, LossScaler& scaler,
-                        int64_t weights_step) {
-  const SafeTensors f = load_safetensors(path);
+RunState load_pair(EmoNeXt& model, const std::string& weights_path, const std::string& state_path, const TrainConfig& c, AdamW& opt,
+                   Ema* ema, LossScaler& scaler) {
+  const CheckpointInfo weights = load_weights(model, weights_path, c);
+  const SafeTensors f = load_safetensors(state_path);
+  const std::map<std::string, std::string>& m = f.metadata;
+  const std::string& path = state_path;
   // Which samples each rank's share of a batch holds, and (without --sync-batch) the
   // samples its BatchNorm and attention see, follow from the number of ranks.
-  const auto ranks_it = f.metadata.find("setting.ranks");
-  const int64_t ranks = ranks_it == f.metadata.end() ? 1 : limits::parse_int(ranks_it->second, path + ": 'setting.ranks'", 1);
+  const auto ranks_it = m.find("setting.ranks");
+  const int64_t ranks = ranks_it == m.end() ? 1 : limits::parse_int(ranks_it->second, path + ": 'setting.ranks'", 1);
   EMONEXT_CHECK(ranks == c.ranks, "the run was trained on ", ranks, " process(es) and this is ", c.ranks, ": resume it on ", ranks,
                 ranks > 1 ? " (mpirun -np " + std::to_string(ranks) + " emonext_train --resume ...)" : " (without mpirun)",
                 ", since the samples of each rank's share of a batch depend on the number");
   // Counters from the file: whole numbers in ranges a later resume accepts again (the
   // device's control block holds step counts as f64, exact to 2^53).
   RunState s;
-  s.step = counter(f, path, "step", limits::kMaxRunSteps);
-  EMONEXT_CHECK(weights_step < 0 || weights_step == s.step, path, " is the training state of step ", s.step,
-                " but the weights beside it are of step ", weights_step,
-                ": not one pair (a write that failed between them?); the pair in best.* is another start");
-  s.epoch = counter(f, path, "epoch", limits::kMaxRunSteps);
-  s.batch_in_epoch = counter(f, path, "batch_in_epoch", limits::kMaxRunSteps);
-  s.bad_epochs = counter(f, path, "bad_epochs", limits::kMaxRunSteps);
-  s.drop_path_counter = uint64_t(counter(f, path, "drop_path_counter", std::numeric_limits<int64_t>::max() / 2));
-  opt.set_steps(counter(f, path, "adam_steps", limits::kMaxRunSteps));
-  scaler.good = counter(f, path, "loss_scale_good_steps", limits::kMaxRunSteps);
-  const auto real = [&](const char* k) {
-    EMONEXT_CHECK(f.metadata.contains(k), path, ": no '", k, "' in the training state");
-    return limits::parse_real(f.metadata.at(k), path + ": '" + k + "'");
-  };
+  s.step = counter(m, path, "step", limits::kMaxRunSteps);
+  if (weights.metadata.contains("step")) {
+    const int64_t weights_step = counter(weights.metadata, weights_path, "step", limits::kMaxRunSteps);
+    EMONEXT_CHECK(weights_step == s.step, path, " is the training state of step ", s.step, " but the weights beside it are of step ",
+                  weights_step, ": not one pair (a write that failed between them?); the pair in best.* is another start");
+  }
+  s.epoch = counter(m, path, "epoch", limits::kMaxRunSteps);
+  s.batch_in_epoch = counter(m, path, "batch_in_epoch", limits::kMaxRunSteps);
+  s.bad_epochs = counter(m, path, "bad_epochs", limits::kMaxRunSteps);
+  s.drop_path_counter = uint64_t(counter(m, path, "drop_path_counter", std::numeric_limits<int64_t>::max() / 2));
+  opt.set_steps(counter(m, path, "adam_steps", limits::kMaxRunSteps));
+  scaler.good = counter(m, path, "loss_scale_good_steps", limits::kMaxRunSteps);
+  const auto real = [&](const char* k) { return limits::parse_real(metadata_value(m, path, k), path + ": '" + k + "'"); };
   s.best_accuracy = real("best_accuracy");
   EMONEXT_CHECK(s.best_accuracy >= -1 && s.best_accuracy <= 1, path, ": 'best_accuracy' must be in [-1, 1], got ", s.best_accuracy);
   scaler.scale = real("loss_scale");

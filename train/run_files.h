@@ -50,14 +50,14 @@ SafeTensors run_state_of(const TrainConfig& c, AdamW& opt, Ema* ema, const RunSt
 // in full beside their names before either is renamed into place, so a failed write (a
 // full disk) leaves the previous pair whole.
 void save_pair(const std::string& weights_path, const SafeTensors& weights, const std::string& state_path, const SafeTensors& state);
-// The state into the optimizer, the EMA and the scaler; the settings that differ from
-// the run's are printed, since the run then does not continue as it would have. Every
-// number is the file's: parsed whole and range-checked; every tensor must have exactly
-// the shape and dtype of the one it restores and finite values (second moments >= 0).
-// `weights_step`: the step the weights beside it record (-1: none), which must be the
-// state's: a pair from two steps is refused.
-RunState load_run_state(const std::string& path, const TrainConfig& c, AdamW& opt, Ema* ema, LossScaler& scaler,
-                        int64_t weights_step = -1);
+// --resume's pair: the weights into the model (load_weights) and the training state into
+// the optimizer, the EMA and the scaler; the settings that differ from the run's are
+// printed, since the run then does not continue as it would have. Every number is the
+// files': parsed whole and range-checked; every tensor of the state must have exactly the
+// shape and dtype of the one it restores and finite values (second moments >= 0); and the
+// step the weights record must be the state's (a pair from two steps is refused).
+RunState load_pair(EmoNeXt& model, const std::string& weights_path, const std::string& state_path, const TrainConfig& c, AdamW& opt,
+                   Ema* ema, LossScaler& scaler);
 
 // config.json written, metrics.csv and steps.csv opened: new files, or, when a resumed
 // run already has them, their rows past the resumed step dropped (a step trained after

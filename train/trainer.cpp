@@ -287,16 +287,12 @@ class Run {
   }
 
  private:
-  // The output folder (made by check_out_folder): --resume's weights and state, then
+  // The output folder (made by check_out_folder): --resume's weights and state (one pair), then
   // config.json and the logs (RunLogs; --overwrite's removal of the old run's files).
   void open_outputs() {
     if (!c_.resume.empty()) {
-      const CheckpointInfo weights = load_weights(*model_, c_.resume + "/last.safetensors", c_);
-      const auto step = weights.metadata.find("step");
-      st_ = load_run_state(c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(), amp_.scaler,
-                           step == weights.metadata.end() ? -1
-                                                          : limits::parse_int(step->second, c_.resume + "/last.safetensors: 'step'", 0,
-                                                                              limits::kMaxRunSteps));
+      st_ = load_pair(*model_, c_.resume + "/last.safetensors", c_.resume + "/last.state.safetensors", c_, opt_, ema_.get(),
+                      amp_.scaler);
       checks_.upload(st_.step);
       dp_gen_.set_state(c_.seed + 1, st_.drop_path_counter);
       std::printf("resumed from %s at step %lld (epoch %lld, batch %lld)\n", c_.resume.c_str(), (long long)st_.step,

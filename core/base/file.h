@@ -76,7 +76,6 @@ class FdOutput : public std::ostream {
     return *this;
   }
   ~FdOutput() override { close(); }
-  bool is_open() const { return buf_.fd >= 0; }
   // Flushes and closes; false (and badbit) when a write or the close failed.
   bool close() {
     if (buf_.fd < 0) return !bad();

@@ -45,6 +45,7 @@ inline constexpr int64_t kMaxRunSteps = int64_t(1) << 52;
 inline constexpr uint64_t kMaxLogBytes = uint64_t(1) << 30;
 // Synthetic images (--synthetic, a training state's setting): 2^20 of 48 x 48.
 inline constexpr int64_t kMaxSynthetic = int64_t(1) << 20;
+static_assert(kMaxBatch <= kMaxSynthetic, "a synthetic set holds at least one batch");
 
 // a + b and a * b of non-negative sizes, or an error naming `what` when the result
 // passes 2^63 - 1.

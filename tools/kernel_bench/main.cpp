@@ -41,7 +41,7 @@ namespace emonext::bench {
 namespace {
 
 // The largest buffer --shape may ask for, in elements.
-constexpr int64_t kMaxElements = int64_t(1) << 29;
+constexpr int64_t kMaxShapeElements = int64_t(1) << 29;
 
 struct Options {
   DeviceChoice device = DeviceChoice::Auto;
@@ -76,8 +76,8 @@ void add_options(cli::Options& t, Options& o) {
               // elements: a few GiB in all (ConvNeXt-T's stage 1 at batch 128 is 2^27).
               const int64_t widest = limits::mul(limits::mul(limits::mul(o.shape[0], o.shape[1], "--shape"), o.shape[2], "--shape"),
                                                  4 * o.shape[3], "--shape");
-              EMONEXT_CHECK(widest <= kMaxElements, "--shape ", v, ": N*H*W*4C is ", widest, " elements, more than the ",
-                            kMaxElements, " a buffer may have here");
+              EMONEXT_CHECK(widest <= kMaxShapeElements, "--shape ", v, ": N*H*W*4C is ", widest, " elements, more than the ",
+                            kMaxShapeElements, " a buffer may have here");
             }})
       .choice("--dtype", "the kernels' dtype (the CPU mode runs f32)", &o.dtype, {{"f32", DType::F32}, {"bf16", DType::BF16}, {"f16", DType::F16}})
       .integer("--iters", "K", "timed runs of each kernel (the median is reported)", &o.iters, 1, 100000)
