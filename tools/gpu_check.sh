@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
 # The GPU check: one prepared run that answers, on whatever NVIDIA GPU it finds, within a
-# time budget (default 520 s, the build included), in this order:
+# time budget (default 540 s, the build included), in the order of what each answer is
+# worth, so that a run cut short has the most valuable parts:
 #   1. build for that GPU (while PyTorch fills its compile caches in the background);
-#   2. the head-to-head table: training images/s and peak memory of the engine beside the
+#   2. correctness: every cuda-labelled test, then every test elsewhere that runs device
+#      code (ctest's label gpu), with compute-sanitizer's memcheck and racecheck beside
+#      them (f32 op-table tests; the shared-memory kernels, the 16-bit depthwise ones
+#      included), and which GELU a cuBLASLt GEMM's fused GELU epilogue computes
+#      (tools/reference/cublaslt_gelu.py);
+#   3. the head-to-head table: training images/s and peak memory of the engine beside the
 #      PyTorch twin (f32, bf16 autocast channels_last, torch.compile) and timm's
 #      convnext_tiny (tools/reference/head_to_head.py);
-#   3. kernel_bench in f32 and bf16 at ConvNeXt-Tiny's stage 1 and stage 3 (% of the copy
-#      bandwidth measured in the same run, ratios to cuDNN or naive kernels), and which GELU
-#      a cuBLASLt GEMM's fused GELU epilogue computes (tools/reference/cublaslt_gelu.py);
-#   4. a short real-data run: EmoNeXt-atto at 48, --amp bf16, on the FER2013 subset that
+#   4. the training step's throughput levers, each switched off in turn;
+#   5. kernel_bench in f32 and bf16 at ConvNeXt-Tiny's stage 1 and stage 3 (% of the copy
+#      bandwidth measured in the same run, ratios to cuDNN or naive kernels);
+#   6. two ranks sharing the GPU (mpirun -np 2), where the machine has Open MPI;
+#   7. a short real-data run: EmoNeXt-atto at 48, --amp bf16, on the FER2013 subset that
 #      tools/gpu_deps.sh packs (15,000 training images and the validation set);
-#   5. every cuda-labelled test and the CUDA parity and training tests, with
-#      compute-sanitizer's memcheck and racecheck over f32 op-table tests beside them;
-#   6. the training step's throughput levers, each switched off in turn;
-#   7. what time is left: the cost of EMONEXT_SYNC_LAUNCHES=1 (the debugging switch).
-# The timed parts (2, 3, 4, 6, 7) run alone.
-# Each part has a time box and writes what it has before the next starts, so a run cut
-# short still returns the finished parts. The report (gpu_report.md) and the raw files
-# go to $OUT when it is set (the device tool's output folder; at most 8 files come back),
-# else to BUILD/check.
+#   8. what time is left: the cost of EMONEXT_SYNC_LAUNCHES=1 (the debugging switch).
+# The timed parts (3-8) run alone. Each part has a time box (a cap: a part gets at most
+# what is left of the budget) and writes what it has before the next starts. The plan,
+# from the 2026-12-04 H200 run (whose build, head-to-head and part of kernel_bench filled
+# 520 s; the compile-cache warm-up beside the build took 59, 38 and 36 s per model) and
+# the parts added since: build 240, tests 150 (the sanitizers beside them), GELU 30,
+# head-to-head 150, levers 70, kernel_bench 70, two ranks 60, real data 40, sync 30;
+# a build that finishes early leaves the rest to the later parts. The report
+# (gpu_report.md) and the raw files go to $OUT when it is set (the device tool's output
+# folder; at most 8 files come back), else to BUILD/check.
 #
 #   tools/gpu_check.sh [--budget SECONDS]      on the GPU machine, with .deps carried
 #   tools/gpu_check.sh --smoke BUILD_DIR       here, without a GPU (CI): every part on the
@@ -31,7 +39,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 smoke=0
-budget=520
+budget=540
 build=build-gpu
 while (($#)); do
   case "$1" in
@@ -148,7 +156,7 @@ if ((!smoke)); then
     cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release "${cmake_extra[@]}" >"$out/build.log" 2>&1 &&
       cmake --build "$build" -j "$(nproc)" -- -k 0 >>"$out/build.log" 2>&1
   }
-  if ! part "build" 300 build_step; then
+  if ! part "build" 240 build_step; then
     grep -E "error" -A3 "$out/build.log" | head -40
   fi
   grep "^-- emonext:" "$out/build.log" | sed 's/^-- emonext: /- build: /' | tee -a "$report.parts" || true
@@ -160,86 +168,16 @@ fi
 train=$build/tools/emonext_train
 [[ -x $train ]] || { echo "no $train: nothing to run" | tee -a "$report"; cat "$report.parts" >>"$report"; exit 1; }
 
-# ---- 2. the head-to-head table ----------------------------------------------------------------
-h2h_args=(--engine "$train" --out "$logs" --device "$device" --extra)
-((smoke)) && h2h_args+=(--smoke)
-rm -f "$logs/head_to_head.md" "$logs/head_to_head.csv"
-part "head to head" 270 $py tools/reference/head_to_head.py "${h2h_args[@]}"
-cp "$logs/head_to_head.csv" "$out/" 2>/dev/null
-{ echo "## Head to head: training images/s"; echo; cat "$logs/head_to_head.md" 2>/dev/null; echo; } >>"$report"
-
-# ---- 3. kernel_bench ----------------------------------------------------------------------------
-kernel_bench() {
-  local shapes=("64,56,56,96" "64,14,14,384") iters=10
-  ((smoke)) && shapes=("2,14,14,96" "2,7,7,384") iters=1
-  local first=1 dtypes=(f32 bf16) rc=0
-  ((smoke)) && dtypes=(f32)  # the CPU mode runs f32 alone
-  for shape in "${shapes[@]}"; do
-    for dtype in "${dtypes[@]}"; do  # a failed check is reported; the other shapes and dtypes still run
-      rm -f "$logs/kb.csv"
-      "$build/tools/kernel_bench" --device "$device" --dtype "$dtype" --shape "$shape" --iters "$iters" \
-          --csv "$logs/kb.csv" || rc=1
-      [[ -f $logs/kb.csv ]] || continue
-      if ((first)); then cat "$logs/kb.csv"; else tail -n +2 "$logs/kb.csv"; fi >>"$out/kernel_bench.csv"
-      first=0
-    done
-  done
-  return $rc
-}
-rm -f "$out/kernel_bench.csv"
-part "kernel_bench" 150 kernel_bench >"$logs/kernel_bench.log" 2>&1
-grep -E "copy|FAILED" "$logs/kernel_bench.log" | head -8
-{
-  echo "## kernel_bench (ms; %copy = minimum bytes / time / the copy rate measured in the same run)"
-  echo
-  grep -E "measured copy bandwidth|FAILED|cuDNN algos" "$logs/kernel_bench.log" | sed 's/^/- /'
-  echo
-  echo "| kernel | direction | dtype | shape | ms | %copy | baseline | baseline ms | speedup | max err |"
-  echo "|---|---|---|---|---:|---:|---|---:|---:|---:|"
-  $py - "$out/kernel_bench.csv" <<'EOF' 2>/dev/null
-import csv, sys
-for r in csv.DictReader(open(sys.argv[1])):
-    print(f"| {r['kernel']} | {r['direction']} | {r['dtype']} | {r['shape']} | {float(r['ms']):.4g} | "
-          f"{100 * float(r['fraction_of_copy']):.0f}% | {r['baseline']} | {float(r['baseline_ms']):.4g} | {r['speedup']} | {r['max_err']} |")
-EOF
-  echo
-} >>"$report"
-
-# ---- 3b. which GELU a GEMM's fused epilogue computes (--gemm-epilogue fuses it only with --gelu tanh) ----
-part "GELU epilogue" 60 $py tools/reference/cublaslt_gelu.py --device "$device" >"$logs/gelu_epilogue.log" 2>&1
-{ echo "## A GEMM with the GELU epilogue (torch._addmm_activation) against the exact and tanh GELU"; echo; echo '```'; cat "$logs/gelu_epilogue.log"; echo '```'; echo; } >>"$report"
-
-# ---- 4. a short real-data run (timed, so alone) -----------------------------------------------------------------
-real_run() {
-  local flags=(--data "$data" --model atto --img-size 48 --batch 64 --schedule cosine --warmup 128 --epochs 6 --no-vflip
-               --rotate 0 --no-ema --drop-path 0 --device "$device" --amp bf16 --log-every 200 --overwrite --out "$build/real_run")
-  ((smoke)) && flags+=(--max-steps 2 --batch 16 --amp off)
-  "$train" "${flags[@]}"
-}
-if [[ -d $data/train ]]; then
-  part "real-data run" 150 real_run >"$out/train_real.log" 2>&1
-  cp "$build/real_run/metrics.csv" "$out/train_real_metrics.csv" 2>/dev/null
-  {
-    echo "## Real data: EmoNeXt-atto at 48, --amp bf16, $(find "$data/train" -type f | wc -l) training images, $(find "$data/val" -type f | wc -l) validation"
-    echo
-    echo '```'
-    grep -E "^(emonext_train|mixed|epoch [0-9]+ step|done|train |val )" "$out/train_real.log" | head -20
-    echo '```'
-    echo
-  } >>"$report"
-else
-  echo "- real-data run: no FER2013 subset (.deps/fer2013_subset.tar.gz: tools/gpu_deps.sh makes it)" >>"$report.parts"
-fi
-
-# ---- 5. the tests, with compute-sanitizer beside them (neither is timed) -------------------------
+# ---- 2. the tests, with compute-sanitizer beside them (neither is timed) -------------------------
 # memcheck over the f32 op-table tests, racecheck over the f32 cases of the kernels that
-# share memory between threads. Some of the image's machines refuse the device to the
+# share memory between threads and over every 16-bit depthwise case (the packed kernels,
+# which run only in 16 bits, share their tiles too). Some of the image's machines refuse the device to the
 # sanitizer ("Device not supported"): the log says so and the check goes on.
 sanitize() {
   "$sanitizer" --tool memcheck --error-exitcode 3 "$build/tests/emonext_tests_cuda" --gtest_filter='Ops/CudaOps.*_f32'
   local a=$?
   "$sanitizer" --tool racecheck --error-exitcode 3 "$build/tests/emonext_tests_cuda" \
-      --gtest_filter='*layer_norm*_f32:*dwconv*_f32:*sum*_f32:*softmax*_f32:*se_*_f32:*batch_norm*_f32'
+      --gtest_filter='*layer_norm*_f32:*dwconv*_f32:*sum*_f32:*softmax*_f32:*se_*_f32:*batch_norm*_f32:*dwconv*_bf16:*dwconv*_f16:*PackedSixteenBitDepthwise*'
   return $((a || $?))
 }
 # A cuda test that skips because no GPU answered fails the check (LastTest.log holds every
@@ -260,12 +198,12 @@ if ((smoke)); then
   echo "- tests: not in smoke mode (CI runs the cuda suite under emulation)" >>"$report.parts"
 else
   if [[ -n $sanitizer ]]; then
-    (part "compute-sanitizer" 200 sanitize >"$out/sanitizer.log" 2>&1) &
+    (part "compute-sanitizer" 150 sanitize >"$out/sanitizer.log" 2>&1) &
     san=$!
   else
     echo "- compute-sanitizer: not on this machine" >>"$report.parts"
   fi
-  part "cuda tests" 200 tests
+  part "cuda tests" 150 tests
   {
     echo "## Tests"
     echo
@@ -278,7 +216,7 @@ else
   if [[ -n $sanitizer ]]; then
     wait "$san" || failures+=("compute-sanitizer")
     {
-      echo "## compute-sanitizer (memcheck: the f32 op-table tests; racecheck: the shared-memory kernels' f32 cases)"
+      echo "## compute-sanitizer (memcheck: the f32 op-table tests; racecheck: the shared-memory kernels' f32 cases, the 16-bit depthwise ones)"
       echo
       grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Device not supported|PASSED|FAILED|tests ran" "$out/sanitizer.log" | head -12 | sed 's/^/- /'
       echo
@@ -286,7 +224,19 @@ else
   fi
 fi
 
-# ---- 6. the throughput levers on and off (timed, so alone) ----------------------------------------
+# ---- 2b. which GELU a GEMM's fused epilogue computes (--gemm-epilogue fuses it only with --gelu tanh) ----
+part "GELU epilogue" 30 $py tools/reference/cublaslt_gelu.py --device "$device" >"$logs/gelu_epilogue.log" 2>&1
+{ echo "## A GEMM with the GELU epilogue (torch._addmm_activation) against the exact and tanh GELU"; echo; echo '```'; cat "$logs/gelu_epilogue.log"; echo '```'; echo; } >>"$report"
+
+# ---- 3. the head-to-head table ----------------------------------------------------------------
+h2h_args=(--engine "$train" --out "$logs" --device "$device" --extra)
+((smoke)) && h2h_args+=(--smoke)
+rm -f "$logs/head_to_head.md" "$logs/head_to_head.csv"
+part "head to head" 150 $py tools/reference/head_to_head.py "${h2h_args[@]}"
+cp "$logs/head_to_head.csv" "$out/" 2>/dev/null
+{ echo "## Head to head: training images/s"; echo; cat "$logs/head_to_head.md" 2>/dev/null; echo; } >>"$report"
+
+# ---- 4. the throughput levers on and off (timed, so alone) ----------------------------------------
 # Each lever of the training step switched off in turn (docs/PERF.md, "A step without host
 # waits"), all on again at the end: the engine's --benchmark lines, with launches and host
 # waits per step.
@@ -303,7 +253,7 @@ levers() {
     done
   done
 }
-part "throughput levers" 130 levers >"$logs/levers.log" 2>&1
+part "throughput levers" 70 levers >"$logs/levers.log" 2>&1
 {
   echo "## The step's levers on and off (--benchmark, --amp bf16; --cuda-graph off: the step's kernels launched one by one;"
   echo "## --log-every 1: the host reads every step's figures; --pageable-input: batches copied from pageable memory;"
@@ -313,14 +263,95 @@ part "throughput levers" 130 levers >"$logs/levers.log" 2>&1
   echo
 } >>"$report"
 
-# ---- 7. the debugging switch's cost ----------------------------------------------------------------
+# ---- 5. kernel_bench ----------------------------------------------------------------------------
+kernel_bench() {
+  local shapes=("64,56,56,96" "64,14,14,384") iters=10
+  ((smoke)) && shapes=("2,14,14,96" "2,7,7,384") iters=1
+  local first=1 dtypes=(f32 bf16) rc=0
+  ((smoke)) && dtypes=(f32)  # the CPU mode runs f32 alone
+  for shape in "${shapes[@]}"; do
+    for dtype in "${dtypes[@]}"; do  # a failed check is reported; the other shapes and dtypes still run
+      rm -f "$logs/kb.csv"
+      "$build/tools/kernel_bench" --device "$device" --dtype "$dtype" --shape "$shape" --iters "$iters" \
+          --csv "$logs/kb.csv" || rc=1
+      [[ -f $logs/kb.csv ]] || continue
+      if ((first)); then cat "$logs/kb.csv"; else tail -n +2 "$logs/kb.csv"; fi >>"$out/kernel_bench.csv"
+      first=0
+    done
+  done
+  return $rc
+}
+rm -f "$out/kernel_bench.csv"
+part "kernel_bench" 70 kernel_bench >"$logs/kernel_bench.log" 2>&1
+grep -E "copy|FAILED" "$logs/kernel_bench.log" | head -8
+{
+  echo "## kernel_bench (ms; %copy = minimum bytes / time / the copy rate measured in the same run)"
+  echo
+  grep -E "measured copy bandwidth|FAILED|cuDNN algos" "$logs/kernel_bench.log" | sed 's/^/- /'
+  echo
+  echo "| kernel | direction | dtype | shape | ms | %copy | baseline | baseline ms | speedup | max err |"
+  echo "|---|---|---|---|---:|---:|---|---:|---:|---:|"
+  $py - "$out/kernel_bench.csv" <<'EOF' 2>/dev/null
+import csv, sys
+for r in csv.DictReader(open(sys.argv[1])):
+    print(f"| {r['kernel']} | {r['direction']} | {r['dtype']} | {r['shape']} | {float(r['ms']):.4g} | "
+          f"{100 * float(r['fraction_of_copy']):.0f}% | {r['baseline']} | {float(r['baseline_ms']):.4g} | {r['speedup']} | {r['max_err']} |")
+EOF
+  echo
+} >>"$report"
+
+# ---- 6. data parallelism: two ranks sharing the GPU (timed, so alone) --------------------------
+# mpirun -np 2 on the one GPU: each rank's share of the batch, the gradients summed
+# through host memory (the MPI path; NCCL wants a GPU per rank), the benchmark's line
+# with the all-reduce's time. Needs Open MPI on the machine (the build then has MPI).
+data_parallel() {
+  local s=(--benchmark 13 --model atto --img-size 48 --batch 256 --device "$device" --no-ema --overwrite --out "$logs/dp")
+  ((smoke)) && s=(--benchmark 5 --model atto --img-size 32 --batch 8 --device "$device" --no-ema --overwrite --out "$logs/dp")
+  local one two  # the benchmark's line, or the run's last lines when it has none
+  one=$("$train" "${s[@]}" 2>&1)
+  echo "1 rank: $(grep '^benchmark' <<<"$one" || tail -3 <<<"$one")"
+  two=$(OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 -x OMP_NUM_THREADS=2 \
+      "$train" "${s[@]}" 2>&1)
+  echo "mpirun -np 2: $(grep '^benchmark' <<<"$two" || tail -3 <<<"$two")"
+  grep -q '^benchmark' <<<"$one" && grep -q '^benchmark' <<<"$two"
+}
+if command -v mpirun >/dev/null && grep -q "^EMONEXT_MPI:BOOL=ON" "$build/CMakeCache.txt" 2>/dev/null; then
+  part "data parallel" 60 data_parallel >"$logs/dp.log" 2>&1
+  { echo "## Two ranks on one device (mpirun -np 2, atto/48, global batch 256)"; echo; sed 's/^/- /' "$logs/dp.log"; echo; } >>"$report"
+else
+  echo "- data parallel: not run, no mpirun here or the build has no MPI" >>"$report.parts"
+fi
+
+# ---- 7. a short real-data run (timed, so alone) -----------------------------------------------------------------
+real_run() {
+  local flags=(--data "$data" --model atto --img-size 48 --batch 64 --schedule cosine --warmup 128 --epochs 6 --no-vflip
+               --rotate 0 --no-ema --drop-path 0 --device "$device" --amp bf16 --log-every 200 --overwrite --out "$build/real_run")
+  ((smoke)) && flags+=(--max-steps 2 --batch 16 --amp off)
+  "$train" "${flags[@]}"
+}
+if [[ -d $data/train ]]; then
+  part "real-data run" 40 real_run >"$out/train_real.log" 2>&1
+  cp "$build/real_run/metrics.csv" "$out/train_real_metrics.csv" 2>/dev/null
+  {
+    echo "## Real data: EmoNeXt-atto at 48, --amp bf16, $(find "$data/train" -type f | wc -l) training images, $(find "$data/val" -type f | wc -l) validation"
+    echo
+    echo '```'
+    grep -E "^(emonext_train|mixed|epoch [0-9]+ step|done|train |val )" "$out/train_real.log" | head -20
+    echo '```'
+    echo
+  } >>"$report"
+else
+  echo "- real-data run: no FER2013 subset (.deps/fer2013_subset.tar.gz: tools/gpu_deps.sh makes it)" >>"$report.parts"
+fi
+
+# ---- 8. the debugging switch's cost ----------------------------------------------------------------
 sync_cost() {
   local s=(--benchmark 23 --model atto --img-size 48 --batch 256 --device "$device" --no-ema --out "$logs/sync")
   ((smoke)) && s=(--benchmark 5 --model atto --img-size 48 --batch 8 --device cpu --no-ema --out "$logs/sync")
   echo "off: $("$train" "${s[@]}" --overwrite | grep '^benchmark')"
   echo "EMONEXT_SYNC_LAUNCHES=1: $(EMONEXT_SYNC_LAUNCHES=1 "$train" "${s[@]}" --overwrite | grep '^benchmark')"
 }
-part "sync-launch switch" 60 sync_cost >"$logs/sync.log" 2>&1
+part "sync-launch switch" 30 sync_cost >"$logs/sync.log" 2>&1
 { echo "## EMONEXT_SYNC_LAUNCHES=1 (a wait after every launch), atto/48 batch 256"; echo; sed 's/^/- /' "$logs/sync.log"; echo; } >>"$report"
 
 { echo "## Parts"; echo; cat "$report.parts"; echo "- total $SECONDS s"; } >>"$report"
