@@ -96,11 +96,14 @@ Tensor all_gather(const Tensor& x);
 // In place, not recorded: a contiguous f32/f64 tensor summed over the ranks (the
 // gradient buckets). `what` names it in a timeout's message.
 void all_reduce_sum_(Tensor& t, const char* what);
-// The same in two halves, so that the sum can run beside the caller's next work: start
+// The same in parts, so that the sum can run beside the caller's next work: start
 // issues it (on a GPU with NCCL, on a stream of NCCL's own, ordered after the work queued
-// so far and before the work queued later; elsewhere the whole sum, at once); wait
-// returns once every sum started on `device` is complete.
+// so far, and t must not be read until the join; elsewhere the whole sum, at once); join
+// makes the device's later work wait for every sum started on `device` (a wait on the
+// GPU); wait returns once every one of them is complete (the host's bounded wait: a rank
+// that stopped answering ends the run).
 void all_reduce_sum_start(Tensor& t, const char* what);
+void all_reduce_sum_join(Device device);
 void all_reduce_sum_wait(Device device, const char* what);
 
 // ---- joining and indexing ----
@@ -123,8 +126,9 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx = GeluAp
 // the backward) and the backward's product into the GELU ends in its derivative and
 // b1's gradient: cuBLASLt's epilogues on a GPU, the same steps after the product on the
 // CPU (kernels::GemmEpilogue), which saves two passes over the [..., H] activations.
-// Otherwise (erf, f64, H not a multiple of 8, or `epilogue` off) it is linear, bias_gelu
-// and linear: the reference the fused path is held to.
+// Otherwise (erf, f64, H not a multiple of 8, `epilogue` off, or, in either direction, a
+// GPU whose cuBLASLt offers no algorithm for the epilogue: reported once) it is linear,
+// bias_gelu and linear: the reference the fused path is held to.
 Tensor gelu_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tensor& w2, GeluApprox approx, bool epilogue);
 // Depthwise convolution, stride 1, padding K/2: x [N, H, W, C], weight [C, 1, K, K]
 // (PyTorch's layout; K odd), bias [C] or undefined. Matches

@@ -57,8 +57,9 @@ Tensor bias_gelu(const Tensor& x, const Tensor& bias, GeluApprox approx) {
 namespace {
 
 // c [m, n] = a [m, k] @ b^T (b [n, k]) or a @ b (b [k, n]) with an epilogue; a, b, bias and
-// aux contiguous, aux [m, n].
-void gemm_with_epilogue(kernels::GemmEpilogue epilogue, const Tensor& c, const Tensor& a, const Tensor& b, bool b_transposed,
+// aux contiguous, aux [m, n]. False, with nothing written, where the backend has no
+// algorithm for it (kernels.h gemm_epilogue): the caller computes it unfused.
+[[nodiscard]] bool gemm_with_epilogue(kernels::GemmEpilogue epilogue, const Tensor& c, const Tensor& a, const Tensor& b, bool b_transposed,
                         const Tensor& bias, const Tensor& aux) {
   kernels::Gemm g;
   g.dtype = c.dtype();
@@ -71,7 +72,7 @@ void gemm_with_epilogue(kernels::GemmEpilogue epilogue, const Tensor& c, const T
   if (epilogue == kernels::GemmEpilogue::BiasGeluTanh) g.bias = bias.data_ptr();
   else g.bias_grad = bias.data_ptr();
   g.aux = aux.data_ptr(); g.ldaux = g.n;
-  EMONEXT_KERNEL(c.device(), gemm, g);
+  return EMONEXT_KERNEL_IF(c.device(), gemm_epilogue, g);
 }
 
 }  // namespace
@@ -91,19 +92,28 @@ Tensor gelu_mlp(const Tensor& x, const Tensor& w1, const Tensor& b1, const Tenso
   const Tensor x2 = x.reshape({-1, x.size(-1)});
   const int64_t rows = x2.size(0);
   Tensor y, act, pre;
+  bool computed = false;
   const Tensor w1c = w1.detach().contiguous(), w2c = w2.detach().contiguous();
   {
     NoGradGuard no_grad;
     act = Tensor::empty({rows, hidden}, x.dtype(), x.device());
     pre = Tensor::empty({rows, hidden}, x.dtype(), x.device());
-    gemm_with_epilogue(kernels::GemmEpilogue::BiasGeluTanh, act, x2.detach().contiguous(), w1c, true, b1.detach().contiguous(), pre);
-    y = matmul(act, w2c.transpose(0, 1));
+    computed = gemm_with_epilogue(kernels::GemmEpilogue::BiasGeluTanh, act, x2.detach().contiguous(), w1c, true,
+                                  b1.detach().contiguous(), pre);
+    if (computed) y = matmul(act, w2c.transpose(0, 1));
   }
+  if (!computed) return linear(bias_gelu(linear(x, w1), b1, approx), w2);  // no algorithm for the epilogue
   y = record(y, "gelu_mlp", {x2, w1, b1, w2}, [x2, w1c, w2c, act, pre](const Tensor& g) {
     const Tensor gc = g.contiguous();
     Tensor dpre = Tensor::empty(pre.shape(), pre.dtype(), pre.device());
     Tensor db1 = Tensor::empty({pre.size(1)}, pre.dtype(), pre.device());
-    gemm_with_epilogue(kernels::GemmEpilogue::GeluTanhBackward, dpre, gc, w2c, false, db1, pre);
+    if (!gemm_with_epilogue(kernels::GemmEpilogue::GeluTanhBackward, dpre, gc, w2c, false, db1, pre)) {
+      // Unfused: d(act) = g w2, then dpre = d(act) gelu'(pre) with its column sums (pre
+      // holds the bias already: bias_gelu's backward with a zero bias).
+      const Tensor dact = matmul(gc, w2c), zero = Tensor::zeros({pre.size(1)}, pre.dtype(), pre.device());
+      EMONEXT_KERNEL(pre.device(), bias_gelu_backward, pre.dtype(), true, dpre.data_ptr(), db1.data_ptr(), dact.data_ptr(),
+                     pre.data_ptr(), zero.data_ptr(), pre.size(0), pre.size(1));
+    }
     return Grads{matmul(dpre, w1c), matmul(dpre.transpose(0, 1), x2.detach()), db1, matmul(gc.transpose(0, 1), act)};
   });
   return y.reshape(out_shape);

@@ -43,6 +43,14 @@ void all_reduce_sum_start(Tensor& t, const char* what) {
 #endif
 }
 
+void all_reduce_sum_join(Device device) {
+#if EMONEXT_WITH_NCCL && !EMONEXT_CUDA_EMULATION
+  if (dist::size() > 1 && device.is_cuda()) kernels::cuda::nccl_join(device.index);
+#else
+  (void)device;
+#endif
+}
+
 void all_reduce_sum_wait(Device device, const char* what) {
 #if EMONEXT_WITH_NCCL && !EMONEXT_CUDA_EMULATION
   if (dist::size() > 1 && device.is_cuda() && !kernels::cuda::nccl_wait(device.index, dist::timeout()))
@@ -55,6 +63,7 @@ void all_reduce_sum_wait(Device device, const char* what) {
 
 void all_reduce_sum_(Tensor& t, const char* what) {
   all_reduce_sum_start(t, what);
+  all_reduce_sum_join(t.device());
   all_reduce_sum_wait(t.device(), what);
 }
 

@@ -267,8 +267,11 @@ EMONEXT_HD A ema_apply(A v, A x, double d) {
                        int64_t cols, Stream s);                                                    \
   void softmax_backward(bool log, void* dx, const void* y, const void* dy, DType dtype,           \
                         int64_t rows, int64_t cols, Stream s);                                     \
-  /* gemm.{cpp,cu} */                                                                              \
+  /* gemm.{cpp,cu}. gemm_epilogue: a product with an epilogue (batch 1), false where the */     \
+  /* backend has no algorithm for it (cuBLASLt's heuristic offers none for the shape): */          \
+  /* nothing is written and the caller computes it unfused. gemm with an epilogue fails there */   \
   void gemm(const Gemm& g, Stream s);                                                              \
+  bool gemm_epilogue(const Gemm& g, Stream s);                                                     \
   /* index.{cpp,cu}: contiguous [outer, dim, inner]; idx are valid (checked by the caller) */      \
   void index_select(void* out, const void* in, DType dtype, const int64_t* idx, int64_t outer,    \
                     int64_t in_dim, int64_t n_idx, int64_t inner, Stream s);                       \

@@ -497,6 +497,38 @@ TEST(Train, TheGraphedCudaRunGivesTheEagerRunsBitsAndResumes) {
   EXPECT_EQ(leading_fields(resumed + "/steps.csv", 4), steps);
 }
 
+// A capture that a GPU invalidates (a call it cannot record, made by a library such as
+// cuDNN) or that fails at its end is reported once, and the run goes on with eager steps:
+// the bits of a --cuda-graph off run, drop path included. Invalidated in the forward pass,
+// in the backward (with gradients the capture made still held: they are dropped, not
+// freed outside their graph, which the emulation refuses with a warning) and at the end.
+// The emulation's EMONEXT_EMU_INVALIDATE_CAPTURE makes the capture fail.
+TEST(Train, AFailedCudaGraphCaptureLeavesTheRunToEagerSteps) {
+#if !EMONEXT_CUDA_EMULATION
+  GTEST_SKIP() << "only the emulation build can make a capture fail on purpose (EMONEXT_EMU_INVALIDATE_CAPTURE)";
+#else
+  REQUIRE_GPU();
+  const std::string common = " --synthetic 8 --model atto --img-size 32 --batch 2 --epochs 1 --workers 1 --log-every 1 "
+                             "--drop-path 0.5 --no-ema --device cuda";
+  const ScratchDir eager("capture_eager");
+  std::string out;
+  ASSERT_EQ(run(common + " --cuda-graph off --out " + eager, &out), 0) << out;
+  const std::vector<std::string> steps = leading_fields(eager + "/steps.csv", 4);
+  ASSERT_EQ(steps.size(), 4u);
+  for (const std::string at : {"40", "350", "end"}) {
+    SCOPED_TRACE("invalidated at " + at);
+    const ScratchDir d("capture_failed_" + at);
+    {
+      const ScopedEnv invalidate("EMONEXT_EMU_INVALIDATE_CAPTURE", at);
+      ASSERT_EQ(run(common + " --out " + d, &out), 0) << out;
+    }
+    EXPECT_EQ(occurrences(out, "could not be captured as a CUDA graph, so every step runs eagerly"), 1u) << out;
+    EXPECT_EQ(out.find("warning"), std::string::npos) << out;
+    EXPECT_EQ(leading_fields(d + "/steps.csv", 4), steps) << "step, loss, learning rate and gradient norm";
+  }
+#endif
+}
+
 // --gelu tanh trains the blocks with the tanh GELU, and --gemm-epilogue (on by default)
 // runs pwconv1's bias and GELU, and their backward, in the GEMMs' epilogues. On the CPU
 // the fused run gives the unfused run's bits; on CUDA (emulated, or a GPU: cuBLASLt's own

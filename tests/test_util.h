@@ -84,6 +84,15 @@ inline int run_tool(const std::string& tool, const std::string& args, std::strin
   return code;
 }
 
+// An environment variable set for the scope (and the commands it runs), then unset.
+struct ScopedEnv {
+  ScopedEnv(const char* variable, const std::string& value) : name(variable) { setenv(name, value.c_str(), 1); }
+  ~ScopedEnv() { unsetenv(name); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+  const char* name;
+};
+
 // How many times `piece` occurs in `text` (overlapping occurrences counted).
 inline size_t occurrences(const std::string& text, const std::string& piece) {
   size_t n = 0;

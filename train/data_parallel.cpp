@@ -38,12 +38,6 @@ void GradientBuckets::sum(Bucket& b) {
     at += g.numel();
   }
   all_reduce_sum_start(b.flat, "the gradients' all-reduce");
-  at = 0;
-  for (Tensor* p : b.params) {
-    Tensor g = p->grad();
-    g.copy_(b.flat.slice(0, at, at + g.numel()).reshape(g.shape()));
-    at += g.numel();
-  }
   b.summed = true;
   ++sums_;
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -78,9 +72,22 @@ void GradientBuckets::all_reduce(Module& model) {
   if (buckets_.empty()) return;
   for (Bucket& b : buckets_)
     if (!b.summed) sum(b);
+  // One join for every bucket, here where the step needs the sums: the backward's later
+  // kernels never waited behind a bucket's sum.
   const auto start = std::chrono::steady_clock::now();
-  all_reduce_sum_wait(buckets_.front().flat.device(), "the gradients' all-reduce");
-  for (Bucket& b : buckets_) b.summed = false;
+  const Device device = buckets_.front().flat.device();
+  all_reduce_sum_join(device);
+  NoGradGuard no_grad;
+  for (Bucket& b : buckets_) {
+    int64_t at = 0;
+    for (Tensor* p : b.params) {
+      Tensor g = p->grad();
+      g.copy_(b.flat.slice(0, at, at + g.numel()).reshape(g.shape()));
+      at += g.numel();
+    }
+    b.summed = false;
+  }
+  all_reduce_sum_wait(device, "the gradients' all-reduce");
   seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 

@@ -32,8 +32,10 @@ class GradientBuckets {
   // order), beside the rest of the backward on a GPU with NCCL. None at the first step,
   // before the buckets exist.
   std::unique_ptr<LeafGradReady> overlap();
-  // After the backward pass: sums the buckets not summed yet, in order, and waits for
-  // every sum. Each gradient then holds its sum over the ranks.
+  // After the backward pass: sums the buckets not summed yet, in order, makes the
+  // device's stream wait once for every sum (nothing queued during the backward waited
+  // for a bucket), unpacks the sums into the gradients, and waits (bounded) for the sums
+  // on the host. Each gradient then holds its sum over the ranks.
   void all_reduce(Module& model);
 
   size_t buckets() const { return buckets_.size(); }

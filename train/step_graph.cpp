@@ -1,10 +1,13 @@
 #include "train/step_graph.h"
 
+#include <cstdio>
+
 #include "core/base/error.h"
 
 namespace emonext {
 
-StepGraph::StepGraph(Device device, Generator& gen, Queue queue) : device_(device), gen_(gen), queue_(std::move(queue)) {
+StepGraph::StepGraph(Device device, Generator& gen, Queue queue, std::function<void()> reset)
+    : device_(device), gen_(gen), queue_(std::move(queue)), reset_(std::move(reset)) {
   EMONEXT_CHECK(device_.is_cuda(), "a step graph runs on a CUDA device; ", device_.str(), " is not one");
 }
 
@@ -16,12 +19,11 @@ bool StepGraph::fits(const std::vector<Tensor>& inputs) const {
 }
 
 void StepGraph::step(const std::vector<Tensor>& inputs) {
-  if (!warmed_up_ || (graph_ && !fits(inputs))) {
+  if (!warmed_up_ || !failure_.empty() || (graph_ && !fits(inputs)) || (!graph_ && !capture(inputs))) {
     queue_(inputs);
     warmed_up_ = true;
     return;
   }
-  if (!graph_) capture(inputs);
   for (size_t i = 0; i < inputs.size(); ++i) inputs_[i].copy_(inputs[i]);
   // The fill takes the counter by value, as a double: exact below 2^53 (a run draws a
   // few dozen counters a step).
@@ -32,7 +34,7 @@ void StepGraph::step(const std::vector<Tensor>& inputs) {
   ++replays_;
 }
 
-void StepGraph::capture(const std::vector<Tensor>& inputs) {
+bool StepGraph::capture(const std::vector<Tensor>& inputs) {
   for (const Tensor& t : inputs) inputs_.push_back(Tensor::empty(t.shape(), t.dtype(), device_));
   counter_base_ = Tensor::zeros({1}, DType::I64, device_);
   // While capturing, the draws count their counters from 0 on top of the base; the
@@ -50,11 +52,19 @@ void StepGraph::capture(const std::vector<Tensor>& inputs) {
   try {
     graph_ = std::make_unique<GpuGraph>(device_, [&] { queue_(inputs_); });
   } catch (const Error& e) {
+    // Nothing the capture queued ran; the generator is put back (put_back) and the
+    // gradients the interrupted step left are dropped, so the eager steps from here on
+    // are the ones --cuda-graph off takes.
     inputs_.clear();
-    throw Error(std::string("the training step could not be captured as a CUDA graph (--cuda-graph off runs it eagerly): ") +
-                e.what());
+    counter_base_ = Tensor();
+    if (reset_) reset_();
+    failure_ = e.what();
+    std::fprintf(stderr, "emonext: the training step could not be captured as a CUDA graph, so every step runs eagerly "
+                 "(as with --cuda-graph off): %s\n", failure_.c_str());
+    return false;
   }
   draws_per_step_ = gen_.counter();
+  return true;
 }
 
 }  // namespace emonext

@@ -14,9 +14,14 @@
 //   - the EMA's every-16 decision and decay: from the step count in that state too.
 // The step's host bookkeeping (the step count, StepChecks::count) stays with the caller,
 // which runs it for replays as for eager steps.
+//
+// A capture that fails (a call it cannot record, made by the engine or a library, or a
+// GPU that invalidates it) is reported once and the run goes on eagerly: the step being
+// captured and every later one run as with --cuda-graph off, with the same bits.
 #pragma once
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/graph.h"
@@ -30,22 +35,29 @@ class StepGraph {
   // (on the device) and drawing from `gen`, and changes no host state that later steps
   // depend on. It is run eagerly once, as a warm-up, before anything is captured.
   using Queue = std::function<void(const std::vector<Tensor>& inputs)>;
-  StepGraph(Device device, Generator& gen, Queue queue);
+  // `reset` drops what a step stopped part-way leaves behind for the next one (the
+  // parameters' gradients): run after a failed capture, before the step runs eagerly.
+  StepGraph(Device device, Generator& gen, Queue queue, std::function<void()> reset);
 
   // One step on `inputs`: eager for the first step (the warm-up: cuBLAS's handle and
   // workspace, the tensors that outlive a step) and for inputs of another shape than
-  // the captured one; captured at the second step, and replayed from then on.
+  // the captured one; captured at the second step, and replayed from then on (or, if the
+  // capture failed, eager from then on).
   void step(const std::vector<Tensor>& inputs);
   // The steps replayed from the graph so far (the capture's step included).
   int64_t replays() const { return replays_; }
+  // Why the capture failed ("" while it has not).
+  const std::string& failure() const { return failure_; }
 
  private:
   bool fits(const std::vector<Tensor>& inputs) const;  // the captured inputs' shapes and dtypes
-  void capture(const std::vector<Tensor>& inputs);
+  bool capture(const std::vector<Tensor>& inputs);     // false: failed (failure_ says why)
 
   Device device_;
   Generator& gen_;
   Queue queue_;
+  std::function<void()> reset_;
+  std::string failure_;
   bool warmed_up_ = false;
   std::vector<Tensor> inputs_;  // the graph's: each replay's batch is copied here
   Tensor counter_base_;         // i64 [1]: the Philox counter of the replayed step's first draw

@@ -135,7 +135,12 @@ class Run {
         schedule_{c.schedule, c.lr, c.warmup, c.cycle, 1},
         dp_gen_(amp_.runner().generator()),  // drop path draws from the model that runs the blocks
         graph_(c.cuda_graph == Switch::On && dev.is_cuda() && dist::size() == 1
-                   ? std::make_unique<StepGraph>(dev, dp_gen_, [this](const std::vector<Tensor>& in) { queue_step(in); })
+                   ? std::make_unique<StepGraph>(
+                         dev, dp_gen_, [this](const std::vector<Tensor>& in) { queue_step(in); },
+                         [this] {
+                           model_->zero_grad();
+                           amp_.runner().zero_grad();
+                         })
                    : nullptr),
         progress_(c.log_every),
         last_(c.out + "/last.safetensors"),
@@ -532,7 +537,8 @@ class Run {
                              std::to_string(steady_steps) + " steps (" + std::to_string(checks_.reads() - b.reads_at_start) +
                              " reads of the steps' figures), " +
                              (graph_ ? std::to_string(graph_->replays()) + " of the " + std::to_string(st_.step) +
-                                           " steps replayed from a CUDA graph"
+                                           " steps replayed from a CUDA graph" +
+                                           (graph_->failure().empty() ? "" : " (its capture failed: the steps ran eagerly)")
                                      : std::string("the step not a CUDA graph"))
                        : "";
     const std::string ranks =

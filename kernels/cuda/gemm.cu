@@ -3,6 +3,9 @@
 // row-major C = op(A) op(B) is the column-major C^T = op(B)^T op(A)^T, so the
 // operands swap places and keep their own transpose flags. A product with an
 // epilogue (bias + GELU, or its backward) goes through cuBLASLt.
+#include <cstdio>
+#include <mutex>
+
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/handles.cuh"
 #include "kernels/cuda/runtime.h"
@@ -40,11 +43,30 @@ void set(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t what, const V
 // memory).
 constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
 
+const char* epilogue_name(GemmEpilogue e) { return e == GemmEpilogue::BiasGeluTanh ? "bias + GELU" : "GELU backward"; }
+
+// Whether a cuBLASLt status means "not for this product" (the caller computes it another
+// way) rather than a failure.
+bool unsupported(cublasStatus_t status) { return status == CUBLAS_STATUS_NOT_SUPPORTED; }
+
+}  // namespace
+
 // One product with its epilogue (batch 1, alpha 1, beta 0; core/ checks the shapes and
 // cuBLASLt's alignments: ldaux a multiple of 8). The algorithm is cuBLASLt's first
 // heuristic choice for the shape, asked on every call: host work only, so a captured
-// step asks once.
-void gemm_epilogue(const Gemm& g, cudaDataType_t type, Stream s) {
+// step asks once. Where the heuristic offers none (an empty list, or NOT_SUPPORTED, as
+// it may for a shape or GPU; the emulation's EMONEXT_EMU_NO_LT_ALGORITHM=1 forces it),
+// nothing is queued and the first such product is reported.
+bool gemm_epilogue(const Gemm& g, Stream s) {
+  cudaDataType_t type;
+  switch (g.dtype) {
+    case DType::F32: type = CUDA_R_32F; break;
+    case DType::BF16: type = CUDA_R_16BF; break;
+    case DType::F16: type = CUDA_R_16F; break;
+    default: fail(detail::concat("gemm: an epilogue needs f32, bf16 or f16, not ", g.dtype));
+  }
+  if (g.epilogue == GemmEpilogue::None) fail("gemm_epilogue: no epilogue asked for (gemm runs plain products)");
+  if (g.m == 0 || g.n == 0) return true;
   cublasLtHandle_t lt = cublaslt_handle();
   LtMatmul mm;
   EMONEXT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&mm.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -67,19 +89,25 @@ void gemm_epilogue(const Gemm& g, cudaDataType_t type, Stream s) {
       cublasLtMatmulPreferenceSetAttribute(mm.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &bytes, sizeof(bytes)));
   cublasLtMatmulHeuristicResult_t choice{};
   int found = 0;
-  EMONEXT_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, mm.desc, mm.a, mm.b, mm.c, mm.c, mm.pref, 1, &choice, &found));
-  if (found == 0)
-    fail(detail::concat("gemm: cuBLASLt has no algorithm for the ", forward ? "bias + GELU" : "GELU backward",
-                        " epilogue at m ", g.m, ", n ", g.n, ", k ", g.k, " (", g.dtype,
-                        "); --gemm-epilogue off runs the unfused path"));
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(lt, mm.desc, mm.a, mm.b, mm.c, mm.c, mm.pref, 1, &choice, &found);
+  if (!unsupported(status)) EMONEXT_CUBLAS_CHECK(status);
+  if (unsupported(status) || found == 0) {
+    static std::once_flag reported;
+    std::call_once(reported, [&] {
+      std::fprintf(stderr,
+                   "emonext: cuBLASLt offers no algorithm for the %s epilogue at m %lld, n %lld, k %lld (%s): such products "
+                   "run unfused (a GEMM, then bias_gelu)\n",
+                   epilogue_name(g.epilogue), (long long)g.m, (long long)g.n, (long long)g.k, dtype_name(g.dtype));
+    });
+    return false;
+  }
   const Workspace workspace(choice.workspaceSize);
   const float one = 1.0f, zero = 0.0f;
   EMONEXT_CUBLAS_CHECK(cublasLtMatmul(lt, mm.desc, &one, g.b, mm.a, g.a, mm.b, &zero, g.c, mm.c, g.c, mm.c, &choice.algo,
                                      workspace.as<void>(), choice.workspaceSize, static_cast<cudaStream_t>(s)));
   count_launch("cublasLtMatmul");
+  return true;
 }
-
-}  // namespace
 
 void gemm(const Gemm& g, Stream s) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
@@ -93,8 +121,9 @@ void gemm(const Gemm& g, Stream s) {
     default: fail(detail::concat("gemm: dtype ", g.dtype, " is not supported; expected f32, f64, bf16 or f16"));
   }
   if (g.epilogue != GemmEpilogue::None) {
-    if (compute != CUBLAS_COMPUTE_32F) fail("gemm: an epilogue needs f32, bf16 or f16, not f64");
-    gemm_epilogue(g, type, s);
+    if (!gemm_epilogue(g, s))
+      fail(detail::concat("gemm: cuBLASLt has no algorithm for the ", epilogue_name(g.epilogue), " epilogue at m ", g.m, ", n ", g.n,
+                          ", k ", g.k, " (", g.dtype, ")"));
     return;
   }
   const double alpha64 = g.alpha, beta64 = g.beta;

@@ -49,15 +49,22 @@ void nccl_all_reduce_sum_start(void* data, int64_t n, bool f64, int device) {
     EMONEXT_CUDA_CHECK(cudaEventCreateWithFlags(&g_ready, cudaEventDisableTiming));
     EMONEXT_CUDA_CHECK(cudaEventCreateWithFlags(&g_done, cudaEventDisableTiming));
   }
-  // The gradients were written by the work queued so far; the sum runs beside what the
-  // device's stream does next, and the device's stream waits for it before its next work.
+  // The values were written by the work queued so far; the sum runs beside whatever the
+  // device's stream does next, which waits for it only at nccl_join.
   EMONEXT_CUDA_CHECK(cudaEventRecord(g_ready, compute));
   EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(g_comm_stream, g_ready, 0));
   check_nccl(ncclAllReduce(data, data, size_t(n), f64 ? ncclDouble : ncclFloat, ncclSum, g_comm, g_comm_stream), "ncclAllReduce");
   count_launch("ncclAllReduce");
-  EMONEXT_CUDA_CHECK(cudaEventRecord(g_done, g_comm_stream));
-  EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(compute, g_done, 0));
 }
+
+void nccl_join(int device) {
+  if (!g_comm_stream) return;
+  set_device(device);
+  EMONEXT_CUDA_CHECK(cudaEventRecord(g_done, g_comm_stream));
+  EMONEXT_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(stream(device)), g_done, 0));
+}
+
+Stream nccl_stream() { return g_comm_stream; }
 
 bool nccl_wait(int device, double timeout_seconds) {
   if (!g_comm_stream) return true;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,10 @@ struct DeviceState {
   bool capturing = false;
   std::unordered_map<void*, size_t> graph_memory;  // allocated during the capture and not yet freed
   std::vector<void*> freed_during_capture;         // older memory freed during it: released after the first replay
+  // Blocks a capture allocated and still held when it failed: their addresses were its
+  // graph's, gone with it, so their later frees only drop the bookkeeping (cudaFreeAsync
+  // of a graph's address outside the graph is an error).
+  std::unordered_set<void*> abandoned;
 };
 
 // An instantiated graph and what its first replay must release (empty once released).
@@ -161,6 +166,7 @@ void deallocate(void* ptr, int device) {
       s.freed_during_capture.push_back(ptr);
       return;
     }
+    if (s.abandoned.erase(ptr) != 0) return;
   }
   EMONEXT_CUDA_WARN(cudaFreeAsync(ptr, s.stream));  // called from destructors: report, never throw
 }
@@ -255,7 +261,8 @@ void begin_capture(int device) {
 
 namespace {
 // Stops the capture in the stream and in the bookkeeping; returns the captured graph
-// (nullptr if the stream's capture had failed).
+// (nullptr if the stream's capture had failed, or was invalidated), and the blocks it
+// allocated that are still held.
 cudaGraph_t stop_capture(DeviceState& s, std::vector<void*>& freed_before, std::unordered_map<void*, size_t>& still_held) {
   cudaGraph_t graph = nullptr;
   const cudaError_t status = cudaStreamEndCapture(s.stream, &graph);
@@ -267,6 +274,16 @@ cudaGraph_t stop_capture(DeviceState& s, std::vector<void*>& freed_before, std::
   still_held.swap(s.graph_memory);
   return status == cudaSuccess ? graph : nullptr;
 }
+
+// A capture that is not kept: its graph destroyed, the older memory freed during it
+// released on the stream, the blocks it allocated and still held abandoned.
+void discard_capture(DeviceState& s, cudaGraph_t graph, const std::vector<void*>& freed_before,
+                     const std::unordered_map<void*, size_t>& still_held) noexcept {
+  if (graph) EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
+  free_on_stream(freed_before, s.stream);
+  std::lock_guard<std::mutex> lock(registry().mu);
+  for (const auto& [p, n] : still_held) s.abandoned.insert(p);
+}
 }  // namespace
 
 Graph end_capture(int device) {
@@ -276,14 +293,14 @@ Graph end_capture(int device) {
   std::unordered_map<void*, size_t> still_held;
   cudaGraph_t graph = stop_capture(s, freed_before, still_held);
   if (!graph) {
-    free_on_stream(freed_before, s.stream);
-    fail(detail::concat("cuda:", device, ": the graph capture failed (a call the capture does not allow was made during it)"));
+    discard_capture(s, nullptr, freed_before, still_held);
+    fail(detail::concat("cuda:", device, ": the graph capture failed or was invalidated (a call the capture does not allow "
+                        "was made during it)"));
   }
   if (!still_held.empty()) {
     size_t bytes = 0;
     for (const auto& [p, n] : still_held) bytes += n;
-    EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
-    free_on_stream(freed_before, s.stream);
+    discard_capture(s, graph, freed_before, still_held);
     fail(detail::concat("cuda:", device, ": ", still_held.size(), " block(s) of memory (", bytes, " bytes) allocated while "
                         "capturing a graph are still held when the capture ends; a graph's memory must be freed within it"));
   }
@@ -304,8 +321,7 @@ void abandon_capture(int device) noexcept {
   if (!s.capturing) return;
   std::vector<void*> freed_before;
   std::unordered_map<void*, size_t> still_held;
-  if (cudaGraph_t graph = stop_capture(s, freed_before, still_held)) EMONEXT_CUDA_WARN(cudaGraphDestroy(graph));
-  free_on_stream(freed_before, s.stream);
+  discard_capture(s, stop_capture(s, freed_before, still_held), freed_before, still_held);
 }
 
 void replay(Graph graph, int device) {

@@ -62,10 +62,12 @@ void host_wait_event(Event e);
 // stream is an error that names what was tried.
 using Graph = void*;
 void begin_capture(int device);
-// Ends the capture; returns the graph, ready to replay. Fails (discarding it) when memory
-// allocated during the capture is still held.
+// Ends the capture; returns the graph, ready to replay. Fails (discarding it) when the
+// capture was invalidated or memory allocated during it is still held. A discarded
+// capture's blocks that are still held are abandoned: their addresses were the graph's,
+// so freeing them later only drops them from the bookkeeping (no cudaFreeAsync).
 Graph end_capture(int device);
-// Ends a capture that failed, discarding what it recorded. Never throws.
+// Ends a capture that failed, discarding what it recorded (as above). Never throws.
 void abandon_capture(int device) noexcept;
 void replay(Graph g, int device);
 void graph_destroy(Graph g, int device) noexcept;

@@ -4,7 +4,13 @@
 // path. Skips, saying why, where no GPU answers.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <iostream>
+#include <thread>
+#if EMONEXT_WITH_NCCL && !EMONEXT_CUDA_EMULATION
+#include <cuda_runtime.h>
+#endif
 
 #include "core/autograd.h"
 #include "core/graph.h"
@@ -307,9 +313,12 @@ TEST(Cuda, SumSquaresMatchesTheCpu) {
 // NCCL's calls as a data-parallel run on GPUs makes them, on one rank (the GPU machines
 // lent to this project have one GPU, and NCCL refuses two ranks on one device): the
 // communicator from an id, in-place sums of f32 and f64 on NCCL's stream behind the work
-// the device's stream queued before them, the device's stream waiting for them, and the
-// polled wait. One rank's sum is its own values: what this shows is that the calls, their
-// stream and their events work on a GPU, not the arithmetic across ranks.
+// the device's stream queued before them, the device's stream going on beside a sum
+// (held back here by a host function on NCCL's stream: the device's work queued after
+// the start must finish while the sum cannot; with a wait per sum it could not), then
+// waiting for it at the join, and the polled wait. One rank's sum is its own values:
+// what this shows is that the calls, their streams and their events work on a GPU, not
+// the arithmetic across ranks.
 TEST(Cuda, NcclsSumRunsOnItsStreamWithOneRank) {
 #if !EMONEXT_WITH_NCCL || EMONEXT_CUDA_EMULATION
   GTEST_SKIP() << "this build has no NCCL (CMake did not find it beside the CUDA toolkit, or the emulation build)";
@@ -326,11 +335,29 @@ TEST(Cuda, NcclsSumRunsOnItsStreamWithOneRank) {
     SCOPED_TRACE(dtype_name(t));
     const Tensor x = randn({3, 1 << 20}, gen, 0, 1, t);
     Tensor summed = x.to(kGpu) * 2.0;  // written by the device's stream just before the sum reads it
+    const Tensor xg = x.to(kGpu);  // the copy from pageable memory waits for the device: before the hold
+    kc::nccl_all_reduce_sum_start(summed.data_ptr(), 1, t == DType::F64, 0);  // NCCL's stream exists from here
+    kc::nccl_join(0);
+    std::atomic<bool> release{false};
+    const auto hold = [](void* flag) {
+      while (!static_cast<std::atomic<bool>*>(flag)->load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    };
+    ASSERT_EQ(cudaLaunchHostFunc(static_cast<cudaStream_t>(kc::nccl_stream()), hold, &release), cudaSuccess);
     const uint64_t before = kc::launches();
     kc::nccl_all_reduce_sum_start(summed.data_ptr(), summed.numel(), t == DType::F64, 0);
     EXPECT_EQ(kc::launches(), before + 1);
+    const Tensor beside = xg * 5.0;  // on the device's stream while the sum is held
+    bool went_on = false;
+    for (int i = 0; i < 5000 && !went_on; ++i) {
+      went_on = cudaStreamQuery(static_cast<cudaStream_t>(kc::stream(0))) == cudaSuccess;
+      if (!went_on) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_TRUE(went_on) << "the device's stream waited for a sum before the join";
+    release = true;
+    kc::nccl_join(0);
     const Tensor after = summed * 3.0;  // queued behind the sum
     ASSERT_TRUE(kc::nccl_wait(0, 60.0));
+    EXPECT_EQ(beside.to_vector(), (x * 5.0).to_vector());
     EXPECT_EQ(summed.to_vector(), (x * 2.0).to_vector());
     EXPECT_EQ(after.to_vector(), (x * 2.0 * 3.0).to_vector());
   }
@@ -579,6 +606,46 @@ TEST(Cuda, TheGemmEpiloguesMatchTheUnfusedBlockMlp) {
       }
     }
   }
+}
+
+// Where cuBLASLt offers no algorithm for an epilogue (a real cuBLASLt may, for a shape or a
+// GPU; the emulation's EMONEXT_EMU_NO_LT_ALGORITHM forces it), gelu_mlp computes that
+// direction unfused and goes on. With the forward refused the op is the unfused path
+// itself (its bits, and "linear" made the output); with only the backward refused the
+// output is the fused op's and the gradients come from a plain GEMM and bias_gelu's
+// backward kernel: in f32 the unfused path's bits (the same kernels in the same order),
+// in bf16 close to them.
+TEST(Cuda, AGemmEpilogueWithoutAnAlgorithmRunsUnfused) {
+#if !EMONEXT_CUDA_EMULATION
+  GTEST_SKIP() << "only the emulation build can make cuBLASLt's heuristic offer nothing (EMONEXT_EMU_NO_LT_ALGORITHM)";
+#else
+  REQUIRE_GPU();
+  Generator gen(12);
+  const char* names[] = {"y", "dx", "dw1", "db1", "dw2"};
+  for (DType t : {DType::F32, DType::BF16}) {
+    const std::vector<Tensor> in = {randn({40, 96}, gen, 0, 1, t, kGpu), randn({384, 96}, gen, 0, 0.1, t, kGpu),
+                                    randn({384}, gen, 0, 0.5, t, kGpu), randn({96, 384}, gen, 0, 0.05, t, kGpu)};
+    const Tensor dy = randn({40, 96}, gen, 0, 1, t, kGpu);
+    const GeluMlpRun unfused = run_gelu_mlp(in, dy, false);
+    for (const char* which : {"forward", "both", "backward"}) {
+      const std::string what = detail::concat(dtype_name(t), ", no algorithm for the ", which);
+      const uint64_t before = emu::launches_named("bias_gelu_backward");
+      GeluMlpRun r;
+      {
+        const ScopedEnv refuse("EMONEXT_EMU_NO_LT_ALGORITHM", which);
+        r = run_gelu_mlp(in, dy, true);
+      }
+      EXPECT_EQ(r.op, std::string(which) == "backward" ? "gelu_mlp" : "linear") << what;
+      EXPECT_EQ(emu::launches_named("bias_gelu_backward"), before + 1) << what << ": the backward ran unfused";
+      for (size_t i = 0; i < r.values.size(); ++i) {
+        if (t == DType::F32)
+          EXPECT_EQ(r.values[i].to_vector(), unfused.values[i].to_vector()) << what << ": " << names[i];
+        else
+          expect_rel(r.values[i], unfused.values[i], 3e-2, what + ": " + names[i]);
+      }
+    }
+  }
+#endif
 }
 
 // A GPU graph (core/graph.h) replays the work it captured: a small training step

@@ -13,6 +13,8 @@
 #include <functional>
 #include <mutex>
 #include <new>
+#include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -29,7 +31,8 @@ struct cublasLtContext { int id = 0; };
 // replay, released with the instance).
 struct CUgraph_st {
   std::vector<std::function<void()>> work;
-  std::vector<void*> memory;
+  std::vector<void*> memory;  // freed while captured: released with the graph
+  std::vector<std::pair<void*, size_t>> owned;  // allocated while captured: the graph's own blocks
 };
 struct CUgraphExec_st : CUgraph_st {};
 
@@ -129,14 +132,27 @@ cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { ret
 // Memory allocated while a stream is captured is the graph's: its 0xFF fill is recorded
 // too (a graph's memory holds no values from one replay to the next), and a free of it
 // while captured is kept until the graph's instance is destroyed.
+// An address allocated while captured belongs to its graph: freeing it outside the
+// graph is an error, as on a GPU. When the graph goes without having freed it (a capture
+// that failed), the block stays the graph's forever: filled with 0xFF bytes (a later
+// read gets NaN) and never reused, so a free of it is still refused.
 namespace {
 CUgraph_st* g_capture = nullptr;  // the graph being captured (one at a time)
+std::mutex g_owned_mutex;
+// Addresses some graph allocated, live or abandoned; never destroyed, so that an abandoned
+// block is still reachable (not a leak) when the process ends.
+std::unordered_set<void*>& g_graph_owned = *new std::unordered_set<void*>;
 }  // namespace
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   if (!*p) return record(cudaErrorMemoryAllocation);
   void* block = *p;
   emonext::emu::run_or_record(stream, [block, bytes] { std::memset(block, 0xFF, bytes); });
+  if (g_capture && emonext::emu::capturing(stream)) {
+    g_capture->owned.emplace_back(block, bytes);
+    std::lock_guard<std::mutex> lock(g_owned_mutex);
+    g_graph_owned.insert(block);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) {
@@ -144,8 +160,15 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   return cudaMallocAsync(p, bytes, nullptr);
 }
 cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
-  if (g_capture && emonext::emu::capturing(stream)) g_capture->memory.push_back(p);
-  else std::free(p);
+  if (g_capture && emonext::emu::capturing(stream)) {
+    g_capture->memory.push_back(p);
+    return cudaSuccess;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_owned_mutex);
+    if (g_graph_owned.contains(p)) return record(cudaErrorInvalidValue);  // a graph's address, outside its graph
+  }
+  std::free(p);
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
@@ -178,14 +201,20 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
   emonext::emu::begin_capture(stream);
   return cudaSuccess;
 }
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+// A capture that was invalidated (EMONEXT_EMU_INVALIDATE_CAPTURE: scheduler.h) ends with
+// that error and no graph, as on a GPU.
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   if (!g_capture || !emonext::emu::capturing(stream)) return record(cudaErrorIllegalState);
+  const bool invalidated = emonext::emu::capture_invalidated();
   g_capture->work = emonext::emu::end_capture();
   *graph = std::exchange(g_capture, nullptr);
-  return cudaSuccess;
+  if (!invalidated) return cudaSuccess;
+  cudaGraphDestroy(std::exchange(*graph, nullptr));
+  return record(cudaErrorStreamCaptureInvalidated);
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
-  *exec = new CUgraphExec_st{{graph->work, std::exchange(graph->memory, {})}};
+  *exec = new CUgraphExec_st{{graph->work, std::exchange(graph->memory, {}), std::exchange(graph->owned, {})}};
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
@@ -195,7 +224,15 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
 }
 namespace {
 template <class G> cudaError_t destroy_graph(G* graph) {
-  for (void* p : graph->memory) std::free(p);
+  std::unordered_set<void*> freed(graph->memory.begin(), graph->memory.end());
+  {
+    std::lock_guard<std::mutex> lock(g_owned_mutex);
+    for (const auto& [p, bytes] : graph->owned) {
+      if (freed.contains(p)) g_graph_owned.erase(p);
+      else std::memset(p, 0xFF, bytes);  // abandoned: kept, refused to cudaFreeAsync, and NaN to read
+    }
+  }
+  for (void* p : freed) std::free(p);
   delete graph;
   return cudaSuccess;
 }
@@ -364,6 +401,19 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, 
   return buf ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
 }
 
+namespace {
+// EMONEXT_EMU_NO_LT_ALGORITHM=forward, backward or both: the heuristic offers no
+// algorithm for the bias + GELU epilogue, its backward, or either, as a real cuBLASLt may
+// for a shape or GPU (tests force the engine's fallback with it).
+bool lt_refuses(emonext::kernels::GemmEpilogue e) {
+  using emonext::kernels::GemmEpilogue;
+  const char* env = std::getenv("EMONEXT_EMU_NO_LT_ALGORITHM");
+  if (!env || e == GemmEpilogue::None) return false;
+  const std::string v = env;
+  return v == "both" || (v == "forward" && e == GemmEpilogue::BiasGeluTanh) || (v == "backward" && e == GemmEpilogue::GeluTanhBackward);
+}
+}  // namespace
+
 // One "algorithm" (the CPU gemm) for every product the emulation can run; none otherwise.
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d,
@@ -372,7 +422,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   emonext::kernels::Gemm g;
   *returned = 0;
   if (requested < 1 || std::memcmp(c, d, sizeof(*c)) != 0) return CUBLAS_STATUS_INVALID_VALUE;
-  if (!lt_gemm(*fields<LtDesc>(desc), *fields<LtLayout>(a), *fields<LtLayout>(b), *fields<LtLayout>(c), &g))
+  if (!lt_gemm(*fields<LtDesc>(desc), *fields<LtLayout>(a), *fields<LtLayout>(b), *fields<LtLayout>(c), &g) ||
+      lt_refuses(g.epilogue))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   results[0] = cublasLtMatmulHeuristicResult_t{};
   results[0].state = CUBLAS_STATUS_SUCCESS;

@@ -356,6 +356,19 @@ void run_grid(const char* name, dim3 grid, dim3 block, size_t shared_bytes, cons
 std::mutex g_capture_mutex;
 cudaStream_t g_captured = nullptr;  // the stream being captured, if any
 std::vector<std::function<void()>> g_recorded;
+uint64_t g_captured_launches = 0;  // kernel launches recorded by the capture under way
+bool g_invalidated = false;
+
+// EMONEXT_EMU_INVALIDATE_CAPTURE (scheduler.h): -1 unset, 0 "end", else the launch.
+int64_t invalidate_capture_at() {
+  const char* env = std::getenv("EMONEXT_EMU_INVALIDATE_CAPTURE");
+  if (!env || !*env) return -1;
+  if (std::string(env) == "end") return 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(env, &end, 10);
+  EMONEXT_CHECK(*end == 0 && n >= 1, "EMONEXT_EMU_INVALIDATE_CAPTURE=", env, ": expected \"end\" or a launch number >= 1");
+  return n;
+}
 
 }  // namespace
 
@@ -364,12 +377,20 @@ void begin_capture(cudaStream_t stream) {
   EMONEXT_CHECK(!g_captured, "emulation: a capture began while another was under way");
   g_captured = stream;
   g_recorded.clear();
+  g_captured_launches = 0;
+  g_invalidated = false;
 }
 
 std::vector<std::function<void()>> end_capture() {
   std::lock_guard<std::mutex> lock(g_capture_mutex);
   g_captured = nullptr;
+  g_invalidated = false;
   return std::exchange(g_recorded, {});
+}
+
+bool capture_invalidated() {
+  std::lock_guard<std::mutex> lock(g_capture_mutex);
+  return g_captured && (g_invalidated || invalidate_capture_at() == 0);
 }
 
 bool capturing(cudaStream_t stream) {
@@ -399,6 +420,17 @@ cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, 
     const auto optin = g_dynamic_optin.find(kernel);
     const size_t limit = optin == g_dynamic_optin.end() ? kSharedPerBlockDefault : std::min(optin->second, kSharedPerBlockOptin);
     if (shared_bytes > limit) return cudaErrorInvalidValue;
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_capture_mutex);
+    if (g_captured && g_captured == stream) {
+      const int64_t at = invalidate_capture_at();
+      if (at > 0 && int64_t(++g_captured_launches) >= at) g_invalidated = true;
+      if (g_invalidated) return cudaErrorStreamCaptureInvalidated;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_launch_mutex);
     ++g_launches_by_name[name];
   }
   run_or_record(stream, [=] { run_grid(name, grid, block, shared_bytes, body); });

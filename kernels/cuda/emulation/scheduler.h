@@ -46,9 +46,16 @@ cudaError_t launch(const char* name, const void* kernel, dim3 grid, dim3 block, 
 // Stream capture (CUDA graphs; runtime.cpp): while one stream is captured, the work
 // queued on it (kernels, copies, memsets, gemms, fresh memory's 0xFF fill) is recorded
 // in order instead of run, and a replay runs the record.
+// EMONEXT_EMU_INVALIDATE_CAPTURE=N makes a capture fail as a GPU's does when a call it
+// cannot record is made (cuDNN's or a library's host wait, a legacy-stream call): from
+// the capture's Nth kernel launch on, launches on the captured stream return
+// cudaErrorStreamCaptureInvalidated, and cudaStreamEndCapture returns it with no graph;
+// "end" invalidates it at cudaStreamEndCapture only. Tests force the engine's fallback
+// with it.
 void begin_capture(cudaStream_t stream);
 std::vector<std::function<void()>> end_capture();
 bool capturing(cudaStream_t stream);
+bool capture_invalidated();  // the capture under way was invalidated (or is, at its end)
 // Runs `work` now, or records it when `stream` is being captured.
 void run_or_record(cudaStream_t stream, std::function<void()> work);
 
