@@ -45,8 +45,9 @@ void* cuda_allocate(size_t bytes, Device device) { return kernels::cuda::allocat
 void cuda_deallocate(void* ptr, Device device) noexcept { kernels::cuda::deallocate(ptr, device.index); }
 MemoryStats cuda_memory_stats(Device device) {
   const auto s = kernels::cuda::memory_stats(device.index);
-  return {s.in_use, s.peak, s.allocations};
+  return {s.in_use, s.peak, s.allocations, s.pool_reserved, s.pool_reserved_peak, s.graph_reserved, s.graph_reserved_peak};
 }
+void cuda_trim_memory(Device device) { kernels::cuda::trim_pool(device.index); }
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   using kernels::cuda::CopyKind;
   if (dst_device.is_cpu() && src_device.is_cpu()) std::memcpy(dst, src, bytes);
@@ -68,6 +69,7 @@ uint64_t gpu_host_waits() { return 0; }
 void* cuda_allocate(size_t, Device) { fail_no_cuda(); }
 void cuda_deallocate(void*, Device) noexcept {}
 MemoryStats cuda_memory_stats(Device) { fail_no_cuda(); }
+void cuda_trim_memory(Device) { fail_no_cuda(); }
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (!dst_device.is_cpu() || !src_device.is_cpu()) fail_no_cuda();
   std::memcpy(dst, src, bytes);

@@ -59,6 +59,7 @@ inline constexpr bool kCudaBuilt = false;
 void* cuda_allocate(size_t bytes, Device device);
 void cuda_deallocate(void* ptr, Device device) noexcept;
 MemoryStats cuda_memory_stats(Device device);
+void cuda_trim_memory(Device device);
 // Copies bytes between any two devices (cpu<->cuda, cuda<->cuda, cpu<->cpu).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 

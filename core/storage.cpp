@@ -53,4 +53,8 @@ MemoryStats memory_stats(Device device) {
   return cuda_memory_stats(device);
 }
 
+void trim_device_memory(Device device) {
+  if (device.is_cuda()) cuda_trim_memory(device);
+}
+
 }  // namespace emonext

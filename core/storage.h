@@ -29,8 +29,14 @@ struct MemoryStats {
   size_t in_use = 0;       // bytes held by live Storages
   size_t peak = 0;         // the most ever held at once
   size_t allocations = 0;  // Storages created
+  // On a GPU, what the device holds for them by CUDA's count, now and at most: the
+  // stream-ordered pool (freed blocks kept for reuse) and the CUDA graphs' own memory.
+  // The sum of the two peaks is the figure to set beside PyTorch's max_memory_reserved.
+  size_t pool_reserved = 0, pool_reserved_peak = 0, graph_reserved = 0, graph_reserved_peak = 0;
 };
 MemoryStats memory_stats(Device device);
+// On a GPU: returns the pool's unused memory to the device; nothing on the CPU.
+void trim_device_memory(Device device);
 
 // For programs that allocate the same large host blocks step after step (training,
 // batched prediction): makes the C library keep freed memory for reuse. By default

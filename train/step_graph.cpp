@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "core/base/error.h"
+#include "core/storage.h"
 
 namespace emonext {
 
@@ -31,7 +32,13 @@ void StepGraph::step(const std::vector<Tensor>& inputs) {
   counter_base_.fill_(double(gen_.counter()));
   graph_->replay();
   gen_.set_state(gen_.seed(), gen_.counter() + draws_per_step_);
-  ++replays_;
+  if (++replays_ == 1) {
+    // The graph's memory is its own: what the eager steps left in the pool (their peak)
+    // goes back to the device, after one wait for the first replay (the frees queued
+    // before it must have run).
+    synchronize(device_);
+    trim_device_memory(device_);
+  }
 }
 
 bool StepGraph::capture(const std::vector<Tensor>& inputs) {

@@ -549,11 +549,20 @@ class Run {
                                " buckets, " + std::to_string(buckets_.sums_in_backward()) + " of " + std::to_string(buckets_.sums()) +
                                " sums during the backward pass)"
                          : "";
+    // On a GPU, beside the tensors' peak: what the device reserved for them at most (the
+    // pool's peak and the graph's, PyTorch's max_memory_reserved's counterpart) and now.
+    const MemoryStats m = memory_stats(dev_);
+    const auto mb = [](size_t bytes) { return fmt("%.1f MB", double(bytes) / 1e6); };
+    const std::string reserved =
+        dev_.is_cuda() ? ", device memory reserved at most " + mb(m.pool_reserved_peak + m.graph_reserved_peak) + " (the pool " +
+                             mb(m.pool_reserved_peak) + " + CUDA graphs " + mb(m.graph_reserved_peak) + "; now " +
+                             mb(m.pool_reserved + m.graph_reserved) + ")"
+                       : "";
     std::printf("benchmark: %lld steps of batch %lld at %lld x %lld on %s: %.1f images/s, %.1f ms/step (steady state, after %lld "
-                "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB, peak process memory %lld MB%s%s\n",
+                "steps), data wait %.3f s in all, peak tensor memory on %s %.1f MB%s, peak process memory %lld MB%s%s\n",
                 (long long)st_.step, (long long)c_.batch, (long long)c_.image_size, (long long)c_.image_size, dev_.str().c_str(), ips,
                 1000.0 * seconds / double(steady_steps), (long long)BenchmarkTally::kSkip, b.wait_seconds,
-                dev_.str().c_str(), double(memory_stats(dev_).peak) / 1e6, (long long)peak_rss_mb(), ranks.c_str(), launches.c_str());
+                dev_.str().c_str(), double(m.peak) / 1e6, reserved.c_str(), (long long)peak_rss_mb(), ranks.c_str(), launches.c_str());
   }
 
   // A non-finite loss or gradient: said, naming the step and the last good checkpoint.

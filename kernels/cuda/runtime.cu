@@ -342,8 +342,27 @@ void graph_destroy(Graph graph, int device) noexcept {
 
 MemoryStats memory_stats(int device) {
   DeviceState& s = state(device);
-  std::lock_guard<std::mutex> lock(registry().mu);
-  return s.stats;
+  MemoryStats m;
+  {
+    std::lock_guard<std::mutex> lock(registry().mu);
+    m = s.stats;
+  }
+  cudaMemPool_t pool;
+  uint64_t v = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+    if (cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v) == cudaSuccess) m.pool_reserved = v;
+    if (cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &v) == cudaSuccess) m.pool_reserved_peak = v;
+  }
+  if (cudaDeviceGetGraphMemAttribute(device, cudaGraphMemAttrReservedMemCurrent, &v) == cudaSuccess) m.graph_reserved = v;
+  if (cudaDeviceGetGraphMemAttribute(device, cudaGraphMemAttrReservedMemHigh, &v) == cudaSuccess) m.graph_reserved_peak = v;
+  (void)cudaGetLastError();  // a figure CUDA cannot give stays 0
+  return m;
+}
+
+void trim_pool(int device) {
+  cudaMemPool_t pool;
+  EMONEXT_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+  EMONEXT_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
 }
 
 cublasHandle_t cublas_handle() {

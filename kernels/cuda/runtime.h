@@ -72,8 +72,18 @@ void abandon_capture(int device) noexcept;
 void replay(Graph g, int device);
 void graph_destroy(Graph g, int device) noexcept;
 
-struct MemoryStats { size_t in_use = 0, peak = 0, allocations = 0; };
+// The engine's allocations (bytes its tensors hold, now and at most), and what the device
+// holds for them by CUDA's own count: the stream-ordered pool's reserved memory (freed
+// blocks stay there for reuse) and the CUDA graphs' memory (a graph's allocations have
+// memory of their own, beside the pool), each now and at most (0 where CUDA cannot say).
+struct MemoryStats {
+  size_t in_use = 0, peak = 0, allocations = 0;
+  size_t pool_reserved = 0, pool_reserved_peak = 0, graph_reserved = 0, graph_reserved_peak = 0;
+};
 MemoryStats memory_stats(int device);
+// Returns the pool's unused memory to the device (what an eager warm-up left once a
+// graph replays the step with memory of its own).
+void trim_pool(int device);
 
 // Work this process has put on GPU streams, all devices together: kernels launched
 // through EMONEXT_LAUNCH plus calls into cuBLAS and cuDNN (each of which launches

@@ -12,8 +12,9 @@ attention term; the backbone: the cross-entropy), backward, the gradient norm cl
 at 1.0, AdamW (lr 1e-3, weight decay 0.01, PyTorch's default implementation), no EMA.
 Images/s is the steady state: the engine's own figure (the steps after its first 3),
 PyTorch's over the timed steps after the warm-up steps (which include compilation).
-Peak memory is what the tensors held: the engine's pool statistics, PyTorch's
-max_memory_allocated. PyTorch's batch sits on the device; the engine's goes through
+Peak memory is what the tensors held (the engine's pool statistics, PyTorch's
+max_memory_allocated) and what the device reserved for them at most (the engine's pool
+peak plus its CUDA graph's memory, CUDA's own figures; PyTorch's max_memory_reserved). PyTorch's batch sits on the device; the engine's goes through
 its loader and a host-to-device copy each step (its data wait is not in its step time,
 the copy is).
 
@@ -51,8 +52,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from emonext_twin import EmoNeXt, emonext_loss  # noqa: E402
 
-FIELDS = ["config", "impl", "precision", "mode", "batch", "image_size", "images_per_s", "ms_per_step", "peak_mb", "compile_s",
-          "status"]
+FIELDS = ["config", "impl", "precision", "mode", "batch", "image_size", "images_per_s", "ms_per_step", "peak_mb", "reserved_mb",
+          "compile_s", "status"]
 
 
 class Config:
@@ -86,11 +87,11 @@ def rows_for(cfg):
 
 
 # ---- the engine ------------------------------------------------------------------------
-def engine_row(engine, cfg, precision, device, graph="on"):
+def engine_row(engine, cfg, precision, device):
     with tempfile.TemporaryDirectory() as d:
         cmd = [engine, "--benchmark", str(cfg.steps + 3), "--model", cfg.model, "--img-size", str(cfg.image_size), "--batch",
                str(cfg.batch), "--device", device, "--amp", "off" if precision == "f32" else precision, "--no-ema",
-               "--drop-path", "0.1", "--cuda-graph", graph, "--out", d]
+               "--drop-path", "0.1", "--out", d]
         if cfg.backbone:
             cmd.append("--backbone")
         try:  # a row that hangs must not take the other rows' time
@@ -100,17 +101,18 @@ def engine_row(engine, cfg, precision, device, graph="on"):
     line = next((x for x in r.stdout.splitlines() if x.startswith("benchmark:")), None)
     if r.returncode != 0 or line is None:
         why = (r.stderr.strip().splitlines() or ["no output"])[-1]
-        if graph == "on" and "could not be captured as a CUDA graph" in why:  # the eager step's figure, and why
-            row = engine_row(engine, cfg, precision, device, graph="off")
-            row["status"] += f"; the graph FAILED: {why}"
-            return row
         return {"status": f"FAILED (exit {r.returncode}): {why}"}
     m = re.search(r"([0-9.]+) images/s, ([0-9.]+) ms/step.*peak tensor memory on \S+ ([0-9.]+) MB", line)
+    reserved = re.search(r"device memory reserved at most ([0-9.]+) MB", line)
     launches = re.search(r"([0-9]+) GPU launches per step", line)
     replayed = re.search(r"([0-9]+) of the [0-9]+ steps replayed from a CUDA graph", line)
+    # A capture the GPU refused: the run went on eagerly (the engine says why on stderr).
+    graph_failed = next((x for x in r.stderr.splitlines() if "could not be captured as a CUDA graph" in x), None)
     return {"images_per_s": float(m.group(1)), "ms_per_step": float(m.group(2)), "peak_mb": float(m.group(3)),
+            "reserved_mb": float(reserved.group(1)) if reserved else "",
             "status": "ok" + (f", {launches.group(1)} launches/step" if launches else "") +
-                      (f", {replayed.group(1)} steps replayed from a CUDA graph" if replayed else "")}
+                      (f", {replayed.group(1)} steps replayed from a CUDA graph" if replayed else "") +
+                      (f"; the graph FAILED, eager steps: {graph_failed}" if graph_failed else "")}
 
 
 # ---- PyTorch -----------------------------------------------------------------------------
@@ -182,6 +184,7 @@ def torch_row(impl, cfg, precision, mode, device, warm_only=False):
            "compile_s": round(warm_s, 1) if mode == "compiled" else ""}
     if device == "cuda":
         row["peak_mb"] = torch.cuda.max_memory_allocated() / 1e6
+        row["reserved_mb"] = torch.cuda.max_memory_reserved() / 1e6
     return row
 
 
@@ -202,8 +205,8 @@ def write_report(out_dir, rows, header):
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in FIELDS})
-    lines = [header, "", "| configuration | implementation | precision | images/s | ms/step | peak MB | vs PyTorch eager AMP |"
-             " vs compiled | note |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = [header, "", "| configuration | implementation | precision | images/s | ms/step | peak MB | reserved MB |"
+             " vs PyTorch eager AMP | vs compiled | note |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         same = [o for o in rows if o["config"] == r["config"] and o["impl"] != "engine" and o.get("images_per_s")]
         eager = next((o for o in same if o["mode"] == "eager" and o["precision"] in ("bf16", "fp16")), None)
@@ -214,7 +217,7 @@ def write_report(out_dir, rows, header):
         note = r.get("status", "") + (f", compiled in {r['compile_s']} s (incl. warm-up)" if r.get("compile_s") != "" and
                                       r.get("compile_s") is not None else "")
         lines.append(f"| {r['config']}, batch {r['batch']} | {name} | {r['precision']} | {fmt(ips)} | "
-                     f"{fmt(r.get('ms_per_step'))} | {fmt(r.get('peak_mb'), '{:.0f}')} | {ratio(eager)} | {ratio(compiled)} | "
+                     f"{fmt(r.get('ms_per_step'))} | {fmt(r.get('peak_mb'), '{:.0f}')} | {fmt(r.get('reserved_mb'), '{:.0f}')} | {ratio(eager)} | {ratio(compiled)} | "
                      f"{note} |")
     with open(os.path.join(out_dir, "head_to_head.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

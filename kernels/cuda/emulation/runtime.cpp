@@ -7,6 +7,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -14,6 +16,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 #include <vector>
@@ -125,6 +128,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t, cudaEvent_t) { *ms = 0; return cudaSuccess; }  // no timing
 cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) { *pool = &g_pool; return cudaSuccess; }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }  // freed blocks go back at once here
 
 // ---- memory: real heap blocks ----
 // Filled with 0xFF bytes, as shared memory is: a GPU's fresh memory holds whatever was
@@ -142,17 +146,35 @@ std::mutex g_owned_mutex;
 // Addresses some graph allocated, live or abandoned; never destroyed, so that an abandoned
 // block is still reachable (not a leak) when the process ends.
 std::unordered_set<void*>& g_graph_owned = *new std::unordered_set<void*>;
+// What cudaMemPoolGetAttribute and cudaDeviceGetGraphMemAttribute report: the bytes of
+// the blocks allocated outside captures (a freed block is returned at once, so the pool
+// holds only live ones) and of those the live graphs own, now and at most.
+std::unordered_map<void*, size_t> g_block_bytes;
+uint64_t g_pool_bytes = 0, g_pool_high = 0, g_graph_bytes = 0, g_graph_high = 0;
+void count_block(void* p, size_t bytes, bool graph) {
+  g_block_bytes[p] = bytes;
+  uint64_t& now = graph ? g_graph_bytes : g_pool_bytes;
+  uint64_t& high = graph ? g_graph_high : g_pool_high;
+  now += bytes;
+  high = std::max(high, now);
+}
+void uncount_block(void* p, bool graph) {
+  const auto it = g_block_bytes.find(p);
+  if (it == g_block_bytes.end()) return;
+  (graph ? g_graph_bytes : g_pool_bytes) -= it->second;
+  g_block_bytes.erase(it);
+}
 }  // namespace
 cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t stream) {
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   if (!*p) return record(cudaErrorMemoryAllocation);
   void* block = *p;
   emonext::emu::run_or_record(stream, [block, bytes] { std::memset(block, 0xFF, bytes); });
-  if (g_capture && emonext::emu::capturing(stream)) {
-    g_capture->owned.emplace_back(block, bytes);
-    std::lock_guard<std::mutex> lock(g_owned_mutex);
-    g_graph_owned.insert(block);
-  }
+  const bool graph = g_capture && emonext::emu::capturing(stream);
+  if (graph) g_capture->owned.emplace_back(block, bytes);
+  std::lock_guard<std::mutex> lock(g_owned_mutex);
+  if (graph) g_graph_owned.insert(block);
+  count_block(block, bytes, graph);
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) {
@@ -167,11 +189,34 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
   {
     std::lock_guard<std::mutex> lock(g_owned_mutex);
     if (g_graph_owned.contains(p)) return record(cudaErrorInvalidValue);  // a graph's address, outside its graph
+    uncount_block(p, false);
   }
   std::free(p);
   return cudaSuccess;
 }
-cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
+cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* value) {
+  std::lock_guard<std::mutex> lock(g_owned_mutex);
+  if (attr == cudaMemPoolAttrReservedMemCurrent || attr == cudaMemPoolAttrUsedMemCurrent) *static_cast<uint64_t*>(value) = g_pool_bytes;
+  else if (attr == cudaMemPoolAttrReservedMemHigh || attr == cudaMemPoolAttrUsedMemHigh) *static_cast<uint64_t*>(value) = g_pool_high;
+  else return record(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetGraphMemAttribute(int device, cudaGraphMemAttributeType attr, void* value) {
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  std::lock_guard<std::mutex> lock(g_owned_mutex);
+  if (attr == cudaGraphMemAttrReservedMemCurrent || attr == cudaGraphMemAttrUsedMemCurrent) *static_cast<uint64_t*>(value) = g_graph_bytes;
+  else if (attr == cudaGraphMemAttrReservedMemHigh || attr == cudaGraphMemAttrUsedMemHigh) *static_cast<uint64_t*>(value) = g_graph_high;
+  else return record(cudaErrorInvalidValue);
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  {
+    std::lock_guard<std::mutex> lock(g_owned_mutex);
+    uncount_block(p, false);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
 cudaError_t cudaMallocHost(void** p, size_t bytes) {  // pinned host memory: plain heap memory here
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   return *p ? cudaSuccess : record(cudaErrorMemoryAllocation);
@@ -228,9 +273,15 @@ template <class G> cudaError_t destroy_graph(G* graph) {
   {
     std::lock_guard<std::mutex> lock(g_owned_mutex);
     for (const auto& [p, bytes] : graph->owned) {
-      if (freed.contains(p)) g_graph_owned.erase(p);
-      else std::memset(p, 0xFF, bytes);  // abandoned: kept, refused to cudaFreeAsync, and NaN to read
+      uncount_block(p, true);
+      if (freed.erase(p) != 0) {
+        g_graph_owned.erase(p);
+        std::free(p);
+      } else {
+        std::memset(p, 0xFF, bytes);  // abandoned: kept, refused to cudaFreeAsync, and NaN to read
+      }
     }
+    for (void* p : freed) uncount_block(p, false);  // older blocks freed while captured
   }
   for (void* p : freed) std::free(p);
   delete graph;
