@@ -28,15 +28,24 @@ void GradientBuckets::make(const std::vector<Module::Named>& params) {
     buckets_[k].flat = Tensor::empty({sizes[k]}, DType::F32, buckets_[k].params.front()->grad().device());
 }
 
+namespace {
+// f(gradient, its slice of the bucket's flat tensor, in the gradient's shape), for each
+// of the bucket's parameters: packing and unpacking walk the bucket the same way.
+template <class F>
+void each_slice(std::vector<Tensor*>& params, Tensor& flat, F f) {
+  int64_t at = 0;
+  for (Tensor* p : params) {
+    Tensor g = p->grad();
+    f(g, flat.slice(0, at, at + g.numel()).reshape(g.shape()));
+    at += g.numel();
+  }
+}
+}  // namespace
+
 void GradientBuckets::sum(Bucket& b) {
   const auto start = std::chrono::steady_clock::now();
   NoGradGuard no_grad;
-  int64_t at = 0;
-  for (Tensor* p : b.params) {
-    const Tensor& g = p->grad();
-    b.flat.slice(0, at, at + g.numel()).copy_(g.reshape({g.numel()}));
-    at += g.numel();
-  }
+  each_slice(b.params, b.flat, [](const Tensor& g, Tensor slice) { slice.copy_(g); });
   all_reduce_sum_start(b.flat, "the gradients' all-reduce");
   b.summed = true;
   ++sums_;
@@ -79,12 +88,7 @@ void GradientBuckets::all_reduce(Module& model) {
   all_reduce_sum_join(device);
   NoGradGuard no_grad;
   for (Bucket& b : buckets_) {
-    int64_t at = 0;
-    for (Tensor* p : b.params) {
-      Tensor g = p->grad();
-      g.copy_(b.flat.slice(0, at, at + g.numel()).reshape(g.shape()));
-      at += g.numel();
-    }
+    each_slice(b.params, b.flat, [](Tensor& g, const Tensor& slice) { g.copy_(slice); });
     b.summed = false;
   }
   all_reduce_sum_wait(device, "the gradients' all-reduce");

@@ -43,6 +43,17 @@ void set(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t what, const V
 // memory).
 constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
 
+// cuBLAS's type for a dtype it multiplies (f32, f64, bf16, f16).
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::F64: return CUDA_R_64F;
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::F16: return CUDA_R_16F;
+    default: fail(detail::concat("gemm: dtype ", t, " is not supported; expected f32, f64, bf16 or f16"));
+  }
+}
+
 const char* epilogue_name(GemmEpilogue e) { return e == GemmEpilogue::BiasGeluTanh ? "bias + GELU" : "GELU backward"; }
 
 // Whether a cuBLASLt status means "not for this product" (the caller computes it another
@@ -55,16 +66,11 @@ bool unsupported(cublasStatus_t status) { return status == CUBLAS_STATUS_NOT_SUP
 // cuBLASLt's alignments: ldaux a multiple of 8). The algorithm is cuBLASLt's first
 // heuristic choice for the shape, asked on every call: host work only, so a captured
 // step asks once. Where the heuristic offers none (an empty list, or NOT_SUPPORTED, as
-// it may for a shape or GPU; the emulation's EMONEXT_EMU_NO_LT_ALGORITHM=1 forces it),
+// it may for a shape or GPU; the emulation's EMONEXT_EMU_NO_LT_ALGORITHM forces it),
 // nothing is queued and the first such product is reported.
 bool gemm_epilogue(const Gemm& g, Stream s) {
-  cudaDataType_t type;
-  switch (g.dtype) {
-    case DType::F32: type = CUDA_R_32F; break;
-    case DType::BF16: type = CUDA_R_16BF; break;
-    case DType::F16: type = CUDA_R_16F; break;
-    default: fail(detail::concat("gemm: an epilogue needs f32, bf16 or f16, not ", g.dtype));
-  }
+  if (g.dtype == DType::F64) fail("gemm: an epilogue needs f32, bf16 or f16, not f64");
+  const cudaDataType_t type = data_type(g.dtype);
   if (g.epilogue == GemmEpilogue::None) fail("gemm_epilogue: no epilogue asked for (gemm runs plain products)");
   if (g.m == 0 || g.n == 0) return true;
   cublasLtHandle_t lt = cublaslt_handle();
@@ -111,21 +117,14 @@ bool gemm_epilogue(const Gemm& g, Stream s) {
 
 void gemm(const Gemm& g, Stream s) {
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
-  cudaDataType_t type;
-  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
-  switch (g.dtype) {
-    case DType::F32: type = CUDA_R_32F; break;
-    case DType::F64: type = CUDA_R_64F; compute = CUBLAS_COMPUTE_64F; break;
-    case DType::BF16: type = CUDA_R_16BF; break;
-    case DType::F16: type = CUDA_R_16F; break;
-    default: fail(detail::concat("gemm: dtype ", g.dtype, " is not supported; expected f32, f64, bf16 or f16"));
-  }
   if (g.epilogue != GemmEpilogue::None) {
     if (!gemm_epilogue(g, s))
       fail(detail::concat("gemm: cuBLASLt has no algorithm for the ", epilogue_name(g.epilogue), " epilogue at m ", g.m, ", n ", g.n,
                           ", k ", g.k, " (", g.dtype, ")"));
     return;
   }
+  const cudaDataType_t type = data_type(g.dtype);
+  const cublasComputeType_t compute = g.dtype == DType::F64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F;
   const double alpha64 = g.alpha, beta64 = g.beta;
   const float alpha32 = g.alpha, beta32 = g.beta;
   const void* alpha = compute == CUBLAS_COMPUTE_64F ? static_cast<const void*>(&alpha64) : &alpha32;

@@ -1,9 +1,9 @@
 // NCCL as a data-parallel run uses it on GPUs: one communicator over the run's ranks,
 // each rank on its GPU, and sums in place on a stream of NCCL's own, ordered by events
 // after the device's stream's work that wrote the gradients, and joined back into the
-// device's stream once, where the step needs the sums. Built when CMake finds NCCL beside the CUDA toolkit or in its pip wheel
-// (EMONEXT_WITH_NCCL); used by a run of several ranks, which needs MPI too (rank 0's id
-// reaches the others over it). No CUDA header here.
+// device's stream once, where the step needs the sums. Built when CMake finds NCCL beside
+// the CUDA toolkit or in its pip wheel (EMONEXT_WITH_NCCL); used by a run of several
+// ranks, which needs MPI too (rank 0's id reaches the others over it). No CUDA header here.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -14,7 +14,8 @@ Images/s is the steady state: the engine's own figure (the steps after its first
 PyTorch's over the timed steps after the warm-up steps (which include compilation).
 Peak memory is what the tensors held (the engine's pool statistics, PyTorch's
 max_memory_allocated) and what the device reserved for them at most (the engine's pool
-peak plus its CUDA graph's memory, CUDA's own figures; PyTorch's max_memory_reserved). PyTorch's batch sits on the device; the engine's goes through
+peak plus its CUDA graph's memory, CUDA's own figures; PyTorch's max_memory_reserved).
+PyTorch's batch sits on the device; the engine's goes through
 its loader and a host-to-device copy each step (its data wait is not in its step time,
 the copy is).
 

@@ -209,14 +209,7 @@ cudaError_t cudaDeviceGetGraphMemAttribute(int device, cudaGraphMemAttributeType
   else return record(cudaErrorInvalidValue);
   return cudaSuccess;
 }
-cudaError_t cudaFree(void* p) {
-  {
-    std::lock_guard<std::mutex> lock(g_owned_mutex);
-    uncount_block(p, false);
-  }
-  std::free(p);
-  return cudaSuccess;
-}
+cudaError_t cudaFree(void* p) { return cudaFreeAsync(p, nullptr); }
 cudaError_t cudaMallocHost(void** p, size_t bytes) {  // pinned host memory: plain heap memory here
   *p = std::malloc(bytes == 0 ? 1 : bytes);
   return *p ? cudaSuccess : record(cudaErrorMemoryAllocation);
