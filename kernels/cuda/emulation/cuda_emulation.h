@@ -7,10 +7,11 @@
 //   fiber scheduler (scheduler.cpp). The threads of a block run as cooperative
 //   fibers; __syncthreads is a real barrier, and a thread that never reaches it
 //   is reported as a deadlock naming the kernel.
-// - __shared__: one static per declaration, all placed in one ELF section that
+// - __shared__: one static per declaration, asked for in one ELF section that
 //   the scheduler fills with 0xFF bytes (a NaN pattern) before every block, so a
 //   read of shared memory nobody wrote shows up as NaN. Blocks run one at a time,
-//   so statics are per-block storage.
+//   so statics are per-block storage. GCC ignores the section for statics in
+//   function templates (docs/EMULATION.md): those are not refilled.
 // - warps of 32 lanes: shuffles, votes and __syncwarp exchange through a
 //   per-warp slot array between two warp barriers, honouring the lane mask.
 // - atomics: fibers switch only at barriers, so a plain read-modify-write is atomic.

@@ -118,6 +118,12 @@ struct Block {
   Context scheduler;
   std::vector<uint64_t> warp_slots;     // 32 per warp
   std::vector<unsigned char> dynamic;   // dynamic shared memory
+  // Round 0 runs the threads in its order one after another on one stack (the chain),
+  // each to its end, until one waits at a barrier: that one keeps the chain's stack, the
+  // rest start as fibers of their own. Same order as a fiber each, a switch a block.
+  std::vector<int> chain;
+  size_t chain_at = 0;        // the chain's thread now (or the one that waits)
+  bool chain_broken = false;  // a chain thread waited at a barrier
 #if EMONEXT_EMU_ASAN
   const void* scheduler_stack = nullptr;
   size_t scheduler_stack_size = 0;
@@ -132,13 +138,20 @@ bool g_schedule_read = false;
 std::map<const void*, size_t> g_dynamic_optin;
 std::map<std::string, uint64_t> g_launches_by_name;
 
+void* map_stack() {
+  void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  EMONEXT_CHECK(s != MAP_FAILED, "emulation: cannot map a fiber stack");
+  return s;
+}
+
 void* stack_at(size_t i) {
-  while (g_stacks.size() <= i) {
-    void* s = mmap(nullptr, kStackBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    EMONEXT_CHECK(s != MAP_FAILED, "emulation: cannot map a fiber stack");
-    g_stacks.push_back(s);
-  }
+  while (g_stacks.size() <= i) g_stacks.push_back(map_stack());
   return g_stacks[i];
+}
+
+void* chain_stack() {
+  static void* const s = map_stack();
+  return s;
 }
 
 // Switches from the scheduler into fiber f, and back when it blocks or ends.
@@ -179,8 +192,26 @@ void fiber_main() {
   suspend(b, f, true);
 }
 
-// Prepares f to begin in fiber_main on its own stack.
-void start_context(Fiber& f) {
+// The chain (Block::chain): each thread's body in turn, on the stack of the thread that
+// began it, until one returns after having waited at a barrier.
+void chain_main() {
+  Block& b = *g_block;
+#if EMONEXT_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);
+#endif
+  for (; b.chain_at < b.chain.size(); ++b.chain_at) {
+    Fiber& f = b.fibers[size_t(b.chain[b.chain_at])];
+    f.stack = chain_stack();
+    b.current = &f;
+    (*b.body)();
+    f.state = State::Done;
+    if (b.chain_broken) break;  // it was resumed from its barrier: the others run as fibers
+  }
+  suspend(b, *b.current, true);
+}
+
+// Prepares f to begin in `entry` on its stack.
+void start_context(Fiber& f, void (*entry)() = fiber_main) {
 #if EMONEXT_EMU_FAST_SWITCH
   // The frame emonext_emu_switch pops: FP control words, r15..r12, rbx, rbp, then
   // the "return address" fiber_main, entered with rsp = 8 mod 16 as after a call.
@@ -190,15 +221,15 @@ void start_context(Fiber& f) {
   asm volatile("stmxcsr %0\n\tfnstcw %1" : "=m"(control[0]), "=m"(control[1]));
   std::memcpy(&sp[0], control, 8);
   for (int r = 1; r <= 6; ++r) sp[r] = 0;
-  sp[7] = reinterpret_cast<uint64_t>(&fiber_main);
-  sp[8] = 0;  // fiber_main never returns
+  sp[7] = reinterpret_cast<uint64_t>(entry);
+  sp[8] = 0;  // entry never returns
   f.context.sp = sp;
 #else
   getcontext(&f.context.uc);
   f.context.uc.uc_stack.ss_sp = f.stack;
   f.context.uc.uc_stack.ss_size = kStackBytes;
   f.context.uc.uc_link = nullptr;
-  makecontext(&f.context.uc, fiber_main, 0);
+  makecontext(&f.context.uc, entry, 0);
 #endif
 }
 
@@ -253,12 +284,27 @@ void run_block(Block& b, uint64_t block_number) {
     Fiber& f = b.fibers[size_t(i)];
     f.linear = i;
     f.tid = uint3{unsigned(i) % b.block.x, (unsigned(i) / b.block.x) % b.block.y, unsigned(i) / (b.block.x * b.block.y)};
-    f.stack = stack_at(static_cast<size_t>(i));
+  }
+  // Round 0: the chain, then, if a thread of it waits at a barrier, the threads after it
+  // in the order, each a fiber on its own stack.
+  b.chain = resume_order(n, block_number * 1000003ull);
+  b.chain_at = 0;
+  b.chain_broken = false;
+  Fiber& first = b.fibers[size_t(b.chain.front())];
+  first.stack = chain_stack();
+  start_context(first, chain_main);
+  resume(b, first);
+  b.chain_broken = b.chain_at < b.chain.size();
+  for (size_t k = b.chain_at + 1; k < b.chain.size(); ++k) {
+    Fiber& f = b.fibers[size_t(b.chain[k])];
+    f.stack = stack_at(size_t(b.chain[k]));
     start_context(f);
+    resume(b, f);
   }
   for (uint64_t round = 0;; ++round) {
-    for (int i : resume_order(n, block_number * 1000003ull + round))
-      if (b.fibers[size_t(i)].state == State::Ready) resume(b, b.fibers[size_t(i)]);
+    if (round > 0)
+      for (int i : resume_order(n, block_number * 1000003ull + round))
+        if (b.fibers[size_t(i)].state == State::Ready) resume(b, b.fibers[size_t(i)]);
     // Every fiber now waits at a barrier or is done: release what can be released.
     bool all_done = true, all_at_sync = true, released = false;
     for (const Fiber& f : b.fibers) {
