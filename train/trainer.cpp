@@ -450,17 +450,21 @@ class Run {
   double lr_at(int64_t step) const { return scheduled_lr(schedule_, step); }
 
   // Runs f with the EMA's weights in the model when the EMA is on, the model's own put
-  // back afterwards (also when f throws).
+  // back afterwards (also when f throws). Inside another such call f just runs: the
+  // EMA's weights are in already (a swap is three passes over every weight).
   template <class F>
   decltype(auto) with_ema_weights(F f) {
-    if (!ema_) return f();
+    if (!ema_ || ema_in_model_) return f();
     struct SwapBack {
-      Ema& ema;
-      EmoNeXt& model;
-      ~SwapBack() { ema.swap(model); }
+      Run& run;
+      ~SwapBack() {
+        run.ema_->swap(*run.model_);
+        run.ema_in_model_ = false;
+      }
     };
     ema_->swap(*model_);
-    const SwapBack back{*ema_, *model_};
+    ema_in_model_ = true;
+    const SwapBack back{*this};
     return f();
   }
 
@@ -468,6 +472,19 @@ class Run {
   // log and row in metrics.csv, the best checkpoints when it is the best epoch so far,
   // early stopping's count. Returns true when the patience has run out.
   bool end_epoch(const Dataset& val, const EpochTally& t, double data_wait) {
+    // The EMA's weights go in once for the validation, the best weights and the report;
+    // the best pair is written after they are out (its training state holds the EMA).
+    std::optional<SafeTensors> best_weights;
+    const bool best = with_ema_weights([&] { return close_epoch(val, t, data_wait, best_weights); });
+    if (best_weights) save_pair(best_, *best_weights, c_.out + "/best.state.safetensors", state_of());
+    if (best || ++st_.bad_epochs < c_.patience) return false;
+    std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c_.patience);
+    return true;
+  }
+
+  // end_epoch's part with the EMA's weights in: returns whether the epoch is the best so
+  // far, and then takes its weights into best_weights when the run writes files.
+  bool close_epoch(const Dataset& val, const EpochTally& t, double data_wait, std::optional<SafeTensors>& best_weights) {
     const Evaluation ev = evaluate_model(val, {false, c_.val_random_crop, c_.seed, st_.epoch});
     const double ips = t.images_per_second();
     std::printf("epoch %lld step %lld: train loss %.4f acc %.4f | val loss %.4f acc %.4f%s | %.1f img/s, data wait %.1f s\n",
@@ -481,22 +498,16 @@ class Run {
       st_.bad_epochs = 0;
       best_eval_ = ev;
       best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + ", the best so far" + (ema_ ? " (EMA)" : "");
-      if (writes_files()) {  // the weights (the EMA's when on) and the training state at that epoch, as one pair
-        const SafeTensors weights = with_ema_weights([&] {
-          return checkpoint_of(*model_, fer2013_labels(),
-                               {{"epoch", std::to_string(st_.epoch)}, {"step", std::to_string(st_.step)},
-                                {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
-        });
-        save_pair(best_, weights, c_.out + "/best.state.safetensors", state_of());
-      }
+      if (writes_files())  // the weights (the EMA's when on), saved with the training state at that epoch
+        best_weights = checkpoint_of(*model_, fer2013_labels(),
+                                     {{"epoch", std::to_string(st_.epoch)}, {"step", std::to_string(st_.step)},
+                                      {"val_accuracy", fmt("%.6f", ev.accuracy)}, {"ema", ema_ ? "1" : "0"}});
     } else if (!best_eval_) {  // resumed: no best epoch of this process yet
       best_eval_ = ev;
       best_eval_title_ = "validation at epoch " + std::to_string(st_.epoch) + (ema_ ? " (EMA)" : "");
     }
     write_report(&*best_eval_, best_eval_title_);
-    if (best || ++st_.bad_epochs < c_.patience) return false;
-    std::printf("early stop: no better validation accuracy for %lld epochs\n", (long long)c_.patience);
-    return true;
+    return best;
   }
 
   // report.html, with the EMA's weights when the EMA is on (as validation sees the model).
@@ -517,6 +528,9 @@ class Run {
   // The ten-crop test pass after training: accuracy, loss and the confusion matrix,
   // printed and written to confusion.csv.
   void test(const Dataset& data) {
+    with_ema_weights([&] { test_with_the_weights_in(data); });  // one swap for the pass and the report
+  }
+  void test_with_the_weights_in(const Dataset& data) {
     const Evaluation ev = evaluate_model(data, {.tencrop = true});
     std::printf("test (ten-crop%s): accuracy %.4f, loss %.4f\n", ema_ ? ", EMA" : "", ev.accuracy, ev.loss);
     print_confusion(ev, fer2013_labels());
@@ -599,6 +613,7 @@ class Run {
   std::vector<QueuedStep> queued_;      // the steps those figures belong to
   GradientBuckets buckets_;             // the gradients' sum over the ranks (mpirun)
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
+  bool ema_in_model_ = false;           // with_ema_weights has swapped the EMA's weights in
   LrSchedule schedule_;        // its total steps set when the run knows them
   Generator& dp_gen_;
   std::unique_ptr<StepGraph> graph_;    // --cuda-graph on, on one GPU
