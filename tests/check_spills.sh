@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compiles every kernels/cuda/*.cu file for the build's architecture with ptxas'
-# resource report and fails if any kernel spills registers to local memory.
+# Compiles the device code of every kernels/cuda/*.cu file (-cubin: no host pass) for the
+# build's architecture with ptxas' resource report and fails if any kernel spills
+# registers to local memory.
 #   tests/check_spills.sh NVCC ARCH SOURCE_DIR
 set -uo pipefail
 nvcc=$1 arch=$2 src=$3
@@ -8,7 +9,7 @@ report=$(mktemp)
 trap 'rm -f "$report"' EXIT
 status=0
 for f in "$src"/kernels/cuda/*.cu; do
-  if ! "$nvcc" -std=c++17 -arch="sm_$arch" --expt-relaxed-constexpr -Xptxas=-v -I"$src" -c "$f" -o /dev/null >"$report" 2>&1; then
+  if ! "$nvcc" -std=c++17 -arch="sm_$arch" --expt-relaxed-constexpr -Xptxas=-v -I"$src" -cubin "$f" -o /dev/null >"$report" 2>&1; then
     cat "$report"; exit 1
   fi
   kernels=$(grep -c "bytes spill stores" "$report")
