@@ -14,6 +14,7 @@
 #include "tests/test_util.h"
 #include "train/data.h"
 #include "train/image.h"
+#include "train/report_html.h"
 
 namespace emonext::test {
 namespace {
@@ -175,6 +176,25 @@ TEST(Report, TheReportIsTheRunsOwnFiguresAndPictures) {
     EXPECT_EQ(input.px.size(), view.px.size());
   }
   EXPECT_EQ(shown, 14u) << "two faces per emotion";
+}
+
+// The gradient norm's chart is on a log axis (a fresh init's first norms are thousands):
+// norms a hundred times apart lie equally far apart, the ticks are labelled in norms, and
+// a norm of 0 (which a log axis cannot place) is left out.
+TEST(Report, ALogAxisSpacesRatiosEquallyAndLeavesOutZero) {
+  const std::string svg = html::line_chart("g", "step", {{"", "#000", {{1, 3000}, {2, 30}, {3, 0}, {4, 0.3}}}}, html::YScale::Log);
+  const size_t at = svg.find("points=\"");
+  ASSERT_NE(at, std::string::npos) << svg;
+  std::istringstream in(svg.substr(at + 8, svg.find('"', at + 8) - at - 8));
+  std::vector<double> ys;
+  for (std::string xy; in >> xy;) ys.push_back(std::stod(xy.substr(xy.find(',') + 1)));
+  ASSERT_EQ(ys.size(), 3u) << svg;
+  EXPECT_NEAR(ys[1] - ys[0], ys[2] - ys[1], 0.2) << svg;
+  EXPECT_GT(ys[1] - ys[0], 10) << "lower norms lower on the chart";
+  EXPECT_NE(svg.find(">1000</text>"), std::string::npos) << svg;
+  EXPECT_NE(svg.find("log scale"), std::string::npos) << svg;
+  const std::string linear = html::line_chart("g", "step", {{"", "#000", {{1, 3000}, {2, 30}, {3, 0}, {4, 0.3}}}});
+  EXPECT_EQ(linear.find("log scale"), std::string::npos);
 }
 
 TEST(Report, AFailedWriteLeavesThePreviousFileWhole) {

@@ -325,9 +325,11 @@ TEST(Untrusted, ChartsEndForEveryValueTheirPointsCanHold) {
   for (const auto& [a, b] : ys) {
     SCOPED_TRACE(testing::Message() << a << " .. " << b);
     for (const auto& x : std::vector<std::pair<double, double>>{{1, 2}, {a, b}, {5, 5}}) {
-      const std::string svg = html::line_chart("t", "x", {{"s", "#000", {{x.first, a}, {x.second, b}}}});
-      EXPECT_LT(svg.size(), 20000u);
-      EXPECT_EQ(svg.compare(svg.size() - 6, 6, "</svg>"), 0);
+      for (const html::YScale scale : {html::YScale::Linear, html::YScale::Log}) {
+        const std::string svg = html::line_chart("t", "x", {{"s", "#000", {{x.first, a}, {x.second, b}}}}, scale);
+        EXPECT_LT(svg.size(), 20000u);
+        EXPECT_EQ(svg.compare(svg.size() - 6, 6, "</svg>"), 0);
+      }
     }
     const std::string roofline = html::loglog_chart("t", "x", "y", {{"l", "#000", {{a, b}, {b, a}}}}, {{a, b, "m", "#000"}, {b, a, "n", "#000"}});
     EXPECT_LT(roofline.size(), 20000u);

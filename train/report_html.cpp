@@ -93,9 +93,15 @@ std::string data_uri(const std::string& png_bytes) {
   return out;
 }
 
-std::string line_chart(const std::string& title, const std::string& x_label, const std::vector<Series>& series, int width,
-                       int height) {
+std::string line_chart(const std::string& title, const std::string& x_label, const std::vector<Series>& input, YScale y_scale,
+                       int width, int height) {
   const double left = 52, right = 12, top = 26, bottom = 40, w = width - left - right, h = height - top - bottom;
+  // On a log axis the chart is drawn in log10(y) and labelled in y.
+  const bool log_y = y_scale == YScale::Log;
+  std::vector<Series> series = input;
+  if (log_y)
+    for (Series& s : series)
+      for (auto& p : s.points) p.second = p.second > 0 ? std::log10(p.second) : std::nan("");
   double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
   for (const Series& s : series)
     for (const auto& [x, y] : s.points) {
@@ -122,11 +128,12 @@ std::string line_chart(const std::string& title, const std::string& x_label, con
          "\" fill=\"none\" stroke=\"#bbb\"/>";
   for (double t : ticks(y0, y1))
     svg += "<line x1=\"" + num(left) + "\" x2=\"" + num(left + w) + "\" y1=\"" + num(py(t)) + "\" y2=\"" + num(py(t)) +
-           "\" stroke=\"#eee\"/><text x=\"" + num(left - 4) + "\" y=\"" + num(py(t) + 4) + "\" text-anchor=\"end\">" + num(t) +
-           "</text>";
+           "\" stroke=\"#eee\"/><text x=\"" + num(left - 4) + "\" y=\"" + num(py(t) + 4) + "\" text-anchor=\"end\">" +
+           num(log_y ? std::pow(10.0, t) : t) + "</text>";
   for (double t : ticks(x0, x1))
     svg += "<text x=\"" + num(px(t)) + "\" y=\"" + num(top + h + 14) + "\" text-anchor=\"middle\">" + num(t, "%.7g") + "</text>";
   svg += "<text x=\"" + num(left + w / 2) + "\" y=\"" + num(height - 6) + "\" text-anchor=\"middle\">" + html_escape(x_label) + "</text>";
+  if (log_y) svg += "<text x=\"" + num(left + w) + "\" y=\"16\" text-anchor=\"end\" fill=\"#777\">log scale</text>";
   double legend_x = left + 8;
   for (const Series& s : series) {
     std::string points;

@@ -23,9 +23,11 @@ struct Series {
   std::vector<std::pair<double, double>> points;  // (x, y), x increasing
   bool thin = false;                              // a faint line under a smoothed one
 };
-// A line chart of the series over a shared x axis, with ticks and a legend.
-std::string line_chart(const std::string& title, const std::string& x_label, const std::vector<Series>& series, int width = 460,
-                       int height = 230);
+enum class YScale { Linear, Log };
+// A line chart of the series over a shared x axis, with ticks and a legend. On a log
+// y axis (for values spanning decades: a gradient norm) points at or below 0 are left out.
+std::string line_chart(const std::string& title, const std::string& x_label, const std::vector<Series>& series,
+                       YScale y_scale = YScale::Linear, int width = 460, int height = 230);
 
 struct Mark {  // a labelled point of a log-log chart
   double x, y;

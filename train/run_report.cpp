@@ -145,7 +145,9 @@ void RunReport::write(EmoNeXt& model, Device device, const Evaluation* confusion
   page += html::line_chart("Loss per step", "step", {{"", "#1f77b4", step_loss, true}, {"smoothed", "#1f77b4", smoothed(step_loss)}});
   page += html::line_chart("Learning rate", "step", {{"", "#2ca02c", thin_out(steps, 0, 2)}});
   const auto norm = thin_out(steps, 0, 3);
-  page += html::line_chart("Gradient norm (before clipping)", "step", {{"", "#9467bd", norm, true}, {"smoothed", "#9467bd", smoothed(norm)}});
+  // On a log axis: the first steps' norms (thousands at a fresh init) would flatten the rest.
+  page += html::line_chart("Gradient norm (before clipping)", "step", {{"", "#9467bd", norm, true}, {"smoothed", "#9467bd", smoothed(norm)}},
+                           html::YScale::Log);
   page += html::line_chart("Training images/s", "epoch", {column(epochs, 0, 7, "", "#ff7f0e")});
   page += "</div>\n";
 
