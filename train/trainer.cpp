@@ -450,21 +450,18 @@ class Run {
   double lr_at(int64_t step) const { return scheduled_lr(schedule_, step); }
 
   // Runs f with the EMA's weights in the model when the EMA is on, the model's own put
-  // back afterwards (also when f throws). Inside another such call f just runs: the
-  // EMA's weights are in already (a swap is three passes over every weight).
+  // back afterwards (also when f throws). A swap is three passes over every weight: an
+  // epoch's end and the test pass swap once for all they do with the model.
   template <class F>
   decltype(auto) with_ema_weights(F f) {
-    if (!ema_ || ema_in_model_) return f();
+    if (!ema_) return f();
     struct SwapBack {
-      Run& run;
-      ~SwapBack() {
-        run.ema_->swap(*run.model_);
-        run.ema_in_model_ = false;
-      }
+      Ema& ema;
+      EmoNeXt& model;
+      ~SwapBack() { ema.swap(model); }
     };
     ema_->swap(*model_);
-    ema_in_model_ = true;
-    const SwapBack back{*this};
+    const SwapBack back{*ema_, *model_};
     return f();
   }
 
@@ -510,17 +507,19 @@ class Run {
     return best;
   }
 
-  // report.html, with the EMA's weights when the EMA is on (as validation sees the model).
+  // report.html from the model as it is: callers put the EMA's weights in when the EMA is
+  // on (as validation sees the model).
   void write_report(const Evaluation* confusion, const std::string& title) {
     if (!report_) return;
     const auto t0 = Clock::now();
-    with_ema_weights([&] { report_->write(*model_, dev_, confusion, title); });
+    report_->write(*model_, dev_, confusion, title);
     report_seconds_ += seconds_since(t0);
   }
 
-  // evaluate() with the EMA's weights when the EMA is on; unreadable images reported.
+  // evaluate() on the model as it is (callers put the EMA's weights in); unreadable
+  // images reported.
   Evaluation evaluate_model(const Dataset& data, const EvalView& view) {
-    const Evaluation ev = with_ema_weights([&] { return evaluate(*model_, data, c_.batch, dev_, view, /*sharded=*/true); });
+    const Evaluation ev = evaluate(*model_, data, c_.batch, dev_, view, /*sharded=*/true);
     report_unreadable(ev.unreadable);
     return ev;
   }
@@ -613,7 +612,6 @@ class Run {
   std::vector<QueuedStep> queued_;      // the steps those figures belong to
   GradientBuckets buckets_;             // the gradients' sum over the ranks (mpirun)
   std::unique_ptr<Ema> ema_;            // nullptr with --no-ema
-  bool ema_in_model_ = false;           // with_ema_weights has swapped the EMA's weights in
   LrSchedule schedule_;        // its total steps set when the run knows them
   Generator& dp_gen_;
   std::unique_ptr<StepGraph> graph_;    // --cuda-graph on, on one GPU

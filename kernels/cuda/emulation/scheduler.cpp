@@ -273,21 +273,10 @@ unsigned participants(const Block& b, int warp, unsigned mask) {
                       " exited without reaching it"));
 }
 
-void run_block(Block& b, uint64_t block_number) {
-  const int n = int(b.block.x * b.block.y * b.block.z);
-  b.fibers.assign(size_t(n), Fiber{});
-  b.warp_slots.assign(size_t((n + 31) / 32) * 32, 0);
-  if (__start_emonext_emu_shared && __stop_emonext_emu_shared)
-    std::memset(__start_emonext_emu_shared, kSharedFill, size_t(__stop_emonext_emu_shared - __start_emonext_emu_shared));
-  std::fill(b.dynamic.begin(), b.dynamic.end(), kSharedFill);
-  for (int i = 0; i < n; ++i) {
-    Fiber& f = b.fibers[size_t(i)];
-    f.linear = i;
-    f.tid = uint3{unsigned(i) % b.block.x, (unsigned(i) / b.block.x) % b.block.y, unsigned(i) / (b.block.x * b.block.y)};
-  }
-  // Round 0: the chain, then, if a thread of it waits at a barrier, the threads after it
-  // in the order, each a fiber on its own stack.
-  b.chain = resume_order(n, block_number * 1000003ull);
+// Round 0 in `order`: the chain, then, if a thread of it waits at a barrier, the threads
+// after it, each a fiber on its own stack.
+void run_first_round(Block& b, std::vector<int> order) {
+  b.chain = std::move(order);
   b.chain_at = 0;
   b.chain_broken = false;
   Fiber& first = b.fibers[size_t(b.chain.front())];
@@ -301,8 +290,23 @@ void run_block(Block& b, uint64_t block_number) {
     start_context(f);
     resume(b, f);
   }
+}
+
+void run_block(Block& b, uint64_t block_number) {
+  const int n = int(b.block.x * b.block.y * b.block.z);
+  b.fibers.assign(size_t(n), Fiber{});
+  b.warp_slots.assign(size_t((n + 31) / 32) * 32, 0);
+  if (__start_emonext_emu_shared && __stop_emonext_emu_shared)
+    std::memset(__start_emonext_emu_shared, kSharedFill, size_t(__stop_emonext_emu_shared - __start_emonext_emu_shared));
+  std::fill(b.dynamic.begin(), b.dynamic.end(), kSharedFill);
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[size_t(i)];
+    f.linear = i;
+    f.tid = uint3{unsigned(i) % b.block.x, (unsigned(i) / b.block.x) % b.block.y, unsigned(i) / (b.block.x * b.block.y)};
+  }
   for (uint64_t round = 0;; ++round) {
-    if (round > 0)
+    if (round == 0) run_first_round(b, resume_order(n, block_number * 1000003ull));
+    else
       for (int i : resume_order(n, block_number * 1000003ull + round))
         if (b.fibers[size_t(i)].state == State::Ready) resume(b, b.fibers[size_t(i)]);
     // Every fiber now waits at a barrier or is done: release what can be released.
