@@ -168,7 +168,12 @@ std::string detect_size(const std::map<std::string, Tensor>& mapped, const std::
 
 std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource source, const std::string& size,
                                            int64_t classes, int64_t image_size, uint64_t seed, ImportReport& report) {
-  const std::vector<std::pair<std::string, Tensor>> file = read_weight_file(path);
+  return import_pretrained(read_weight_file(path), path, source, size, classes, image_size, seed, report);
+}
+
+std::unique_ptr<EmoNeXt> import_pretrained(const std::vector<std::pair<std::string, Tensor>>& file, const std::string& path,
+                                           WeightSource source, const std::string& size, int64_t classes, int64_t image_size,
+                                           uint64_t seed, ImportReport& report) {
   EMONEXT_CHECK(!file.empty(), path, ": no tensors found");
   report = ImportReport{};
   report.source_detected = source == WeightSource::Auto;
@@ -184,6 +189,10 @@ std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource
     } else {
       Tensor v = t;
       if (report.source == WeightSource::Torchvision && to.ends_with(".gamma")) v = v.reshape({-1});  // [C,1,1] -> [C]
+      // timm's smaller ConvNeXts (atto to nano: conv_mlp) hold the MLP as 1x1 convolutions.
+      const bool pointwise = to.ends_with(".pwconv1.weight") || to.ends_with(".pwconv2.weight");
+      if (report.source == WeightSource::Timm && pointwise && v.dim() == 4 && v.size(2) == 1 && v.size(3) == 1)
+        v = v.reshape({v.size(0), v.size(1)});  // [O, I, 1, 1] -> [O, I]
       mapped[to] = v;
     }
   }

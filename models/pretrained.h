@@ -44,5 +44,9 @@ struct ImportReport {
 // Throws, having built nothing, on a missing, unexpected or mis-shaped tensor.
 std::unique_ptr<EmoNeXt> import_pretrained(const std::string& path, WeightSource source, const std::string& size,
                                            int64_t classes, int64_t image_size, uint64_t seed, ImportReport& report);
+// The same from tensors already read (read_weight_file's); `path` names them in errors.
+std::unique_ptr<EmoNeXt> import_pretrained(const std::vector<std::pair<std::string, Tensor>>& tensors, const std::string& path,
+                                           WeightSource source, const std::string& size, int64_t classes, int64_t image_size,
+                                           uint64_t seed, ImportReport& report);
 
 }  // namespace emonext

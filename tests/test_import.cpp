@@ -1,12 +1,17 @@
 // Pretrained weights in: the three ConvNeXt naming schemes and EmoNeXt's own
 // checkpoints give the same model, the backbone bit for bit, the logits PyTorch
 // gives with the same weights, and every refusal names its cause and writes nothing.
-// The weight files (15 MB each) are made at test time by the PyTorch twin.
+// The weight files (15 MB each) are made at test time by the PyTorch twin, in the three
+// schemes' names; files that the real timm and torchvision wrote are read at the end
+// (their names always, their values where the PyTorch 2 environment is installed).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -154,6 +159,125 @@ TEST(Import, TheToolWritesNothingWhenItRefuses) {
   load_emonext(out, &info);
   EXPECT_EQ(info.metadata.at("source"), "timm");
   EXPECT_EQ(info.image_size, 48);
+}
+
+// ---- Files the real timm and torchvision wrote ------------------------------------------
+
+// The names, dtypes and shapes of timm's convnext_atto and convnext_tiny and of
+// torchvision's convnext_tiny state dicts, as the libraries gave them
+// (tests/fixtures/library_names.txt, from tools/reference/library_weights.py --names),
+// imported as zeros: every tensor finds its place, the head is all that is left, and
+// the scheme and size are recognised. This needs no PyTorch at all.
+TEST(Import, TheLibrariesOwnNamesAndShapesMapOntoTheModel) {
+  std::map<std::pair<std::string, std::string>, std::vector<std::pair<std::string, Tensor>>> models;
+  std::ifstream in(fixture_path("library_names.txt"));
+  ASSERT_TRUE(in) << fixture_path("library_names.txt");
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream words(line);
+    std::string scheme, size, name, dtype, dims;
+    ASSERT_TRUE(words >> scheme >> size >> name >> dtype >> dims) << line;
+    ASSERT_EQ(dtype, "float32") << line;
+    Shape shape;
+    for (std::istringstream d(dims); std::getline(d, dims, ',');) shape.push_back(std::stoll(dims));
+    models[{scheme, size}].emplace_back(name, Tensor::zeros(shape));
+  }
+  ASSERT_EQ(models.size(), 3u);
+  for (const auto& [which, tensors] : models) {
+    const auto& [scheme, size] = which;
+    ImportReport r;
+    const auto model = import_pretrained(tensors, scheme + " " + size, WeightSource::Auto, "", 7, 64, 0, r);
+    EXPECT_STREQ(weight_source_name(r.source), scheme.c_str());
+    EXPECT_EQ(r.size, size) << scheme;
+    EXPECT_EQ(r.loaded.size() + r.ignored.size(), tensors.size()) << scheme << " " << size;
+    const std::string head = scheme == "timm" ? "head.fc." : "classifier.2.";
+    EXPECT_EQ(r.ignored, (std::vector<std::string>{head + "weight", head + "bias"})) << scheme << " " << size;
+    // What the file lacks is EmoNeXt's own: the spatial transformer, SE, attention, the new head.
+    for (const std::string& n : r.initialised) {
+      EXPECT_TRUE(n.starts_with("localization.") || n.starts_with("fc_loc.") ||
+                  (n.starts_with("downsample_layers.") && n.find(".2.") != std::string::npos) ||
+                  n.starts_with("attention.") || n.starts_with("head."))
+          << scheme << " " << size << " left " << n << " to the initialisation";
+    }
+  }
+}
+
+// Writes the files with the real libraries once per test process (tests/test_import.cpp's
+// other files come from the twin on Debian's PyTorch 1.13): empty with the reason in
+// `missing` where the PyTorch 2 environment is not there. A script that fails where it
+// is there is a failure, not a skip.
+struct LibraryFiles {
+  std::string dir, missing, failure;
+};
+
+const LibraryFiles& library_files() {
+  static const ScratchDir folder("library_weights");
+  static const LibraryFiles files = [] {
+    const char* env = std::getenv("EMONEXT_PYTORCH2_PYTHON");
+    const std::string python = env ? env : std::string(EMONEXT_SOURCE_DIR) + "/.venv-pytorch2/bin/python";
+    if (!std::filesystem::exists(python)) {
+      return LibraryFiles{"", "needs PyTorch 2 with timm and torchvision at " + python +
+                                  " (tools/reference/setup_pytorch2.sh makes it, or set EMONEXT_PYTORCH2_PYTHON)", ""};
+    }
+    int code = 0;
+    const std::string out = run_command(
+        python + " " + EMONEXT_SOURCE_DIR + "/tools/reference/library_weights.py " + folder.path() + " 2>&1", &code);
+    return code == 0 ? LibraryFiles{folder.path(), "", ""} : LibraryFiles{"", "", out};
+  }();
+  return files;
+}
+
+#define REQUIRE_LIBRARY_FILES()                                              \
+  if (library_files().dir.empty() && library_files().failure.empty())         \
+    GTEST_SKIP() << library_files().missing;                                 \
+  ASSERT_TRUE(library_files().failure.empty()) << "library_weights.py failed:\n" << library_files().failure
+
+// convnext_import takes FILE; its backbone, put into a bare ConvNeXt with the file's own
+// ImageNet head (`head` names it in the file), must give the library's own logits on the
+// library's images.
+void expect_the_librarys_logits(const std::string& file, const std::string& scheme, const std::string& size,
+                                const std::string& head) {
+  const std::string d = library_files().dir, path = d + "/" + file, ckpt = path + ".engine.safetensors";
+  std::string out;
+  ASSERT_EQ(run_tool(EMONEXT_CONVNEXT_IMPORT, "--in " + path + " --out " + ckpt + " --img-size 64", &out), 0) << out;
+  EXPECT_NE(out.find("source: " + scheme + " (detected"), std::string::npos) << out;
+  EXPECT_NE(out.find("EmoNeXt-" + size + " (detected"), std::string::npos) << out;
+  const auto imported = load_emonext(ckpt);
+  ConvNeXt bare(convnext_size(size), 1000);
+  std::set<std::string> wanted;
+  for (const Module::Named& t : bare.named_tensors()) wanted.insert(t.name);
+  std::vector<std::pair<std::string, Tensor>> state;
+  for (const Module::Named& t : imported->named_tensors()) {
+    if (wanted.contains(t.name) && !t.name.starts_with("head.")) state.emplace_back(t.name, *t.tensor);
+  }
+  for (const auto& [name, t] : read_weight_file(path)) {
+    if (name.starts_with(head)) state.emplace_back("head." + name.substr(head.size()), t);
+  }
+  load_state(bare, state, path);
+  bare.eval();
+  const Tensor images = load_safetensors(d + "/images.safetensors").at("images").permute({0, 2, 3, 1}).contiguous();
+  const std::vector<double> got = bare.forward(images).to_vector();
+  const std::vector<double> want = load_safetensors(d + "/logits.safetensors").at(scheme).to_vector();
+  ASSERT_EQ(got.size(), want.size());
+  double scale = 0, worst = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    scale = std::max(scale, std::fabs(want[i]));
+    worst = std::max(worst, std::fabs(got[i] - want[i]));
+  }
+  std::printf("%s: max |library - engine| / max |library| = %.3e (largest logit %.3g)\n", file.c_str(), worst / scale, scale);
+  EXPECT_GT(scale, 0.1) << "logits this small would hide a wrong tensor";
+  EXPECT_LE(worst, 1e-4 * std::max(1.0, scale)) << file << ": largest logit " << scale;
+}
+
+TEST(Import, FilesTimmWroteGiveTimmsLogits) {
+  REQUIRE_LIBRARY_FILES();
+  expect_the_librarys_logits("timm/model.safetensors", "timm", "atto", "head.fc.");
+  expect_the_librarys_logits("timm/pytorch_model.bin", "timm", "atto", "head.fc.");
+}
+
+TEST(Import, FilesTorchvisionWroteGiveTorchvisionsLogits) {
+  REQUIRE_LIBRARY_FILES();
+  expect_the_librarys_logits("torchvision.pth", "torchvision", "tiny", "classifier.2.");
 }
 
 }  // namespace
