@@ -7,6 +7,7 @@
 // laid out tap-major ([K*K, C]) in a small buffer so that its channels are contiguous
 // too. dw and db sum each output row in the accumulation type, the rows in double per
 // image, then the images in order: the same bits for any thread count.
+#include <algorithm>
 #include <vector>
 
 #include "kernels/cpu/cpu_types.h"
@@ -16,6 +17,13 @@
 namespace emonext::kernels::cpu {
 
 namespace {
+
+// Register blocking: a block of kLanes channels (one AVX-512 vector of f32) and a run of
+// kRun outputs along W are summed in registers, tap after tap, so that each product costs
+// one load of x (the weight's row is reused across the run) instead of the load and
+// store of an accumulator in memory. Each output still sums its bias, then its taps in
+// (i, j) order: the same bits as one output at a time.
+constexpr int64_t kLanes = 16, kRun = 4;
 
 // y[n,h,w,c] = b[c] + sum_{i,j} x[n, h+i-p, w+j-p, c] * w[c, tap(i,j)], with tap(i,j) = i*K + j,
 // or (K-1-i)*K + (K-1-j) when flip: the input gradient is this correlation of dy with the
@@ -31,27 +39,53 @@ void correlate(const DwConv& p, void* y, const void* x, const void* w, const voi
     for (int64_t c = 0; c < C; ++c)
       for (int64_t t = 0; t < taps; ++t) wt[size_t(t * C + c)] = load(static_cast<const T*>(w)[c * taps + (flip ? taps - 1 - t : t)]);
     const A* __restrict pw = wt.data();
-#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * C > (1 << 14))
-    for (int64_t n = 0; n < p.n; ++n)
-      for (int64_t h = 0; h < p.h; ++h) {
-        std::vector<A> acc(static_cast<size_t>(C));
-        for (int64_t wo = 0; wo < p.w; ++wo) {
-          for (int64_t c = 0; c < C; ++c) acc[size_t(c)] = pb ? load(pb[c]) : A(0);
-          for (int64_t i = 0; i < p.k; ++i) {
-            const int64_t hi = h + i - pad;
-            if (hi < 0 || hi >= p.h) continue;
-            for (int64_t j = 0; j < p.k; ++j) {
-              const int64_t wi = wo + j - pad;
-              if (wi < 0 || wi >= p.w) continue;
-              const T* xr = px + ((n * p.h + hi) * p.w + wi) * C;
-              const A* wr = pw + (i * p.k + j) * C;
-              for (int64_t c = 0; c < C; ++c) acc[size_t(c)] += load(xr[c]) * wr[c];
-            }
+    // Outputs wo0 .. wo0 + R - 1 of row h, channels c0 .. c0 + L - 1. Interior: all R
+    // outputs, every tap of each inside the row (no column checked); FullLanes: all L
+    // channels (constant trip counts).
+    auto run = [&]<int64_t R, int64_t L, bool Interior, bool FullLanes>(int64_t n, int64_t h, int64_t wo0, int64_t c0, int64_t rn,
+                                                                    int64_t ln) {
+      const int64_t r_n = Interior ? R : rn, l_n = FullLanes ? L : ln;
+      A acc[R][L];
+      for (int64_t r = 0; r < r_n; ++r)
+        for (int64_t c = 0; c < l_n; ++c) acc[r][c] = pb ? load(pb[c0 + c]) : A(0);
+      for (int64_t i = 0; i < p.k; ++i) {
+        const int64_t hi = h + i - pad;
+        if (hi < 0 || hi >= p.h) continue;
+        const T* xrow = px + (n * p.h + hi) * p.w * C + c0;
+        for (int64_t j = 0; j < p.k; ++j) {
+          const A* wr = pw + (i * p.k + j) * C + c0;
+          for (int64_t r = 0; r < r_n; ++r) {
+            const int64_t wi = wo0 + r + j - pad;
+            if (!Interior && (wi < 0 || wi >= p.w)) continue;
+            const T* xr = xrow + wi * C;
+            for (int64_t c = 0; c < l_n; ++c) acc[r][c] += load(xr[c]) * wr[c];
           }
-          T* yr = py + ((n * p.h + h) * p.w + wo) * C;
-          for (int64_t c = 0; c < C; ++c) yr[c] = store<T>(acc[size_t(c)]);
         }
       }
+      for (int64_t r = 0; r < r_n; ++r) {
+        T* yr = py + ((n * p.h + h) * p.w + wo0 + r) * C + c0;
+        for (int64_t c = 0; c < l_n; ++c) yr[c] = store<T>(acc[r][c]);
+      }
+    };
+#pragma omp parallel for collapse(2) schedule(static) if (p.n * p.h * p.w * C > (1 << 14))
+    for (int64_t n = 0; n < p.n; ++n)
+      for (int64_t h = 0; h < p.h; ++h)
+        for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
+          const int64_t l_n = std::min(kLanes, C - c0);
+          for (int64_t wo0 = 0; wo0 < p.w; wo0 += kRun) {
+            const int64_t r_n = std::min(kRun, p.w - wo0);
+            const bool interior = wo0 - pad >= 0 && wo0 + kRun - 1 + pad < p.w;
+            // Constant trip counts where the block allows them: the sums stay in registers.
+            if (r_n == kRun && interior && l_n == kLanes)
+              run.template operator()<kRun, kLanes, true, true>(n, h, wo0, c0, kRun, kLanes);
+            else if (r_n == kRun && interior && l_n == kLanes / 2)  // a half block (atto's 40 channels: 16 + 16 + 8)
+              run.template operator()<kRun, kLanes / 2, true, true>(n, h, wo0, c0, kRun, kLanes / 2);
+            else if (l_n == kLanes)  // a row's edges, and rows narrower than a run's taps (W < 10)
+              run.template operator()<kRun, kLanes, false, true>(n, h, wo0, c0, r_n, kLanes);
+            else
+              run.template operator()<kRun, kLanes, false, false>(n, h, wo0, c0, r_n, l_n);
+          }
+        }
   });
 }
 
@@ -73,9 +107,35 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
     const int64_t pad = p.k / 2, C = p.c, taps = p.k * p.k;
     // Per image: [taps, C] sums of dy * x, then C sums of dy, in double. Each output row's
     // products are first summed in the accumulation type (f32 for f32: twice the SIMD
-    // width of double, and no conversions in the inner loop), then added in.
+    // width of double, and no conversions in the inner loop), then added in. Within a
+    // row, a block of kLanes channels and up to kTapRun taps of one filter row (the same
+    // dy, x shifted by one column each) are summed in registers along W, in W's order.
+    constexpr int64_t kTapRun = 8;
     const int64_t per_image = (taps + 1) * C;
     std::vector<double> part(size_t(p.n * per_image), 0.0);
+    // Row h's sums for filter row i, taps j0 .. j0 + J - 1, channels c0 .. c0 + L - 1, into
+    // row[(i*K + j) * C + c]. Full: constant trip counts (the sums stay in registers).
+    auto tap_run = [&]<int64_t J, int64_t L, bool Full>(const T* gr, const T* xr, A* row, int64_t i, int64_t j0, int64_t c0,
+                                                     int64_t jn, int64_t ln) {
+      const int64_t j_n = Full ? J : jn, l_n = Full ? L : ln;
+      A acc[J][L] = {};
+      auto at = [&](int64_t wo, bool checked) {
+        const T* g = gr + wo * C + c0;
+        for (int64_t j = 0; j < j_n; ++j) {
+          const int64_t wi = wo + j0 + j - pad;
+          if (checked && (wi < 0 || wi >= p.w)) continue;
+          const T* xv = xr + wi * C + c0;
+          for (int64_t c = 0; c < l_n; ++c) acc[j][c] += load(g[c]) * load(xv[c]);
+        }
+      };
+      // Columns where every tap of the run falls inside the row need no check.
+      const int64_t lo = std::clamp(pad - j0, int64_t(0), p.w), hi = std::clamp(p.w + pad - j0 - (j_n - 1), lo, p.w);
+      for (int64_t wo = 0; wo < lo; ++wo) at(wo, true);
+      for (int64_t wo = lo; wo < hi; ++wo) at(wo, false);
+      for (int64_t wo = hi; wo < p.w; ++wo) at(wo, true);
+      for (int64_t j = 0; j < j_n; ++j)
+        for (int64_t c = 0; c < l_n; ++c) row[((i * p.k) + j0 + j) * C + c0 + c] = acc[j][c];
+    };
 #pragma omp parallel if (p.n > 1 && p.h * p.w * C > (1 << 12))
     {
       std::vector<A> row(static_cast<size_t>(per_image));
@@ -84,22 +144,26 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
         double* acc = part.data() + n * per_image;
         for (int64_t h = 0; h < p.h; ++h) {
           std::fill(row.begin(), row.end(), A(0));
-          A* bias = row.data() + taps * C;
-          for (int64_t wo = 0; wo < p.w; ++wo) {
-            const T* gr = pdy + ((n * p.h + h) * p.w + wo) * C;
-            if (db)
-              for (int64_t c = 0; c < C; ++c) bias[c] += load(gr[c]);
-            for (int64_t i = 0; i < p.k; ++i) {
-              const int64_t hi = h + i - pad;
-              if (hi < 0 || hi >= p.h) continue;
-              for (int64_t j = 0; j < p.k; ++j) {
-                const int64_t wi = wo + j - pad;
-                if (wi < 0 || wi >= p.w) continue;
-                const T* xr = px + ((n * p.h + hi) * p.w + wi) * C;
-                A* a = row.data() + (i * p.k + j) * C;
-                for (int64_t c = 0; c < C; ++c) a[c] += load(gr[c]) * load(xr[c]);
+          const T* gr = pdy + (n * p.h + h) * p.w * C;
+          if (db) {
+            A* bias = row.data() + taps * C;
+            for (int64_t wo = 0; wo < p.w; ++wo)
+              for (int64_t c = 0; c < C; ++c) bias[c] += load(gr[wo * C + c]);
+          }
+          for (int64_t i = 0; i < p.k; ++i) {
+            const int64_t hi = h + i - pad;
+            if (hi < 0 || hi >= p.h) continue;
+            const T* xr = px + (n * p.h + hi) * p.w * C;
+            for (int64_t c0 = 0; c0 < C; c0 += kLanes)
+              for (int64_t j0 = 0; j0 < p.k; j0 += kTapRun) {
+                const int64_t l_n = std::min(kLanes, C - c0), j_n = std::min(kTapRun, p.k - j0);
+                if (l_n == kLanes && j_n == 7)  // ConvNeXt's 7 taps, a full block of channels
+                  tap_run.template operator()<7, kLanes, true>(gr, xr, row.data(), i, j0, c0, 7, kLanes);
+                else if (l_n == kLanes / 2 && j_n == 7)
+                  tap_run.template operator()<7, kLanes / 2, true>(gr, xr, row.data(), i, j0, c0, 7, kLanes / 2);
+                else
+                  tap_run.template operator()<kTapRun, kLanes, false>(gr, xr, row.data(), i, j0, c0, j_n, l_n);
               }
-            }
           }
           for (int64_t q = 0; q < per_image; ++q) acc[q] += double(row[size_t(q)]);
         }
