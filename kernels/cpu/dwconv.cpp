@@ -104,19 +104,20 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
     const T *pdy = static_cast<const T*>(dy), *px = static_cast<const T*>(x);
+    T *pdw = static_cast<T*>(dw), *pdb = static_cast<T*>(db);
     const int64_t pad = p.k / 2, C = p.c, taps = p.k * p.k;
-    // Per image: [taps, C] sums of dy * x, then C sums of dy, in double. Each output row's
-    // products are first summed in the accumulation type (f32 for f32: twice the SIMD
-    // width of double, and no conversions in the inner loop), then added in. Within a
-    // row, a block of kLanes channels and up to kTapRun taps of one filter row (the same
-    // dy, x shifted by one column each) are summed in registers along W, in W's order.
+    // Each weight's sum: over each output row, in the accumulation type (f32 for f32:
+    // twice the SIMD width of double, no conversions in the inner loop), along W; the
+    // rows of an image in double, top to bottom; then the images in double, in order: the
+    // same bits for any thread count. Within a row, a block of kLanes channels and up to
+    // kTapRun taps of one filter row (the same dy, x shifted by one column each) are
+    // summed in registers.
     constexpr int64_t kTapRun = 8;
-    const int64_t per_image = (taps + 1) * C;
-    std::vector<double> part(size_t(p.n * per_image), 0.0);
-    // Row h's sums for filter row i, taps j0 .. j0 + J - 1, channels c0 .. c0 + L - 1, into
-    // row[(i*K + j) * C + c]. Full: constant trip counts (the sums stay in registers).
-    auto tap_run = [&]<int64_t J, int64_t L, bool Full>(const T* gr, const T* xr, A* row, int64_t i, int64_t j0, int64_t c0,
-                                                     int64_t jn, int64_t ln) {
+    // Row sums of dy[h] * x[hi] for taps j0 .. j0 + J - 1 of filter row i and channels
+    // c0 .. c0 + L - 1, into out[j * kLanes + c]. Full: constant trip counts (the sums
+    // stay in registers).
+    auto tap_run = [&]<int64_t J, int64_t L, bool Full>(const T* gr, const T* xr, A* out, int64_t j0, int64_t c0, int64_t jn,
+                                                     int64_t ln) {
       const int64_t j_n = Full ? J : jn, l_n = Full ? L : ln;
       A acc[J][L] = {};
       auto at = [&](int64_t wo, bool checked) {
@@ -134,49 +135,69 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
       for (int64_t wo = lo; wo < hi; ++wo) at(wo, false);
       for (int64_t wo = hi; wo < p.w; ++wo) at(wo, true);
       for (int64_t j = 0; j < j_n; ++j)
-        for (int64_t c = 0; c < l_n; ++c) row[((i * p.k) + j0 + j) * C + c0 + c] = acc[j][c];
+        for (int64_t c = 0; c < l_n; ++c) out[j * kLanes + c] = acc[j][c];
     };
-#pragma omp parallel if (p.n > 1 && p.h * p.w * C > (1 << 12))
+    // Each image's sums (an image a unit of work, its [taps, C] weight sums then C bias
+    // sums written, not added, to its own slice of `part`), then over the images in order,
+    // a slice of the weights a thread.
+    const int64_t per_image = (taps + 1) * C;
+    std::vector<double> part(size_t(p.n * per_image));
+    const bool parallel = p.n * p.h * p.w * C > (1 << 14);
+#pragma omp parallel if (parallel)
     {
-      std::vector<A> row(static_cast<size_t>(per_image));
+      std::vector<A> row(size_t(kTapRun * kLanes));
 #pragma omp for schedule(static)
       for (int64_t n = 0; n < p.n; ++n) {
-        double* acc = part.data() + n * per_image;
+        double* image = part.data() + n * per_image;
+        std::fill(image, image + per_image, 0.0);
         for (int64_t h = 0; h < p.h; ++h) {
-          std::fill(row.begin(), row.end(), A(0));
           const T* gr = pdy + (n * p.h + h) * p.w * C;
-          if (db) {
-            A* bias = row.data() + taps * C;
-            for (int64_t wo = 0; wo < p.w; ++wo)
-              for (int64_t c = 0; c < C; ++c) bias[c] += load(gr[wo * C + c]);
+          if (pdb) {
+            double* bias = image + taps * C;
+            for (int64_t c0 = 0; c0 < C; c0 += kLanes) {  // the row's sum per channel along W, then in
+              const int64_t l_n = std::min(kLanes, C - c0);
+              A sum[kLanes] = {};
+              for (int64_t wo = 0; wo < p.w; ++wo)
+                for (int64_t c = 0; c < l_n; ++c) sum[c] += load(gr[wo * C + c0 + c]);
+              for (int64_t c = 0; c < l_n; ++c) bias[c0 + c] += double(sum[c]);
+            }
           }
           for (int64_t i = 0; i < p.k; ++i) {
             const int64_t hi = h + i - pad;
-            if (hi < 0 || hi >= p.h) continue;
+            if (hi < 0 || hi >= p.h) continue;  // a row of zeros: adding it changes no sum
             const T* xr = px + (n * p.h + hi) * p.w * C;
             for (int64_t c0 = 0; c0 < C; c0 += kLanes)
               for (int64_t j0 = 0; j0 < p.k; j0 += kTapRun) {
                 const int64_t l_n = std::min(kLanes, C - c0), j_n = std::min(kTapRun, p.k - j0);
                 if (l_n == kLanes && j_n == 7)  // ConvNeXt's 7 taps, a full block of channels
-                  tap_run.template operator()<7, kLanes, true>(gr, xr, row.data(), i, j0, c0, 7, kLanes);
+                  tap_run.template operator()<7, kLanes, true>(gr, xr, row.data(), j0, c0, 7, kLanes);
                 else if (l_n == kLanes / 2 && j_n == 7)
-                  tap_run.template operator()<7, kLanes / 2, true>(gr, xr, row.data(), i, j0, c0, 7, kLanes / 2);
+                  tap_run.template operator()<7, kLanes / 2, true>(gr, xr, row.data(), j0, c0, 7, kLanes / 2);
                 else
-                  tap_run.template operator()<kTapRun, kLanes, false>(gr, xr, row.data(), i, j0, c0, j_n, l_n);
+                  tap_run.template operator()<kTapRun, kLanes, false>(gr, xr, row.data(), j0, c0, j_n, l_n);
+                for (int64_t j = 0; j < j_n; ++j)
+                  for (int64_t c = 0; c < l_n; ++c)
+                    image[(i * p.k + j0 + j) * C + c0 + c] += double(row[size_t(j * kLanes + c)]);
               }
           }
-          for (int64_t q = 0; q < per_image; ++q) acc[q] += double(row[size_t(q)]);
         }
       }
-    }
-    // Over the images in order (the same bits for any thread count), then out in [C, taps] order.
-    std::vector<double> total(size_t(per_image), 0.0);
-    for (int64_t n = 0; n < p.n; ++n)
-      for (int64_t q = 0; q < per_image; ++q) total[size_t(q)] += part[size_t(n * per_image + q)];
-    T *pdw = static_cast<T*>(dw), *pdb = static_cast<T*>(db);
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t t = 0; t < taps; ++t) pdw[c * taps + t] = store<T>(A(total[size_t(t * C + c)]));
-      if (pdb) pdb[c] = store<T>(A(total[size_t(taps * C + c)]));
+      // Over the images in order, then out in [C, taps] order.
+      constexpr int64_t kSlice = 64;
+#pragma omp for schedule(static)
+      for (int64_t q0 = 0; q0 < per_image; q0 += kSlice) {
+        const int64_t q_n = std::min(kSlice, per_image - q0);
+        double total[kSlice] = {};
+        for (int64_t n = 0; n < p.n; ++n)
+          for (int64_t q = 0; q < q_n; ++q) total[q] += part[size_t(n * per_image + q0 + q)];
+        for (int64_t q = 0; q < q_n; ++q) {
+          const int64_t t = (q0 + q) / C, c = (q0 + q) % C;
+          if (t < taps)
+            pdw[c * taps + t] = store<T>(A(total[q]));
+          else if (pdb)
+            pdb[c] = store<T>(A(total[q]));
+        }
+      }
     }
   });
 }
