@@ -236,7 +236,7 @@ const LibraryFiles& library_files() {
 // ImageNet head (`head` names it in the file), must give the library's own logits on the
 // library's images.
 void expect_the_librarys_logits(const std::string& file, const std::string& scheme, const std::string& size,
-                                const std::string& head) {
+                                const std::string& head, const std::string& logits_of) {
   const std::string d = library_files().dir, path = d + "/" + file, ckpt = path + ".engine.safetensors";
   std::string out;
   ASSERT_EQ(run_tool(EMONEXT_CONVNEXT_IMPORT, "--in " + path + " --out " + ckpt + " --img-size 64", &out), 0) << out;
@@ -257,7 +257,7 @@ void expect_the_librarys_logits(const std::string& file, const std::string& sche
   bare.eval();
   const Tensor images = load_safetensors(d + "/images.safetensors").at("images").permute({0, 2, 3, 1}).contiguous();
   const std::vector<double> got = bare.forward(images).to_vector();
-  const std::vector<double> want = load_safetensors(d + "/logits.safetensors").at(scheme).to_vector();
+  const std::vector<double> want = load_safetensors(d + "/logits.safetensors").at(logits_of).to_vector();
   ASSERT_EQ(got.size(), want.size());
   double scale = 0, worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -271,13 +271,16 @@ void expect_the_librarys_logits(const std::string& file, const std::string& sche
 
 TEST(Import, FilesTimmWroteGiveTimmsLogits) {
   REQUIRE_LIBRARY_FILES();
-  expect_the_librarys_logits("timm/model.safetensors", "timm", "atto", "head.fc.");
-  expect_the_librarys_logits("timm/pytorch_model.bin", "timm", "atto", "head.fc.");
+  // atto keeps its MLP as 1x1 convolutions (timm's conv_mlp), tiny as Linear layers.
+  for (const std::string size : {"atto", "tiny"}) {
+    expect_the_librarys_logits("timm_" + size + "/model.safetensors", "timm", size, "head.fc.", "timm_" + size);
+    expect_the_librarys_logits("timm_" + size + "/pytorch_model.bin", "timm", size, "head.fc.", "timm_" + size);
+  }
 }
 
 TEST(Import, FilesTorchvisionWroteGiveTorchvisionsLogits) {
   REQUIRE_LIBRARY_FILES();
-  expect_the_librarys_logits("torchvision.pth", "torchvision", "tiny", "classifier.2.");
+  expect_the_librarys_logits("torchvision.pth", "torchvision", "tiny", "classifier.2.", "torchvision");
 }
 
 }  // namespace

@@ -7,12 +7,14 @@ tools/reference/setup_pytorch2.sh makes:
   .venv-pytorch2/bin/python tools/reference/library_weights.py --names FILE
 
 DIR receives
-  timm/model.safetensors, timm/pytorch_model.bin, timm/config.json
-      timm.create_model("convnext_atto") saved by timm's own hub writer (save_for_hf)
+  timm_atto/model.safetensors, timm_atto/pytorch_model.bin, timm_atto/config.json
+      timm.create_model("convnext_atto") saved by timm's own hub writer (save_for_hf);
+      atto keeps its MLP as 1x1 convolutions (conv_mlp)
+  timm_tiny/...          the same for "convnext_tiny" (its MLP as Linear layers)
   torchvision.pth        torch.save of torchvision.models.convnext_tiny()'s state dict
   images.safetensors     "images": a fixed batch [2, 3, 64, 64] in [0, 1]
-  logits.safetensors     "timm", "torchvision": each library's own model on those images
-                         (eval mode, f32, its ImageNet head)
+  logits.safetensors     "timm_atto", "timm_tiny", "torchvision": each library's own model
+                         on those images (eval mode, f32, its ImageNet head)
 
 The models keep their libraries' own initialisation of every weight matrix and
 convolution; the 1-D tensors (biases, norms, layer scales) are then drawn at random,
@@ -44,16 +46,17 @@ def randomise_vectors(model, gen):
 def write(out):
     gen = torch.Generator().manual_seed(20261208)
     torch.manual_seed(1)  # the libraries' own initialisation draws from the global generator
-    tm = timm.create_model("convnext_atto").eval()
-    tv = torchvision.models.convnext_tiny().eval()
-    randomise_vectors(tm, gen)
-    randomise_vectors(tv, gen)
-    os.makedirs(os.path.join(out, "timm"), exist_ok=True)
-    save_for_hf(tm, os.path.join(out, "timm"), safe_serialization="both")
-    torch.save(tv.state_dict(), os.path.join(out, "torchvision.pth"))
+    models = {"timm_atto": timm.create_model("convnext_atto").eval(), "timm_tiny": timm.create_model("convnext_tiny").eval(),
+              "torchvision": torchvision.models.convnext_tiny().eval()}
+    for name, m in models.items():
+        randomise_vectors(m, gen)
+        if name.startswith("timm"):
+            os.makedirs(os.path.join(out, name), exist_ok=True)
+            save_for_hf(m, os.path.join(out, name), safe_serialization="both")
+    torch.save(models["torchvision"].state_dict(), os.path.join(out, "torchvision.pth"))
     images = torch.rand(2, 3, 64, 64, generator=gen)
     with torch.no_grad():
-        logits = {"timm": tm(images).contiguous(), "torchvision": tv(images).contiguous()}
+        logits = {name: m(images).contiguous() for name, m in models.items()}
     save_file({"images": images}, os.path.join(out, "images.safetensors"))
     save_file(logits, os.path.join(out, "logits.safetensors"))
     print(f"timm {timm.__version__}, torchvision {torchvision.__version__}, torch {torch.__version__}: {out}")
