@@ -129,11 +129,13 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
           for (int64_t c = 0; c < l_n; ++c) acc[j][c] += load(g[c]) * load(xv[c]);
         }
       };
-      // Columns where every tap of the run falls inside the row need no check.
-      const int64_t lo = std::clamp(pad - j0, int64_t(0), p.w), hi = std::clamp(p.w + pad - j0 - (j_n - 1), lo, p.w);
-      for (int64_t wo = 0; wo < lo; ++wo) at(wo, true);
-      for (int64_t wo = lo; wo < hi; ++wo) at(wo, false);
-      for (int64_t wo = hi; wo < p.w; ++wo) at(wo, true);
+      // Columns inside_begin .. inside_end - 1: every tap of the run falls inside the row,
+      // so none is checked.
+      const int64_t inside_begin = std::clamp(pad - j0, int64_t(0), p.w);
+      const int64_t inside_end = std::clamp(p.w + pad - j0 - (j_n - 1), inside_begin, p.w);
+      for (int64_t wo = 0; wo < inside_begin; ++wo) at(wo, true);
+      for (int64_t wo = inside_begin; wo < inside_end; ++wo) at(wo, false);
+      for (int64_t wo = inside_end; wo < p.w; ++wo) at(wo, true);
       for (int64_t j = 0; j < j_n; ++j)
         for (int64_t c = 0; c < l_n; ++c) out[j * kLanes + c] = acc[j][c];
     };
@@ -142,8 +144,7 @@ void dwconv_backward_weight(const DwConv& p, void* dw, void* db, const void* dy,
     // a slice of the weights a thread.
     const int64_t per_image = (taps + 1) * C;
     std::vector<double> part(size_t(p.n * per_image));
-    const bool parallel = p.n * p.h * p.w * C > (1 << 14);
-#pragma omp parallel if (parallel)
+#pragma omp parallel if (p.n * p.h * p.w * C > (1 << 14))
     {
       std::vector<A> row(size_t(kTapRun * kLanes));
 #pragma omp for schedule(static)
